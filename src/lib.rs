@@ -1,0 +1,5 @@
+//! Freshet: a self-hosted streaming platform that speaks Amazon Kinesis's wire
+//! protocols. See `docs/ARCHITECTURE.md` for how the modules fit together.
+
+pub mod clock;
+pub mod store;

@@ -1,0 +1,671 @@
+//! One append-only log: a directory of segment files (format in [`super::segment`]).
+//!
+//! Readers take a short read lock on the published state (segment list, sparse index,
+//! durable end) and then read files with positioned reads, without holding any lock.
+//! Only the store's writer thread appends (see [`super::writer`]); it publishes new
+//! entries after they are durable, so a reader never sees an entry that could be lost
+//! by a crash.
+//!
+//! Every function here does blocking file I/O: call it from the writer thread or from
+//! `spawn_blocking`, never from an async task.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+
+use super::segment::{
+    self, FRAME_OVERHEAD, Frame, FrameError, HEADER_LEN, SegmentHeader, SegmentSummary,
+};
+
+/// A sealed or active segment as readers see it.
+#[derive(Debug)]
+struct Segment {
+    summary: SegmentSummary,
+    path: PathBuf,
+    /// Read handle, opened once.
+    file: Arc<File>,
+}
+
+/// The state readers see: only durable entries.
+#[derive(Debug)]
+struct Published {
+    segments: Vec<Segment>,
+    /// One past the last durable offset.
+    end_offset: u64,
+    last_timestamp_ms: i64,
+}
+
+/// Writer-side state of the active segment; touched only by the writer thread.
+#[derive(Debug)]
+pub(super) struct Appender {
+    file: File,
+    summary: SegmentSummary,
+}
+
+/// Entries read from a log.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    pub entries: Vec<Frame>,
+    /// The offset to read from next.
+    pub next_offset: u64,
+}
+
+/// An append-only log of entries with dense offsets.
+#[derive(Debug)]
+pub struct Log {
+    id: String,
+    dir: PathBuf,
+    published: RwLock<Published>,
+    /// `None` after an unrecoverable write error: the log refuses appends until restart.
+    appender: Mutex<Option<Appender>>,
+    /// Durable end offset, for followers waiting for new entries.
+    durable: watch::Sender<u64>,
+}
+
+/// Summary figures of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The oldest offset still stored (the trim horizon).
+    pub first_offset: u64,
+    /// One past the newest durable offset.
+    pub end_offset: u64,
+    pub last_timestamp_ms: i64,
+}
+
+fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.seg"))
+}
+
+fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.idx"))
+}
+
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn read_whole(path: &Path) -> io::Result<Bytes> {
+    Ok(Bytes::from(fs::read(path)?))
+}
+
+/// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+fn create_segment(dir: &Path, base: u64, created_ms: i64) -> io::Result<(File, SegmentSummary)> {
+    let header = SegmentHeader {
+        base_offset: base,
+        created_ms,
+    };
+    let path = segment_path(dir, base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    file.write_all_at(&header.encode(), 0)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok((file, SegmentSummary::empty(header)))
+}
+
+impl Log {
+    /// Opens (recovering) or creates the log in `dir`. A torn or corrupt tail is
+    /// truncated; sealed segments are described by their index files, not scanned.
+    pub fn open(id: &str, dir: &Path, now_ms: i64) -> io::Result<Arc<Log>> {
+        fs::create_dir_all(dir)?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".seg") {
+                if let Ok(base) = stem.parse::<u64>() {
+                    bases.push(base);
+                }
+            } else if name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+        let count = bases.len();
+        for (i, base) in bases.into_iter().enumerate() {
+            let path = segment_path(dir, base);
+            let is_last = i + 1 == count;
+            let from_index = fs::read(index_path(dir, base))
+                .ok()
+                .and_then(|b| SegmentSummary::decode_index(&b))
+                .filter(|s| s.header.base_offset == base);
+            let summary = match from_index {
+                Some(s) if !is_last => s,
+                _ => {
+                    let image = read_whole(&path)?;
+                    let Some(summary) = segment::scan_segment(&image) else {
+                        // Header never made it to disk: the segment was being created
+                        // when we crashed, so it holds nothing.
+                        if is_last && image.len() < HEADER_LEN * 2 {
+                            tracing::warn!(log = id, base, "removing segment with torn header");
+                            fs::remove_file(&path)?;
+                            continue;
+                        }
+                        return Err(io::Error::new(
+                            ErrorKind::InvalidData,
+                            format!("segment {} has a damaged header", path.display()),
+                        ));
+                    };
+                    if (summary.valid_len as usize) < image.len() {
+                        tracing::warn!(
+                            log = id,
+                            segment = %path.display(),
+                            kept = summary.valid_len,
+                            dropped = image.len() as u64 - summary.valid_len,
+                            "truncating torn or corrupt tail"
+                        );
+                        let f = OpenOptions::new().write(true).open(&path)?;
+                        f.set_len(summary.valid_len)?;
+                        f.sync_all()?;
+                    }
+                    if !is_last {
+                        write_atomically(dir, &index_path(dir, base), &summary.encode_index())?;
+                    }
+                    summary
+                }
+            };
+            if let Some(prev) = segments.last()
+                && prev.summary.end_offset != summary.header.base_offset
+            {
+                tracing::warn!(
+                    log = id,
+                    expected = prev.summary.end_offset,
+                    found = summary.header.base_offset,
+                    "gap between segments"
+                );
+            }
+            let file = Arc::new(File::open(&path)?);
+            segments.push(Segment {
+                summary,
+                path,
+                file,
+            });
+        }
+
+        let appender = match segments.last() {
+            Some(last) => Appender {
+                file: OpenOptions::new().read(true).write(true).open(&last.path)?,
+                summary: last.summary.clone(),
+            },
+            None => {
+                let (file, summary) = create_segment(dir, 0, now_ms)?;
+                let path = segment_path(dir, 0);
+                segments.push(Segment {
+                    summary: summary.clone(),
+                    file: Arc::new(File::open(&path)?),
+                    path,
+                });
+                Appender { file, summary }
+            }
+        };
+        let end_offset = appender.summary.end_offset;
+        let last_timestamp_ms = segments
+            .iter()
+            .rev()
+            .find(|s| !s.summary.is_empty())
+            .map(|s| s.summary.last_timestamp_ms)
+            .unwrap_or(i64::MIN);
+        let (durable, _) = watch::channel(end_offset);
+        Ok(Arc::new(Log {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            published: RwLock::new(Published {
+                segments,
+                end_offset,
+                last_timestamp_ms,
+            }),
+            appender: Mutex::new(Some(appender)),
+            durable,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn bounds(&self) -> LogBounds {
+        let p = self.published.read().unwrap();
+        LogBounds {
+            first_offset: p
+                .segments
+                .first()
+                .map(|s| s.summary.header.base_offset)
+                .unwrap_or(0),
+            end_offset: p.end_offset,
+            last_timestamp_ms: p.last_timestamp_ms,
+        }
+    }
+
+    /// A receiver that changes whenever new entries become durable.
+    pub fn watch_end(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.published.read().unwrap().segments.len()
+    }
+
+    /// Reads up to `max_entries` entries (and about `max_payload_bytes` of payload, but
+    /// at least one entry) starting at `from`. A position before the trim horizon reads
+    /// from the trim horizon.
+    pub fn read(
+        &self,
+        from: u64,
+        max_entries: usize,
+        max_payload_bytes: usize,
+    ) -> io::Result<ReadBatch> {
+        let mut out = ReadBatch {
+            entries: Vec::new(),
+            next_offset: from,
+        };
+        let mut bytes = 0usize;
+        loop {
+            if out.entries.len() >= max_entries
+                || (bytes >= max_payload_bytes && !out.entries.is_empty())
+            {
+                return Ok(out);
+            }
+            // Locate the segment for `next_offset` under the lock, then read without it.
+            let (file, point, seg_end, valid_len) = {
+                let p = self.published.read().unwrap();
+                let first = p
+                    .segments
+                    .first()
+                    .map(|s| s.summary.header.base_offset)
+                    .unwrap_or(0);
+                if out.next_offset < first {
+                    out.next_offset = first;
+                }
+                if out.next_offset >= p.end_offset {
+                    return Ok(out);
+                }
+                let idx = p
+                    .segments
+                    .partition_point(|s| s.summary.header.base_offset <= out.next_offset)
+                    .saturating_sub(1);
+                let seg = &p.segments[idx];
+                if out.next_offset >= seg.summary.end_offset {
+                    // A gap (should not happen) or the end of a sealed segment: move on.
+                    match p.segments.get(idx + 1) {
+                        Some(next) => {
+                            out.next_offset = next.summary.header.base_offset;
+                            continue;
+                        }
+                        None => return Ok(out),
+                    }
+                }
+                let point = seg.summary.point_for_offset(out.next_offset);
+                (
+                    seg.file.clone(),
+                    point,
+                    seg.summary.end_offset.min(p.end_offset),
+                    seg.summary.valid_len,
+                )
+            };
+            let want_entries = max_entries - out.entries.len();
+            let want_bytes = max_payload_bytes.saturating_sub(bytes);
+            let got = read_segment(
+                &file,
+                point.position,
+                point.offset,
+                out.next_offset,
+                seg_end,
+                valid_len,
+                want_entries,
+                want_bytes,
+            )?;
+            if got.is_empty() {
+                return Ok(out);
+            }
+            for frame in got {
+                bytes += frame.payload.len();
+                out.next_offset = frame.offset + 1;
+                out.entries.push(frame);
+            }
+        }
+    }
+
+    /// The offset of the first entry stamped at or after `timestamp_ms` (the end offset
+    /// when there is none).
+    pub fn offset_at_time(&self, timestamp_ms: i64) -> io::Result<u64> {
+        let (file, point, seg_end, valid_len) = {
+            let p = self.published.read().unwrap();
+            let Some(seg) = p
+                .segments
+                .iter()
+                .find(|s| !s.summary.is_empty() && s.summary.last_timestamp_ms >= timestamp_ms)
+            else {
+                return Ok(p.end_offset);
+            };
+            let point = seg.summary.point_for_time(timestamp_ms);
+            (
+                seg.file.clone(),
+                point,
+                seg.summary.end_offset.min(p.end_offset),
+                seg.summary.valid_len,
+            )
+        };
+        let mut position = point.position;
+        let mut offset = point.offset;
+        while offset < seg_end {
+            let frames = read_segment(
+                &file,
+                position,
+                offset,
+                offset,
+                seg_end,
+                valid_len,
+                1024,
+                usize::MAX,
+            )?;
+            if frames.is_empty() {
+                break;
+            }
+            for f in &frames {
+                if f.timestamp_ms >= timestamp_ms {
+                    return Ok(f.offset);
+                }
+                position += (FRAME_OVERHEAD + f.payload.len()) as u64;
+            }
+            offset = frames.last().unwrap().offset + 1;
+        }
+        Ok(seg_end)
+    }
+
+    /// Deletes whole sealed segments whose newest entry is older than `cutoff_ms`.
+    /// Returns the number of segments removed. The active segment is never removed
+    /// here (see [`Log::active_is_stale`]).
+    pub fn trim_before(&self, cutoff_ms: i64) -> io::Result<usize> {
+        let removed: Vec<Segment> = {
+            let mut p = self.published.write().unwrap();
+            let sealed = p.segments.len().saturating_sub(1);
+            let n = p.segments[..sealed]
+                .iter()
+                .take_while(|s| s.summary.last_timestamp_ms < cutoff_ms)
+                .count();
+            p.segments.drain(..n).collect()
+        };
+        for seg in &removed {
+            let base = seg.summary.header.base_offset;
+            fs::remove_file(&seg.path)?;
+            let _ = fs::remove_file(index_path(&self.dir, base));
+            tracing::debug!(log = %self.id, base, "deleted expired segment");
+        }
+        if !removed.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed.len())
+    }
+
+    /// True when the active segment holds entries all older than `cutoff_ms`, so it
+    /// should be sealed to let retention delete it.
+    pub fn active_is_stale(&self, cutoff_ms: i64) -> bool {
+        let p = self.published.read().unwrap();
+        p.segments
+            .last()
+            .is_some_and(|s| !s.summary.is_empty() && s.summary.last_timestamp_ms < cutoff_ms)
+    }
+
+    // ---- writer-thread side ----
+
+    /// Encodes `payloads` as frames after the current end, stamps them
+    /// `max(now, last timestamp)` and writes them (not yet synced). Rolls to a new segment
+    /// first when the active one is full or old. Returns the first offset and timestamp.
+    pub(super) fn write_batch(
+        &self,
+        payloads: &[Bytes],
+        now_ms: i64,
+        roll: &RollPolicy,
+        scratch: &mut BytesMut,
+    ) -> io::Result<(u64, i64)> {
+        let mut guard = self.appender.lock().unwrap();
+        let appender = guard.as_mut().ok_or_else(|| {
+            io::Error::other(format!("log {} is failed; restart needed", self.id))
+        })?;
+        if roll.should_roll(&appender.summary, now_ms) {
+            self.roll_locked(appender, now_ms)?;
+        }
+        let summary = &mut appender.summary;
+        // Timestamps never go backwards within a log, even if the wall clock does.
+        let timestamp = now_ms.max(summary.last_timestamp_ms);
+        let first_offset = summary.end_offset;
+        let start_position = summary.valid_len;
+        scratch.clear();
+        let mut frame_lens = Vec::with_capacity(payloads.len());
+        for (i, payload) in payloads.iter().enumerate() {
+            let before = scratch.len();
+            segment::encode_frame(scratch, first_offset + i as u64, timestamp, payload);
+            frame_lens.push((scratch.len() - before) as u64);
+        }
+        if let Err(e) = appender.file.write_all_at(scratch, start_position) {
+            // Nothing was published. Cut off whatever part of the batch reached the
+            // file, so that a later, shorter batch cannot leave stale frames with
+            // matching offsets behind it for recovery to resurrect.
+            if appender.file.set_len(start_position).is_err() {
+                *guard = None;
+            }
+            return Err(e);
+        }
+        let mut position = start_position;
+        for (i, len) in frame_lens.into_iter().enumerate() {
+            summary.note_frame(first_offset + i as u64, position, timestamp, len);
+            position += len;
+        }
+        Ok((first_offset, timestamp))
+    }
+
+    /// Makes written entries durable (fdatasync of the active segment).
+    pub(super) fn sync(&self) -> io::Result<()> {
+        let guard = self.appender.lock().unwrap();
+        match guard.as_ref() {
+            Some(a) => a.file.sync_data(),
+            None => Err(io::Error::other("log is failed")),
+        }
+    }
+
+    /// Marks the log failed after a sync error: the kernel may have dropped the dirty
+    /// pages, so what we wrote can no longer be trusted until recovery re-reads it.
+    pub(super) fn fail(&self) {
+        *self.appender.lock().unwrap() = None;
+    }
+
+    /// Publishes everything written so far to readers and wakes followers.
+    pub(super) fn publish(&self) {
+        let guard = self.appender.lock().unwrap();
+        let Some(appender) = guard.as_ref() else {
+            return;
+        };
+        let end = {
+            let mut p = self.published.write().unwrap();
+            let Some(active) = p.segments.last_mut() else {
+                return;
+            };
+            debug_assert_eq!(active.summary.header, appender.summary.header);
+            let known = active.summary.points.len();
+            active
+                .summary
+                .points
+                .extend_from_slice(&appender.summary.points[known..]);
+            active.summary.end_offset = appender.summary.end_offset;
+            active.summary.valid_len = appender.summary.valid_len;
+            active.summary.first_timestamp_ms = appender.summary.first_timestamp_ms;
+            active.summary.last_timestamp_ms = appender.summary.last_timestamp_ms;
+            if !appender.summary.is_empty() {
+                p.last_timestamp_ms = appender.summary.last_timestamp_ms;
+            }
+            p.end_offset = appender.summary.end_offset;
+            p.end_offset
+        };
+        self.durable.send_replace(end);
+    }
+
+    /// Seals the active segment if it holds only entries older than `cutoff_ms`.
+    pub(super) fn roll_if_stale(&self, cutoff_ms: i64, now_ms: i64) -> io::Result<bool> {
+        let mut guard = self.appender.lock().unwrap();
+        let Some(appender) = guard.as_mut() else {
+            return Ok(false);
+        };
+        if appender.summary.is_empty() || appender.summary.last_timestamp_ms >= cutoff_ms {
+            return Ok(false);
+        }
+        self.roll_locked(appender, now_ms)?;
+        Ok(true)
+    }
+
+    /// Seals the active segment (index file written durably) and starts a new one.
+    fn roll_locked(&self, appender: &mut Appender, now_ms: i64) -> io::Result<()> {
+        appender.file.sync_data()?;
+        let sealed = appender.summary.clone();
+        let base = sealed.header.base_offset;
+        write_atomically(
+            &self.dir,
+            &index_path(&self.dir, base),
+            &sealed.encode_index(),
+        )?;
+        let new_base = sealed.end_offset;
+        let (file, summary) = create_segment(&self.dir, new_base, now_ms)?;
+        let path = segment_path(&self.dir, new_base);
+        let read_handle = Arc::new(File::open(&path)?);
+        {
+            let mut p = self.published.write().unwrap();
+            if let Some(active) = p.segments.last_mut() {
+                active.summary = sealed;
+            }
+            p.segments.push(Segment {
+                summary: summary.clone(),
+                path,
+                file: read_handle,
+            });
+        }
+        *appender = Appender { file, summary };
+        tracing::debug!(log = %self.id, base = new_base, "rolled to a new segment");
+        Ok(())
+    }
+}
+
+/// When the writer starts a new segment.
+#[derive(Debug, Clone, Copy)]
+pub struct RollPolicy {
+    pub max_segment_bytes: u64,
+    pub max_segment_age_ms: i64,
+}
+
+impl RollPolicy {
+    fn should_roll(&self, active: &SegmentSummary, now_ms: i64) -> bool {
+        !active.is_empty()
+            && (active.valid_len >= self.max_segment_bytes
+                || now_ms - active.first_timestamp_ms >= self.max_segment_age_ms)
+    }
+}
+
+/// Reads frames from one segment: starting at the index point (`position`,
+/// `point_offset`), skipping to `from`, never past `seg_end` or `valid_len`.
+#[allow(clippy::too_many_arguments)]
+fn read_segment(
+    file: &File,
+    mut position: u64,
+    point_offset: u64,
+    from: u64,
+    seg_end: u64,
+    valid_len: u64,
+    max_entries: usize,
+    max_payload_bytes: usize,
+) -> io::Result<Vec<Frame>> {
+    const MIN_CHUNK: u64 = 256 * 1024;
+    const MAX_CHUNK: u64 = 16 * 1024 * 1024;
+    let mut out = Vec::new();
+    let mut offset = point_offset;
+    let mut bytes = 0usize;
+    let mut chunk_len =
+        ((max_payload_bytes as u64).saturating_add(64 * 1024)).clamp(MIN_CHUNK, MAX_CHUNK);
+    while offset < seg_end && out.len() < max_entries && position < valid_len {
+        let len = chunk_len.min(valid_len - position) as usize;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, position)?;
+        let chunk = Bytes::from(buf);
+        let skip = if offset < from {
+            (from - offset) as usize
+        } else {
+            0
+        };
+        let (frames, consumed) = segment::parse_frames(
+            &chunk,
+            offset,
+            seg_end,
+            max_entries - out.len() + skip,
+            if skip > 0 {
+                usize::MAX
+            } else {
+                max_payload_bytes.saturating_sub(bytes)
+            },
+        )
+        .map_err(|e| {
+            io::Error::new(
+                ErrorKind::InvalidData,
+                format!("corrupt frame at position {position}: {e:?}"),
+            )
+        })?;
+        if frames.is_empty() {
+            // The next frame is larger than the chunk: read exactly enough for it.
+            match segment::decode_frame(&chunk) {
+                Err(FrameError::Incomplete { needed })
+                    if (needed as u64) <= valid_len - position =>
+                {
+                    chunk_len = needed as u64;
+                    continue;
+                }
+                Err(FrameError::Corrupt) => {
+                    return Err(io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!("corrupt frame at position {position}"),
+                    ));
+                }
+                _ => break,
+            }
+        }
+        position += consumed as u64;
+        offset = frames.last().map(|f| f.offset + 1).unwrap_or(offset);
+        for f in frames {
+            if f.offset < from {
+                continue;
+            }
+            if !out.is_empty() && bytes + f.payload.len() > max_payload_bytes {
+                return Ok(out);
+            }
+            bytes += f.payload.len();
+            out.push(f);
+        }
+        if bytes >= max_payload_bytes && !out.is_empty() {
+            break;
+        }
+    }
+    Ok(out)
+}
