@@ -1,1 +1,439 @@
-fn main() {}
+//! `freshet-bench`: a load generator for Kinesis Data Streams compatible
+//! endpoints (Freshet, kinesalite, ...), speaking the AWS JSON 1.1 wire
+//! protocol with SigV4-signed requests over plain HTTP/1.1 keep-alive.
+//!
+//! `freshet-bench kinesis` runs the PutRecords, GetRecords and visibility
+//! phases against one endpoint; `freshet-bench compare` puts two saved JSON
+//! results side by side.
+
+mod get;
+mod http;
+mod kinesis;
+mod put;
+mod report;
+mod rng;
+mod sigv4;
+mod stats;
+mod visibility;
+
+use clap::{Args, Parser, Subcommand};
+use kinesis::Endpoint;
+use report::RunReport;
+use sigv4::Signer;
+use stats::RssSampler;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "freshet-bench",
+    version,
+    about = "Load generator for Kinesis-compatible endpoints (Freshet, kinesalite, ...)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Benchmark a Kinesis Data Streams endpoint: PutRecords, GetRecords, visibility latency.
+    ///
+    /// Creates a stream, waits until it is ACTIVE, then runs three phases:
+    ///
+    /// 1. put: --clients connections send PutRecords calls of --batch records of
+    ///    --record-size random bytes (random partition keys) for --duration seconds
+    ///    or --calls calls. All request bytes are built and SigV4-signed before the
+    ///    clock starts and reused round-robin.
+    ///
+    /// 2. get: one reader per shard reads everything back from TRIM_HORIZON with
+    ///    GetRecords (--get-limit) until caught up.
+    ///
+    /// 3. visibility: one producer sends a small PutRecord every
+    ///    --visibility-interval-ms while one consumer per shard polls GetRecords
+    ///    from LATEST in a tight loop; latency is send -> first seen.
+    ///
+    /// Finally deletes the stream (unless --keep) and prints a table (and, with
+    /// --json, one JSON object as the last line of standard output). Progress
+    /// goes to standard error. MB/s counts record payload bytes (10^6 bytes),
+    /// not base64 or JSON overhead.
+    Kinesis(Box<KinesisArgs>),
+    /// Print two saved `kinesis --json` results side by side with candidate/baseline ratios.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+struct KinesisArgs {
+    /// Endpoint URL, plain HTTP (e.g. http://127.0.0.1:4567).
+    #[arg(long, default_value = "http://127.0.0.1:4567")]
+    endpoint: String,
+
+    /// Allow an endpoint that does not resolve to a loopback address.
+    #[arg(long)]
+    allow_non_loopback: bool,
+
+    /// Stream to create and use [default: freshet-bench-<unix time>-<pid>].
+    #[arg(long)]
+    stream: Option<String>,
+
+    /// Shard count of the stream.
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+
+    /// Keep the stream at the end instead of deleting it.
+    #[arg(long)]
+    keep: bool,
+
+    /// Concurrent PutRecords connections in the put phase.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+
+    /// Records per PutRecords call (Kinesis allows at most 500).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+
+    /// Payload bytes per record (random, incompressible).
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+
+    /// Put phase length in seconds [default: 20, or 600 as a cap when --calls is given].
+    #[arg(long)]
+    duration: Option<f64>,
+
+    /// Stop the put phase after this many PutRecords calls in total (across clients).
+    #[arg(long)]
+    calls: Option<u64>,
+
+    /// Distinct prepared PutRecords requests per client, reused round-robin.
+    #[arg(long, default_value_t = 16)]
+    pool: usize,
+
+    /// Skip the put phase (then the get phase reads whatever the stream holds).
+    #[arg(long)]
+    skip_put: bool,
+
+    /// Skip the GetRecords phase.
+    #[arg(long)]
+    skip_get: bool,
+
+    /// `Limit` of each GetRecords call in the get phase (Kinesis allows at most 10000).
+    #[arg(long, default_value_t = 10_000)]
+    get_limit: u32,
+
+    /// Upper bound on the get phase, in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    get_max_duration: f64,
+
+    /// Skip the visibility phase.
+    #[arg(long)]
+    skip_visibility: bool,
+
+    /// Records the visibility producer sends (one PutRecord each).
+    #[arg(long, default_value_t = 500)]
+    visibility_samples: usize,
+
+    /// Milliseconds between visibility PutRecord calls.
+    #[arg(long, default_value_t = 10)]
+    visibility_interval_ms: u64,
+
+    /// Seconds to keep polling for unseen visibility samples after the last send.
+    #[arg(long, default_value_t = 5.0)]
+    visibility_grace: f64,
+
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+
+    /// Seconds to wait for the new stream to become ACTIVE.
+    #[arg(long, default_value_t = 60.0)]
+    create_timeout: f64,
+
+    /// Process id of the server: report its peak RSS (VmHWM) and sample VmRSS every 100 ms.
+    #[arg(long)]
+    server_pid: Option<u32>,
+
+    /// Name for this target in the table and JSON (e.g. freshet, kinesalite).
+    #[arg(long, default_value = "target")]
+    label: String,
+
+    /// Also print the results as one JSON object on the last line of standard output.
+    #[arg(long)]
+    json: bool,
+
+    /// Write the JSON result to this file as well.
+    #[arg(long)]
+    json_file: Option<std::path::PathBuf>,
+
+    /// SigV4 access key id.
+    #[arg(long, default_value = "AKIDEXAMPLE")]
+    access_key: String,
+
+    /// SigV4 secret access key.
+    #[arg(long, default_value = "secret")]
+    secret_key: String,
+
+    /// SigV4 region.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+
+    /// Tokio worker threads for the load generator [default: number of CPUs].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct CompareArgs {
+    /// JSON result of the baseline run (e.g. kinesalite).
+    baseline: std::path::PathBuf,
+    /// JSON result of the candidate run (e.g. freshet).
+    candidate: std::path::PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Kinesis(args) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.threads {
+                rt.worker_threads(n.max(1));
+            }
+            let rt = rt.enable_all().build().expect("tokio runtime");
+            match rt.block_on(kinesis_command(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Compare(args) => match compare_command(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("freshet-bench compare: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+fn compare_command(args: &CompareArgs) -> Result<(), BoxError> {
+    let load = |p: &std::path::Path| -> Result<RunReport, BoxError> {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(serde_json::from_str(text.trim()).map_err(|e| format!("{}: {e}", p.display()))?)
+    };
+    let (base, cand) = (load(&args.baseline)?, load(&args.candidate)?);
+    print!("{}", report::compare(&base, &cand));
+    Ok(())
+}
+
+/// Parses `http://host:port[/]` into (address, Host header value).
+async fn resolve_endpoint(
+    url: &str,
+    allow_non_loopback: bool,
+) -> Result<(SocketAddr, String), BoxError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("endpoint {url:?} must start with http:// (no TLS support)"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(format!("endpoint {url:?} has no host").into());
+    }
+    let has_port = match authority.rfind(']') {
+        Some(i) => authority[i..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let host_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host_port.as_str())
+        .await
+        .map_err(|e| format!("resolving {authority}: {e}"))?
+        .collect();
+    let addr = *addrs
+        .first()
+        .ok_or_else(|| format!("{authority} resolves to no address"))?;
+    if !allow_non_loopback && !addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Err(format!(
+            "{authority} is not a loopback address; pass --allow-non-loopback to load it anyway"
+        )
+        .into());
+    }
+    Ok((addr, authority.to_string()))
+}
+
+async fn kinesis_command(args: KinesisArgs) -> Result<(), BoxError> {
+    if args.batch == 0 || args.clients == 0 || args.pool == 0 || args.shards == 0 {
+        return Err("--batch, --clients, --pool and --shards must be positive".into());
+    }
+    let (addr, host) = resolve_endpoint(&args.endpoint, args.allow_non_loopback).await?;
+    let ep = Arc::new(Endpoint {
+        addr,
+        host,
+        signer: Signer::new(&args.access_key, &args.secret_key, &args.region, "kinesis"),
+        timeout: Duration::from_secs_f64(args.timeout),
+    });
+    let stream = args.stream.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!("freshet-bench-{secs}-{}", std::process::id())
+    });
+    let sampler = args.server_pid.map(RssSampler::start);
+    if let Some(s) = &sampler
+        && !s.is_alive()
+    {
+        return Err(format!(
+            "--server-pid {}: no such process",
+            args.server_pid.unwrap_or(0)
+        )
+        .into());
+    }
+
+    let mut report = RunReport {
+        label: args.label.clone(),
+        endpoint: args.endpoint.clone(),
+        stream: stream.clone(),
+        shards: args.shards,
+        clients: args.clients,
+        batch: args.batch,
+        record_size: args.record_size,
+        server_pid: args.server_pid,
+        ..Default::default()
+    };
+
+    eprintln!(
+        "creating stream {stream} with {} shards at {}",
+        args.shards, args.endpoint
+    );
+    ep.create_stream(
+        &stream,
+        args.shards,
+        Duration::from_secs_f64(args.create_timeout),
+    )
+    .await?;
+    let result = run_phases(&args, &ep, &stream, sampler.as_ref(), &mut report).await;
+    if !args.keep {
+        match ep.delete_stream(&stream).await {
+            Ok(()) => eprintln!("deleted stream {stream}"),
+            Err(e) => eprintln!("warning: DeleteStream {stream}: {e}"),
+        }
+    }
+    result?;
+
+    if let Some(s) = &sampler {
+        let sampled = [
+            report.put.as_ref(),
+            report.get.as_ref(),
+            report.visibility.as_ref().map(|v| &v.producer),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.server_peak_rss_kib)
+        .max();
+        report.server_peak_rss_kib = match (s.high_water_mark(), sampled) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    print!("{}", report::table(&report));
+    let json = serde_json::to_string(&report)?;
+    if let Some(path) = &args.json_file {
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    }
+    Ok(())
+}
+
+async fn run_phases(
+    args: &KinesisArgs,
+    ep: &Arc<Endpoint>,
+    stream: &str,
+    sampler: Option<&RssSampler>,
+    report: &mut RunReport,
+) -> Result<(), BoxError> {
+    let shards = ep.list_shards(stream).await?;
+    eprintln!("stream {stream} is ACTIVE with {} shards", shards.len());
+    let phase_peak = || sampler.and_then(RssSampler::take_phase_peak);
+
+    if !args.skip_put {
+        let cfg = put::PutConfig {
+            clients: args.clients,
+            batch: args.batch,
+            record_size: args.record_size,
+            pool: args.pool,
+            duration: Duration::from_secs_f64(args.duration.unwrap_or(if args.calls.is_some() {
+                600.0
+            } else {
+                20.0
+            })),
+            max_calls: args.calls,
+        };
+        phase_peak();
+        let mut p = put::run(ep.clone(), stream, &cfg).await;
+        p.server_peak_rss_kib = phase_peak();
+        eprintln!(
+            "put: {} calls, {} records in {:.2} s ({:.0} records/s), {} failures",
+            p.calls,
+            p.records,
+            p.elapsed_secs,
+            p.records_per_sec,
+            p.failures()
+        );
+        report.get_expected_records = Some(p.records);
+        report.put = Some(p);
+    }
+
+    if !args.skip_get {
+        let cfg = get::GetConfig {
+            limit: args.get_limit,
+            max_duration: Duration::from_secs_f64(args.get_max_duration),
+        };
+        eprintln!("get: reading {} shards from TRIM_HORIZON", shards.len());
+        phase_peak();
+        let mut p = get::run(ep.clone(), stream, &shards, &cfg).await?;
+        p.server_peak_rss_kib = phase_peak();
+        eprintln!(
+            "get: {} calls, {} records in {:.2} s ({:.0} records/s), {} failures",
+            p.calls,
+            p.records,
+            p.elapsed_secs,
+            p.records_per_sec,
+            p.failures()
+        );
+        report.get = Some(p);
+    }
+
+    if !args.skip_visibility && args.visibility_samples > 0 {
+        let cfg = visibility::VisibilityConfig {
+            samples: args.visibility_samples,
+            interval: Duration::from_millis(args.visibility_interval_ms.max(1)),
+            grace: Duration::from_secs_f64(args.visibility_grace),
+        };
+        eprintln!(
+            "visibility: {} samples every {:?}, {} pollers",
+            cfg.samples,
+            cfg.interval,
+            shards.len()
+        );
+        phase_peak();
+        let mut v = visibility::run(ep.clone(), stream, &shards, &cfg).await?;
+        v.producer.server_peak_rss_kib = phase_peak();
+        eprintln!(
+            "visibility: p50 {:.2} ms, p99 {:.2} ms, {}/{} seen",
+            v.p50_ms, v.p99_ms, v.samples_seen, v.samples_sent
+        );
+        report.visibility = Some(v);
+    }
+    Ok(())
+}
