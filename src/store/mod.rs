@@ -187,6 +187,32 @@ impl Store {
         Ok(rx.await.map_err(|_| StoreError::WriterGone)??)
     }
 
+    /// Appends to several logs at once; they share a group commit. Results are in the
+    /// order of `batches`.
+    pub async fn append_many(&self, batches: Vec<(Arc<Log>, Vec<Bytes>)>) -> Vec<Result<AppendAck, StoreError>> {
+        let mut waiting = Vec::with_capacity(batches.len());
+        for (log, payloads) in batches {
+            let (reply, rx) = oneshot::channel();
+            let sent = self
+                .writer
+                .send(writer::Command::Append { log, payloads, reply })
+                .await
+                .map_err(|_| StoreError::WriterGone);
+            waiting.push(sent.map(|_| rx));
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for w in waiting {
+            out.push(match w {
+                Ok(rx) => match rx.await {
+                    Ok(r) => r.map_err(StoreError::from),
+                    Err(_) => Err(StoreError::WriterGone),
+                },
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
     /// Reads entries from `from` (see [`Log::read`]) on a blocking thread.
     pub async fn read(
         &self,

@@ -1,0 +1,278 @@
+//! The persistent description of a data stream (what the catalog stores) and the
+//! shapes the service returns, named and laid out as in the Kinesis API reference so
+//! they serialize straight to the wire (`PascalCase`, timestamps as epoch seconds).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::sequence::SequenceNumber;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StreamStatus {
+    Creating,
+    Deleting,
+    Active,
+    Updating,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StreamMode {
+    Provisioned,
+    OnDemand,
+}
+
+/// A shard as stored in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub ordinal: u32,
+    pub parent: Option<u32>,
+    pub adjacent_parent: Option<u32>,
+    /// Hash key range, decimal strings (u128 does not survive every JSON codec).
+    pub hash_start: String,
+    pub hash_end: String,
+    pub created_ms: i64,
+    /// Set when the shard is closed by resharding: the offset one past its last record.
+    pub closed_end_offset: Option<u64>,
+    pub closed_ms: Option<i64>,
+}
+
+impl ShardMeta {
+    pub fn shard_id(&self) -> String {
+        shard_id(self.ordinal)
+    }
+    pub fn range(&self) -> (u128, u128) {
+        (
+            self.hash_start.parse().unwrap_or(0),
+            self.hash_end.parse().unwrap_or(u128::MAX),
+        )
+    }
+    pub fn is_open(&self) -> bool {
+        self.closed_end_offset.is_none()
+    }
+}
+
+pub fn shard_id(ordinal: u32) -> String {
+    format!("shardId-{ordinal:012}")
+}
+
+/// Parses `shardId-000000000007` (or a bare number, as AWS also accepts) into 7.
+pub fn parse_shard_id(text: &str) -> Option<u32> {
+    let digits = text.strip_prefix("shardId-").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerMeta {
+    pub name: String,
+    pub arn: String,
+    pub created_ms: i64,
+    pub active: bool,
+}
+
+/// A stream as stored in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub name: String,
+    /// Creation time in ms; also tells streams of the same name apart over time.
+    pub epoch: u64,
+    pub status: StreamStatus,
+    pub mode: StreamMode,
+    pub retention_hours: u32,
+    pub shards: Vec<ShardMeta>,
+    pub next_ordinal: u32,
+    pub tags: BTreeMap<String, String>,
+    pub encryption_key: Option<String>,
+    pub shard_level_metrics: Vec<String>,
+    pub consumers: Vec<ConsumerMeta>,
+    pub max_record_size_kib: u32,
+}
+
+impl StreamMeta {
+    /// Directory-safe id of the stream's logs in the store.
+    pub fn log_prefix(&self) -> String {
+        format!("kds/{}-{}", self.name, self.epoch)
+    }
+    pub fn log_id(&self, ordinal: u32) -> String {
+        format!("{}/{}", self.log_prefix(), shard_id(ordinal))
+    }
+    pub fn open_shards(&self) -> impl Iterator<Item = &ShardMeta> {
+        self.shards.iter().filter(|s| s.is_open())
+    }
+    pub fn shard(&self, ordinal: u32) -> Option<&ShardMeta> {
+        self.shards.iter().find(|s| s.ordinal == ordinal)
+    }
+    pub fn seq(&self, ordinal: u32, offset: u64) -> String {
+        SequenceNumber {
+            stream_epoch: self.epoch,
+            shard_ordinal: ordinal,
+            offset,
+        }
+        .encode()
+    }
+    pub fn encryption_type(&self) -> &'static str {
+        if self.encryption_key.is_some() { "KMS" } else { "NONE" }
+    }
+}
+
+pub fn ms_to_secs(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+// ---- output shapes (Kinesis API reference) ----
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HashKeyRange {
+    pub starting_hash_key: String,
+    pub ending_hash_key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SequenceNumberRange {
+    pub starting_sequence_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ending_sequence_number: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Shard {
+    pub shard_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_shard_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adjacent_parent_shard_id: Option<String>,
+    pub hash_key_range: HashKeyRange,
+    pub sequence_number_range: SequenceNumberRange,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ChildShard {
+    pub shard_id: String,
+    pub parent_shards: Vec<String>,
+    pub hash_key_range: HashKeyRange,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamModeDetails {
+    pub stream_mode: StreamMode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnhancedMetrics {
+    pub shard_level_metrics: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamDescription {
+    pub stream_name: String,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+    pub stream_status: StreamStatus,
+    pub stream_mode_details: StreamModeDetails,
+    pub shards: Vec<Shard>,
+    pub has_more_shards: bool,
+    pub retention_period_hours: u32,
+    pub stream_creation_timestamp: f64,
+    pub enhanced_monitoring: Vec<EnhancedMetrics>,
+    pub encryption_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamDescriptionSummary {
+    pub stream_name: String,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+    pub stream_status: StreamStatus,
+    pub stream_mode_details: StreamModeDetails,
+    pub retention_period_hours: u32,
+    pub stream_creation_timestamp: f64,
+    pub enhanced_monitoring: Vec<EnhancedMetrics>,
+    pub encryption_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    pub open_shard_count: u32,
+    pub consumer_count: u32,
+    pub max_record_size_in_ki_b: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamSummary {
+    pub stream_name: String,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+    pub stream_status: StreamStatus,
+    pub stream_mode_details: StreamModeDetails,
+    pub stream_creation_timestamp: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Consumer {
+    pub consumer_name: String,
+    #[serde(rename = "ConsumerARN")]
+    pub consumer_arn: String,
+    pub consumer_status: &'static str,
+    pub consumer_creation_timestamp: f64,
+    #[serde(rename = "StreamARN", skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
+}
+
+impl ConsumerMeta {
+    pub fn to_wire(&self, stream_arn: Option<String>) -> Consumer {
+        Consumer {
+            consumer_name: self.name.clone(),
+            consumer_arn: self.arn.clone(),
+            consumer_status: if self.active { "ACTIVE" } else { "CREATING" },
+            consumer_creation_timestamp: ms_to_secs(self.created_ms),
+            stream_arn,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// One record as returned by GetRecords.
+#[derive(Debug, Clone)]
+pub struct OutRecord {
+    pub sequence_number: String,
+    pub arrival_ms: i64,
+    pub partition_key: String,
+    pub data: bytes::Bytes,
+    pub encrypted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_ids() {
+        assert_eq!(shard_id(7), "shardId-000000000007");
+        assert_eq!(parse_shard_id("shardId-000000000007"), Some(7));
+        assert_eq!(parse_shard_id("7"), Some(7));
+        assert_eq!(parse_shard_id("shardId-"), None);
+        assert_eq!(parse_shard_id("shardId-x"), None);
+    }
+}

@@ -1,0 +1,531 @@
+//! The data plane: PutRecord(s), GetShardIterator, GetRecords and retention.
+//!
+//! A record is stored as one log entry: `flags u8 | partition key length u16 LE |
+//! partition key | data`. Records of one PutRecords call that land on the same shard
+//! are appended as one batch; all shards' batches go to the writer together, so one
+//! call costs one group commit.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::hashing;
+use super::iterator::IteratorPosition;
+use super::model::*;
+use super::sequence::SequenceNumber;
+use super::{Result, StreamError, StreamRef, StreamService, StreamStatus};
+use crate::store::StoreError;
+
+const FLAG_ENCRYPTED: u8 = 1;
+/// Most data GetRecords returns in one call (Kinesis: 10 MiB).
+pub const GET_RECORDS_MAX_BYTES: usize = 10 * 1024 * 1024;
+
+/// One record to put.
+#[derive(Debug, Clone)]
+pub struct RecordInput {
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub data: Bytes,
+}
+
+/// The outcome for one record of a put.
+#[derive(Debug, Clone)]
+pub enum PutRecordsEntry {
+    Ok { shard_id: String, sequence_number: String },
+    Failed { error_code: &'static str, error_message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    pub entries: Vec<PutRecordsEntry>,
+    pub failed: usize,
+    pub encrypted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct GetRecordsOutput {
+    pub records: Vec<OutRecord>,
+    pub next_shard_iterator: Option<String>,
+    pub millis_behind_latest: i64,
+    pub child_shards: Option<Vec<ChildShard>>,
+}
+
+fn encode_record(flags: u8, partition_key: &str, data: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(3 + partition_key.len() + data.len());
+    buf.put_u8(flags);
+    buf.put_u16_le(partition_key.len() as u16);
+    buf.put_slice(partition_key.as_bytes());
+    buf.put_slice(data);
+    buf.freeze()
+}
+
+/// Splits a stored entry back into (flags, partition key, data) without copying data.
+fn decode_record(payload: &Bytes) -> Option<(u8, String, Bytes)> {
+    if payload.len() < 3 {
+        return None;
+    }
+    let key_len = u16::from_le_bytes([payload[1], payload[2]]) as usize;
+    let key = payload.get(3..3 + key_len)?;
+    Some((
+        payload[0],
+        String::from_utf8_lossy(key).into_owned(),
+        payload.slice(3 + key_len..),
+    ))
+}
+
+impl StreamService {
+    /// PutRecords (and PutRecord, as a batch of one). Fails as a whole only for
+    /// request-level problems; per-record failures are reported per entry.
+    pub async fn put_records(&self, r: &StreamRef, records: Vec<RecordInput>) -> Result<PutResult> {
+        let (name, state) = self.state(r)?;
+        let _gate = state.gate.read().await;
+        let (routes, epoch, encrypted, max_record) = {
+            let meta = state.meta.read().unwrap();
+            if !matches!(meta.status, StreamStatus::Active | StreamStatus::Updating) {
+                return Err(self.not_found(&name));
+            }
+            let mut routes: Vec<(u128, u128, u32)> = meta
+                .open_shards()
+                .map(|s| {
+                    let (a, b) = s.range();
+                    (a, b, s.ordinal)
+                })
+                .collect();
+            routes.sort_unstable();
+            (
+                routes,
+                meta.epoch,
+                meta.encryption_key.is_some(),
+                meta.max_record_size_kib as usize * 1024,
+            )
+        };
+        // Route every record; reject the request for a bad explicit hash key.
+        let mut targets = Vec::with_capacity(records.len());
+        for rec in &records {
+            let hash = match &rec.explicit_hash_key {
+                Some(text) => hashing::parse_hash_key(text).ok_or_else(|| {
+                    StreamError::InvalidArgument(format!(
+                        "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {text}"
+                    ))
+                })?,
+                None => hashing::partition_hash(&rec.partition_key),
+            };
+            if rec.data.len() + rec.partition_key.len() > max_record {
+                return Err(StreamError::InvalidArgument(format!(
+                    "Record size {} exceeds the maximum record size of {max_record} bytes for stream {name}.",
+                    rec.data.len() + rec.partition_key.len()
+                )));
+            }
+            let idx = routes.partition_point(|(start, _, _)| *start <= hash);
+            let ordinal = idx
+                .checked_sub(1)
+                .map(|i| routes[i])
+                .filter(|(_, end, _)| hash <= *end)
+                .map(|(_, _, o)| o)
+                .ok_or_else(|| StreamError::Internal(format!("no open shard covers hash key {hash}")))?;
+            targets.push(ordinal);
+        }
+
+        // Group by shard, applying throughput limits per record when enabled.
+        let now = self.now_ms();
+        let flags = if encrypted { FLAG_ENCRYPTED } else { 0 };
+        let mut entries: Vec<Option<PutRecordsEntry>> = vec![None; records.len()];
+        let mut groups: Vec<(u32, Vec<usize>, Vec<Bytes>)> = Vec::new();
+        for (i, (rec, &ordinal)) in records.iter().zip(&targets).enumerate() {
+            if self.config.shard_throughput_limits
+                && !state.limiter.admit_write(ordinal, (rec.data.len() + rec.partition_key.len()) as u64, now)
+            {
+                entries[i] = Some(PutRecordsEntry::Failed {
+                    error_code: "ProvisionedThroughputExceededException",
+                    error_message: format!(
+                        "Rate exceeded for shard {} in stream {name} under account {}.",
+                        shard_id(ordinal),
+                        self.config.account_id
+                    ),
+                });
+                continue;
+            }
+            let payload = encode_record(flags, &rec.partition_key, &rec.data);
+            match groups.iter_mut().find(|g| g.0 == ordinal) {
+                Some(g) => {
+                    g.1.push(i);
+                    g.2.push(payload);
+                }
+                None => groups.push((ordinal, vec![i], vec![payload])),
+            }
+        }
+
+        let mut appends = Vec::with_capacity(groups.len());
+        for (ordinal, indexes, payloads) in groups {
+            let log = state
+                .log(ordinal)
+                .ok_or_else(|| StreamError::Internal(format!("shard {ordinal} has no log")))?;
+            appends.push((ordinal, indexes, log, payloads));
+        }
+        let results = self
+            .store
+            .append_many(
+                appends
+                    .iter_mut()
+                    .map(|(_, _, log, payloads)| (log.clone(), std::mem::take(payloads)))
+                    .collect(),
+            )
+            .await;
+        for ((ordinal, indexes, _, _), result) in appends.into_iter().zip(results) {
+            match result {
+                Ok(ack) => {
+                    for (k, i) in indexes.into_iter().enumerate() {
+                        entries[i] = Some(PutRecordsEntry::Ok {
+                            shard_id: shard_id(ordinal),
+                            sequence_number: SequenceNumber {
+                                stream_epoch: epoch,
+                                shard_ordinal: ordinal,
+                                offset: ack.first_offset + k as u64,
+                            }
+                            .encode(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(stream = name, shard = ordinal, error = %e, "append failed");
+                    for i in indexes {
+                        entries[i] = Some(PutRecordsEntry::Failed {
+                            error_code: "InternalFailure",
+                            error_message: "Internal service failure.".into(),
+                        });
+                    }
+                }
+            }
+        }
+        let entries: Vec<PutRecordsEntry> = entries.into_iter().map(|e| e.expect("every record answered")).collect();
+        let failed = entries.iter().filter(|e| matches!(e, PutRecordsEntry::Failed { .. })).count();
+        Ok(PutResult {
+            entries,
+            failed,
+            encrypted,
+        })
+    }
+
+    /// PutRecord: one record; any failure fails the call.
+    pub async fn put_record(
+        &self,
+        r: &StreamRef,
+        record: RecordInput,
+        sequence_number_for_ordering: Option<&str>,
+    ) -> Result<(String, String, bool)> {
+        if let Some(seq) = sequence_number_for_ordering
+            && SequenceNumber::parse(seq).is_none()
+        {
+            let name = self.resolve_name(r)?;
+            return Err(StreamError::InvalidArgument(format!(
+                "ExclusiveMinimumSequenceNumber {seq} used in PutRecord on stream {name} under account {} is invalid.",
+                self.config.account_id
+            )));
+        }
+        // Sequence numbers only ever grow within a shard, so any number handed out
+        // before this call is below the one this record gets: ordering holds.
+        let result = self.put_records(r, vec![record]).await?;
+        match result.entries.into_iter().next() {
+            Some(PutRecordsEntry::Ok {
+                shard_id,
+                sequence_number,
+            }) => Ok((shard_id, sequence_number, result.encrypted)),
+            Some(PutRecordsEntry::Failed {
+                error_code,
+                error_message,
+            }) => Err(if error_code == "ProvisionedThroughputExceededException" {
+                StreamError::ProvisionedThroughputExceeded(error_message)
+            } else {
+                StreamError::Internal(error_message)
+            }),
+            None => Err(StreamError::Internal("no result".into())),
+        }
+    }
+
+    fn shard_not_found(&self, stream: &str, shard: &str) -> StreamError {
+        StreamError::ResourceNotFound(format!(
+            "Shard {shard} in stream {stream} under account {} does not exist",
+            self.config.account_id
+        ))
+    }
+
+    /// GetShardIterator.
+    pub async fn get_shard_iterator(
+        &self,
+        r: &StreamRef,
+        shard: &str,
+        iterator_type: &str,
+        starting_sequence_number: Option<&str>,
+        timestamp_ms: Option<i64>,
+    ) -> Result<String> {
+        let (name, state) = self.state(r)?;
+        let (epoch, ordinal, log) = {
+            let meta = state.meta.read().unwrap();
+            let ordinal = parse_shard_id(shard)
+                .filter(|o| meta.shard(*o).is_some())
+                .ok_or_else(|| self.shard_not_found(&name, shard))?;
+            let log = state.log(ordinal).ok_or_else(|| self.shard_not_found(&name, shard))?;
+            (meta.epoch, ordinal, log)
+        };
+        let sid = shard_id(ordinal);
+        let needs_seq = matches!(iterator_type, "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER");
+        let no_seq_msg = |with: &str| {
+            StreamError::InvalidArgument(format!(
+                "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {iterator_type} and {with} StartingSequenceNumber."
+            ))
+        };
+        if needs_seq && starting_sequence_number.is_none() {
+            return Err(no_seq_msg("no"));
+        }
+        if matches!(iterator_type, "TRIM_HORIZON" | "LATEST") && starting_sequence_number.is_some() {
+            return Err(no_seq_msg("also a"));
+        }
+        let bounds = log.bounds();
+        let offset = match iterator_type {
+            "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER" => {
+                let text = starting_sequence_number.unwrap_or_default();
+                let seq = SequenceNumber::parse(text).ok_or_else(|| {
+                    StreamError::InvalidArgument(format!(
+                        "StartingSequenceNumber {text} used in GetShardIterator on shard {sid} in stream {name} under account {} is invalid.",
+                        self.config.account_id
+                    ))
+                })?;
+                if seq.stream_epoch != epoch % 10_000_000_000_000_000 {
+                    return Err(StreamError::InvalidArgument(format!(
+                        "StartingSequenceNumber {text} used in GetShardIterator on shard {sid} in stream {name} under account {} is invalid because it did not come from this stream.",
+                        self.config.account_id
+                    )));
+                }
+                if seq.shard_ordinal != ordinal {
+                    return Err(StreamError::InvalidArgument(format!(
+                        "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {sid}",
+                        shard_id(seq.shard_ordinal)
+                    )));
+                }
+                if iterator_type == "AT_SEQUENCE_NUMBER" { seq.offset } else { seq.offset + 1 }
+            }
+            "TRIM_HORIZON" => bounds.first_offset,
+            "LATEST" => bounds.end_offset,
+            "AT_TIMESTAMP" => {
+                let ts = timestamp_ms.ok_or_else(|| {
+                    StreamError::InvalidArgument(
+                        "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter.".into(),
+                    )
+                })?;
+                let now = self.now_ms();
+                if ts > now {
+                    return Err(StreamError::InvalidArgument(format!(
+                        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {ts}, currentTimestampInMillis: {now}"
+                    )));
+                }
+                self.store.offset_at_time(&log, ts).await?
+            }
+            other => {
+                return Err(StreamError::Validation(format!(
+                    "1 validation error detected: Value '{other}' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]"
+                )));
+            }
+        };
+        Ok(self.iterators.encode(&IteratorPosition {
+            stream_name: name,
+            stream_epoch: epoch,
+            shard_ordinal: ordinal,
+            offset,
+            issued_ms: self.now_ms(),
+        }))
+    }
+
+    /// GetRecords.
+    pub async fn get_records(&self, iterator: &str, limit: Option<usize>) -> Result<GetRecordsOutput> {
+        let pos = self
+            .iterators
+            .decode(iterator)
+            .ok_or_else(|| StreamError::InvalidArgument("Invalid ShardIterator.".into()))?;
+        let now = self.now_ms();
+        if now - pos.issued_ms > self.config.iterator_ttl_ms {
+            return Err(StreamError::ExpiredIterator(format!(
+                "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {} milliseconds.",
+                amz_time(pos.issued_ms),
+                amz_time(now),
+                self.config.iterator_ttl_ms
+            )));
+        }
+        let sid = shard_id(pos.shard_ordinal);
+        let gone = || self.shard_not_found(&pos.stream_name, &sid);
+        let (_, state) = self.state(&StreamRef::name(pos.stream_name.clone())).map_err(|_| gone())?;
+        let (meta_epoch, closed_end) = {
+            let meta = state.meta.read().unwrap();
+            let shard = meta.shard(pos.shard_ordinal).ok_or_else(gone)?;
+            (meta.epoch, shard.closed_end_offset)
+        };
+        if meta_epoch != pos.stream_epoch {
+            return Err(gone());
+        }
+        let log = state.log(pos.shard_ordinal).ok_or_else(gone)?;
+        if self.config.shard_throughput_limits && !state.limiter.admit_read_call(pos.shard_ordinal, now) {
+            return Err(StreamError::ProvisionedThroughputExceeded(format!(
+                "Rate exceeded for Shard - {}/{}/{sid}",
+                self.config.account_id, pos.stream_name
+            )));
+        }
+        let limit = limit.unwrap_or(10_000).clamp(1, 10_000);
+        let batch = match self.store.read(&log, pos.offset, limit, GET_RECORDS_MAX_BYTES).await {
+            Ok(b) => b,
+            Err(StoreError::Io(e)) => return Err(StreamError::Internal(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let bytes: u64 = batch.entries.iter().map(|e| e.payload.len() as u64).sum();
+        if self.config.shard_throughput_limits {
+            state.limiter.charge_read(pos.shard_ordinal, bytes, now);
+        }
+        let bounds = log.bounds();
+        let mut records = Vec::with_capacity(batch.entries.len());
+        for e in &batch.entries {
+            let Some((flags, partition_key, data)) = decode_record(&e.payload) else {
+                tracing::error!(stream = pos.stream_name, shard = sid, offset = e.offset, "undecodable record skipped");
+                continue;
+            };
+            records.push(OutRecord {
+                sequence_number: SequenceNumber {
+                    stream_epoch: pos.stream_epoch,
+                    shard_ordinal: pos.shard_ordinal,
+                    offset: e.offset,
+                }
+                .encode(),
+                arrival_ms: e.timestamp_ms,
+                partition_key,
+                data,
+                encrypted: flags & FLAG_ENCRYPTED != 0,
+            });
+        }
+        let next = batch.next_offset;
+        let millis_behind_latest = if next >= bounds.end_offset {
+            0
+        } else {
+            records.last().map(|r| (now - r.arrival_ms).max(0)).unwrap_or(0)
+        };
+        let at_end_of_closed = closed_end.is_some_and(|end| next >= end);
+        if at_end_of_closed {
+            let meta = state.meta.read().unwrap();
+            let children = meta
+                .shards
+                .iter()
+                .filter(|s| s.parent == Some(pos.shard_ordinal) || s.adjacent_parent == Some(pos.shard_ordinal))
+                .map(|s| {
+                    let (a, b) = s.range();
+                    ChildShard {
+                        shard_id: s.shard_id(),
+                        parent_shards: s.parent.into_iter().chain(s.adjacent_parent).map(shard_id).collect(),
+                        hash_key_range: HashKeyRange {
+                            starting_hash_key: a.to_string(),
+                            ending_hash_key: b.to_string(),
+                        },
+                    }
+                })
+                .collect();
+            return Ok(GetRecordsOutput {
+                records,
+                next_shard_iterator: None,
+                millis_behind_latest,
+                child_shards: Some(children),
+            });
+        }
+        Ok(GetRecordsOutput {
+            records,
+            next_shard_iterator: Some(self.iterators.encode(&IteratorPosition {
+                offset: next,
+                issued_ms: now,
+                ..pos
+            })),
+            millis_behind_latest,
+            child_shards: None,
+        })
+    }
+
+    /// Waits until `ordinal` of stream `r` has entries past `offset`, or `timeout`.
+    /// For followers (REST reads, `freshet tail`).
+    pub async fn wait_for_records(&self, r: &StreamRef, ordinal: u32, offset: u64, timeout: std::time::Duration) {
+        let Ok((_, state)) = self.state(r) else { return };
+        let Some(log) = state.log(ordinal) else { return };
+        let mut rx = log.watch_end();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|end| *end > offset)).await;
+    }
+
+    /// Deletes expired segments of every shard, and forgets closed shards whose data
+    /// has all expired. Called periodically by the server.
+    pub async fn enforce_retention(self: &Arc<Self>) -> Result<usize> {
+        let now = self.now_ms();
+        let states: Vec<_> = self.streams.read().unwrap().values().cloned().collect();
+        let mut removed = 0;
+        for state in states {
+            let (retention_ms, logs) = {
+                let meta = state.meta.read().unwrap();
+                (
+                    meta.retention_hours as i64 * 3_600_000,
+                    state.logs.read().unwrap().iter().map(|(o, l)| (*o, l.clone())).collect::<Vec<_>>(),
+                )
+            };
+            let cutoff = now - retention_ms;
+            for (_, log) in &logs {
+                removed += self.store.enforce_retention(log, cutoff).await?;
+            }
+            self.expire_closed_shards(&state, cutoff).await?;
+        }
+        Ok(removed)
+    }
+}
+
+/// AWS's timestamp format in iterator-expiry messages: `Thu Jan 01 00:00:00 UTC 1970`.
+fn amz_time(ms: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{} {} {:02} {:02}:{:02}:{:02} UTC {}",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        d,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        y
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_encoding_round_trip() {
+        let enc = encode_record(1, "key-é", b"\x00\x01data");
+        let (flags, key, data) = decode_record(&enc).unwrap();
+        assert_eq!(flags, 1);
+        assert_eq!(key, "key-é");
+        assert_eq!(&data[..], b"\x00\x01data");
+        assert!(decode_record(&Bytes::from_static(&[0, 9, 0, b'a'])).is_none());
+    }
+
+    #[test]
+    fn amz_time_format() {
+        assert_eq!(amz_time(0), "Thu Jan 01 00:00:00 UTC 1970");
+        assert_eq!(amz_time(1_700_000_000_000), "Tue Nov 14 22:13:20 UTC 2023");
+    }
+}
