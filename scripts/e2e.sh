@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Run Freshet's end-to-end conformance suite (tests/e2e) with real clients.
+#
+#   scripts/e2e.sh [pytest args...]
+#
+# Environment:
+#   FRESHET_BIN         server binary to start (default target/debug/freshet)
+#   FRESHET_ENDPOINT    use an already running server instead, e.g. http://127.0.0.1:4567
+#   FRESHET_KINESALITE  set to 1 when FRESHET_ENDPOINT is kinesalite (skips what it lacks)
+#   E2E_VENV            virtualenv to create/update (default .venv)
+#
+# The exit code is pytest's.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 1
+
+VENV="${E2E_VENV:-$ROOT/.venv}"
+REQS="$ROOT/tests/e2e/requirements.txt"
+export FRESHET_BIN="${FRESHET_BIN:-target/debug/freshet}"
+
+PYTHON3="$(command -v python3 || true)"
+if [ -z "$PYTHON3" ]; then
+    echo "e2e.sh: python3 is required" >&2
+    exit 2
+fi
+
+make_venv() {
+    "$PYTHON3" -m venv "$VENV" >/dev/null 2>&1
+}
+
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    rm -rf "$VENV"
+    if ! make_venv; then
+        # Debian/Ubuntu ship venv (and ensurepip) separately.
+        rm -rf "$VENV"
+        if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+            echo "e2e.sh: python3 -m venv failed; installing python3-venv" >&2
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get install -y -q python3-venv >/dev/null 2>&1 || {
+                apt-get update -q >/dev/null 2>&1
+                apt-get install -y -q python3-venv >/dev/null
+            }
+            make_venv || { echo "e2e.sh: cannot create a virtualenv at $VENV" >&2; exit 2; }
+        else
+            echo "e2e.sh: python3 -m venv failed; install python3-venv (as root: apt-get install -y python3-venv)" >&2
+            exit 2
+        fi
+    fi
+fi
+
+# Install or update the pinned requirements, only when they changed.
+STAMP="$VENV/.e2e-requirements.sha256"
+WANT="$(sha256sum "$REQS" | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS" || {
+        echo "e2e.sh: pip install -r $REQS failed" >&2
+        exit 2
+    }
+    echo "$WANT" > "$STAMP"
+fi
+
+if [ -z "${FRESHET_ENDPOINT:-}" ] && [ ! -x "$FRESHET_BIN" ]; then
+    echo "e2e.sh: warning: $FRESHET_BIN does not exist or is not executable (run cargo build, or set FRESHET_BIN / FRESHET_ENDPOINT)" >&2
+fi
+
+"$VENV/bin/python" -m pytest "$ROOT/tests/e2e" -p no:cacheprovider "$@"
+exit $?
