@@ -10,6 +10,7 @@ use crate::kinesis::{
 };
 use crate::stats::{Latencies, PhaseReport, note_error};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
 
@@ -18,6 +19,10 @@ pub struct GetConfig {
     pub limit: u32,
     /// Give up on a reader after this long (bounds the phase).
     pub max_duration: Duration,
+    /// Records the put phase wrote, if known: once all readers together have
+    /// read this many, an empty answer ends a reader even if the server
+    /// reports a non-zero `MillisBehindLatest`.
+    pub expected_records: Option<u64>,
 }
 
 struct ReaderResult {
@@ -36,17 +41,18 @@ pub async fn run(
     cfg: &GetConfig,
 ) -> Result<PhaseReport, CallError> {
     let barrier = Arc::new(Barrier::new(shards.len() + 1));
+    let total = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     let mut setup_conn = None;
     for shard in shards {
         let it = ep
             .shard_iterator(&mut setup_conn, stream, shard, "TRIM_HORIZON")
             .await?;
-        let (ep, barrier, cfg) = (ep.clone(), barrier.clone(), cfg.clone());
+        let (ep, barrier, cfg, total) = (ep.clone(), barrier.clone(), cfg.clone(), total.clone());
         handles.push(tokio::spawn(async move {
             let mut conn = crate::http::Conn::connect(ep.addr).await.ok();
             barrier.wait().await;
-            read_shard(&ep, &mut conn, it, &cfg).await
+            read_shard(&ep, &mut conn, it, &cfg, &total).await
         }));
     }
     barrier.wait().await;
@@ -78,6 +84,7 @@ async fn read_shard(
     conn: &mut Option<crate::http::Conn>,
     mut iterator: String,
     cfg: &GetConfig,
+    total: &AtomicU64,
 ) -> ReaderResult {
     let mut r = ReaderResult {
         lat: Latencies::default(),
@@ -132,12 +139,16 @@ async fn read_shard(
         r.lat.record(t0.elapsed());
         consecutive_failures = 0;
         r.records += out.records.len() as u64;
+        let all_read =
+            total.fetch_add(out.records.len() as u64, Ordering::Relaxed) + out.records.len() as u64;
         r.bytes += out
             .records
             .iter()
             .map(|rec| base64_decoded_len(&rec.data) as u64)
             .sum::<u64>();
-        let caught_up = out.records.is_empty() && out.millis_behind_latest.unwrap_or(0) == 0;
+        let caught_up = out.records.is_empty()
+            && (out.millis_behind_latest.unwrap_or(0) == 0
+                || cfg.expected_records.is_some_and(|n| all_read >= n));
         match out.next_shard_iterator {
             Some(next) if !caught_up => iterator = next,
             _ => break,

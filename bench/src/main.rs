@@ -9,6 +9,7 @@
 mod get;
 mod http;
 mod kinesis;
+mod null_server;
 mod put;
 mod report;
 mod rng;
@@ -62,6 +63,20 @@ enum Command {
     Kinesis(Box<KinesisArgs>),
     /// Print two saved `kinesis --json` results side by side with candidate/baseline ratios.
     Compare(CompareArgs),
+    /// Serve canned successful Kinesis answers without storing anything, to
+    /// measure the load generator's own ceiling (use `kinesis --skip-get
+    /// --skip-visibility` against it).
+    NullServer(NullServerArgs),
+}
+
+#[derive(Args, Debug)]
+struct NullServerArgs {
+    /// Address to listen on (loopback).
+    #[arg(long, default_value = "127.0.0.1:4599")]
+    listen: String,
+    /// Exit after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    seconds: f64,
 }
 
 #[derive(Args, Debug)]
@@ -206,6 +221,22 @@ fn main() -> ExitCode {
                     eprintln!("freshet-bench: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::NullServer(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let limit = Duration::from_secs_f64(args.seconds);
+            match rt.block_on(async {
+                tokio::time::timeout(limit, null_server::serve(&args.listen)).await
+            }) {
+                Ok(Err(e)) => {
+                    eprintln!("freshet-bench null-server: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
             }
         }
         Command::Compare(args) => match compare_command(&args) {
@@ -398,6 +429,7 @@ async fn run_phases(
         let cfg = get::GetConfig {
             limit: args.get_limit,
             max_duration: Duration::from_secs_f64(args.get_max_duration),
+            expected_records: report.get_expected_records,
         };
         eprintln!("get: reading {} shards from TRIM_HORIZON", shards.len());
         phase_peak();
