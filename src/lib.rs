@@ -1,6 +1,10 @@
 //! Freshet: a self-hosted streaming platform that speaks Amazon Kinesis's wire
 //! protocols. See `docs/ARCHITECTURE.md` for how the modules fit together.
 
+pub mod api;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod server;
 pub mod store;
 pub mod streams;

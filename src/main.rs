@@ -1,3 +1,101 @@
-fn main() {
-    println!("Hello, world!");
+//! The `freshet` binary: `freshet serve` runs the server; the other subcommands are
+//! clients for people.
+
+use clap::{Parser, Subcommand};
+use freshet::cli::{self, client::KinesisClient};
+use freshet::config::ServeConfig;
+
+/// Freshet: a self-hosted, Kinesis-compatible streaming platform.
+///
+/// Start a server with `freshet serve`, then point the AWS CLI, boto3 or any AWS SDK at
+/// it with `--endpoint-url http://127.0.0.1:4570`, or use the client commands below.
+#[derive(Debug, Parser)]
+#[command(name = "freshet", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (embedded storage on local disk)
+    Serve {
+        /// TOML configuration file; flags and FRESHET_* environment variables override it
+        #[arg(long, short, env = "FRESHET_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        settings: ServeConfig,
+    },
+    /// Create, list, describe or delete data streams
+    Stream {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[command(subcommand)]
+        command: cli::StreamCommand,
+    },
+    /// Put records into a stream from arguments, a file or standard input
+    Put {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[command(flatten)]
+        args: cli::PutArgs,
+    },
+    /// Print a stream's records as they arrive, following all shards
+    Tail {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[command(flatten)]
+        args: cli::TailArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Endpoint {
+    /// URL of the Freshet server
+    #[arg(
+        long,
+        env = "FRESHET_ENDPOINT",
+        default_value = "http://127.0.0.1:4570",
+        global = true
+    )]
+    endpoint: String,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FRESHET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve { config, settings } => {
+            init_logging();
+            let settings = match config {
+                Some(path) => settings.or(ServeConfig::from_file(&path)?),
+                None => settings,
+            };
+            runtime.block_on(freshet::server::run(settings))
+        }
+        Command::Stream { endpoint, command } => runtime.block_on(cli::commands::stream(
+            &KinesisClient::new(&endpoint.endpoint),
+            command,
+        )),
+        Command::Put { endpoint, args } => runtime.block_on(cli::commands::put(
+            &KinesisClient::new(&endpoint.endpoint),
+            args,
+        )),
+        Command::Tail { endpoint, args } => runtime.block_on(cli::commands::tail(
+            &KinesisClient::new(&endpoint.endpoint),
+            args,
+        )),
+    }
 }

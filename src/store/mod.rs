@@ -189,13 +189,20 @@ impl Store {
 
     /// Appends to several logs at once; they share a group commit. Results are in the
     /// order of `batches`.
-    pub async fn append_many(&self, batches: Vec<(Arc<Log>, Vec<Bytes>)>) -> Vec<Result<AppendAck, StoreError>> {
+    pub async fn append_many(
+        &self,
+        batches: Vec<(Arc<Log>, Vec<Bytes>)>,
+    ) -> Vec<Result<AppendAck, StoreError>> {
         let mut waiting = Vec::with_capacity(batches.len());
         for (log, payloads) in batches {
             let (reply, rx) = oneshot::channel();
             let sent = self
                 .writer
-                .send(writer::Command::Append { log, payloads, reply })
+                .send(writer::Command::Append {
+                    log,
+                    payloads,
+                    reply,
+                })
                 .await
                 .map_err(|_| StoreError::WriterGone);
             waiting.push(sent.map(|_| rx));

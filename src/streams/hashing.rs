@@ -59,14 +59,23 @@ mod tests {
             }
         }
         // Matches what AWS reports for two shards.
-        assert_eq!(uniform_ranges(2)[0].1, 170141183460469231731687303715884105727);
+        assert_eq!(
+            uniform_ranges(2)[0].1,
+            170141183460469231731687303715884105727
+        );
     }
 
     #[test]
     fn explicit_hash_keys() {
         assert_eq!(parse_hash_key("0"), Some(0));
-        assert_eq!(parse_hash_key("340282366920938463463374607431768211455"), Some(u128::MAX));
-        assert_eq!(parse_hash_key("340282366920938463463374607431768211456"), None);
+        assert_eq!(
+            parse_hash_key("340282366920938463463374607431768211455"),
+            Some(u128::MAX)
+        );
+        assert_eq!(
+            parse_hash_key("340282366920938463463374607431768211456"),
+            None
+        );
         assert_eq!(parse_hash_key("-1"), None);
         assert_eq!(parse_hash_key(""), None);
     }

@@ -64,7 +64,12 @@ impl IteratorCodec {
         let (body, mac) = raw.split_at(raw.len() - MAC_LEN);
         let expected = self.mac(body);
         // Constant-time comparison.
-        if expected.iter().zip(mac).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
+        if expected
+            .iter()
+            .zip(mac)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            != 0
+        {
             return None;
         }
         Some(IteratorPosition {
@@ -94,7 +99,10 @@ mod tests {
         let text = codec.encode(&pos);
         assert!(text.len() <= 512);
         assert_eq!(codec.decode(&text), Some(pos.clone()));
-        let long = IteratorPosition { stream_name: "x".repeat(128), ..pos.clone() };
+        let long = IteratorPosition {
+            stream_name: "x".repeat(128),
+            ..pos.clone()
+        };
         assert!(codec.encode(&long).len() <= 512);
         // Any changed byte is rejected.
         let raw = STANDARD.decode(&text).unwrap();

@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 
 pub use error::{Result, StreamError};
 pub use records::{GetRecordsOutput, PutRecordsEntry, PutResult, RecordInput};
+pub use reshard::ShardFilter;
 
 use iterator::IteratorCodec;
 use model::*;
@@ -277,7 +278,11 @@ impl StreamService {
     }
 
     pub(crate) async fn open_logs(&self, meta: &StreamMeta) -> Result<HashMap<u32, Arc<Log>>> {
-        let ids: Vec<(u32, String)> = meta.shards.iter().map(|s| (s.ordinal, meta.log_id(s.ordinal))).collect();
+        let ids: Vec<(u32, String)> = meta
+            .shards
+            .iter()
+            .map(|s| (s.ordinal, meta.log_id(s.ordinal)))
+            .collect();
         let store = self.store.clone();
         let logs = tokio::task::spawn_blocking(move || -> Result<HashMap<u32, Arc<Log>>> {
             ids.into_iter()
@@ -318,7 +323,11 @@ impl StreamService {
         if current + additional > self.config.shard_limit {
             return Err(StreamError::LimitExceeded(format!(
                 "This request would exceed the shard limit for the account {} in {}. Current shard count for the account: {}. Limit: {}. Number of additional shards that would have resulted from this request: {}. Refer to the AWS Service Limits page (http://docs.aws.amazon.com/general/latest/gr/aws_service_limits.html) for current limits and how to request higher limits.",
-                self.config.account_id, self.config.region, current, self.config.shard_limit, additional
+                self.config.account_id,
+                self.config.region,
+                current,
+                self.config.shard_limit,
+                additional
             )));
         }
         Ok(())
@@ -442,7 +451,11 @@ impl StreamService {
         let meta = StreamMeta {
             name: name.to_string(),
             epoch,
-            status: if delayed { StreamStatus::Creating } else { StreamStatus::Active },
+            status: if delayed {
+                StreamStatus::Creating
+            } else {
+                StreamStatus::Active
+            },
             mode,
             retention_hours: 24,
             shards,
@@ -467,7 +480,11 @@ impl StreamService {
     }
 
     /// DeleteStream.
-    pub async fn delete_stream(self: &Arc<Self>, r: &StreamRef, enforce_consumer_deletion: bool) -> Result<()> {
+    pub async fn delete_stream(
+        self: &Arc<Self>,
+        r: &StreamRef,
+        enforce_consumer_deletion: bool,
+    ) -> Result<()> {
         let ((), meta) = self
             .update_meta(r, |meta| {
                 if !meta.consumers.is_empty() && !enforce_consumer_deletion {
@@ -497,7 +514,11 @@ impl StreamService {
             if let Err(e) = service.finish_delete(&meta).await {
                 tracing::error!(stream = name, error = %e, "could not finish deleting stream");
             }
-            service.policies.write().unwrap().remove(&service.stream_arn(&name));
+            service
+                .policies
+                .write()
+                .unwrap()
+                .remove(&service.stream_arn(&name));
             tracing::info!(stream = name, "stream deleted");
         };
         if delay == 0 {
@@ -528,8 +549,14 @@ impl StreamService {
             stream_arn: self.stream_arn(&name),
             stream_name: name,
             stream_status: meta.status,
-            stream_mode_details: StreamModeDetails { stream_mode: meta.mode },
-            shards: selected.into_iter().take(limit).map(|s| self.shard_wire(&meta, s)).collect(),
+            stream_mode_details: StreamModeDetails {
+                stream_mode: meta.mode,
+            },
+            shards: selected
+                .into_iter()
+                .take(limit)
+                .map(|s| self.shard_wire(&meta, s))
+                .collect(),
             has_more_shards: has_more,
             retention_period_hours: meta.retention_hours,
             stream_creation_timestamp: ms_to_secs(meta.epoch as i64),
@@ -548,7 +575,9 @@ impl StreamService {
             stream_arn: self.stream_arn(&name),
             stream_name: name,
             stream_status: meta.status,
-            stream_mode_details: StreamModeDetails { stream_mode: meta.mode },
+            stream_mode_details: StreamModeDetails {
+                stream_mode: meta.mode,
+            },
             retention_period_hours: meta.retention_hours,
             stream_creation_timestamp: ms_to_secs(meta.epoch as i64),
             enhanced_monitoring: vec![EnhancedMetrics {
@@ -564,7 +593,11 @@ impl StreamService {
 
     /// Stream names in order, after `exclusive_start`, at most `limit`; returns
     /// summaries and whether more remain.
-    pub fn list_streams(&self, exclusive_start: Option<&str>, limit: usize) -> (Vec<StreamSummary>, bool) {
+    pub fn list_streams(
+        &self,
+        exclusive_start: Option<&str>,
+        limit: usize,
+    ) -> (Vec<StreamSummary>, bool) {
         let streams = self.streams.read().unwrap();
         let mut names: Vec<&String> = streams
             .keys()
@@ -581,7 +614,9 @@ impl StreamService {
                     stream_name: n.clone(),
                     stream_arn: self.stream_arn(n),
                     stream_status: meta.status,
-                    stream_mode_details: StreamModeDetails { stream_mode: meta.mode },
+                    stream_mode_details: StreamModeDetails {
+                        stream_mode: meta.mode,
+                    },
                     stream_creation_timestamp: ms_to_secs(meta.epoch as i64),
                 }
             })
@@ -630,7 +665,12 @@ impl StreamService {
         v
     }
 
-    pub(crate) async fn catalog_put(&self, ns: &'static str, key: String, value: Option<Vec<u8>>) -> Result<()> {
+    pub(crate) async fn catalog_put(
+        &self,
+        ns: &'static str,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<()> {
         let catalog = self.catalog.clone();
         tokio::task::spawn_blocking(move || match value {
             Some(v) => catalog.put(ns, &key, v),

@@ -116,7 +116,11 @@ impl StreamMeta {
         .encode()
     }
     pub fn encryption_type(&self) -> &'static str {
-        if self.encryption_key.is_some() { "KMS" } else { "NONE" }
+        if self.encryption_key.is_some() {
+            "KMS"
+        } else {
+            "NONE"
+        }
     }
 }
 

@@ -31,8 +31,14 @@ pub struct RecordInput {
 /// The outcome for one record of a put.
 #[derive(Debug, Clone)]
 pub enum PutRecordsEntry {
-    Ok { shard_id: String, sequence_number: String },
-    Failed { error_code: &'static str, error_message: String },
+    Ok {
+        shard_id: String,
+        sequence_number: String,
+    },
+    Failed {
+        error_code: &'static str,
+        error_message: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +128,9 @@ impl StreamService {
                 .map(|i| routes[i])
                 .filter(|(_, end, _)| hash <= *end)
                 .map(|(_, _, o)| o)
-                .ok_or_else(|| StreamError::Internal(format!("no open shard covers hash key {hash}")))?;
+                .ok_or_else(|| {
+                    StreamError::Internal(format!("no open shard covers hash key {hash}"))
+                })?;
             targets.push(ordinal);
         }
 
@@ -133,7 +141,11 @@ impl StreamService {
         let mut groups: Vec<(u32, Vec<usize>, Vec<Bytes>)> = Vec::new();
         for (i, (rec, &ordinal)) in records.iter().zip(&targets).enumerate() {
             if self.config.shard_throughput_limits
-                && !state.limiter.admit_write(ordinal, (rec.data.len() + rec.partition_key.len()) as u64, now)
+                && !state.limiter.admit_write(
+                    ordinal,
+                    (rec.data.len() + rec.partition_key.len()) as u64,
+                    now,
+                )
             {
                 entries[i] = Some(PutRecordsEntry::Failed {
                     error_code: "ProvisionedThroughputExceededException",
@@ -197,8 +209,14 @@ impl StreamService {
                 }
             }
         }
-        let entries: Vec<PutRecordsEntry> = entries.into_iter().map(|e| e.expect("every record answered")).collect();
-        let failed = entries.iter().filter(|e| matches!(e, PutRecordsEntry::Failed { .. })).count();
+        let entries: Vec<PutRecordsEntry> = entries
+            .into_iter()
+            .map(|e| e.expect("every record answered"))
+            .collect();
+        let failed = entries
+            .iter()
+            .filter(|e| matches!(e, PutRecordsEntry::Failed { .. }))
+            .count();
         Ok(PutResult {
             entries,
             failed,
@@ -264,11 +282,16 @@ impl StreamService {
             let ordinal = parse_shard_id(shard)
                 .filter(|o| meta.shard(*o).is_some())
                 .ok_or_else(|| self.shard_not_found(&name, shard))?;
-            let log = state.log(ordinal).ok_or_else(|| self.shard_not_found(&name, shard))?;
+            let log = state
+                .log(ordinal)
+                .ok_or_else(|| self.shard_not_found(&name, shard))?;
             (meta.epoch, ordinal, log)
         };
         let sid = shard_id(ordinal);
-        let needs_seq = matches!(iterator_type, "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER");
+        let needs_seq = matches!(
+            iterator_type,
+            "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER"
+        );
         let no_seq_msg = |with: &str| {
             StreamError::InvalidArgument(format!(
                 "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. Request specified {iterator_type} and {with} StartingSequenceNumber."
@@ -277,7 +300,8 @@ impl StreamService {
         if needs_seq && starting_sequence_number.is_none() {
             return Err(no_seq_msg("no"));
         }
-        if matches!(iterator_type, "TRIM_HORIZON" | "LATEST") && starting_sequence_number.is_some() {
+        if matches!(iterator_type, "TRIM_HORIZON" | "LATEST") && starting_sequence_number.is_some()
+        {
             return Err(no_seq_msg("also a"));
         }
         let bounds = log.bounds();
@@ -302,7 +326,11 @@ impl StreamService {
                         shard_id(seq.shard_ordinal)
                     )));
                 }
-                if iterator_type == "AT_SEQUENCE_NUMBER" { seq.offset } else { seq.offset + 1 }
+                if iterator_type == "AT_SEQUENCE_NUMBER" {
+                    seq.offset
+                } else {
+                    seq.offset + 1
+                }
             }
             "TRIM_HORIZON" => bounds.first_offset,
             "LATEST" => bounds.end_offset,
@@ -336,7 +364,11 @@ impl StreamService {
     }
 
     /// GetRecords.
-    pub async fn get_records(&self, iterator: &str, limit: Option<usize>) -> Result<GetRecordsOutput> {
+    pub async fn get_records(
+        &self,
+        iterator: &str,
+        limit: Option<usize>,
+    ) -> Result<GetRecordsOutput> {
         let pos = self
             .iterators
             .decode(iterator)
@@ -352,7 +384,9 @@ impl StreamService {
         }
         let sid = shard_id(pos.shard_ordinal);
         let gone = || self.shard_not_found(&pos.stream_name, &sid);
-        let (_, state) = self.state(&StreamRef::name(pos.stream_name.clone())).map_err(|_| gone())?;
+        let (_, state) = self
+            .state(&StreamRef::name(pos.stream_name.clone()))
+            .map_err(|_| gone())?;
         let (meta_epoch, closed_end) = {
             let meta = state.meta.read().unwrap();
             let shard = meta.shard(pos.shard_ordinal).ok_or_else(gone)?;
@@ -362,14 +396,20 @@ impl StreamService {
             return Err(gone());
         }
         let log = state.log(pos.shard_ordinal).ok_or_else(gone)?;
-        if self.config.shard_throughput_limits && !state.limiter.admit_read_call(pos.shard_ordinal, now) {
+        if self.config.shard_throughput_limits
+            && !state.limiter.admit_read_call(pos.shard_ordinal, now)
+        {
             return Err(StreamError::ProvisionedThroughputExceeded(format!(
                 "Rate exceeded for Shard - {}/{}/{sid}",
                 self.config.account_id, pos.stream_name
             )));
         }
         let limit = limit.unwrap_or(10_000).clamp(1, 10_000);
-        let batch = match self.store.read(&log, pos.offset, limit, GET_RECORDS_MAX_BYTES).await {
+        let batch = match self
+            .store
+            .read(&log, pos.offset, limit, GET_RECORDS_MAX_BYTES)
+            .await
+        {
             Ok(b) => b,
             Err(StoreError::Io(e)) => return Err(StreamError::Internal(e.to_string())),
             Err(e) => return Err(e.into()),
@@ -382,7 +422,12 @@ impl StreamService {
         let mut records = Vec::with_capacity(batch.entries.len());
         for e in &batch.entries {
             let Some((flags, partition_key, data)) = decode_record(&e.payload) else {
-                tracing::error!(stream = pos.stream_name, shard = sid, offset = e.offset, "undecodable record skipped");
+                tracing::error!(
+                    stream = pos.stream_name,
+                    shard = sid,
+                    offset = e.offset,
+                    "undecodable record skipped"
+                );
                 continue;
             };
             records.push(OutRecord {
@@ -402,7 +447,10 @@ impl StreamService {
         let millis_behind_latest = if next >= bounds.end_offset {
             0
         } else {
-            records.last().map(|r| (now - r.arrival_ms).max(0)).unwrap_or(0)
+            records
+                .last()
+                .map(|r| (now - r.arrival_ms).max(0))
+                .unwrap_or(0)
         };
         let at_end_of_closed = closed_end.is_some_and(|end| next >= end);
         if at_end_of_closed {
@@ -410,12 +458,20 @@ impl StreamService {
             let children = meta
                 .shards
                 .iter()
-                .filter(|s| s.parent == Some(pos.shard_ordinal) || s.adjacent_parent == Some(pos.shard_ordinal))
+                .filter(|s| {
+                    s.parent == Some(pos.shard_ordinal)
+                        || s.adjacent_parent == Some(pos.shard_ordinal)
+                })
                 .map(|s| {
                     let (a, b) = s.range();
                     ChildShard {
                         shard_id: s.shard_id(),
-                        parent_shards: s.parent.into_iter().chain(s.adjacent_parent).map(shard_id).collect(),
+                        parent_shards: s
+                            .parent
+                            .into_iter()
+                            .chain(s.adjacent_parent)
+                            .map(shard_id)
+                            .collect(),
                         hash_key_range: HashKeyRange {
                             starting_hash_key: a.to_string(),
                             ending_hash_key: b.to_string(),
@@ -444,9 +500,19 @@ impl StreamService {
 
     /// Waits until `ordinal` of stream `r` has entries past `offset`, or `timeout`.
     /// For followers (REST reads, `freshet tail`).
-    pub async fn wait_for_records(&self, r: &StreamRef, ordinal: u32, offset: u64, timeout: std::time::Duration) {
-        let Ok((_, state)) = self.state(r) else { return };
-        let Some(log) = state.log(ordinal) else { return };
+    pub async fn wait_for_records(
+        &self,
+        r: &StreamRef,
+        ordinal: u32,
+        offset: u64,
+        timeout: std::time::Duration,
+    ) {
+        let Ok((_, state)) = self.state(r) else {
+            return;
+        };
+        let Some(log) = state.log(ordinal) else {
+            return;
+        };
         let mut rx = log.watch_end();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|end| *end > offset)).await;
     }
@@ -462,7 +528,13 @@ impl StreamService {
                 let meta = state.meta.read().unwrap();
                 (
                     meta.retention_hours as i64 * 3_600_000,
-                    state.logs.read().unwrap().iter().map(|(o, l)| (*o, l.clone())).collect::<Vec<_>>(),
+                    state
+                        .logs
+                        .read()
+                        .unwrap()
+                        .iter()
+                        .map(|(o, l)| (*o, l.clone()))
+                        .collect::<Vec<_>>(),
                 )
             };
             let cutoff = now - retention_ms;
@@ -478,7 +550,9 @@ impl StreamService {
 /// AWS's timestamp format in iterator-expiry messages: `Thu Jan 01 00:00:00 UTC 1970`.
 fn amz_time(ms: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

@@ -89,7 +89,12 @@ impl StreamService {
         s.closed_ms = Some(now);
     }
 
-    fn new_shard(meta: &mut StreamMeta, range: (u128, u128), parents: (Option<u32>, Option<u32>), now: i64) {
+    fn new_shard(
+        meta: &mut StreamMeta,
+        range: (u128, u128),
+        parents: (Option<u32>, Option<u32>),
+        now: i64,
+    ) {
         let ordinal = meta.next_ordinal;
         meta.next_ordinal += 1;
         meta.shards.push(ShardMeta {
@@ -105,7 +110,12 @@ impl StreamService {
     }
 
     /// SplitShard.
-    pub async fn split_shard(self: &Arc<Self>, r: &StreamRef, shard: &str, new_starting_hash_key: &str) -> Result<()> {
+    pub async fn split_shard(
+        self: &Arc<Self>,
+        r: &StreamRef,
+        shard: &str,
+        new_starting_hash_key: &str,
+    ) -> Result<()> {
         let account = self.config.account_id.clone();
         self.reshard(r, |meta, ends, now| {
             let idx = self.open_shard_index(meta, shard)?;
@@ -131,7 +141,12 @@ impl StreamService {
     }
 
     /// MergeShards.
-    pub async fn merge_shards(self: &Arc<Self>, r: &StreamRef, shard: &str, adjacent: &str) -> Result<()> {
+    pub async fn merge_shards(
+        self: &Arc<Self>,
+        r: &StreamRef,
+        shard: &str,
+        adjacent: &str,
+    ) -> Result<()> {
         let account = self.config.account_id.clone();
         self.reshard(r, |meta, ends, now| {
             let a = self.open_shard_index(meta, shard)?;
@@ -160,7 +175,11 @@ impl StreamService {
     /// UpdateShardCount with UNIFORM_SCALING: every open shard closes and `target`
     /// uniform shards open; each new shard names the (up to two) first parents whose
     /// ranges overlap it, and each parent lists all overlapping children.
-    pub async fn update_shard_count(self: &Arc<Self>, r: &StreamRef, target: u32) -> Result<(u32, StreamMeta)> {
+    pub async fn update_shard_count(
+        self: &Arc<Self>,
+        r: &StreamRef,
+        target: u32,
+    ) -> Result<(u32, StreamMeta)> {
         let (current, meta) = self
             .reshard(r, |meta, ends, now| {
                 let open: Vec<usize> = (0..meta.shards.len()).filter(|&i| meta.shards[i].is_open()).collect();
@@ -199,7 +218,11 @@ impl StreamService {
     }
 
     /// Forgets closed shards whose data has all expired (closed before `cutoff`).
-    pub(crate) async fn expire_closed_shards(&self, state: &Arc<StreamState>, cutoff: i64) -> Result<()> {
+    pub(crate) async fn expire_closed_shards(
+        &self,
+        state: &Arc<StreamState>,
+        cutoff: i64,
+    ) -> Result<()> {
         let expired: Vec<u32> = {
             let meta = state.meta.read().unwrap();
             meta.shards
@@ -227,7 +250,11 @@ impl StreamService {
                 Ok(ids)
             })
             .await?;
-        state.logs.write().unwrap().retain(|o, _| !expired.contains(o));
+        state
+            .logs
+            .write()
+            .unwrap()
+            .retain(|o, _| !expired.contains(o));
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             for id in ids {
@@ -277,7 +304,12 @@ impl StreamService {
                 if state.meta.read().unwrap().epoch != t.epoch {
                     return Err(self.not_found(&t.stream));
                 }
-                (StreamRef::name(t.stream), t.after, t.filter, max_results.unwrap_or(t.max))
+                (
+                    StreamRef::name(t.stream),
+                    t.after,
+                    t.filter,
+                    max_results.unwrap_or(t.max),
+                )
             }
             (Some(r), None) => (
                 r.clone(),
@@ -292,7 +324,9 @@ impl StreamService {
         let filter_after = match &filter {
             Some(f) if f.kind == "AFTER_SHARD_ID" => {
                 let id = f.shard_id.as_deref().ok_or_else(|| {
-                    StreamError::InvalidArgument("ShardId must be specified for ShardFilter of type AFTER_SHARD_ID.".into())
+                    StreamError::InvalidArgument(
+                        "ShardId must be specified for ShardFilter of type AFTER_SHARD_ID.".into(),
+                    )
                 })?;
                 parse_shard_id(id)
             }
@@ -326,7 +360,11 @@ impl StreamService {
             .filter(|s| keep(s))
             .collect();
         let max = max.clamp(1, 10_000);
-        let page: Vec<Shard> = selected.iter().take(max).map(|s| self.shard_wire(&meta, s)).collect();
+        let page: Vec<Shard> = selected
+            .iter()
+            .take(max)
+            .map(|s| self.shard_wire(&meta, s))
+            .collect();
         let token = if selected.len() > max {
             let t = ListShardsToken {
                 stream: name,

@@ -27,7 +27,11 @@ impl SequenceNumber {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() != 56 || !text.bytes().all(|b| b.is_ascii_digit()) || !text.starts_with('4') || !text.ends_with(SUFFIX) {
+        if text.len() != 56
+            || !text.bytes().all(|b| b.is_ascii_digit())
+            || !text.starts_with('4')
+            || !text.ends_with(SUFFIX)
+        {
             return None;
         }
         Some(Self {
@@ -44,9 +48,17 @@ mod tests {
 
     #[test]
     fn round_trip_and_ordering() {
-        let a = SequenceNumber { stream_epoch: 1_700_000_000_123, shard_ordinal: 3, offset: 99 };
+        let a = SequenceNumber {
+            stream_epoch: 1_700_000_000_123,
+            shard_ordinal: 3,
+            offset: 99,
+        };
         let b = SequenceNumber { offset: 100, ..a };
-        let c = SequenceNumber { shard_ordinal: 4, offset: 0, ..a };
+        let c = SequenceNumber {
+            shard_ordinal: 4,
+            offset: 0,
+            ..a
+        };
         assert_eq!(SequenceNumber::parse(&a.encode()), Some(a));
         assert_eq!(a.encode().len(), 56);
         // Same length, so string order is numeric order.

@@ -24,12 +24,18 @@ pub(super) fn check_tags(
     existing: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
 ) -> Result<()> {
-    if new.iter().any(|(k, v)| !tag_chars_ok(k) || !tag_chars_ok(v)) {
+    if new
+        .iter()
+        .any(|(k, v)| !tag_chars_ok(k) || !tag_chars_ok(v))
+    {
         return Err(StreamError::InvalidArgument(
             "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @.".into(),
         ));
     }
-    if new.keys().any(|k| k.to_ascii_lowercase().starts_with("aws:")) {
+    if new
+        .keys()
+        .any(|k| k.to_ascii_lowercase().starts_with("aws:"))
+    {
         return Err(StreamError::InvalidArgument(
             "Tag keys starting with 'aws:' are reserved for system use.".into(),
         ));
@@ -125,7 +131,12 @@ impl StreamService {
     }
 
     /// Tags in key order after `exclusive_start_key`, at most `limit`; and whether more.
-    pub fn list_tags(&self, r: &StreamRef, exclusive_start_key: Option<&str>, limit: usize) -> Result<(Vec<Tag>, bool)> {
+    pub fn list_tags(
+        &self,
+        r: &StreamRef,
+        exclusive_start_key: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Tag>, bool)> {
         let (_, state) = self.state(r)?;
         let meta = state.meta.read().unwrap();
         let all: Vec<Tag> = meta
@@ -143,19 +154,33 @@ impl StreamService {
 
     /// Resolves a resource ARN (stream or consumer) to the stream it belongs to.
     pub fn stream_of_resource(&self, arn: &str) -> Result<StreamRef> {
-        let prefix = format!("arn:aws:kinesis:{}:{}:stream/", self.config.region, self.config.account_id);
-        let rest = arn.strip_prefix(&prefix).ok_or_else(|| {
-            StreamError::ResourceNotFound(format!("Resource {arn} not found."))
-        })?;
+        let prefix = format!(
+            "arn:aws:kinesis:{}:{}:stream/",
+            self.config.region, self.config.account_id
+        );
+        let rest = arn
+            .strip_prefix(&prefix)
+            .ok_or_else(|| StreamError::ResourceNotFound(format!("Resource {arn} not found.")))?;
         let name = rest.split('/').next().unwrap_or_default();
         if name.is_empty() {
-            return Err(StreamError::ResourceNotFound(format!("Resource {arn} not found.")));
+            return Err(StreamError::ResourceNotFound(format!(
+                "Resource {arn} not found."
+            )));
         }
         let r = StreamRef::name(name);
         if rest.contains("/consumer/") {
             let (_, state) = self.state(&r)?;
-            if !state.meta.read().unwrap().consumers.iter().any(|c| c.arn == arn) {
-                return Err(StreamError::ResourceNotFound(format!("Resource {arn} not found.")));
+            if !state
+                .meta
+                .read()
+                .unwrap()
+                .consumers
+                .iter()
+                .any(|c| c.arn == arn)
+            {
+                return Err(StreamError::ResourceNotFound(format!(
+                    "Resource {arn} not found."
+                )));
             }
         }
         Ok(r)
@@ -179,7 +204,11 @@ impl StreamService {
                 let mut next: Vec<String> = if enable {
                     current.iter().chain(&requested).cloned().collect()
                 } else {
-                    current.iter().filter(|m| !requested.contains(m)).cloned().collect()
+                    current
+                        .iter()
+                        .filter(|m| !requested.contains(m))
+                        .cloned()
+                        .collect()
                 };
                 next.sort();
                 next.dedup();
@@ -190,7 +219,11 @@ impl StreamService {
         Ok((meta.name.clone(), current, meta.shard_level_metrics))
     }
 
-    pub async fn set_encryption(self: &Arc<Self>, r: &StreamRef, key_id: Option<String>) -> Result<()> {
+    pub async fn set_encryption(
+        self: &Arc<Self>,
+        r: &StreamRef,
+        key_id: Option<String>,
+    ) -> Result<()> {
         let delayed = self.config.state_delay_ms > 0;
         let ((), meta) = self
             .update_meta(r, |meta| {
@@ -208,7 +241,11 @@ impl StreamService {
         Ok(())
     }
 
-    pub async fn update_stream_mode(self: &Arc<Self>, r: &StreamRef, mode: StreamMode) -> Result<()> {
+    pub async fn update_stream_mode(
+        self: &Arc<Self>,
+        r: &StreamRef,
+        mode: StreamMode,
+    ) -> Result<()> {
         let delayed = self.config.state_delay_ms > 0;
         let ((), meta) = self
             .update_meta(r, |meta| {
@@ -218,7 +255,11 @@ impl StreamService {
                         "Stream {} under account {} is already in {} mode.",
                         meta.name,
                         self.config.account_id,
-                        if mode == StreamMode::OnDemand { "ON_DEMAND" } else { "PROVISIONED" }
+                        if mode == StreamMode::OnDemand {
+                            "ON_DEMAND"
+                        } else {
+                            "PROVISIONED"
+                        }
                     )));
                 }
                 meta.mode = mode;
@@ -238,11 +279,24 @@ impl StreamService {
 
     pub async fn put_policy(&self, arn: &str, policy: &str) -> Result<()> {
         self.stream_of_resource(arn).and_then(|r| self.state(&r))?;
-        if serde_json::from_str::<serde_json::Value>(policy).map(|v| !v.is_object()).unwrap_or(true) {
-            return Err(StreamError::InvalidArgument("Policy is not a valid JSON document.".into()));
+        if serde_json::from_str::<serde_json::Value>(policy)
+            .map(|v| !v.is_object())
+            .unwrap_or(true)
+        {
+            return Err(StreamError::InvalidArgument(
+                "Policy is not a valid JSON document.".into(),
+            ));
         }
-        self.catalog_put("policies", arn.to_string(), Some(policy.as_bytes().to_vec())).await?;
-        self.policies.write().unwrap().insert(arn.to_string(), policy.to_string());
+        self.catalog_put(
+            "policies",
+            arn.to_string(),
+            Some(policy.as_bytes().to_vec()),
+        )
+        .await?;
+        self.policies
+            .write()
+            .unwrap()
+            .insert(arn.to_string(), policy.to_string());
         Ok(())
     }
 
@@ -260,7 +314,9 @@ impl StreamService {
     pub async fn delete_policy(&self, arn: &str) -> Result<()> {
         self.stream_of_resource(arn).and_then(|r| self.state(&r))?;
         if !self.policies.read().unwrap().contains_key(arn) {
-            return Err(StreamError::ResourceNotFound(format!("No resource policy found for resource ARN {arn}.")));
+            return Err(StreamError::ResourceNotFound(format!(
+                "No resource policy found for resource ARN {arn}."
+            )));
         }
         self.catalog_put("policies", arn.to_string(), None).await?;
         self.policies.write().unwrap().remove(arn);
@@ -269,7 +325,11 @@ impl StreamService {
 
     // ---- consumers ----
 
-    pub async fn register_consumer(self: &Arc<Self>, stream_arn: &str, name: &str) -> Result<Consumer> {
+    pub async fn register_consumer(
+        self: &Arc<Self>,
+        stream_arn: &str,
+        name: &str,
+    ) -> Result<Consumer> {
         let r = StreamRef {
             name: None,
             arn: Some(stream_arn.to_string()),
@@ -322,7 +382,8 @@ impl StreamService {
             },
             (None, None) => {
                 return Err(StreamError::InvalidArgument(
-                    "Either ConsumerARN or both StreamARN and ConsumerName must be provided.".into(),
+                    "Either ConsumerARN or both StreamARN and ConsumerName must be provided."
+                        .into(),
                 ));
             }
         };

@@ -18,7 +18,10 @@ struct Bucket {
 
 impl Bucket {
     fn full(rate: f64, now: i64) -> Self {
-        Self { tokens: rate, at_ms: now }
+        Self {
+            tokens: rate,
+            at_ms: now,
+        }
     }
 
     fn refill(&mut self, rate: f64, now: i64) {
@@ -57,7 +60,9 @@ impl ShardLimiter {
     /// Admits one record of `bytes` into shard `ordinal`, or refuses it.
     pub fn admit_write(&self, ordinal: u32, bytes: u64, now: i64) -> bool {
         let mut shards = self.shards.lock().unwrap();
-        let b = shards.entry(ordinal).or_insert_with(|| ShardBuckets::new(now));
+        let b = shards
+            .entry(ordinal)
+            .or_insert_with(|| ShardBuckets::new(now));
         b.write_bytes.refill(WRITE_BYTES_PER_SEC, now);
         b.write_records.refill(WRITE_RECORDS_PER_SEC, now);
         if b.write_records.tokens < 1.0 || b.write_bytes.tokens < bytes as f64 {
@@ -72,7 +77,9 @@ impl ShardLimiter {
     /// second, or while an earlier large read is still being paid for).
     pub fn admit_read_call(&self, ordinal: u32, now: i64) -> bool {
         let mut shards = self.shards.lock().unwrap();
-        let b = shards.entry(ordinal).or_insert_with(|| ShardBuckets::new(now));
+        let b = shards
+            .entry(ordinal)
+            .or_insert_with(|| ShardBuckets::new(now));
         b.read_calls.refill(READ_CALLS_PER_SEC, now);
         b.read_bytes.refill(READ_BYTES_PER_SEC, now);
         if b.read_calls.tokens < 1.0 || b.read_bytes.tokens <= 0.0 {
@@ -85,7 +92,9 @@ impl ShardLimiter {
     /// Charges bytes returned by a read (may go negative: the next calls wait).
     pub fn charge_read(&self, ordinal: u32, bytes: u64, now: i64) {
         let mut shards = self.shards.lock().unwrap();
-        let b = shards.entry(ordinal).or_insert_with(|| ShardBuckets::new(now));
+        let b = shards
+            .entry(ordinal)
+            .or_insert_with(|| ShardBuckets::new(now));
         b.read_bytes.tokens -= bytes as f64;
     }
 }

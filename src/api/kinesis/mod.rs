@@ -1,0 +1,154 @@
+//! The Kinesis Data Streams wire protocol: `POST /` with
+//! `X-Amz-Target: Kinesis_20131202.<Operation>`, bodies in AWS JSON 1.1
+//! (`application/x-amz-json-1.1`) or CBOR (`application/x-amz-cbor-1.1`, as the Java
+//! SDK, KCL and KPL send by default).
+//!
+//! Every request goes the same way: decode the body to a JSON document (CBOR is
+//! converted, blobs to base64, timestamps to epoch seconds), check it against the
+//! official API model ([`model`]: types first, `SerializationException`; then
+//! constraints, `ValidationException`), parse it into an [`ops::Operation`], run it
+//! against the domain service, and encode the output the way the request came in.
+//! PutRecords in JSON has a fast path that skips the generic document for
+//! well-formed requests and falls back to the full path for anything unusual, so its
+//! errors are the same.
+
+pub mod model;
+mod ops;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::{AppState, MAX_KINESIS_BODY, cbor, read_body};
+
+const TARGET_PREFIX: &str = "Kinesis_20131202.";
+const JSON_TYPE: &str = "application/x-amz-json-1.1";
+const CBOR_TYPE: &str = "application/x-amz-cbor-1.1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Cbor,
+}
+
+/// The entry point for `POST /`.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let encoding = match parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ct)
+            if ct.starts_with("application/x-amz-cbor") || ct.starts_with("application/cbor") =>
+        {
+            Encoding::Cbor
+        }
+        _ => Encoding::Json,
+    };
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    match run(&state, &parts.headers, &target, encoding, body).await {
+        Ok(resp) => resp,
+        Err(e) => error_response(e, encoding),
+    }
+}
+
+fn error_response(e: ApiError, encoding: Encoding) -> Response {
+    if e.status.is_server_error() {
+        tracing::warn!(kind = e.kind, message = %e.message, "request failed");
+    }
+    match encoding {
+        Encoding::Json => e.into_aws_json(),
+        Encoding::Cbor => {
+            let body = cbor::error_to_cbor(e.kind, &e.message);
+            e.with_body(body, CBOR_TYPE)
+        }
+    }
+}
+
+async fn run(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    target: &str,
+    encoding: Encoding,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(op_name) = target.strip_prefix(TARGET_PREFIX) else {
+        return Err(ApiError::unknown_operation(if target.is_empty() {
+            "Missing X-Amz-Target header.".to_string()
+        } else {
+            format!("Unknown operation {target}.")
+        }));
+    };
+    let Some(op) = model::kinesis().operation(op_name) else {
+        return Err(ApiError::unknown_operation(format!(
+            "Unknown operation {op_name}."
+        )));
+    };
+    let body = read_body(state, headers, body, MAX_KINESIS_BODY).await?;
+
+    // Fast path: well-formed JSON PutRecords.
+    if encoding == Encoding::Json && op_name == "PutRecords" {
+        if let Some(input) = ops::fast_put_records(&body.bytes) {
+            let out = ops::put_records(&state.streams, input).await?;
+            return Ok(respond(out, &op, encoding));
+        }
+    }
+
+    let doc = match encoding {
+        Encoding::Json => parse_json(&body.bytes)?,
+        Encoding::Cbor => cbor::cbor_to_json_input(&body.bytes, &op).map_err(input_error)?,
+    };
+    drop(body);
+    op.validate_input(&doc).map_err(input_error)?;
+    let operation = ops::Operation::parse(op_name, doc)?;
+    let output = operation.apply(&state.streams).await?;
+    Ok(respond(output, &op, encoding))
+}
+
+fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::serialization(format!("Could not parse the request body as JSON: {e}"))
+    })
+}
+
+fn input_error(e: model::InputError) -> ApiError {
+    match e {
+        model::InputError::Serialization(m) => ApiError::serialization(m),
+        model::InputError::Validation(m) => ApiError::validation(m),
+    }
+}
+
+/// An operation's result, ready to encode.
+pub enum Output {
+    /// A JSON document (encoded as is, or converted to CBOR).
+    Doc(serde_json::Value),
+    /// JSON text already rendered (hot paths); converted to CBOR if needed.
+    Rendered(Vec<u8>),
+}
+
+fn respond(out: Output, op: &model::Operation<'_>, encoding: Encoding) -> Response {
+    let (body, content_type) = match (encoding, out) {
+        (Encoding::Json, Output::Doc(v)) => (serde_json::to_vec(&v).unwrap_or_default(), JSON_TYPE),
+        (Encoding::Json, Output::Rendered(b)) => (b, JSON_TYPE),
+        (Encoding::Cbor, Output::Doc(v)) => (cbor::json_to_cbor_output(&v, op), CBOR_TYPE),
+        (Encoding::Cbor, Output::Rendered(b)) => {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+            (cbor::json_to_cbor_output(&v, op), CBOR_TYPE)
+        }
+    };
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}

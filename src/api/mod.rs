@@ -1,0 +1,189 @@
+//! HTTP only: routing, request ids, body limits, and the protocol front ends.
+//!
+//! - [`kinesis`]: the Kinesis Data Streams API (`POST /`, `X-Amz-Target`, AWS JSON 1.1
+//!   and CBOR), as in the Kinesis API reference.
+//! - [`rest`]: a plain JSON REST API for producers without an AWS SDK.
+//! - [`error`]: the single mapping from domain errors to wire errors.
+//!
+//! Handlers are thin: decode, call a domain service, encode. Request bodies are read
+//! with a hard size limit (a declared oversize body is refused before it is read into
+//! memory) and under a global in-flight byte budget, so memory stays bounded however
+//! many clients push at once.
+
+pub mod cbor;
+pub mod error;
+pub mod kinesis;
+pub mod rest;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::streams::StreamService;
+use error::ApiError;
+
+/// Largest request body accepted by the Kinesis API (PutRecords: 5 MiB of data,
+/// base64-encoded, plus keys and JSON framing).
+pub const MAX_KINESIS_BODY: usize = 10 * 1024 * 1024;
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub streams: Arc<StreamService>,
+    /// Bytes of request bodies being held in memory at once, across all requests.
+    /// A request waits for its share before its body is read: backpressure instead
+    /// of unbounded buffering under overload.
+    pub body_budget: Arc<Semaphore>,
+}
+
+/// Total in-flight request-body budget.
+pub const BODY_BUDGET_BYTES: usize = 512 * 1024 * 1024;
+
+impl AppState {
+    pub fn new(streams: Arc<StreamService>) -> Self {
+        Self {
+            streams,
+            body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
+        }
+    }
+}
+
+/// Builds the router with every API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", post(kinesis::handle).get(root))
+        .route("/health", get(health))
+        .merge(rest::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_ids))
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn root() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        concat!(
+            "Freshet ",
+            env!("CARGO_PKG_VERSION"),
+            "\nKinesis Data Streams API: POST / with X-Amz-Target: Kinesis_20131202.<Operation>\n",
+            "REST API: /v1/streams/{name}/records (see docs/rest-api.md)\n"
+        ),
+    )
+        .into_response()
+}
+
+async fn not_found(State(_): State<AppState>, req: Request) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ResourceNotFoundException",
+        format!("No route for {} {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}
+
+/// Adds `x-amzn-RequestId` and `x-amz-id-2` to every response, as AWS does.
+async fn request_ids(req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4();
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        headers.insert("x-amzn-RequestId", v);
+    }
+    use base64::Engine;
+    let id2 = base64::engine::general_purpose::STANDARD.encode(
+        id.as_bytes()
+            .iter()
+            .chain(uuid::Uuid::new_v4().as_bytes())
+            .copied()
+            .collect::<Vec<u8>>(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&id2) {
+        headers.insert("x-amz-id-2", v);
+    }
+    resp
+}
+
+/// A request body in memory, holding its share of the in-flight budget.
+pub struct LimitedBody {
+    pub bytes: Bytes,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Most bytes of an oversized body we read and throw away so the client gets a clean
+/// 413 instead of a reset connection; beyond this the connection is simply closed.
+const DISCARD_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes. A body declared larger than `limit`
+/// is refused without being stored; one that turns out larger while streaming is
+/// refused as soon as it crosses the limit.
+pub async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<LimitedBody, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > limit as u64
+    {
+        if len <= DISCARD_LIMIT {
+            discard(body).await;
+        }
+        return Err(ApiError::too_large(limit));
+    }
+    let reserve = declared.map(|l| l as usize).unwrap_or(limit).max(1);
+    let permits = reserve.div_ceil(1024) as u32;
+    let permit = state
+        .body_budget
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        .map_err(|_| ApiError::unavailable("server is shutting down"))?;
+    let mut buf = BytesMut::with_capacity(declared.map(|l| l as usize).unwrap_or(64 * 1024));
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::serialization(format!("could not read request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drop(buf);
+                discard(body).await;
+                return Err(ApiError::too_large(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(LimitedBody {
+        bytes: buf.freeze(),
+        _permit: Some(permit),
+    })
+}
+
+/// Reads and drops up to [`DISCARD_LIMIT`] bytes.
+async fn discard(mut body: Body) {
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(d) = frame.into_data() {
+            seen += d.len() as u64;
+            if seen > DISCARD_LIMIT {
+                break;
+            }
+        }
+    }
+}

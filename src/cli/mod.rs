@@ -1,0 +1,8 @@
+//! The command-line client for people: manage streams, put records, tail a stream.
+//! It talks to a running server over the Kinesis JSON API, exactly as any other
+//! client would (so it also works against Kinesis itself).
+
+pub mod client;
+pub mod commands;
+
+pub use commands::{PutArgs, StreamCommand, TailArgs};

@@ -1,0 +1,115 @@
+//! Server configuration: defaults, then a TOML file (`--config`), then environment
+//! variables (`FRESHET_*`), then command-line flags; later sources win.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::store::Durability;
+
+/// The port `freshet serve` listens on by default (on 127.0.0.1).
+pub const DEFAULT_PORT: u16 = 4570;
+
+/// Settings of `freshet serve`, every field optional so sources can be layered.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct ServeConfig {
+    /// Address to listen on [default: 127.0.0.1:4570]
+    #[arg(long, env = "FRESHET_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for all data (created if missing) [default: ./freshet-data]
+    #[arg(long, env = "FRESHET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// When a write is acknowledged: `fsync` (durable against power loss) or
+    /// `unsafe-no-fsync` (survives a process crash only; for benchmarks) [default: fsync]
+    #[arg(long, env = "FRESHET_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// How long streams stay CREATING / UPDATING / DELETING, in ms [default: 500]
+    #[arg(long, env = "FRESHET_STATE_DELAY_MS")]
+    pub state_delay_ms: Option<u64>,
+    /// Shard iterator lifetime in seconds [default: 300, as in AWS]
+    #[arg(long, env = "FRESHET_ITERATOR_TTL_SECS")]
+    pub iterator_ttl_secs: Option<u64>,
+    /// Open shards allowed across all streams [default: 500]
+    #[arg(long, env = "FRESHET_SHARD_LIMIT")]
+    pub shard_limit: Option<u32>,
+    /// Enforce per-shard throughput limits (1 MB/s or 1,000 records/s in; 2 MB/s and
+    /// 5 reads/s out), answering ProvisionedThroughputExceededException [default: off]
+    #[arg(long, env = "FRESHET_SHARD_THROUGHPUT_LIMITS")]
+    #[serde(default)]
+    pub shard_throughput_limits: bool,
+    /// Account id used in ARNs and messages [default: 000000000000]
+    #[arg(long, env = "FRESHET_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// Region used in ARNs [default: us-east-1]
+    #[arg(long, env = "FRESHET_REGION")]
+    pub region: Option<String>,
+    /// How often retention is enforced, in seconds [default: 60]
+    #[arg(long, env = "FRESHET_RETENTION_CHECK_SECS")]
+    pub retention_check_secs: Option<u64>,
+    /// Size at which a shard's segment file is sealed, in MiB [default: 64]
+    #[arg(long, env = "FRESHET_SEGMENT_MB")]
+    pub segment_mb: Option<u64>,
+}
+
+impl ServeConfig {
+    /// Fills every unset field from `other`.
+    pub fn or(self, other: ServeConfig) -> ServeConfig {
+        ServeConfig {
+            listen: self.listen.or(other.listen),
+            data_dir: self.data_dir.or(other.data_dir),
+            durability: self.durability.or(other.durability),
+            state_delay_ms: self.state_delay_ms.or(other.state_delay_ms),
+            iterator_ttl_secs: self.iterator_ttl_secs.or(other.iterator_ttl_secs),
+            shard_limit: self.shard_limit.or(other.shard_limit),
+            shard_throughput_limits: self.shard_throughput_limits || other.shard_throughput_limits,
+            account_id: self.account_id.or(other.account_id),
+            region: self.region.or(other.region),
+            retention_check_secs: self.retention_check_secs.or(other.retention_check_secs),
+            segment_mb: self.segment_mb.or(other.segment_mb),
+        }
+    }
+
+    /// Reads a TOML file with the same keys as the flags (`listen = "127.0.0.1:4570"`).
+    pub fn from_file(path: &Path) -> anyhow::Result<ServeConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("freshet-data"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let file: ServeConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\ndurability = \"unsafe-no-fsync\"\nshard_limit = 7\n",
+        )
+        .unwrap();
+        let flags = ServeConfig {
+            shard_limit: Some(9),
+            ..Default::default()
+        };
+        let merged = flags.or(file);
+        assert_eq!(merged.listen().port(), 9000);
+        assert_eq!(merged.shard_limit, Some(9));
+        assert_eq!(merged.durability, Some(Durability::UnsafeNoFsync));
+        assert!(toml::from_str::<ServeConfig>("bogus = 1").is_err());
+        assert_eq!(ServeConfig::default().listen().port(), DEFAULT_PORT);
+    }
+}

@@ -1,0 +1,112 @@
+//! Wiring: opens the store, the catalog and the services, serves HTTP, runs
+//! background tasks (retention) and shuts down cleanly on SIGTERM / Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::{self, AppState};
+use crate::clock;
+use crate::config::ServeConfig;
+use crate::store::catalog::RedbCatalog;
+use crate::store::{Durability, RollPolicy, Store, StoreConfig};
+use crate::streams::{ServiceConfig, StreamService};
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let clock = clock::system();
+    let durability = config.durability.unwrap_or(Durability::Fsync);
+    if durability == Durability::UnsafeNoFsync {
+        tracing::warn!(
+            "durability is unsafe-no-fsync: acknowledged writes can be lost on power failure"
+        );
+    }
+    let store = Store::open(
+        &data_dir,
+        StoreConfig {
+            durability,
+            roll: RollPolicy {
+                max_segment_bytes: config.segment_mb.unwrap_or(64).max(1) * 1024 * 1024,
+                max_segment_age_ms: 3_600_000,
+            },
+            ..StoreConfig::default()
+        },
+        clock.clone(),
+    )?;
+    let catalog = {
+        let path = data_dir.join("catalog.redb");
+        tokio::task::spawn_blocking(move || RedbCatalog::open(&path)).await??
+    };
+    let defaults = ServiceConfig::default();
+    let service_config = ServiceConfig {
+        account_id: config
+            .account_id
+            .clone()
+            .unwrap_or(defaults.account_id.clone()),
+        region: config.region.clone().unwrap_or(defaults.region.clone()),
+        state_delay_ms: config.state_delay_ms.unwrap_or(defaults.state_delay_ms),
+        iterator_ttl_ms: config
+            .iterator_ttl_secs
+            .map(|s| s as i64 * 1000)
+            .unwrap_or(defaults.iterator_ttl_ms),
+        shard_limit: config.shard_limit.unwrap_or(defaults.shard_limit),
+        shard_throughput_limits: config.shard_throughput_limits,
+        ..defaults
+    };
+    let streams = StreamService::open(service_config, clock, store, Arc::new(catalog))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open streams: {e}"))?;
+
+    let retention_every = Duration::from_secs(config.retention_check_secs.unwrap_or(60).max(1));
+    let sweeper = {
+        let streams = streams.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(retention_every);
+            loop {
+                tick.tick().await;
+                match streams.enforce_retention().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(segments = n, "retention removed expired segments"),
+                    Err(e) => tracing::error!(error = %e, "retention pass failed"),
+                }
+            }
+        })
+    };
+
+    let app = api::router(AppState::new(streams));
+    let addr = config.listen();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(data_dir = %data_dir.display(), ?durability, "freshet listening on {local}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    sweeper.abort();
+    tracing::info!("freshet stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
