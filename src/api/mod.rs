@@ -122,10 +122,6 @@ pub struct LimitedBody {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Most bytes of an oversized body we read and throw away so the client gets a clean
-/// 413 instead of a reset connection; beyond this the connection is simply closed.
-const DISCARD_LIMIT: u64 = 64 * 1024 * 1024;
-
 /// Reads a request body of at most `limit` bytes. A body declared larger than `limit`
 /// is refused without being stored; one that turns out larger while streaming is
 /// refused as soon as it crosses the limit.
@@ -142,9 +138,8 @@ pub async fn read_body(
     if let Some(len) = declared
         && len > limit as u64
     {
-        if len <= DISCARD_LIMIT {
-            discard(body).await;
-        }
+        // Answer at once without reading the body; the connection is closed after
+        // the response, since the rest of the body is never read.
         return Err(ApiError::too_large(limit));
     }
     let reserve = declared.map(|l| l as usize).unwrap_or(limit).max(1);
@@ -162,8 +157,6 @@ pub async fn read_body(
             .map_err(|e| ApiError::serialization(format!("could not read request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
-                drop(buf);
-                discard(body).await;
                 return Err(ApiError::too_large(limit));
             }
             buf.extend_from_slice(&data);
@@ -173,17 +166,4 @@ pub async fn read_body(
         bytes: buf.freeze(),
         _permit: Some(permit),
     })
-}
-
-/// Reads and drops up to [`DISCARD_LIMIT`] bytes.
-async fn discard(mut body: Body) {
-    let mut seen = 0u64;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(d) = frame.into_data() {
-            seen += d.len() as u64;
-            if seen > DISCARD_LIMIT {
-                break;
-            }
-        }
-    }
 }

@@ -116,10 +116,10 @@ impl StreamService {
                 })?,
                 None => hashing::partition_hash(&rec.partition_key),
             };
-            if rec.data.len() + rec.partition_key.len() > max_record {
+            if rec.data.len() > max_record {
                 return Err(StreamError::InvalidArgument(format!(
-                    "Record size {} exceeds the maximum record size of {max_record} bytes for stream {name}.",
-                    rec.data.len() + rec.partition_key.len()
+                    "Record data of {} bytes exceeds the maximum record size of {max_record} bytes for stream {name}.",
+                    rec.data.len()
                 )));
             }
             let idx = routes.partition_point(|(start, _, _)| *start <= hash);

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the system packages Freshet's build, server and test suite need on a
+# Debian machine, skipping what is already there. Safe to run repeatedly.
+#
+#   scripts/deps.sh [build|test]     (default: build)
+set -euo pipefail
+
+what="${1:-build}"
+need=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+have_cmd cc || need+=(gcc)
+have_cmd pkg-config || need+=(pkg-config)
+have_cmd curl || need+=(curl)
+if [ "$what" = test ]; then
+    have_cmd python3 || need+=(python3)
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+fi
+
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ] || ! have_cmd apt-get; then
+        echo "missing system packages: ${need[*]} (install them with your package manager)" >&2
+        exit 1
+    fi
+    echo "installing: ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! have_cmd cargo; then
+    echo "Rust (cargo) is required: install it with rustup (https://rustup.rs) and re-run." >&2
+    exit 1
+fi
