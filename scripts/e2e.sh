@@ -64,5 +64,14 @@ if [ -z "${FRESHET_ENDPOINT:-}" ] && [ ! -x "$FRESHET_BIN" ]; then
     echo "e2e.sh: warning: $FRESHET_BIN does not exist or is not executable (run cargo build, or set FRESHET_BIN / FRESHET_ENDPOINT)" >&2
 fi
 
-"$VENV/bin/python" -m pytest "$ROOT/tests/e2e" -p no:cacheprovider "$@"
+# Run the whole suite unless the arguments name test files or directories.
+TARGETS=("$ROOT/tests/e2e")
+for arg in "$@"; do
+    case "$arg" in
+        -*) ;;
+        *) if [ -e "${arg%%::*}" ]; then TARGETS=(); break; fi ;;
+    esac
+done
+
+"$VENV/bin/python" -m pytest -p no:cacheprovider "${TARGETS[@]}" "$@"
 exit $?

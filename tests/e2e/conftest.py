@@ -178,8 +178,11 @@ class FreshetServer:
         for _attempt in range(3):  # a port picked as free can be taken meanwhile
             self.port = free_port()
             log = open(self.log_path, "ab")
+            # Only the flags count: keep FRESHET_* settings of the caller's
+            # environment (the server reads them) out of the child.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.data_dir)
+                                         stdin=subprocess.DEVNULL, cwd=self.data_dir, env=env)
             log.close()
             deadline = time.monotonic() + ready_timeout
             while time.monotonic() < deadline:
@@ -241,6 +244,9 @@ def _wait_tcp(endpoint: str, timeout: float = 30.0):
             time.sleep(0.1)
 
 
+_SESSION_SERVER: list = []
+
+
 @pytest.fixture(scope="session")
 def session_server():
     """The shared Freshet process, or None when FRESHET_ENDPOINT is set."""
@@ -248,8 +254,20 @@ def session_server():
         yield None
         return
     server = FreshetServer().start()
+    _SESSION_SERVER.append(server)
     yield server
+    _SESSION_SERVER.clear()
     server.cleanup()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the tail of the shared server's log to failing tests."""
+    report = yield
+    if report.failed and _SESSION_SERVER:
+        tail = "\n".join(_SESSION_SERVER[0].log_text().splitlines()[-40:])
+        report.sections.append(("freshet server log (last 40 lines)", tail))
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -351,10 +369,14 @@ def raw(endpoint) -> RawClient:
 def decode_body(resp: requests.Response):
     """Decode a response body according to its Content-Type (JSON or CBOR)."""
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
-    if ctype == AMZ_CBOR:
-        import cbor2
-        return cbor2.loads(resp.content)
-    return json.loads(resp.content.decode("utf-8")) if resp.content else None
+    try:
+        if ctype == AMZ_CBOR:
+            import cbor2
+            return cbor2.loads(resp.content)
+        return json.loads(resp.content.decode("utf-8")) if resp.content else None
+    except Exception as e:
+        raise AssertionError(f"response body does not decode as its Content-Type {ctype!r} says "
+                             f"({e}): {resp.content[:200]!r}") from None
 
 
 def error_message(body: dict):
@@ -381,6 +403,27 @@ def wait_status(client, name: str, want: str = "ACTIVE", timeout: float = 20.0,
             return summary
         if time.monotonic() > deadline:
             raise AssertionError(f"stream {name} still {last} after {timeout} s (wanted {want})")
+        time.sleep(0.05)
+
+
+def wait_quiescent(client, timeout: float = 20.0):
+    """Wait until no stream of the account is CREATING, UPDATING or DELETING
+    (uses ListStreams' StreamSummaries), so account-wide counters are stable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = []
+        kw = {"Limit": 100}
+        while True:
+            r = client.list_streams(**kw)
+            busy += [s["StreamName"] for s in r.get("StreamSummaries", [])
+                     if s["StreamStatus"] != "ACTIVE"]
+            if not r["HasMoreStreams"] or not r.get("NextToken"):
+                break
+            kw = {"NextToken": r["NextToken"]}
+        if not busy:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"streams still changing state: {busy}")
         time.sleep(0.05)
 
 

@@ -9,13 +9,22 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import (ACCOUNT, REGION, assert_client_error, expect_error, stream_arn,
-                      unique_name, wait_active, wait_gone)
+                      unique_name, wait_active, wait_gone, wait_quiescent)
 
 pytestmark = pytest.mark.freshet_only
 
 ALL_METRICS = {"IncomingBytes", "IncomingRecords", "OutgoingBytes", "OutgoingRecords",
                "WriteProvisionedThroughputExceeded", "ReadProvisionedThroughputExceeded",
                "IteratorAgeMilliseconds"}
+
+
+def metrics(names):
+    """A metric list as a set, with "ALL" read as every metric (AWS documents
+    that "ALL" enables every metric; the lists may name them one by one)."""
+    out = set(names)
+    if "ALL" in out:
+        out = (out - {"ALL"}) | ALL_METRICS
+    return out
 
 
 class TestEnhancedMonitoring:
@@ -25,24 +34,24 @@ class TestEnhancedMonitoring:
                                                ShardLevelMetrics=["IncomingBytes", "OutgoingBytes"])
         assert r["StreamName"] == name
         assert r["CurrentShardLevelMetrics"] == []
-        assert set(r["DesiredShardLevelMetrics"]) == {"IncomingBytes", "OutgoingBytes"}
+        assert metrics(r["DesiredShardLevelMetrics"]) == {"IncomingBytes", "OutgoingBytes"}
         wait_active(kinesis, name)
         em = kinesis.describe_stream(StreamName=name)["StreamDescription"]["EnhancedMonitoring"]
-        assert set(em[0]["ShardLevelMetrics"]) == {"IncomingBytes", "OutgoingBytes"}
+        assert metrics(em[0]["ShardLevelMetrics"]) == {"IncomingBytes", "OutgoingBytes"}
         em = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["EnhancedMonitoring"]
-        assert set(em[0]["ShardLevelMetrics"]) == {"IncomingBytes", "OutgoingBytes"}
+        assert metrics(em[0]["ShardLevelMetrics"]) == {"IncomingBytes", "OutgoingBytes"}
 
         r = kinesis.enable_enhanced_monitoring(StreamName=name, ShardLevelMetrics=["ALL"])
-        assert set(r["CurrentShardLevelMetrics"]) == {"IncomingBytes", "OutgoingBytes"}
-        assert set(r["DesiredShardLevelMetrics"]) == ALL_METRICS
+        assert metrics(r["CurrentShardLevelMetrics"]) == {"IncomingBytes", "OutgoingBytes"}
+        assert metrics(r["DesiredShardLevelMetrics"]) == ALL_METRICS
         wait_active(kinesis, name)
 
         r = kinesis.disable_enhanced_monitoring(StreamName=name, ShardLevelMetrics=["IncomingBytes"])
-        assert set(r["CurrentShardLevelMetrics"]) == ALL_METRICS
-        assert set(r["DesiredShardLevelMetrics"]) == ALL_METRICS - {"IncomingBytes"}
+        assert metrics(r["CurrentShardLevelMetrics"]) == ALL_METRICS
+        assert metrics(r["DesiredShardLevelMetrics"]) == ALL_METRICS - {"IncomingBytes"}
         wait_active(kinesis, name)
         em = kinesis.describe_stream(StreamName=name)["StreamDescription"]["EnhancedMonitoring"]
-        assert set(em[0]["ShardLevelMetrics"]) == ALL_METRICS - {"IncomingBytes"}
+        assert metrics(em[0]["ShardLevelMetrics"]) == ALL_METRICS - {"IncomingBytes"}
 
         r = kinesis.disable_enhanced_monitoring(StreamARN=stream_arn(name), ShardLevelMetrics=["ALL"])
         assert r["DesiredShardLevelMetrics"] == []
@@ -117,6 +126,7 @@ class TestResourcePolicy:
 
 class TestLimits:
     def test_describe_limits(self, kinesis, make_stream):
+        wait_quiescent(kinesis)  # streams of earlier tests may still be DELETING
         before = kinesis.describe_limits()
         for k in ("ShardLimit", "OpenShardCount", "OnDemandStreamCount", "OnDemandStreamCountLimit"):
             assert isinstance(before[k], int) and before[k] >= 0, k

@@ -3,6 +3,7 @@
 import base64
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -12,7 +13,7 @@ import cbor2
 import pytest
 import requests
 
-from conftest import (AMZ_CBOR, AMZ_JSON, IS_KINESALITE, TARGET_PREFIX, decode_body,
+from conftest import (AMZ_CBOR, AMZ_JSON, IS_KINESALITE, TARGET_PREFIX, UUID_RE, decode_body,
                       error_message, shard_id, unique_name)
 
 
@@ -223,6 +224,8 @@ class TestBodyLimit:
             pytest.fail("no response to an oversized body before it was complete: "
                         "the server waits for (or buffers) the whole body")
         assert status == 413, (status, body[:300])
+        assert re.match(UUID_RE, headers.get("x-amzn-requestid", "")), headers
+        assert headers.get("x-amz-id-2"), headers
         assert headers.get("content-type", "").startswith(("application/x-amz-json-1.1", "application/json"))
         err = json.loads(body)
         assert err["__type"] == "ValidationException"
@@ -321,13 +324,18 @@ def test_junk_requests_get_4xx_and_server_survives(raw, endpoint, kinesis):
         if not 400 <= r.status_code < 500:
             problems.append(f"#{i} ({ctype}, {target!r:.60}, body {body[:40]!r}): status {r.status_code}")
             continue
+        if not re.match(UUID_RE, r.headers.get("x-amzn-RequestId", "")) or not r.headers.get("x-amz-id-2"):
+            problems.append(f"#{i} ({ctype}, {target!r:.60}, body {body[:40]!r}): missing x-amzn-RequestId "
+                            f"or x-amz-id-2 header")
+            continue
         if _error_type(r, allow_cbor=(ctype == AMZ_CBOR) or IS_KINESALITE) is None:
             # AWS itself (and kinesalite, which mirrors it) answers some of these,
             # e.g. an unsupported Content-Type, with an XML error document.
             if IS_KINESALITE and r.content.startswith(b"<"):
                 continue
-            problems.append(f"#{i} ({ctype}, {target!r:.60}, body {body[:40]!r}): "
-                            f"no JSON error body: {r.status_code} {r.content[:120]!r}")
+            problems.append(f"#{i} ({ctype}, {target!r:.60}, body {body[:40]!r}): no error body decodable "
+                            f"as its Content-Type {r.headers.get('Content-Type')!r}: "
+                            f"{r.status_code} {r.content[:120]!r}")
     assert not problems, f"{len(problems)} of {len(reqs)} junk requests misbehaved:\n" + "\n".join(problems[:40])
     # Still alive and well.
     if not IS_KINESALITE:
