@@ -21,17 +21,20 @@ pub fn parse_hash_key(text: &str) -> Option<u128> {
 /// `count` contiguous ranges covering the whole space, as even as possible.
 pub fn uniform_ranges(count: u32) -> Vec<(u128, u128)> {
     assert!(count > 0);
+    if count == 1 {
+        return vec![(0, u128::MAX)];
+    }
     let count = count as u128;
-    let step = u128::MAX / count;
+    // floor(2^128 / count), computed without overflowing.
+    let step = u128::MAX / count + u128::from(u128::MAX % count == count - 1);
     (0..count)
         .map(|i| {
-            let start = i * step + i.min(u128::MAX % count + 1);
             let end = if i + 1 == count {
                 u128::MAX
             } else {
-                (i + 1) * step + (i + 1).min(u128::MAX % count + 1) - 1
+                (i + 1) * step - 1
             };
-            (start, end)
+            (i * step, end)
         })
         .collect()
 }

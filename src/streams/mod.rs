@@ -397,6 +397,17 @@ impl StreamService {
         mode: StreamMode,
         tags: BTreeMap<String, String>,
     ) -> Result<()> {
+        // The API layer validates names against the model; this guards every other
+        // caller, since names become directory names.
+        let valid = (1..=128).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !valid {
+            return Err(StreamError::Validation(format!(
+                "1 validation error detected: Value '{name}' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"
+            )));
+        }
         let _guard = self.control.lock().await;
         if self.streams.read().unwrap().contains_key(name) {
             return Err(StreamError::ResourceInUse(format!(
@@ -539,9 +550,11 @@ impl StreamService {
         let meta = state.meta.read().unwrap().clone();
         let limit = limit.unwrap_or(100);
         let after = exclusive_start_shard_id.and_then(model::parse_shard_id);
+        // Like Kinesis, a stream being created shows no shards yet.
         let selected: Vec<&ShardMeta> = meta
             .shards
             .iter()
+            .filter(|_| meta.status != StreamStatus::Creating)
             .filter(|s| after.is_none_or(|a| s.ordinal > a))
             .collect();
         let has_more = selected.len() > limit;

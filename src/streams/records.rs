@@ -276,7 +276,10 @@ impl StreamService {
         starting_sequence_number: Option<&str>,
         timestamp_ms: Option<i64>,
     ) -> Result<String> {
-        let (name, state) = self.state(r)?;
+        let name = self.resolve_name(r)?;
+        let Ok((_, state)) = self.state(r) else {
+            return Err(self.shard_not_found(&name, shard));
+        };
         let (epoch, ordinal, log) = {
             let meta = state.meta.read().unwrap();
             let ordinal = parse_shard_id(shard)
@@ -452,7 +455,9 @@ impl StreamService {
                 .map(|r| (now - r.arrival_ms).max(0))
                 .unwrap_or(0)
         };
-        let at_end_of_closed = closed_end.is_some_and(|end| next >= end);
+        // Like Kinesis: the call that returns a closed shard's last records still hands out
+        // an iterator; the next one (starting at the end) returns the children instead.
+        let at_end_of_closed = closed_end.is_some_and(|end| pos.offset >= end && next >= end);
         if at_end_of_closed {
             let meta = state.meta.read().unwrap();
             let children = meta

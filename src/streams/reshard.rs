@@ -74,7 +74,7 @@ impl StreamService {
             .and_then(|o| meta.shards.iter().position(|s| s.ordinal == o))
             .ok_or_else(|| self.shard_missing(&meta.name, shard))?;
         if !meta.shards[idx].is_open() {
-            return Err(StreamError::ResourceInUse(format!(
+            return Err(StreamError::InvalidArgument(format!(
                 "Shard {} in stream {} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",
                 meta.shards[idx].shard_id(),
                 meta.name,
@@ -153,7 +153,8 @@ impl StreamService {
             let b = self.open_shard_index(meta, adjacent)?;
             let (a_start, a_end) = meta.shards[a].range();
             let (b_start, b_end) = meta.shards[b].range();
-            let adjacent_pair = a != b && (a_end.checked_add(1) == Some(b_start) || b_end.checked_add(1) == Some(a_start));
+            // As in Kinesis, ShardToMerge must be the lower of the two ranges.
+            let adjacent_pair = a != b && a_end.checked_add(1) == Some(b_start);
             if !adjacent_pair {
                 return Err(StreamError::InvalidArgument(format!(
                     "Shards {} and {} in stream {} under account {account} are not an adjacent pair of shards eligible for merging",

@@ -14,7 +14,7 @@ const MAX_RETENTION: u32 = 8760;
 
 fn tag_chars_ok(s: &str) -> bool {
     s.chars()
-        .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
+        .all(|c| c.is_alphanumeric() || c == ' ' || "_./=+-@%".contains(c))
 }
 
 /// Checks tags about to be added to a stream that has `existing` tags.
@@ -32,6 +32,11 @@ pub(super) fn check_tags(
             "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @.".into(),
         ));
     }
+    if new.iter().any(|(k, v)| k.contains('%') || v.contains('%')) {
+        return Err(StreamError::InvalidArgument(format!(
+            "Failed to add tags to stream {stream} under account {account} because some tags contained illegal characters. The allowed characters are Unicode letters, white-spaces, '_',',','/','=','+','-','@'."
+        )));
+    }
     if new
         .keys()
         .any(|k| k.to_ascii_lowercase().starts_with("aws:"))
@@ -42,7 +47,7 @@ pub(super) fn check_tags(
     }
     let total = existing.len() + new.keys().filter(|k| !existing.contains_key(*k)).count();
     if total > MAX_TAGS {
-        return Err(StreamError::LimitExceeded(format!(
+        return Err(StreamError::InvalidArgument(format!(
             "Failed to add tags to stream {stream} under account {account} because a given stream cannot have more than {MAX_TAGS} tags associated with it."
         )));
     }
@@ -62,7 +67,6 @@ const METRICS: [&str; 7] = [
 
 impl StreamService {
     pub async fn increase_retention(&self, r: &StreamRef, hours: u32) -> Result<()> {
-        let account = self.config.account_id.clone();
         self.update_meta(r, |meta| {
             if hours < MIN_RETENTION {
                 return Err(StreamError::InvalidArgument(format!(
@@ -76,7 +80,7 @@ impl StreamService {
             }
             if hours < meta.retention_hours {
                 return Err(StreamError::InvalidArgument(format!(
-                    "Requested retention period ({hours} hours) for stream {} under account {account} can not be shorter than existing retention period ({} hours). Use DecreaseRetentionPeriod API.",
+                    "Requested retention period ({hours} hours) for stream {} can not be shorter than existing retention period ({} hours). Use DecreaseRetentionPeriod API.",
                     meta.name, meta.retention_hours
                 )));
             }
@@ -88,7 +92,6 @@ impl StreamService {
     }
 
     pub async fn decrease_retention(&self, r: &StreamRef, hours: u32) -> Result<()> {
-        let account = self.config.account_id.clone();
         self.update_meta(r, |meta| {
             if hours < MIN_RETENTION {
                 return Err(StreamError::InvalidArgument(format!(
@@ -97,7 +100,7 @@ impl StreamService {
             }
             if hours > meta.retention_hours {
                 return Err(StreamError::InvalidArgument(format!(
-                    "Requested retention period ({hours} hours) for stream {} under account {account} can not be longer than existing retention period ({} hours). Use IncreaseRetentionPeriod API.",
+                    "Requested retention period ({hours} hours) for stream {} can not be longer than existing retention period ({} hours). Use IncreaseRetentionPeriod API.",
                     meta.name, meta.retention_hours
                 )));
             }
@@ -427,13 +430,30 @@ impl StreamService {
         Ok(())
     }
 
-    pub fn list_consumers(&self, stream_arn: &str) -> Result<Vec<Consumer>> {
+    /// Consumers in name order after `after` (the previous page's last name), at most
+    /// `max`; and whether more remain.
+    pub fn list_consumers(
+        &self,
+        stream_arn: &str,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<(Vec<Consumer>, bool)> {
         let r = StreamRef {
             name: None,
             arn: Some(stream_arn.to_string()),
         };
         let (_, state) = self.state(&r)?;
         let meta = state.meta.read().unwrap();
-        Ok(meta.consumers.iter().map(|c| c.to_wire(None)).collect())
+        let mut all: Vec<&ConsumerMeta> = meta
+            .consumers
+            .iter()
+            .filter(|c| after.is_none_or(|a| c.name.as_str() > a))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let more = all.len() > max;
+        Ok((
+            all.into_iter().take(max).map(|c| c.to_wire(None)).collect(),
+            more,
+        ))
     }
 }

@@ -1,101 +1,99 @@
-//! Per-shard throughput limits (Kinesis provisioned shards: 1 MB/s and 1,000 records/s
-//! in; 2 MB/s and 5 GetRecords calls/s out), as token buckets holding one second of
-//! allowance. Only consulted when the server runs with shard throughput limits on.
+//! Per-shard throughput limits (Kinesis provisioned shards: 1 MiB/s and 1,000 records/s
+//! in; 2 MiB/s and 5 GetRecords calls/s out). Writes and read calls are counted in
+//! fixed one-second windows, as the per-second quotas are stated; read bytes are a
+//! token bucket so one large read delays the following ones. Only consulted when the
+//! server runs with shard throughput limits on.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-const WRITE_BYTES_PER_SEC: f64 = 1_048_576.0;
-const WRITE_RECORDS_PER_SEC: f64 = 1_000.0;
+const WRITE_BYTES_PER_SEC: u64 = 1_048_576;
+const WRITE_RECORDS_PER_SEC: u64 = 1_000;
 const READ_BYTES_PER_SEC: f64 = 2_097_152.0;
-const READ_CALLS_PER_SEC: f64 = 5.0;
+const READ_CALLS_PER_SEC: u32 = 5;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at_ms: i64,
+#[derive(Debug, Clone, Copy, Default)]
+struct ShardUsage {
+    /// The one-second window (epoch seconds) the counters below belong to.
+    window: i64,
+    write_bytes: u64,
+    write_records: u64,
+    read_calls: u32,
+    /// Read-byte allowance (token bucket, may go negative after a large read).
+    read_tokens: f64,
+    read_at_ms: i64,
 }
 
-impl Bucket {
-    fn full(rate: f64, now: i64) -> Self {
-        Self {
-            tokens: rate,
-            at_ms: now,
-        }
-    }
-
-    fn refill(&mut self, rate: f64, now: i64) {
-        let elapsed = (now - self.at_ms).max(0) as f64 / 1000.0;
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.at_ms = now;
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct ShardBuckets {
-    write_bytes: Bucket,
-    write_records: Bucket,
-    read_bytes: Bucket,
-    read_calls: Bucket,
-}
-
-impl ShardBuckets {
+impl ShardUsage {
     fn new(now: i64) -> Self {
         Self {
-            write_bytes: Bucket::full(WRITE_BYTES_PER_SEC, now),
-            write_records: Bucket::full(WRITE_RECORDS_PER_SEC, now),
-            read_bytes: Bucket::full(READ_BYTES_PER_SEC, now),
-            read_calls: Bucket::full(READ_CALLS_PER_SEC, now),
+            window: now.div_euclid(1000),
+            read_tokens: READ_BYTES_PER_SEC,
+            read_at_ms: now,
+            ..Self::default()
         }
+    }
+
+    fn roll(&mut self, now: i64) {
+        let window = now.div_euclid(1000);
+        if window != self.window {
+            self.window = window;
+            self.write_bytes = 0;
+            self.write_records = 0;
+            self.read_calls = 0;
+        }
+        let elapsed = (now - self.read_at_ms).max(0) as f64 / 1000.0;
+        self.read_tokens =
+            (self.read_tokens + elapsed * READ_BYTES_PER_SEC).min(READ_BYTES_PER_SEC);
+        self.read_at_ms = now;
     }
 }
 
-/// Token buckets for every shard of one stream.
+/// Usage counters for every shard of one stream.
 #[derive(Debug, Default)]
 pub struct ShardLimiter {
-    shards: Mutex<HashMap<u32, ShardBuckets>>,
+    shards: Mutex<HashMap<u32, ShardUsage>>,
 }
 
 impl ShardLimiter {
+    fn with<T>(&self, ordinal: u32, now: i64, f: impl FnOnce(&mut ShardUsage) -> T) -> T {
+        let mut shards = self.shards.lock().unwrap();
+        let usage = shards
+            .entry(ordinal)
+            .or_insert_with(|| ShardUsage::new(now));
+        usage.roll(now);
+        f(usage)
+    }
+
     /// Admits one record of `bytes` into shard `ordinal`, or refuses it.
     pub fn admit_write(&self, ordinal: u32, bytes: u64, now: i64) -> bool {
-        let mut shards = self.shards.lock().unwrap();
-        let b = shards
-            .entry(ordinal)
-            .or_insert_with(|| ShardBuckets::new(now));
-        b.write_bytes.refill(WRITE_BYTES_PER_SEC, now);
-        b.write_records.refill(WRITE_RECORDS_PER_SEC, now);
-        if b.write_records.tokens < 1.0 || b.write_bytes.tokens < bytes as f64 {
-            return false;
-        }
-        b.write_records.tokens -= 1.0;
-        b.write_bytes.tokens -= bytes as f64;
-        true
+        self.with(ordinal, now, |u| {
+            if u.write_records >= WRITE_RECORDS_PER_SEC
+                || u.write_bytes + bytes > WRITE_BYTES_PER_SEC
+            {
+                return false;
+            }
+            u.write_records += 1;
+            u.write_bytes += bytes;
+            true
+        })
     }
 
     /// Admits one GetRecords call on shard `ordinal` (refused after 5 calls in a
     /// second, or while an earlier large read is still being paid for).
     pub fn admit_read_call(&self, ordinal: u32, now: i64) -> bool {
-        let mut shards = self.shards.lock().unwrap();
-        let b = shards
-            .entry(ordinal)
-            .or_insert_with(|| ShardBuckets::new(now));
-        b.read_calls.refill(READ_CALLS_PER_SEC, now);
-        b.read_bytes.refill(READ_BYTES_PER_SEC, now);
-        if b.read_calls.tokens < 1.0 || b.read_bytes.tokens <= 0.0 {
-            return false;
-        }
-        b.read_calls.tokens -= 1.0;
-        true
+        self.with(ordinal, now, |u| {
+            if u.read_calls >= READ_CALLS_PER_SEC || u.read_tokens <= 0.0 {
+                return false;
+            }
+            u.read_calls += 1;
+            true
+        })
     }
 
-    /// Charges bytes returned by a read (may go negative: the next calls wait).
+    /// Charges bytes returned by a read.
     pub fn charge_read(&self, ordinal: u32, bytes: u64, now: i64) {
-        let mut shards = self.shards.lock().unwrap();
-        let b = shards
-            .entry(ordinal)
-            .or_insert_with(|| ShardBuckets::new(now));
-        b.read_bytes.tokens -= bytes as f64;
+        self.with(ordinal, now, |u| u.read_tokens -= bytes as f64);
     }
 }
 
@@ -108,11 +106,13 @@ mod tests {
         let l = ShardLimiter::default();
         let admitted = (0..1500).filter(|_| l.admit_write(0, 10, 1000)).count();
         assert_eq!(admitted, 1000);
+        // Still the same second: nothing more.
+        assert!(!l.admit_write(0, 10, 1999));
         // Another shard has its own allowance.
         assert!(l.admit_write(1, 10, 1000));
-        // Half a second later, 500 more.
-        let admitted = (0..1500).filter(|_| l.admit_write(0, 10, 1500)).count();
-        assert_eq!(admitted, 500);
+        // The next second starts afresh.
+        let admitted = (0..1500).filter(|_| l.admit_write(0, 10, 2000)).count();
+        assert_eq!(admitted, 1000);
         // Bytes: 1 MiB per second.
         assert!(l.admit_write(2, 1_048_576, 0));
         assert!(!l.admit_write(2, 1, 0));
@@ -123,8 +123,8 @@ mod tests {
         let l = ShardLimiter::default();
         let admitted = (0..10).filter(|_| l.admit_read_call(0, 0)).count();
         assert_eq!(admitted, 5);
-        assert!(l.admit_read_call(0, 200));
-        l.charge_read(0, 10_000_000, 200);
-        assert!(!l.admit_read_call(0, 1000));
+        assert!(l.admit_read_call(0, 1000));
+        l.charge_read(0, 10_000_000, 1000);
+        assert!(!l.admit_read_call(0, 2000));
     }
 }

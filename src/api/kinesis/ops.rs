@@ -247,6 +247,8 @@ pub struct Policy {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ConsumerIn {
+    next_token: Option<String>,
+    max_results: Option<usize>,
     #[serde(rename = "StreamARN")]
     stream_arn: Option<String>,
     consumer_name: Option<String>,
@@ -300,6 +302,17 @@ fn blob(text: &str) -> Result<Bytes, ApiError> {
     STANDARD.decode(text).map(Bytes::from).map_err(|e| {
         ApiError::serialization(format!("'{text}' can not be converted to a Blob: {e}"))
     })
+}
+
+/// Decodes a pagination token of ours (base64 of the last key of the previous page).
+fn decode_token(token: &str) -> Result<String, ApiError> {
+    STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            crate::streams::StreamError::InvalidArgument("Invalid NextToken.".into()).into()
+        })
 }
 
 fn secs_to_ms(secs: f64) -> i64 {
@@ -386,14 +399,7 @@ impl Operation {
                 let limit = i.limit.unwrap_or(100).clamp(1, 10_000);
                 // NextToken is the last name of the previous page.
                 let start = match &i.next_token {
-                    Some(t) => Some(
-                        String::from_utf8(STANDARD.decode(t).map_err(|_| {
-                            ApiError::from(crate::streams::StreamError::InvalidArgument(
-                                "Invalid NextToken.".into(),
-                            ))
-                        })?)
-                        .unwrap_or_default(),
-                    ),
+                    Some(t) => Some(decode_token(t)?),
                     None => i.exclusive_start_stream_name.clone(),
                 };
                 let (summaries, more) = svc.list_streams(start.as_deref(), limit);
@@ -635,8 +641,20 @@ impl Operation {
                 Output::Doc(json!({ "ConsumerDescription": c }))
             }
             Self::ListStreamConsumers(i) => {
-                let cs = svc.list_consumers(i.stream_arn.as_deref().unwrap_or_default())?;
-                Output::Doc(json!({ "Consumers": cs }))
+                let after = match &i.next_token {
+                    Some(t) => Some(decode_token(t)?),
+                    None => None,
+                };
+                let (cs, more) = svc.list_consumers(
+                    i.stream_arn.as_deref().unwrap_or_default(),
+                    after.as_deref(),
+                    i.max_results.unwrap_or(100).clamp(1, 10_000),
+                )?;
+                let mut out = json!({ "Consumers": cs });
+                if more && let Some(last) = cs.last() {
+                    out["NextToken"] = json!(STANDARD.encode(&last.consumer_name));
+                }
+                Output::Doc(out)
             }
         })
     }
