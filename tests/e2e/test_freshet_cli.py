@@ -1,0 +1,96 @@
+"""Freshet's own command-line client (`freshet stream|put|tail`) against a live server,
+as a person would use it."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import freshet_bin, shard_id, unique_name, wait_active
+
+pytestmark = pytest.mark.freshet_only
+
+
+def freshet(endpoint, *args, input=None, check=True, timeout=60):
+    p = subprocess.run([str(freshet_bin()), *args, "--endpoint", endpoint], input=input,
+                       capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"freshet {' '.join(args)} failed ({p.returncode}):\n{p.stderr}")
+    return p
+
+
+def test_help_explains_itself():
+    out = subprocess.run([str(freshet_bin()), "--help"], capture_output=True, text=True).stdout
+    for word in ("serve", "stream", "put", "tail"):
+        assert word in out
+    serve = subprocess.run([str(freshet_bin()), "serve", "--help"], capture_output=True, text=True).stdout
+    for flag in ("--listen", "--data-dir", "--durability", "--config", "FRESHET_LISTEN"):
+        assert flag in serve
+
+
+def test_stream_lifecycle(endpoint, kinesis):
+    name = unique_name("cli")
+    out = freshet(endpoint, "stream", "create", name, "--shards", "3").stdout
+    assert f"created stream {name}" in out
+    assert kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+    listed = freshet(endpoint, "stream", "list").stdout
+    assert any(line.split()[0] == name and "ACTIVE" in line for line in listed.splitlines() if line.strip())
+    described = freshet(endpoint, "stream", "describe", name).stdout
+    assert "open shards: 3" in described
+    assert described.count("shardId-") == 3
+    freshet(endpoint, "stream", "delete", name)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and name in freshet(endpoint, "stream", "list").stdout:
+        time.sleep(0.1)
+    assert name not in freshet(endpoint, "stream", "list").stdout
+
+
+def test_put_args_stdin_file_then_tail(endpoint, tmp_path):
+    name = unique_name("cli")
+    freshet(endpoint, "stream", "create", name, "--shards", "2")
+    freshet(endpoint, "put", name, "alpha", "beta")
+    freshet(endpoint, "put", name, input="gamma\ndelta\n")
+    f = tmp_path / "records.jsonl"
+    f.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(1200)))
+    p = freshet(endpoint, "put", name, "--file", str(f))
+    assert "put 1200 records" in p.stderr
+    out = freshet(endpoint, "tail", name, "--from-start", "--no-follow").stdout.splitlines()
+    assert set(out) >= {"alpha", "beta", "gamma", "delta"}
+    assert len(out) == 1204
+    nums = sorted(json.loads(l)["n"] for l in out if l.startswith("{"))
+    assert nums == list(range(1200))
+
+
+def test_put_to_missing_stream_fails_clearly(endpoint):
+    p = freshet(endpoint, "put", unique_name("missing"), "x", check=False)
+    assert p.returncode != 0
+    assert "ResourceNotFoundException" in p.stderr
+
+
+def test_unreachable_server_is_explained():
+    p = subprocess.run([str(freshet_bin()), "stream", "list", "--endpoint", "http://127.0.0.1:9"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "cannot reach Freshet" in p.stderr
+
+
+def test_tail_follows_children_after_split(endpoint, kinesis):
+    name = unique_name("cli")
+    freshet(endpoint, "stream", "create", name, "--shards", "1")
+    tail = subprocess.Popen([str(freshet_bin()), "tail", name, "--json", "--limit", "5",
+                             "--endpoint", endpoint], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # tail starts at LATEST
+        freshet(endpoint, "put", name, "--partition-key", "k", "before-split")
+        kinesis.split_shard(StreamName=name, ShardToSplit=shard_id(0), NewStartingHashKey=str(2 ** 127))
+        wait_active(kinesis, name)
+        for i in range(4):
+            freshet(endpoint, "put", name, "--partition-key", f"key-{i}", f"after-{i}")
+        out, _ = tail.communicate(timeout=30)
+    finally:
+        tail.kill()
+    lines = [json.loads(l) for l in out.splitlines()]
+    assert [l["data"] for l in lines][0] == "before-split"
+    assert lines[0]["shardId"] == shard_id(0)
+    assert sorted(l["data"] for l in lines[1:]) == [f"after-{i}" for i in range(4)]
+    assert {l["shardId"] for l in lines[1:]} <= {shard_id(1), shard_id(2)}
