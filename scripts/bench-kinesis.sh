@@ -93,6 +93,8 @@ stop_server() {
 # Runs the load generator against 127.0.0.1:$1; $2 label, $3 put seconds.
 run_load() {
     local port=$1 label=$2 duration=$3
+    # Other work on the machine skews the figures: record how busy it was.
+    echo "load average before the $label run: $(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/$label.load"
     # shellcheck disable=SC2086
     "$BENCH_BIN" kinesis \
         --endpoint "http://127.0.0.1:$port" \
@@ -103,6 +105,7 @@ run_load() {
         --visibility-samples "$VIS_SAMPLES" \
         --json-file "$OUT/$label.json" \
         ${BENCH_EXTRA_ARGS:-} | tee "$OUT/$label.txt"
+    echo "load average after the $label run: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/$label.load"
 }
 
 log "building freshet-bench (release)"
@@ -158,7 +161,6 @@ if [[ "$FRESHET_OK" == 1 ]]; then
     fi
     run_load "$port" freshet "$FRESHET_DURATION"
     stop_server
-    du -sh "$DATA_DIR" | sed 's/^/freshet data dir size after the run: /'
     rm -rf "$DATA_DIR"
     DATA_DIR=""
 fi
@@ -166,7 +168,7 @@ fi
 log "results (JSON and logs in $OUT)"
 for label in kinesalite freshet; do
     if [[ -f "$OUT/$label.txt" ]]; then
-        cat "$OUT/$label.txt"
+        cat "$OUT/$label.txt" "$OUT/$label.load"
         echo
     fi
 done

@@ -8,7 +8,7 @@
 use crate::kinesis::{
     CallError, Endpoint, GetRecordsOutput, api_error, base64_decoded_len, get_records_body,
 };
-use crate::stats::{Latencies, PhaseReport, note_error};
+use crate::stats::{CpuMeter, Latencies, PhaseReport, note_error};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -39,6 +39,7 @@ pub async fn run(
     stream: &str,
     shards: &[String],
     cfg: &GetConfig,
+    cpu: CpuMeter,
 ) -> Result<PhaseReport, CallError> {
     let barrier = Arc::new(Barrier::new(shards.len() + 1));
     let total = Arc::new(AtomicU64::new(0));
@@ -57,6 +58,7 @@ pub async fn run(
     }
     barrier.wait().await;
     let start = Instant::now();
+    let cpu0 = cpu.read();
     let mut report = PhaseReport {
         phase: "get".into(),
         operation: "GetRecords".into(),
@@ -75,6 +77,7 @@ pub async fn run(
         }
     }
     report.elapsed_secs = start.elapsed().as_secs_f64();
+    cpu.finish(cpu0, &mut report);
     report.finish(&mut lat);
     Ok(report)
 }

@@ -396,6 +396,9 @@ async fn run_phases(
     let shards = ep.list_shards(stream).await?;
     eprintln!("stream {stream} is ACTIVE with {} shards", shards.len());
     let phase_peak = || sampler.and_then(RssSampler::take_phase_peak);
+    let cpu = stats::CpuMeter {
+        server_pid: args.server_pid,
+    };
 
     if !args.skip_put {
         let cfg = put::PutConfig {
@@ -411,7 +414,7 @@ async fn run_phases(
             max_calls: args.calls,
         };
         phase_peak();
-        let mut p = put::run(ep.clone(), stream, &cfg).await;
+        let mut p = put::run(ep.clone(), stream, &cfg, cpu).await;
         p.server_peak_rss_kib = phase_peak();
         eprintln!(
             "put: {} calls, {} records in {:.2} s ({:.0} records/s), {} failures",
@@ -433,7 +436,7 @@ async fn run_phases(
         };
         eprintln!("get: reading {} shards from TRIM_HORIZON", shards.len());
         phase_peak();
-        let mut p = get::run(ep.clone(), stream, &shards, &cfg).await?;
+        let mut p = get::run(ep.clone(), stream, &shards, &cfg, cpu).await?;
         p.server_peak_rss_kib = phase_peak();
         eprintln!(
             "get: {} calls, {} records in {:.2} s ({:.0} records/s), {} failures",
@@ -459,7 +462,7 @@ async fn run_phases(
             shards.len()
         );
         phase_peak();
-        let mut v = visibility::run(ep.clone(), stream, &shards, &cfg).await?;
+        let mut v = visibility::run(ep.clone(), stream, &shards, &cfg, cpu).await?;
         v.producer.server_peak_rss_kib = phase_peak();
         eprintln!(
             "visibility: p50 {:.2} ms, p99 {:.2} ms, {}/{} seen",

@@ -8,7 +8,7 @@
 
 use crate::kinesis::{Endpoint, api_error, failed_record_count};
 use crate::rng::Rng;
-use crate::stats::{Latencies, PhaseReport, note_error};
+use crate::stats::{CpuMeter, Latencies, PhaseReport, note_error};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ struct ClientResult {
     errors: Vec<String>,
 }
 
-pub async fn run(ep: Arc<Endpoint>, stream: &str, cfg: &PutConfig) -> PhaseReport {
+pub async fn run(ep: Arc<Endpoint>, stream: &str, cfg: &PutConfig, cpu: CpuMeter) -> PhaseReport {
     let barrier = Arc::new(Barrier::new(cfg.clients + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let claimed = Arc::new(AtomicU64::new(0));
@@ -91,6 +91,7 @@ pub async fn run(ep: Arc<Endpoint>, stream: &str, cfg: &PutConfig) -> PhaseRepor
     );
     barrier.wait().await;
     let start = Instant::now();
+    let cpu0 = cpu.read();
     eprintln!(
         "put: running for {:?}{}",
         cfg.duration,
@@ -125,6 +126,7 @@ pub async fn run(ep: Arc<Endpoint>, stream: &str, cfg: &PutConfig) -> PhaseRepor
         }
     }
     report.elapsed_secs = start.elapsed().as_secs_f64();
+    cpu.finish(cpu0, &mut report);
     timer.abort();
     report.payload_bytes = report.records * cfg.record_size as u64;
     report.finish(&mut lat);

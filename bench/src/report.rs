@@ -119,6 +119,31 @@ pub fn table(r: &RunReport) -> String {
             phases.join(", ")
         );
     }
+    let cpu: Vec<String> = [
+        r.put.as_ref(),
+        r.get.as_ref(),
+        r.visibility.as_ref().map(|v| &v.producer),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| p.server_cpu_secs.is_some() || p.client_cpu_secs.is_some())
+    .map(|p| {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        format!(
+            "{} {} / {}",
+            p.phase,
+            f(p.server_cpu_secs),
+            f(p.client_cpu_secs)
+        )
+    })
+    .collect();
+    if !cpu.is_empty() {
+        let _ = writeln!(
+            out,
+            "CPU seconds used, server / load generator: {}",
+            cpu.join(", ")
+        );
+    }
     let mut errors: Vec<String> = Vec::new();
     for p in [
         r.put.as_ref(),

@@ -67,6 +67,10 @@ pub struct PhaseReport {
     pub latency_max_ms: f64,
     /// Highest sampled server VmRSS during the phase, if `--server-pid` was given.
     pub server_peak_rss_kib: Option<u64>,
+    /// CPU time (user + system) the server used during the timed part, if known.
+    pub server_cpu_secs: Option<f64>,
+    /// CPU time the load generator itself used during the timed part.
+    pub client_cpu_secs: Option<f64>,
     /// The first few distinct error descriptions, for diagnosis.
     pub errors: Vec<String>,
 }
@@ -85,6 +89,44 @@ impl PhaseReport {
     pub fn failures(&self) -> u64 {
         self.failed_calls + self.failed_records
     }
+}
+
+/// CPU time of this process and, optionally, of the server process.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuMeter {
+    pub server_pid: Option<u32>,
+}
+
+/// A reading of [`CpuMeter`]: (client, server) CPU seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuReading(Option<f64>, Option<f64>);
+
+impl CpuMeter {
+    pub fn read(&self) -> CpuReading {
+        CpuReading(
+            process_cpu_secs("self"),
+            self.server_pid
+                .and_then(|p| process_cpu_secs(&p.to_string())),
+        )
+    }
+
+    /// Stores the CPU time used since `start` into the phase report.
+    pub fn finish(&self, start: CpuReading, report: &mut PhaseReport) {
+        let end = self.read();
+        report.client_cpu_secs = end.0.zip(start.0).map(|(b, a)| b - a);
+        report.server_cpu_secs = end.1.zip(start.1).map(|(b, a)| b - a);
+    }
+}
+
+/// utime + stime of `/proc/<pid>/stat`, in seconds (USER_HZ is 100 on Linux).
+pub fn process_cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// Keeps the first few distinct error messages.
@@ -170,6 +212,16 @@ mod tests {
         let mut one = Latencies { micros: vec![2500] };
         assert_eq!(one.summary(), (2.5, 2.5, 2.5));
         assert_eq!(Latencies::default().summary(), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn reads_own_cpu() {
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(process_cpu_secs("self").unwrap() >= 0.0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::kinesis::{CallError, Endpoint, GetRecordsOutput, api_error, get_records_body};
 use crate::rng::Rng;
-use crate::stats::{Latencies, PhaseReport, note_error};
+use crate::stats::{CpuMeter, Latencies, PhaseReport, note_error};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,7 @@ pub async fn run(
     stream: &str,
     shards: &[String],
     cfg: &VisibilityConfig,
+    cpu: CpuMeter,
 ) -> Result<VisibilityReport, CallError> {
     let mut rng = Rng::from_entropy(0x7669_7369);
     let shared = Arc::new(Shared {
@@ -115,6 +116,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = Instant::now();
+    let cpu0 = cpu.read();
     for (i, (req, data_len)) in requests.iter().enumerate() {
         ticker.tick().await;
         let t0 = Instant::now();
@@ -146,6 +148,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     shared.stop.store(true, Ordering::SeqCst);
+    cpu.finish(cpu0, &mut producer);
 
     let mut report = VisibilityReport {
         samples_sent: producer.records,
