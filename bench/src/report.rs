@@ -186,6 +186,7 @@ pub fn compare(base: &RunReport, cand: &RunReport) -> String {
         "metric", base.label, cand.label, "ratio"
     );
     let mut row = |name: &str, b: Option<f64>, c: Option<f64>, better: &str| {
+        let (b, c) = (b.filter(|v| v.is_finite()), c.filter(|v| v.is_finite()));
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         let ratio = match (b, c) {
             (Some(b), Some(c)) if b > 0.0 => format!("{:.2}x", c / b),
@@ -199,6 +200,11 @@ pub fn compare(base: &RunReport, cand: &RunReport) -> String {
             fmt(c),
             ratio
         );
+    };
+    // Records moved per CPU-second the server spent (NaN, shown as "-", if unknown).
+    let per_cpu: fn(&PhaseReport) -> f64 = |p| match p.server_cpu_secs {
+        Some(c) if c > 0.0 => p.records as f64 / c,
+        _ => f64::NAN,
     };
     let put = |r: &RunReport, f: fn(&PhaseReport) -> f64| r.put.as_ref().map(f);
     let get = |r: &RunReport, f: fn(&PhaseReport) -> f64| r.get.as_ref().map(f);
@@ -234,6 +240,12 @@ pub fn compare(base: &RunReport, cand: &RunReport) -> String {
         "",
     );
     row(
+        "put records/server CPU-s",
+        put(base, per_cpu),
+        put(cand, per_cpu),
+        "higher is better",
+    );
+    row(
         "get records/s",
         get(base, |p| p.records_per_sec),
         get(cand, |p| p.records_per_sec),
@@ -256,6 +268,12 @@ pub fn compare(base: &RunReport, cand: &RunReport) -> String {
         get(base, |p| p.latency_p99_ms),
         get(cand, |p| p.latency_p99_ms),
         "lower is better",
+    );
+    row(
+        "get records/server CPU-s",
+        get(base, per_cpu),
+        get(cand, per_cpu),
+        "higher is better",
     );
     row(
         "visibility p50 ms",
