@@ -223,6 +223,37 @@ class TestStateTransitions:
         finally:
             slow_state.delete_stream(StreamName=name)
 
+    def test_merge_goes_updating_then_active(self, slow_state):
+        name = unique_name("state")
+        slow_state.create_stream(StreamName=name, ShardCount=2)
+        try:
+            wait_active(slow_state, name)
+            slow_state.merge_shards(StreamName=name, ShardToMerge=shard_id(0),
+                                    AdjacentShardToMerge=shard_id(1))
+            s = slow_state.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+            assert s["StreamStatus"] == "UPDATING"
+            s = wait_active(slow_state, name)
+            assert s["OpenShardCount"] == 1
+        finally:
+            slow_state.delete_stream(StreamName=name)
+
+    @pytest.mark.freshet_only
+    def test_update_shard_count_goes_updating_then_active(self, slow_state):
+        name = unique_name("state")
+        slow_state.create_stream(StreamName=name, ShardCount=1)
+        try:
+            wait_active(slow_state, name)
+            slow_state.update_shard_count(StreamName=name, TargetShardCount=2, ScalingType="UNIFORM_SCALING")
+            s = slow_state.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+            assert s["StreamStatus"] == "UPDATING"
+            err = expect_error(slow_state.update_shard_count, StreamName=name, TargetShardCount=1,
+                               ScalingType="UNIFORM_SCALING")
+            assert_client_error(err, "ResourceInUseException")
+            s = wait_active(slow_state, name)
+            assert s["OpenShardCount"] == 2
+        finally:
+            slow_state.delete_stream(StreamName=name)
+
     def test_delete_missing_stream(self, kinesis):
         name = unique_name("missing")
         err = expect_error(kinesis.delete_stream, StreamName=name)
