@@ -13,6 +13,9 @@ use crate::store::catalog::RedbCatalog;
 use crate::store::{Durability, RollPolicy, Store, StoreConfig};
 use crate::streams::{ServiceConfig, StreamService};
 
+/// How long shutdown waits for open requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
@@ -84,9 +87,23 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %data_dir.display(), ?durability, "freshet listening on {local}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // On SIGTERM/SIGINT stop accepting, let in-flight requests finish, but do not wait
+    // more than SHUTDOWN_GRACE for long-lived ones (followed reads).
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let serve = axum::serve(listener, app).with_graceful_shutdown({
+        let stopping = stopping.clone();
+        async move {
+            shutdown_signal().await;
+            stopping.notify_one();
+        }
+    });
+    tokio::select! {
+        result = serve => result?,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them"),
+    }
     sweeper.abort();
     tracing::info!("freshet stopped");
     Ok(())

@@ -80,6 +80,8 @@ async fn run(
     encoding: Encoding,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // Read the body even for requests we refuse, so the connection stays usable.
+    let body = read_body(state, headers, body, MAX_KINESIS_BODY).await?;
     let Some(op_name) = target.strip_prefix(TARGET_PREFIX) else {
         return Err(ApiError::unknown_operation(if target.is_empty() {
             "Missing X-Amz-Target header.".to_string()
@@ -88,11 +90,8 @@ async fn run(
         }));
     };
     let Some(op) = model::kinesis().operation(op_name) else {
-        return Err(ApiError::unknown_operation(format!(
-            "Unknown operation {op_name}."
-        )));
+        return Err(ApiError::unknown_operation(format!("Unknown operation {op_name}.")));
     };
-    let body = read_body(state, headers, body, MAX_KINESIS_BODY).await?;
 
     // Fast path: well-formed JSON PutRecords.
     if encoding == Encoding::Json && op_name == "PutRecords" {
