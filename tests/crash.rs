@@ -12,15 +12,23 @@
 //! - nothing unexpected appears: every record read back was either acknowledged or in
 //!   flight at the kill (no garbage, no duplicates, no record lost once seen).
 //!
+//! Every fifth stop of the first test is a graceful SIGTERM under the same load, which
+//! must exit cleanly and keep the same guarantees.
+//!
 //! A second test kills the server during a burst of SplitShard / MergeShards calls
 //! (with writers running) and checks the stream metadata afterwards: DescribeStream and
 //! ListShards agree, the open shards tile the hash key space exactly, lineage points to
 //! existing shards, closed parents end with ChildShards, and the stream still accepts
 //! puts and reshards.
+//!
+//! A third test kills the server during a burst of CreateStream / DeleteStream calls
+//! (with a state delay, so CREATING and DELETING are on disk at the kill): every
+//! acknowledged creation survives as an ACTIVE, usable stream, every acknowledged
+//! deletion stays deleted, and nothing else appears.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -644,7 +652,16 @@ async fn sigkill_during_writes_loses_no_acknowledged_record() {
             rng.range(100, 900)
         };
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        server.kill();
+        // Every fifth stop is a graceful SIGTERM under the same load instead.
+        let graceful = cycle % 5 == 4;
+        if graceful {
+            assert!(
+                server.terminate().await,
+                "cycle {cycle}: SIGTERM under load did not exit cleanly"
+            );
+        } else {
+            server.kill();
+        }
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await.unwrap();
@@ -652,7 +669,8 @@ async fn sigkill_during_writes_loses_no_acknowledged_record() {
 
         server.restart().await;
         let client = Kinesis::new(&server);
-        let context = format!("cycle {cycle} (killed after {delay} ms)");
+        let how = if graceful { "SIGTERM" } else { "SIGKILL" };
+        let context = format!("cycle {cycle} ({how} after {delay} ms)");
         let (shards, read) = verify(&client, stream, &ledger, &context).await;
         assert_consistent(&shards, &context);
         assert_eq!(shards.len(), 4, "{context}: shards changed");
@@ -861,4 +879,182 @@ async fn sigkill_during_resharding_keeps_metadata_consistent() {
     let after = list_shards(&client, stream, 1000).await;
     assert_consistent(&after, "after a split following the restarts");
     assert!(server.terminate().await, "clean shutdown after the crashes");
+}
+
+/// What the control-plane burst did to one stream name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// CreateStream sent, no answer (killed): may or may not exist.
+    CreateInFlight,
+    Created,
+    /// DeleteStream sent, no answer: may or may not exist.
+    DeleteInFlight,
+    Deleted,
+}
+
+/// Creates streams and deletes earlier ones until `stop`.
+async fn churner(
+    client: Kinesis,
+    fates: Arc<Mutex<BTreeMap<String, Fate>>>,
+    next: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    mut rng: Rng,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let victim = {
+            let f = fates.lock().unwrap();
+            let created: Vec<&String> = f
+                .iter()
+                .filter(|(_, fate)| **fate == Fate::Created)
+                .map(|(n, _)| n)
+                .collect();
+            (created.len() > 3 && rng.range(0, 2) == 0)
+                .then(|| created[rng.range(0, created.len() as u64) as usize].clone())
+        };
+        let (name, op, body, in_flight, done) = match victim {
+            Some(name) => (
+                name.clone(),
+                "DeleteStream",
+                json!({"StreamName": name}),
+                Fate::DeleteInFlight,
+                Fate::Deleted,
+            ),
+            None => {
+                let name = format!("churn-{:04}", next.fetch_add(1, Ordering::Relaxed));
+                (
+                    name.clone(),
+                    "CreateStream",
+                    json!({"StreamName": name, "ShardCount": 1}),
+                    Fate::CreateInFlight,
+                    Fate::Created,
+                )
+            }
+        };
+        fates.lock().unwrap().insert(name.clone(), in_flight);
+        match client.call(op, &body).await {
+            Ok(_) => {
+                fates.lock().unwrap().insert(name, done);
+            }
+            Err(CallError::Transport(_)) => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => panic!("{op} {name} refused: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_create_and_delete_keeps_the_catalog_consistent() {
+    const CYCLES: usize = 5;
+    let mut rng = Rng::from_env("sigkill_during_create_and_delete_keeps_the_catalog_consistent");
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(data.path(), &["--state-delay-ms", "50"]).await;
+    let fates: Arc<Mutex<BTreeMap<String, Fate>>> = Arc::default();
+    let next = Arc::new(AtomicU64::new(0));
+    for cycle in 0..CYCLES {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(churner(
+            Kinesis::new(&server),
+            fates.clone(),
+            next.clone(),
+            stop.clone(),
+            rng.fork(),
+        ));
+        let delay = rng.range(30, 400);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        server.kill();
+        stop.store(true, Ordering::Relaxed);
+        task.await.unwrap();
+
+        server.restart().await;
+        let client = Kinesis::new(&server);
+        let context = format!("cycle {cycle} (killed after {delay} ms)");
+        // Every stream the server knows, through ListStreams pages.
+        let mut listed: Vec<String> = Vec::new();
+        let mut body = json!({"Limit": 7});
+        loop {
+            let v = client.ok("ListStreams", body).await;
+            listed.extend(
+                v["StreamNames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_string()),
+            );
+            match v["NextToken"].as_str() {
+                Some(t) if v["HasMoreStreams"] == true => {
+                    body = json!({"Limit": 7, "NextToken": t})
+                }
+                _ => break,
+            }
+        }
+        let listed_set: HashSet<&String> = listed.iter().collect();
+        assert_eq!(
+            listed_set.len(),
+            listed.len(),
+            "{context}: duplicates in {listed:?}"
+        );
+        let mut f = fates.lock().unwrap().clone();
+        for name in &listed {
+            assert!(f.contains_key(name), "{context}: {name} was never created");
+            assert_ne!(
+                f[name],
+                Fate::Deleted,
+                "{context}: {name} was deleted but is back"
+            );
+        }
+        for (name, fate) in f.iter_mut() {
+            let present = listed_set.contains(name);
+            match *fate {
+                Fate::Created => assert!(present, "{context}: created {name} is gone"),
+                Fate::Deleted => assert!(!present),
+                Fate::CreateInFlight | Fate::DeleteInFlight => {}
+            }
+            *fate = if present {
+                Fate::Created
+            } else {
+                Fate::Deleted
+            };
+            let summary = client
+                .call("DescribeStreamSummary", &json!({"StreamName": name}))
+                .await;
+            match (present, summary) {
+                (true, Ok(v)) => {
+                    let s = &v["StreamDescriptionSummary"];
+                    assert_eq!(s["StreamStatus"], "ACTIVE", "{context}: {name}: {s}");
+                    assert_eq!(s["OpenShardCount"], 1, "{context}: {name}: {s}");
+                }
+                (false, Err(CallError::Api { kind, .. })) => {
+                    assert_eq!(kind, "ResourceNotFoundException", "{context}: {name}")
+                }
+                (present, other) => {
+                    panic!("{context}: {name} listed={present} but described as {other:?}")
+                }
+            }
+        }
+        *fates.lock().unwrap() = f;
+        // A surviving stream is usable: a record goes in and comes back.
+        if let Some(name) = listed.first() {
+            let put = client
+                .ok(
+                    "PutRecord",
+                    json!({"StreamName": name, "PartitionKey": "k", "Data": STANDARD.encode(format!("cycle {cycle}"))}),
+                )
+                .await;
+            let (records, _) = read_shard(&client, name, put["ShardId"].as_str().unwrap()).await;
+            let last = records.last().expect("the record just put");
+            assert_eq!(last.seq, put["SequenceNumber"].as_str().unwrap());
+            assert_eq!(last.data, format!("cycle {cycle}").into_bytes());
+        }
+        eprintln!(
+            "{context}: {} streams exist, {} names used",
+            listed.len(),
+            fates.lock().unwrap().len()
+        );
+    }
+    let f = fates.lock().unwrap();
+    assert!(
+        f.values().any(|v| *v == Fate::Created) && f.values().any(|v| *v == Fate::Deleted),
+        "the burst never both created and deleted a stream: {f:?}"
+    );
 }
