@@ -68,10 +68,18 @@ impl ApiError {
         )
     }
 
-    /// The Kinesis JSON 1.1 error body.
+    /// The Kinesis JSON 1.1 error body. As AWS does, SerializationException spells its
+    /// message `Message` and leaves it out when empty.
     pub fn json_body(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({"__type": self.kind, "message": self.message}))
-            .unwrap_or_default()
+        let mut body = serde_json::json!({ "__type": self.kind });
+        if self.kind == "SerializationException" {
+            if !self.message.is_empty() {
+                body["Message"] = self.message.clone().into();
+            }
+        } else {
+            body["message"] = self.message.clone().into();
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 
     /// A response in the AWS JSON 1.1 shape.

@@ -90,7 +90,9 @@ async fn run(
         }));
     };
     let Some(op) = model::kinesis().operation(op_name) else {
-        return Err(ApiError::unknown_operation(format!("Unknown operation {op_name}.")));
+        return Err(ApiError::unknown_operation(format!(
+            "Unknown operation {op_name}."
+        )));
     };
 
     // Fast path: well-formed JSON PutRecords.
@@ -101,24 +103,20 @@ async fn run(
         }
     }
 
-    let doc = match encoding {
+    let mut doc = match encoding {
         Encoding::Json => parse_json(&body.bytes)?,
         Encoding::Cbor => cbor::cbor_to_json_input(&body.bytes, &op).map_err(input_error)?,
     };
     drop(body);
-    op.validate_input(&doc).map_err(input_error)?;
+    op.normalize_input(&mut doc).map_err(input_error)?;
     let operation = ops::Operation::parse(op_name, doc)?;
     let output = operation.apply(&state.streams).await?;
     Ok(respond(output, &op, encoding))
 }
 
 fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(serde_json::Value::Object(Default::default()));
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::serialization(format!("Could not parse the request body as JSON: {e}"))
-    })
+    // AWS answers an empty or unparseable body with a bare SerializationException.
+    serde_json::from_slice(bytes).map_err(|_| ApiError::serialization(""))
 }
 
 fn input_error(e: model::InputError) -> ApiError {

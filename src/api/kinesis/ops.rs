@@ -102,7 +102,7 @@ pub struct PutRecord {
     #[serde(flatten)]
     target: Target,
     data: String,
-    partition_key: String,
+    partition_key: Option<String>,
     explicit_hash_key: Option<String>,
     sequence_number_for_ordering: Option<String>,
 }
@@ -111,7 +111,7 @@ pub struct PutRecord {
 #[serde(rename_all = "PascalCase")]
 pub struct PutRecordsEntryIn {
     data: String,
-    partition_key: String,
+    partition_key: Option<String>,
     explicit_hash_key: Option<String>,
 }
 
@@ -304,6 +304,23 @@ fn blob(text: &str) -> Result<Bytes, ApiError> {
     })
 }
 
+/// AWS's message for required members that are absent (at most 10 listed).
+fn null_member_errors(paths: &[String]) -> String {
+    let items: Vec<String> = paths
+        .iter()
+        .take(10)
+        .map(|p| {
+            format!("Value null at '{p}' failed to satisfy constraint: Member must not be null")
+        })
+        .collect();
+    let n = items.len();
+    format!(
+        "{n} validation error{} detected: {}",
+        if n == 1 { "" } else { "s" },
+        items.join("; ")
+    )
+}
+
 /// Decodes a pagination token of ours (base64 of the last key of the previous page).
 fn decode_token(token: &str) -> Result<String, ApiError> {
     STANDARD
@@ -440,8 +457,11 @@ impl Operation {
                 Output::Doc(out)
             }
             Self::PutRecord(i) => {
+                let partition_key = i.partition_key.ok_or_else(|| {
+                    ApiError::validation(null_member_errors(&["partitionKey".to_string()]))
+                })?;
                 let record = RecordInput {
-                    partition_key: i.partition_key,
+                    partition_key,
                     explicit_hash_key: i.explicit_hash_key,
                     data: blob(&i.data)?,
                 };
@@ -459,12 +479,22 @@ impl Operation {
                 Output::Doc(out)
             }
             Self::PutRecords(i) => {
+                let missing: Vec<String> = i
+                    .records
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.partition_key.is_none())
+                    .map(|(n, _)| format!("records.{}.member.partitionKey", n + 1))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(ApiError::validation(null_member_errors(&missing)));
+                }
                 let records = i
                     .records
                     .into_iter()
                     .map(|r| {
                         Ok(RecordInput {
-                            partition_key: r.partition_key,
+                            partition_key: r.partition_key.unwrap_or_default(),
                             explicit_hash_key: r.explicit_hash_key,
                             data: blob(&r.data)?,
                         })
