@@ -1675,3 +1675,74 @@ async fn expired_iterator() {
         .unwrap();
     assert_eq!(out.records().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_and_reads_over_the_response_limit() {
+    let (_server, client) = start(&[]).await;
+    let mut rng = Rng::from_env("large_batches_and_reads_over_the_response_limit");
+    create_active(&client, "big", 1).await;
+
+    // PutRecords at the 5 MiB request limit: 5 records of 1 MiB (data plus key).
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let batch: Vec<Vec<u8>> = (0..5).map(|_| rng.bytes(MIB - 1)).collect();
+        let out = client
+            .put_records()
+            .stream_name("big")
+            .set_records(Some(batch.iter().map(|d| entry("k", d.clone())).collect()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.failed_record_count(), Some(0));
+        sent.extend(batch);
+    }
+    // 500 small records in one call.
+    let small: Vec<Vec<u8>> = (0..500).map(|_| rng.bytes(100)).collect();
+    let out = client
+        .put_records()
+        .stream_name("big")
+        .set_records(Some(small.iter().map(|d| entry("s", d.clone())).collect()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.failed_record_count(), Some(0));
+    assert_eq!(out.records().len(), 500);
+    sent.extend(small);
+
+    // 15 MiB cannot come back in one GetRecords answer (at most 10 MiB each).
+    let mut it = iterator(
+        &client,
+        "big",
+        "shardId-000000000000",
+        ShardIteratorType::TrimHorizon,
+        None,
+        None,
+    )
+    .await;
+    let mut got: Vec<Record> = Vec::new();
+    let mut calls = 0;
+    loop {
+        let out = client
+            .get_records()
+            .shard_iterator(&it)
+            .send()
+            .await
+            .unwrap();
+        calls += 1;
+        let bytes: usize = out.records().iter().map(|r| r.data().as_ref().len()).sum();
+        assert!(bytes <= 10 * MIB, "one answer carried {bytes} bytes");
+        let done = out.records().is_empty() && out.millis_behind_latest() == Some(0);
+        got.extend(out.records().iter().cloned());
+        if done {
+            break;
+        }
+        it = out.next_shard_iterator().unwrap().to_string();
+        assert!(calls < 20);
+    }
+    assert!(calls >= 3, "15 MiB read in {calls} calls");
+    assert_eq!(got.len(), sent.len());
+    assert_increasing(&got);
+    for (r, d) in got.iter().zip(&sent) {
+        assert!(r.data().as_ref() == d.as_slice(), "{}", r.sequence_number());
+    }
+}
