@@ -165,7 +165,8 @@ struct KinesisArgs {
     #[arg(long, default_value_t = 60.0)]
     create_timeout: f64,
 
-    /// Process id of the server: report its peak RSS (VmHWM) and sample VmRSS every 100 ms.
+    /// Process id of the server: report its peak RSS (VmHWM; VmRSS sampled every 100 ms)
+    /// and the CPU seconds it used in each phase.
     #[arg(long)]
     server_pid: Option<u32>,
 
