@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::segment::{
-    self, FRAME_OVERHEAD, Frame, FrameError, HEADER_LEN, SegmentHeader, SegmentSummary,
+    self, Entry, FRAME_OVERHEAD, Frame, FrameError, HEADER_LEN, SegmentHeader, SegmentSummary,
 };
 
 /// A sealed or active segment as readers see it.
@@ -441,7 +441,7 @@ impl Log {
     /// first when the active one is full or old. Returns the first offset and timestamp.
     pub(super) fn write_batch(
         &self,
-        payloads: &[Bytes],
+        payloads: &[Entry],
         now_ms: i64,
         roll: &RollPolicy,
         scratch: &mut BytesMut,
@@ -462,7 +462,13 @@ impl Log {
         let mut frame_lens = Vec::with_capacity(payloads.len());
         for (i, payload) in payloads.iter().enumerate() {
             let before = scratch.len();
-            segment::encode_frame(scratch, first_offset + i as u64, timestamp, payload);
+            segment::encode_frame(
+                scratch,
+                first_offset + i as u64,
+                timestamp,
+                &payload.head,
+                &payload.body,
+            );
             frame_lens.push((scratch.len() - before) as u64);
         }
         if let Err(e) = appender.file.write_all_at(scratch, start_position) {

@@ -23,10 +23,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 pub use log::{Log, LogBounds, ReadBatch, RollPolicy};
+pub use segment::Entry;
 pub use writer::{AppendAck, Durability};
 
 use crate::clock::SharedClock;
@@ -173,7 +173,7 @@ impl Store {
     pub async fn append(
         &self,
         log: &Arc<Log>,
-        payloads: Vec<Bytes>,
+        payloads: Vec<Entry>,
     ) -> Result<AppendAck, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
@@ -191,7 +191,7 @@ impl Store {
     /// order of `batches`.
     pub async fn append_many(
         &self,
-        batches: Vec<(Arc<Log>, Vec<Bytes>)>,
+        batches: Vec<(Arc<Log>, Vec<Entry>)>,
     ) -> Vec<Result<AppendAck, StoreError>> {
         let mut waiting = Vec::with_capacity(batches.len());
         for (log, payloads) in batches {
@@ -282,6 +282,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
+    use bytes::Bytes;
 
     fn store(dir: &Path, clock: Arc<ManualClock>, seg_bytes: u64) -> Arc<Store> {
         let config = StoreConfig {
@@ -294,9 +295,9 @@ mod tests {
         Store::open(dir, config, clock).unwrap()
     }
 
-    fn payloads(from: usize, n: usize) -> Vec<Bytes> {
+    fn payloads(from: usize, n: usize) -> Vec<Entry> {
         (from..from + n)
-            .map(|i| Bytes::from(format!("entry-{i:06}")))
+            .map(|i| Bytes::from(format!("entry-{i:06}")).into())
             .collect()
     }
 
@@ -426,7 +427,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path(), Arc::new(ManualClock::new(1)), 64 << 20);
         let log = s.open_log("t/d").unwrap();
-        let big: Vec<Bytes> = (0..5u8).map(|i| Bytes::from(vec![i; 1 << 20])).collect();
+        let big: Vec<Entry> = (0..5u8)
+            .map(|i| Bytes::from(vec![i; 1 << 20]).into())
+            .collect();
         s.append(&log, big).await.unwrap();
         // At least one entry even when it exceeds the byte budget.
         let b = s.read(&log, 0, 100, 10).await.unwrap();

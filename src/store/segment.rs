@@ -69,18 +69,48 @@ impl SegmentHeader {
     }
 }
 
-/// Appends one encoded frame to `out`.
-pub fn encode_frame(out: &mut BytesMut, offset: u64, timestamp_ms: i64, payload: &[u8]) {
-    let body_len = 16 + payload.len();
+/// A payload to append. It may come in two parts stored back to back (a small header
+/// and a body that shares memory with the request it came from), so callers never
+/// copy them together; readers see one contiguous payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub head: Bytes,
+    pub body: Bytes,
+}
+
+impl Entry {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Bytes> for Entry {
+    fn from(body: Bytes) -> Self {
+        Self {
+            head: Bytes::new(),
+            body,
+        }
+    }
+}
+
+/// Appends one encoded frame to `out`; the payload is `head` followed by `body`.
+pub fn encode_frame(out: &mut BytesMut, offset: u64, timestamp_ms: i64, head: &[u8], body: &[u8]) {
+    let body_len = 16 + head.len() + body.len();
     out.reserve(8 + body_len);
     let mut crc = crc32c::crc32c(&offset.to_le_bytes());
     crc = crc32c::crc32c_append(crc, &timestamp_ms.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, payload);
+    crc = crc32c::crc32c_append(crc, head);
+    crc = crc32c::crc32c_append(crc, body);
     out.put_u32_le(body_len as u32);
     out.put_u32_le(crc);
     out.put_u64_le(offset);
     out.put_i64_le(timestamp_ms);
-    out.put_slice(payload);
+    out.put_slice(head);
+    out.put_slice(body);
 }
 
 /// One entry decoded from a frame.
@@ -370,6 +400,7 @@ mod tests {
                 &mut buf,
                 10 + i,
                 1000 + i as i64,
+                b"",
                 format!("payload-{i}").as_bytes(),
             );
         }

@@ -13,7 +13,9 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+
+use super::segment::Entry;
 use tokio::sync::{mpsc, oneshot};
 
 use super::log::{Log, RollPolicy};
@@ -43,7 +45,7 @@ pub struct AppendAck {
 pub(super) enum Command {
     Append {
         log: Arc<Log>,
-        payloads: Vec<Bytes>,
+        payloads: Vec<Entry>,
         reply: oneshot::Sender<io::Result<AppendAck>>,
     },
     RollIfStale {

@@ -14,7 +14,7 @@ use super::iterator::IteratorPosition;
 use super::model::*;
 use super::sequence::SequenceNumber;
 use super::{Result, StreamError, StreamRef, StreamService, StreamStatus};
-use crate::store::StoreError;
+use crate::store::{Entry, StoreError};
 
 const FLAG_ENCRYPTED: u8 = 1;
 /// Most data GetRecords returns in one call (Kinesis: 10 MiB).
@@ -56,11 +56,18 @@ pub struct GetRecordsOutput {
     pub child_shards: Option<Vec<ChildShard>>,
 }
 
+/// Appends a record's header (`flags | key length | key`) to `out`; the record's data
+/// follows it in the log entry.
+fn encode_record_head(out: &mut BytesMut, flags: u8, partition_key: &str) {
+    out.put_u8(flags);
+    out.put_u16_le(partition_key.len() as u16);
+    out.put_slice(partition_key.as_bytes());
+}
+
+#[cfg(test)]
 fn encode_record(flags: u8, partition_key: &str, data: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(3 + partition_key.len() + data.len());
-    buf.put_u8(flags);
-    buf.put_u16_le(partition_key.len() as u16);
-    buf.put_slice(partition_key.as_bytes());
+    let mut buf = BytesMut::new();
+    encode_record_head(&mut buf, flags, partition_key);
     buf.put_slice(data);
     buf.freeze()
 }
@@ -138,7 +145,12 @@ impl StreamService {
         let now = self.now_ms();
         let flags = if encrypted { FLAG_ENCRYPTED } else { 0 };
         let mut entries: Vec<Option<PutRecordsEntry>> = vec![None; records.len()];
-        let mut groups: Vec<(u32, Vec<usize>, Vec<Bytes>)> = Vec::new();
+        // All record headers go into one buffer; each entry's data stays where the
+        // request decoded it.
+        let mut heads =
+            BytesMut::with_capacity(records.iter().map(|r| 3 + r.partition_key.len()).sum());
+        let mut admitted: Vec<(usize, u32, std::ops::Range<usize>)> =
+            Vec::with_capacity(records.len());
         for (i, (rec, &ordinal)) in records.iter().zip(&targets).enumerate() {
             if self.config.shard_throughput_limits
                 && !state.limiter.admit_write(
@@ -157,13 +169,23 @@ impl StreamService {
                 });
                 continue;
             }
-            let payload = encode_record(flags, &rec.partition_key, &rec.data);
+            let start = heads.len();
+            encode_record_head(&mut heads, flags, &rec.partition_key);
+            admitted.push((i, ordinal, start..heads.len()));
+        }
+        let heads = heads.freeze();
+        let mut groups: Vec<(u32, Vec<usize>, Vec<Entry>)> = Vec::new();
+        for (i, ordinal, range) in admitted {
+            let entry = Entry {
+                head: heads.slice(range),
+                body: records[i].data.clone(),
+            };
             match groups.iter_mut().find(|g| g.0 == ordinal) {
                 Some(g) => {
                     g.1.push(i);
-                    g.2.push(payload);
+                    g.2.push(entry);
                 }
-                None => groups.push((ordinal, vec![i], vec![payload])),
+                None => groups.push((ordinal, vec![i], vec![entry])),
             }
         }
 

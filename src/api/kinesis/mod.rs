@@ -96,11 +96,12 @@ async fn run(
     };
 
     // Fast path: well-formed JSON PutRecords.
-    if encoding == Encoding::Json && op_name == "PutRecords" {
-        if let Some(input) = ops::fast_put_records(&body.bytes) {
-            let out = ops::put_records(&state.streams, input).await?;
-            return Ok(respond(out, &op, encoding));
-        }
+    if encoding == Encoding::Json
+        && op_name == "PutRecords"
+        && let Some(input) = ops::fast_put_records(&body.bytes)
+    {
+        let out = ops::put_records(&state.streams, input).await?;
+        return Ok(respond(out, &op, encoding));
     }
 
     let mut doc = match encoding {

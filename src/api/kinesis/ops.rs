@@ -818,8 +818,25 @@ pub fn fast_put_records(body: &[u8]) -> Option<FastPutRecords> {
         },
         _ => return None,
     };
+    // Decode every record's data into one buffer (SIMD base64), then hand out slices.
+    let estimate: usize = input
+        .records
+        .iter()
+        .map(|r| base64_simd::STANDARD.estimated_decoded_length(r.data.len()))
+        .sum();
+    let mut all: Vec<u8> = Vec::with_capacity(estimate);
+    let mut ranges = Vec::with_capacity(input.records.len());
+    for r in &input.records {
+        let start = all.len();
+        base64_simd::STANDARD.decode_append(r.data, &mut all).ok()?;
+        if all.len() - start > 1024 * 1024 || !canonical_base64_tail(r.data) {
+            return None;
+        }
+        ranges.push(start..all.len());
+    }
+    let all = Bytes::from(all);
     let mut records = Vec::with_capacity(input.records.len());
-    for r in input.records {
+    for (r, range) in input.records.into_iter().zip(ranges) {
         if r.partition_key.is_empty() || r.partition_key.chars().count() > 256 {
             return None;
         }
@@ -831,17 +848,37 @@ pub fn fast_put_records(body: &[u8]) -> Option<FastPutRecords> {
         {
             return None;
         }
-        let data = STANDARD.decode(r.data).ok()?;
-        if data.len() > 1024 * 1024 {
-            return None;
-        }
         records.push(RecordInput {
             partition_key: r.partition_key.to_string(),
             explicit_hash_key: r.explicit_hash_key.map(str::to_string),
-            data: Bytes::from(data),
+            data: all.slice(range),
         });
     }
     Some(FastPutRecords { target, records })
+}
+
+/// True when the unused low bits of the last base64 character are zero, as the strict
+/// decoder of the generic path (and AWS) require; anything else takes the generic path.
+fn canonical_base64_tail(text: &str) -> bool {
+    let b = text.as_bytes();
+    let pads = b.iter().rev().take_while(|&&c| c == b'=').count();
+    let Some(&last) = b.len().checked_sub(pads + 1).and_then(|i| b.get(i)) else {
+        return true;
+    };
+    let value = match last {
+        b'A'..=b'Z' => last - b'A',
+        b'a'..=b'z' => last - b'a' + 26,
+        b'0'..=b'9' => last - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => return false,
+    };
+    match pads {
+        0 => true,
+        1 => value & 0b11 == 0,
+        2 => value & 0b1111 == 0,
+        _ => false,
+    }
 }
 
 /// GetRecords output as JSON text, base64-encoding record data straight into the body.
@@ -858,7 +895,7 @@ fn render_get_records(out: &crate::streams::GetRecordsOutput) -> Vec<u8> {
         s.push_str("\",\"ApproximateArrivalTimestamp\":");
         s.push_str(&format!("{:.3}", r.arrival_ms as f64 / 1000.0));
         s.push_str(",\"Data\":\"");
-        STANDARD.encode_string(&r.data, &mut s);
+        base64_simd::STANDARD.encode_append(&r.data, &mut s);
         s.push_str("\",\"PartitionKey\":");
         s.push_str(&serde_json::to_string(&r.partition_key).unwrap_or_default());
         if r.encrypted {
@@ -879,4 +916,73 @@ fn render_get_records(out: &crate::streams::GetRecordsOutput) -> Vec<u8> {
     }
     s.push('}');
     s.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(records: &[(&str, &str)]) -> Vec<u8> {
+        let recs: Vec<Value> = records
+            .iter()
+            .map(|(k, d)| json!({"PartitionKey": k, "Data": d}))
+            .collect();
+        serde_json::to_vec(&json!({"StreamName": "s", "Records": recs})).unwrap()
+    }
+
+    #[test]
+    fn fast_path_decodes_like_the_strict_decoder() {
+        let mut state = 12345u64;
+        for len in [0usize, 1, 2, 3, 4, 5, 100, 1023, 4096] {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (state >> 33) as u8
+                })
+                .collect();
+            let text = STANDARD.encode(&data);
+            let parsed = fast_put_records(&body(&[("k", &text), ("k2", "QQ==")]))
+                .expect("valid input takes the fast path");
+            assert_eq!(parsed.records[0].data, data);
+            assert_eq!(&parsed.records[1].data[..], b"A");
+        }
+    }
+
+    #[test]
+    fn unusual_input_falls_back_to_the_generic_path() {
+        // Non-canonical trailing bits, bad characters, missing padding, empty key.
+        for bad in ["QR==", "QUJ=", "Q===", "QQ", "Q!==", "QQ=="] {
+            let input = if bad == "QQ==" {
+                body(&[("", bad)])
+            } else {
+                body(&[("k", bad)])
+            };
+            assert!(fast_put_records(&input).is_none(), "{bad}");
+            if bad != "QQ==" {
+                assert!(
+                    STANDARD.decode(bad).is_err(),
+                    "{bad} is invalid for the strict decoder too"
+                );
+            }
+        }
+        assert!(fast_put_records(br#"{"StreamName":"s","Records":[]}"#).is_none());
+        assert!(fast_put_records(b"not json").is_none());
+        // Escaped strings cannot be borrowed: generic path.
+        assert!(
+            fast_put_records(
+                br#"{"StreamName":"s","Records":[{"PartitionKey":"a\u0041","Data":"QQ=="}]}"#
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn canonical_tails() {
+        assert!(canonical_base64_tail("QQ=="));
+        assert!(canonical_base64_tail("QUI="));
+        assert!(canonical_base64_tail("QUJD"));
+        assert!(canonical_base64_tail(""));
+        assert!(!canonical_base64_tail("QR=="));
+        assert!(!canonical_base64_tail("QUJ="));
+    }
 }
