@@ -88,11 +88,8 @@ async fn expired_segments_are_deleted_and_trim_horizon_moves() {
         let out = svc.put_records(&r, batch).await.unwrap();
         assert_eq!(out.failed, 0);
         for e in out.entries {
-            if let freshet::streams::PutRecordsEntry::Ok {
-                sequence_number, ..
-            } = e
-            {
-                seqs.push(sequence_number);
+            if let freshet::streams::PutRecordsEntry::Ok { sequence } = e {
+                seqs.push(sequence.encode());
             }
         }
         clock.advance_ms(HOUR);

@@ -157,10 +157,10 @@ async fn put(
         .entries
         .iter()
         .map(|e| match e {
-            PutRecordsEntry::Ok {
-                shard_id,
-                sequence_number,
-            } => json!({"shardId": shard_id, "sequenceNumber": sequence_number}),
+            PutRecordsEntry::Ok { sequence } => json!({
+                "shardId": crate::streams::model::shard_id(sequence.shard_ordinal),
+                "sequenceNumber": sequence.encode(),
+            }),
             PutRecordsEntry::Failed {
                 error_code,
                 error_message,

@@ -76,15 +76,8 @@ pub(super) fn spawn(
     (tx, handle)
 }
 
-struct Pending {
-    log: Arc<Log>,
-    result: io::Result<(u64, i64)>,
-    count: u64,
-    reply: oneshot::Sender<io::Result<AppendAck>>,
-}
-
 fn run(config: WriterConfig, mut rx: mpsc::Receiver<Command>) {
-    let mut scratch = BytesMut::with_capacity(1 << 20);
+    let mut scratches: Vec<BytesMut> = Vec::new();
     let mut group: Vec<Command> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         group.clear();
@@ -99,7 +92,7 @@ fn run(config: WriterConfig, mut rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        commit_group(&config, &mut group, &mut scratch);
+        commit_group(&config, &mut group, &mut scratches);
     }
     tracing::debug!("writer thread stopping: all senders gone");
 }
@@ -111,28 +104,54 @@ fn command_bytes(cmd: &Command) -> usize {
     }
 }
 
-fn commit_group(config: &WriterConfig, group: &mut Vec<Command>, scratch: &mut BytesMut) {
+/// The appends of one group commit that go to one log, in arrival order.
+struct LogBatch {
+    log: Arc<Log>,
+    requests: Vec<(Vec<Entry>, oneshot::Sender<io::Result<AppendAck>>)>,
+}
+
+/// Writes one log's share of a group commit and makes it durable. Returns each
+/// request's result and the outcome of the sync.
+fn write_log(
+    config: &WriterConfig,
+    batch: &LogBatch,
+    now: i64,
+    scratch: &mut BytesMut,
+) -> (Vec<io::Result<(u64, i64)>>, io::Result<()>) {
+    let results: Vec<_> = batch
+        .requests
+        .iter()
+        .map(|(payloads, _)| batch.log.write_batch(payloads, now, &config.roll, scratch))
+        .collect();
+    // Keep big scratch buffers from pinning memory after a burst.
+    if scratch.capacity() > 8 * 1024 * 1024 {
+        *scratch = BytesMut::new();
+    }
+    let wrote = results.iter().any(|r| r.is_ok());
+    let synced = if wrote && config.durability == Durability::Fsync {
+        batch.log.sync()
+    } else {
+        Ok(())
+    };
+    (results, synced)
+}
+
+fn commit_group(config: &WriterConfig, group: &mut Vec<Command>, scratches: &mut Vec<BytesMut>) {
     let now = config.clock.now_ms();
-    let mut pending: Vec<Pending> = Vec::with_capacity(group.len());
-    let mut touched: Vec<Arc<Log>> = Vec::new();
+    let mut batches: Vec<LogBatch> = Vec::new();
     for cmd in group.drain(..) {
         match cmd {
             Command::Append {
                 log,
                 payloads,
                 reply,
-            } => {
-                let result = log.write_batch(&payloads, now, &config.roll, scratch);
-                if result.is_ok() && !touched.iter().any(|l| Arc::ptr_eq(l, &log)) {
-                    touched.push(log.clone());
-                }
-                pending.push(Pending {
+            } => match batches.iter_mut().find(|b| Arc::ptr_eq(&b.log, &log)) {
+                Some(b) => b.requests.push((payloads, reply)),
+                None => batches.push(LogBatch {
                     log,
-                    result,
-                    count: payloads.len() as u64,
-                    reply,
-                });
-            }
+                    requests: vec![(payloads, reply)],
+                }),
+            },
             Command::RollIfStale {
                 log,
                 cutoff_ms,
@@ -145,58 +164,55 @@ fn commit_group(config: &WriterConfig, group: &mut Vec<Command>, scratch: &mut B
             }
         }
     }
-
-    let failed = sync_all(config.durability, &touched);
-    for log in &touched {
-        if failed.iter().any(|f| Arc::ptr_eq(f, log)) {
-            log.fail();
-        } else {
-            log.publish();
-        }
+    if batches.is_empty() {
+        return;
     }
-    for p in pending {
-        let outcome = match p.result {
-            Ok(_) if failed.iter().any(|f| Arc::ptr_eq(f, &p.log)) => Err(io::Error::other(
-                format!("could not make log {} durable", p.log.id()),
-            )),
-            Ok((first_offset, timestamp_ms)) => Ok(AppendAck {
-                first_offset,
-                count: p.count,
-                timestamp_ms,
-            }),
-            Err(e) => Err(e),
-        };
-        let _ = p.reply.send(outcome);
+    while scratches.len() < batches.len() {
+        scratches.push(BytesMut::new());
     }
-}
-
-/// Syncs every touched log, in parallel when there are several. Returns the logs whose
-/// sync failed.
-fn sync_all(durability: Durability, touched: &[Arc<Log>]) -> Vec<Arc<Log>> {
-    if durability == Durability::UnsafeNoFsync || touched.is_empty() {
-        return Vec::new();
-    }
-    let report = |log: &Arc<Log>, r: io::Result<()>| match r {
-        Ok(()) => None,
-        Err(e) => {
-            tracing::error!(log = log.id(), error = %e, "fsync failed; log stops accepting writes");
-            Some(log.clone())
-        }
+    // Each log is written and synced on its own thread when there are several: the
+    // copies into the page cache and the fsyncs then overlap.
+    let outcomes: Vec<_> = if batches.len() == 1 {
+        vec![write_log(config, &batches[0], now, &mut scratches[0])]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = batches
+                .iter()
+                .zip(scratches.iter_mut())
+                .map(|(batch, scratch)| scope.spawn(move || write_log(config, batch, now, scratch)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("log writer thread panicked"))
+                .collect()
+        })
     };
-    if touched.len() == 1 {
-        return report(&touched[0], touched[0].sync()).into_iter().collect();
+    for (batch, (results, synced)) in batches.into_iter().zip(outcomes) {
+        let sync_failed = match &synced {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::error!(log = batch.log.id(), error = %e, "fsync failed; log stops accepting writes");
+                batch.log.fail();
+                true
+            }
+        };
+        if !sync_failed {
+            batch.log.publish();
+        }
+        for ((payloads, reply), result) in batch.requests.into_iter().zip(results) {
+            let outcome = match result {
+                Ok(_) if sync_failed => Err(io::Error::other(format!(
+                    "could not make log {} durable",
+                    batch.log.id()
+                ))),
+                Ok((first_offset, timestamp_ms)) => Ok(AppendAck {
+                    first_offset,
+                    count: payloads.len() as u64,
+                    timestamp_ms,
+                }),
+                Err(e) => Err(e),
+            };
+            let _ = reply.send(outcome);
+        }
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = touched
-            .iter()
-            .map(|log| scope.spawn(move || (log, log.sync())))
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| {
-                let (log, r) = h.join().expect("sync thread panicked");
-                report(log, r)
-            })
-            .collect()
-    })
 }

@@ -31,10 +31,8 @@ pub struct RecordInput {
 /// The outcome for one record of a put.
 #[derive(Debug, Clone)]
 pub enum PutRecordsEntry {
-    Ok {
-        shard_id: String,
-        sequence_number: String,
-    },
+    /// Stored; the shard and sequence number are rendered by whoever answers.
+    Ok { sequence: SequenceNumber },
     Failed {
         error_code: &'static str,
         error_message: String,
@@ -210,13 +208,11 @@ impl StreamService {
                 Ok(ack) => {
                     for (k, i) in indexes.into_iter().enumerate() {
                         entries[i] = Some(PutRecordsEntry::Ok {
-                            shard_id: shard_id(ordinal),
-                            sequence_number: SequenceNumber {
+                            sequence: SequenceNumber {
                                 stream_epoch: epoch,
                                 shard_ordinal: ordinal,
                                 offset: ack.first_offset + k as u64,
-                            }
-                            .encode(),
+                            },
                         });
                     }
                 }
@@ -266,10 +262,11 @@ impl StreamService {
         // before this call is below the one this record gets: ordering holds.
         let result = self.put_records(r, vec![record]).await?;
         match result.entries.into_iter().next() {
-            Some(PutRecordsEntry::Ok {
-                shard_id,
-                sequence_number,
-            }) => Ok((shard_id, sequence_number, result.encrypted)),
+            Some(PutRecordsEntry::Ok { sequence }) => Ok((
+                shard_id(sequence.shard_ordinal),
+                sequence.encode(),
+                result.encrypted,
+            )),
             Some(PutRecordsEntry::Failed {
                 error_code,
                 error_message,

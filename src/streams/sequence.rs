@@ -16,14 +16,32 @@ pub struct SequenceNumber {
 
 const SUFFIX: &str = "000000009";
 
+/// Writes `n` right-aligned into `slot` as decimal digits (the slot is pre-zeroed and
+/// wide enough).
+fn put_digits(slot: &mut [u8], mut n: u64) {
+    for b in slot.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
 impl SequenceNumber {
     pub fn encode(&self) -> String {
-        format!(
-            "4{:016}{:010}{:020}{SUFFIX}",
-            self.stream_epoch % 10_000_000_000_000_000,
-            self.shard_ordinal,
-            self.offset
-        )
+        let mut out = String::with_capacity(56);
+        self.write_to(&mut out);
+        out
+    }
+
+    /// Appends the 56 digits to `out` (hot path: no formatting machinery).
+    pub fn write_to(&self, out: &mut String) {
+        let mut buf = [b'0'; 56];
+        buf[0] = b'4';
+        put_digits(&mut buf[1..17], self.stream_epoch % 10_000_000_000_000_000);
+        put_digits(&mut buf[17..27], self.shard_ordinal as u64);
+        put_digits(&mut buf[27..47], self.offset);
+        buf[47..].copy_from_slice(SUFFIX.as_bytes());
+        // Only ASCII digits were written.
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
     }
 
     pub fn parse(text: &str) -> Option<Self> {

@@ -741,14 +741,11 @@ pub async fn put_records(
             out.push(',');
         }
         match e {
-            PutRecordsEntry::Ok {
-                shard_id,
-                sequence_number,
-            } => {
+            PutRecordsEntry::Ok { sequence } => {
                 out.push_str("{\"SequenceNumber\":\"");
-                out.push_str(sequence_number);
-                out.push_str("\",\"ShardId\":\"");
-                out.push_str(shard_id);
+                sequence.write_to(&mut out);
+                out.push_str("\",\"ShardId\":\"shardId-");
+                push_padded(&mut out, sequence.shard_ordinal as u64, 12);
                 out.push_str("\"}");
             }
             PutRecordsEntry::Failed {
@@ -770,6 +767,15 @@ pub async fn put_records(
     }
     out.push('}');
     Ok(Output::Rendered(out.into_bytes()))
+}
+
+/// Appends `n` as decimal, zero-padded to `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let digits = n.to_string();
+    for _ in digits.len()..width {
+        out.push('0');
+    }
+    out.push_str(&digits);
 }
 
 /// Borrowing view of a PutRecords request for the fast path.
