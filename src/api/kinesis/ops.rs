@@ -779,24 +779,141 @@ fn push_padded(out: &mut String, n: u64, width: usize) {
 }
 
 /// Borrowing view of a PutRecords request for the fast path.
-#[derive(Deserialize)]
+#[derive(Default)]
 struct FastIn<'a> {
-    #[serde(rename = "StreamName", borrow)]
     stream_name: Option<&'a str>,
-    #[serde(rename = "StreamARN", borrow)]
     stream_arn: Option<&'a str>,
-    #[serde(rename = "Records", borrow)]
     records: Vec<FastEntry<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct FastEntry<'a> {
-    #[serde(rename = "Data", borrow)]
-    data: &'a str,
-    #[serde(rename = "PartitionKey", borrow)]
+    /// Base64 text, not yet checked (the decoder checks it).
+    data: &'a [u8],
     partition_key: &'a str,
-    #[serde(rename = "ExplicitHashKey", borrow)]
     explicit_hash_key: Option<&'a str>,
+}
+
+/// A scanner for the plain shape of a PutRecords body: one object with `StreamName`,
+/// `StreamARN` and `Records` (objects with `Data`, `PartitionKey`, `ExplicitHashKey`),
+/// string values without escapes, any whitespace and member order. Anything else
+/// (escapes, nulls, unknown or repeated members, other types) makes it give up, and the
+/// request takes the generic path. It exists because a general JSON parser spends most
+/// of its time re-checking the base64 payloads byte by byte.
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.ws();
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A string without escapes or control characters, as raw bytes.
+    fn raw_string(&mut self) -> Option<&'a [u8]> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let rest = &self.b[self.i..];
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[end] != b'"' {
+            return None;
+        }
+        let s = &rest[..end];
+        self.i += end + 1;
+        Some(s)
+    }
+
+    /// A short string (key, name): also checked for UTF-8 and control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        let raw = self.raw_string()?;
+        if raw.iter().any(|&c| c < 0x20) {
+            return None;
+        }
+        std::str::from_utf8(raw).ok()
+    }
+
+    /// `{ "key": value, ... }`, calling `member` for each key with the scanner
+    /// positioned at the value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        if !self.eat(b'{') {
+            return None;
+        }
+        if self.eat(b'}') {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            if !self.eat(b':') {
+                return None;
+            }
+            member(self, key)?;
+            if self.eat(b',') {
+                continue;
+            }
+            return self.eat(b'}').then_some(());
+        }
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value);
+    Some(())
+}
+
+fn scan_put_records(body: &[u8]) -> Option<FastIn<'_>> {
+    let mut sc = Scanner { b: body, i: 0 };
+    let mut input = FastIn::default();
+    let mut seen_records = false;
+    sc.object(|sc, key| match key {
+        "StreamName" => set_once(&mut input.stream_name, sc.string()?),
+        "StreamARN" => set_once(&mut input.stream_arn, sc.string()?),
+        "Records" => {
+            if std::mem::replace(&mut seen_records, true) || !sc.eat(b'[') {
+                return None;
+            }
+            if sc.eat(b']') {
+                return Some(());
+            }
+            loop {
+                let (mut data, mut key, mut hash) = (None, None, None);
+                sc.object(|sc, k| match k {
+                    "Data" => set_once(&mut data, sc.raw_string()?),
+                    "PartitionKey" => set_once(&mut key, sc.string()?),
+                    "ExplicitHashKey" => set_once(&mut hash, sc.string()?),
+                    _ => None,
+                })?;
+                input.records.push(FastEntry {
+                    data: data?,
+                    partition_key: key?,
+                    explicit_hash_key: hash,
+                });
+                if sc.eat(b',') {
+                    continue;
+                }
+                return sc.eat(b']').then_some(());
+            }
+        }
+        _ => None,
+    })?;
+    sc.ws();
+    (sc.i == body.len()).then_some(input)
 }
 
 fn valid_stream_name(s: &str) -> bool {
@@ -809,7 +926,7 @@ fn valid_stream_name(s: &str) -> bool {
 /// constraints met). Returns `None` for anything else, so the generic path produces
 /// the exact AWS error.
 pub fn fast_put_records(body: &[u8]) -> Option<FastPutRecords> {
-    let input: FastIn<'_> = serde_json::from_slice(body).ok()?;
+    let input = scan_put_records(body)?;
     if input.records.is_empty() || input.records.len() > 500 {
         return None;
     }
@@ -865,8 +982,7 @@ pub fn fast_put_records(body: &[u8]) -> Option<FastPutRecords> {
 
 /// True when the unused low bits of the last base64 character are zero, as the strict
 /// decoder of the generic path (and AWS) require; anything else takes the generic path.
-fn canonical_base64_tail(text: &str) -> bool {
-    let b = text.as_bytes();
+fn canonical_base64_tail(b: &[u8]) -> bool {
     let pads = b.iter().rev().take_while(|&&c| c == b'=').count();
     let Some(&last) = b.len().checked_sub(pads + 1).and_then(|i| b.get(i)) else {
         return true;
@@ -983,12 +1099,85 @@ mod tests {
     }
 
     #[test]
+    fn scanner_accepts_plain_shapes_in_any_layout() {
+        let bodies: [&[u8]; 4] = [
+            br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":"k"}]}"#,
+            br#" { "Records" : [ { "PartitionKey" : "k" , "Data" : "QQ==" } ] ,
+                  "StreamName" : "s" } "#,
+            br#"{"StreamARN":"arn:aws:kinesis:us-east-1:000000000000:stream/s","Records":[{"Data":"QQ==","PartitionKey":"k","ExplicitHashKey":"7"}]}"#,
+            r#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":"k"},{"Data":"","PartitionKey":"é"}]}"#.as_bytes(),
+        ];
+        for b in bodies {
+            let p = fast_put_records(b).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(b)));
+            assert_eq!(&p.records[0].data[..], b"A");
+            assert_eq!(p.records[0].partition_key, "k");
+        }
+    }
+
+    #[test]
+    fn scanner_gives_up_on_anything_unusual() {
+        let bodies: [&[u8]; 10] = [
+            br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":"k","Extra":1}]}"#,
+            br#"{"StreamName":"s","StreamName":"t","Records":[{"Data":"QQ==","PartitionKey":"k"}]}"#,
+            br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":null}]}"#,
+            br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":"k"}]}x"#,
+            br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":"k"}"#,
+            br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":"a
+b"}]}"#,
+            br#"{"StreamName":"s","Records":[{"Data":"Q\/==","PartitionKey":"k"}]}"#,
+            br#"{"StreamName":"s","Records":[{"PartitionKey":"k"}]}"#,
+            br#"{"StreamName":"s","Records":{"Data":"QQ==","PartitionKey":"k"}}"#,
+            br#"{"StreamName":5,"Records":[{"Data":"QQ==","PartitionKey":"k"}]}"#,
+        ];
+        for b in bodies {
+            assert!(
+                fast_put_records(b).is_none(),
+                "{}",
+                String::from_utf8_lossy(b)
+            );
+        }
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_on_valid_bodies() {
+        let mut state = 99u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        for _ in 0..200 {
+            let n = 1 + next() as usize % 20;
+            let recs: Vec<Value> = (0..n)
+                .map(|_| {
+                    let data: Vec<u8> = (0..next() % 300).map(|_| next() as u8).collect();
+                    json!({"Data": STANDARD.encode(&data), "PartitionKey": format!("key-{}", next() % 1000)})
+                })
+                .collect();
+            let doc = json!({"StreamName": "stream-1", "Records": recs});
+            let text = if next() % 2 == 0 {
+                serde_json::to_vec(&doc).unwrap()
+            } else {
+                serde_json::to_vec_pretty(&doc).unwrap()
+            };
+            let fast = fast_put_records(&text).expect("plain body");
+            let slow: PutRecordsIn = serde_json::from_value(doc).unwrap();
+            assert_eq!(fast.records.len(), slow.records.len());
+            for (f, s) in fast.records.iter().zip(&slow.records) {
+                assert_eq!(f.data, STANDARD.decode(&s.data).unwrap());
+                assert_eq!(Some(&f.partition_key), s.partition_key.as_ref());
+            }
+        }
+    }
+
+    #[test]
     fn canonical_tails() {
-        assert!(canonical_base64_tail("QQ=="));
-        assert!(canonical_base64_tail("QUI="));
-        assert!(canonical_base64_tail("QUJD"));
-        assert!(canonical_base64_tail(""));
-        assert!(!canonical_base64_tail("QR=="));
-        assert!(!canonical_base64_tail("QUJ="));
+        assert!(canonical_base64_tail(b"QQ=="));
+        assert!(canonical_base64_tail(b"QUI="));
+        assert!(canonical_base64_tail(b"QUJD"));
+        assert!(canonical_base64_tail(b""));
+        assert!(!canonical_base64_tail(b"QR=="));
+        assert!(!canonical_base64_tail(b"QUJ="));
     }
 }
