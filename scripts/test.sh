@@ -16,4 +16,4 @@ cargo build --bin freshet
 cargo test --package freshet --all-targets
 
 echo "== end-to-end suite (boto3, AWS CLI, raw HTTP)"
-FRESHET_BIN=target/debug/freshet scripts/e2e.sh -q -p no:cacheprovider
+FRESHET_BIN="${CARGO_TARGET_DIR:-target}/debug/freshet" scripts/e2e.sh -q -p no:cacheprovider
