@@ -444,6 +444,66 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn reopen_reads_index_files_not_sealed_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1));
+        {
+            let s = store(dir.path(), clock.clone(), 512);
+            let log = s.open_log("t/many").unwrap();
+            for i in 0..300 {
+                s.append(&log, payloads(i * 4, 4)).await.unwrap();
+            }
+            assert!(
+                log.segment_count() >= 50,
+                "{} segments",
+                log.segment_count()
+            );
+        }
+        // Damage every sealed segment's frames (not the header): if start-up scanned
+        // sealed data it would truncate them; it must trust their index files instead.
+        let log_dir = dir.path().join("logs/t/many");
+        let mut segs: Vec<_> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segs.sort();
+        let active = segs.pop().unwrap();
+        for p in &segs {
+            let mut bytes = std::fs::read(p).unwrap();
+            for b in &mut bytes[segment::HEADER_LEN..] {
+                *b = 0xAB;
+            }
+            std::fs::write(p, bytes).unwrap();
+        }
+        let s = store(dir.path(), clock.clone(), 512);
+        let started = std::time::Instant::now();
+        let log = s.open_log("t/many").unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(log.bounds().end_offset, 1200);
+        assert!(
+            std::fs::metadata(&segs[0]).unwrap().len() > segment::HEADER_LEN as u64,
+            "not truncated"
+        );
+        assert!(
+            elapsed < std::time::Duration::from_secs(2),
+            "open took {elapsed:?}"
+        );
+        // The damage is caught by the CRC when the data is read.
+        assert!(s.read(&log, 0, 10, usize::MAX).await.is_err());
+        // The active segment (scanned) is intact and readable.
+        let base: u64 = active
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let tail = s.read(&log, base, 10, usize::MAX).await.unwrap();
+        assert_eq!(tail.entries[0].offset, base);
+    }
+
     #[test]
     fn log_ids_are_checked() {
         assert!(valid_log_id("kds/abc-123/shardId-000000000001"));
