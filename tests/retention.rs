@@ -26,6 +26,7 @@ async fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<StreamServi
                 max_segment_age_ms: HOUR,
             },
             writer_queue: 64,
+            commit_delay: std::time::Duration::ZERO,
         },
         clock.clone(),
     )

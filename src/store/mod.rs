@@ -49,6 +49,8 @@ pub struct StoreConfig {
     pub roll: RollPolicy,
     /// Appends that may wait for the writer before callers are held back.
     pub writer_queue: usize,
+    /// How long a group commit waits for more appends to join it.
+    pub commit_delay: std::time::Duration,
 }
 
 impl Default for StoreConfig {
@@ -60,6 +62,7 @@ impl Default for StoreConfig {
                 max_segment_age_ms: 60 * 60 * 1000,
             },
             writer_queue: 1024,
+            commit_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -102,6 +105,7 @@ impl Store {
         let (writer, _handle) = writer::spawn(
             writer::WriterConfig {
                 durability: config.durability,
+                commit_delay: config.commit_delay,
                 roll: config.roll,
                 clock: clock.clone(),
             },

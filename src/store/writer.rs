@@ -60,6 +60,8 @@ const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
 pub(super) struct WriterConfig {
     pub durability: Durability,
+    /// How long the writer waits for more appends before committing a group.
+    pub commit_delay: std::time::Duration,
     pub roll: RollPolicy,
     pub clock: SharedClock,
 }
@@ -83,11 +85,18 @@ fn run(config: WriterConfig, mut rx: mpsc::Receiver<Command>) {
         group.clear();
         let mut bytes = command_bytes(&first);
         group.push(first);
+        let mut waited = false;
         while bytes < MAX_GROUP_BYTES {
             match rx.try_recv() {
                 Ok(cmd) => {
                     bytes += command_bytes(&cmd);
                     group.push(cmd);
+                }
+                Err(_) if !waited && !config.commit_delay.is_zero() => {
+                    // Give concurrent writers a moment to join this group: fewer, larger
+                    // commits cost less CPU (and fsyncs) per record.
+                    waited = true;
+                    std::thread::sleep(config.commit_delay);
                 }
                 Err(_) => break,
             }
