@@ -12,6 +12,7 @@ use crate::config::ServeConfig;
 use crate::store::catalog::RedbCatalog;
 use crate::store::{Durability, RollPolicy, Store, StoreConfig};
 use crate::streams::{ServiceConfig, StreamService};
+use crate::video::{VideoConfig, VideoService};
 
 /// Default group-commit gathering window: measured on 2 cores with 8 concurrent
 /// PutRecords clients it raised throughput by about a fifth for about 1 ms of latency.
@@ -67,7 +68,20 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         shard_throughput_limits: config.shard_throughput_limits,
         ..defaults
     };
-    let streams = StreamService::open(service_config, clock, store, Arc::new(catalog))
+    let catalog: Arc<dyn crate::store::catalog::Catalog> = Arc::new(catalog);
+    let video = VideoService::open(
+        VideoConfig {
+            account_id: service_config.account_id.clone(),
+            region: service_config.region.clone(),
+            state_delay_ms: service_config.state_delay_ms,
+            ..VideoConfig::default()
+        },
+        clock.clone(),
+        catalog.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open video streams: {e}"))?;
+    let streams = StreamService::open(service_config, clock, store, catalog)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open streams: {e}"))?;
 
@@ -87,7 +101,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         })
     };
 
-    let app = api::router(AppState::new(streams));
+    let app = api::router(AppState::new(streams, video));
     let addr = config.listen();
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -3,6 +3,7 @@
 //! - [`kinesis`]: the Kinesis Data Streams API (`POST /`, `X-Amz-Target`, AWS JSON 1.1
 //!   and CBOR), as in the Kinesis API reference.
 //! - [`rest`]: a plain JSON REST API for producers without an AWS SDK.
+//! - [`video`]: the Kinesis Video Streams control plane (REST-JSON, `POST /<op>`).
 //! - [`error`]: the single mapping from domain errors to wire errors.
 //!
 //! Handlers are thin: decode, call a domain service, encode. Request bodies are read
@@ -14,6 +15,7 @@ pub mod cbor;
 pub mod error;
 pub mod kinesis;
 pub mod rest;
+pub mod video;
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::streams::StreamService;
+use crate::video::VideoService;
 use error::ApiError;
 
 /// Largest request body accepted by the Kinesis API (PutRecords: 5 MiB of data,
@@ -39,6 +42,7 @@ pub const MAX_KINESIS_BODY: usize = 10 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub streams: Arc<StreamService>,
+    pub video: Arc<VideoService>,
     /// Bytes of request bodies being held in memory at once, across all requests.
     /// A request waits for its share before its body is read: backpressure instead
     /// of unbounded buffering under overload.
@@ -49,9 +53,10 @@ pub struct AppState {
 pub const BODY_BUDGET_BYTES: usize = 512 * 1024 * 1024;
 
 impl AppState {
-    pub fn new(streams: Arc<StreamService>) -> Self {
+    pub fn new(streams: Arc<StreamService>, video: Arc<VideoService>) -> Self {
         Self {
             streams,
+            video,
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
         }
     }
@@ -62,6 +67,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", post(kinesis::handle).get(root))
         .route("/health", get(health))
+        .route("/{operation}", post(video::handle))
         .merge(rest::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(request_ids))

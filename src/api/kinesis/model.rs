@@ -52,6 +52,16 @@ pub fn kinesis() -> &'static ServiceModel {
     &KINESIS
 }
 
+static KINESIS_VIDEO: LazyLock<ServiceModel> = LazyLock::new(|| {
+    ServiceModel::from_botocore_json(include_str!("../models/kinesisvideo.json"))
+        .unwrap_or_else(|e| panic!("bundled Kinesis Video model is invalid: {e}"))
+});
+
+/// The Kinesis Video Streams control-plane model (REST-JSON), parsed on first use.
+pub fn kinesis_video() -> &'static ServiceModel {
+    &KINESIS_VIDEO
+}
+
 /// Most validation errors AWS reports in one message.
 const MAX_VALIDATION_ERRORS: usize = 10;
 
@@ -448,8 +458,11 @@ impl ServiceModel {
 
 /// Compiles a model pattern for a full match with Java's ASCII semantics
 /// (`\d` is `[0-9]`, `\s`/`\S` ASCII whitespace), matching on UTF-8 bytes.
+/// Patterns that need Unicode classes (`\p{L}`, as in tag patterns) are compiled in
+/// Unicode mode instead.
 fn compile_pattern(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
     regex::bytes::Regex::new(&format!("(?-u)^(?:{pattern})$"))
+        .or_else(|_| regex::bytes::Regex::new(&format!("^(?:{pattern})$")))
 }
 
 fn lower_first(s: &str) -> String {

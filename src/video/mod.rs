@@ -1,0 +1,503 @@
+//! Video streams (Amazon Kinesis Video Streams semantics): the control plane — streams,
+//! versions, retention, tags, data endpoints — as the Kinesis Video Streams API
+//! reference describes it.
+//!
+//! Stream metadata lives in the catalog (namespace `video-streams`), mirrored in memory;
+//! every change is persisted before it is applied. Each stream gets a fresh `Version`
+//! whenever its metadata changes, so callers can guard updates and deletes with
+//! `CurrentVersion`. Fragments (PutMedia ingest, reads) build on this.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SharedClock;
+use crate::store::catalog::{Catalog, CatalogError};
+
+const NAMESPACE: &str = "video-streams";
+const MAX_TAGS: usize = 50;
+
+/// Errors of the video control plane; each is one AWS error type.
+#[derive(Debug, thiserror::Error)]
+pub enum VideoError {
+    #[error("{0}")]
+    ResourceNotFound(String),
+    #[error("{0}")]
+    ResourceInUse(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    VersionMismatch(String),
+    #[error("{0}")]
+    TagsPerResourceExceededLimit(String),
+    #[error("{0}")]
+    AccountStreamLimitExceeded(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl VideoError {
+    pub fn aws_type(&self) -> &'static str {
+        match self {
+            Self::ResourceNotFound(_) => "ResourceNotFoundException",
+            Self::ResourceInUse(_) => "ResourceInUseException",
+            Self::InvalidArgument(_) => "InvalidArgumentException",
+            Self::VersionMismatch(_) => "VersionMismatchException",
+            Self::TagsPerResourceExceededLimit(_) => "TagsPerResourceExceededLimitException",
+            Self::AccountStreamLimitExceeded(_) => "AccountStreamLimitExceededException",
+            Self::Internal(_) => "InternalFailure",
+        }
+    }
+
+    /// HTTP status, as the Kinesis Video API model gives it per error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::ResourceNotFound(_) => 404,
+            Self::Internal(_) => 500,
+            _ => 400,
+        }
+    }
+}
+
+impl From<CatalogError> for VideoError {
+    fn from(e: CatalogError) -> Self {
+        tracing::error!(error = %e, "catalog failure");
+        Self::Internal(e.to_string())
+    }
+}
+
+pub type Result<T, E = VideoError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VideoStatus {
+    Creating,
+    Active,
+    Updating,
+    Deleting,
+}
+
+/// A video stream as stored in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VideoStreamMeta {
+    pub name: String,
+    pub arn: String,
+    pub device_name: Option<String>,
+    pub media_type: Option<String>,
+    pub kms_key_id: String,
+    pub version: String,
+    pub status: VideoStatus,
+    pub created_ms: i64,
+    /// 0 = fragments are not kept (live GetMedia only).
+    pub retention_hours: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The `StreamInfo` shape.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    pub stream_name: String,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub kms_key_id: String,
+    pub version: String,
+    pub status: VideoStatus,
+    pub creation_time: f64,
+    pub data_retention_in_hours: u32,
+}
+
+impl VideoStreamMeta {
+    pub fn info(&self) -> StreamInfo {
+        StreamInfo {
+            device_name: self.device_name.clone(),
+            stream_name: self.name.clone(),
+            stream_arn: self.arn.clone(),
+            media_type: self.media_type.clone(),
+            kms_key_id: self.kms_key_id.clone(),
+            version: self.version.clone(),
+            status: self.status,
+            creation_time: self.created_ms as f64 / 1000.0,
+            data_retention_in_hours: self.retention_hours,
+        }
+    }
+}
+
+/// How a request names a video stream.
+#[derive(Debug, Clone, Default)]
+pub struct VideoRef {
+    pub name: Option<String>,
+    pub arn: Option<String>,
+}
+
+/// Settings of the video service.
+#[derive(Debug, Clone)]
+pub struct VideoConfig {
+    pub account_id: String,
+    pub region: String,
+    /// How long a new stream stays CREATING.
+    pub state_delay_ms: u64,
+    pub stream_limit: usize,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            account_id: "000000000000".into(),
+            region: "us-east-1".into(),
+            state_delay_ms: 500,
+            stream_limit: 10_000,
+        }
+    }
+}
+
+/// What createStream takes.
+#[derive(Debug, Clone, Default)]
+pub struct CreateVideoStream {
+    pub name: String,
+    pub device_name: Option<String>,
+    pub media_type: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub retention_hours: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The video control-plane service.
+pub struct VideoService {
+    config: VideoConfig,
+    clock: SharedClock,
+    catalog: Arc<dyn Catalog>,
+    streams: RwLock<HashMap<String, VideoStreamMeta>>,
+    /// Serialises changes (rare) so version checks and writes are atomic.
+    control: tokio::sync::Mutex<()>,
+}
+
+fn new_version() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..20].to_string()
+}
+
+impl VideoService {
+    pub async fn open(
+        config: VideoConfig,
+        clock: SharedClock,
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<Arc<Self>> {
+        let rows = {
+            let catalog = catalog.clone();
+            tokio::task::spawn_blocking(move || catalog.list(NAMESPACE))
+                .await
+                .map_err(|e| VideoError::Internal(e.to_string()))??
+        };
+        let mut streams = HashMap::new();
+        for (name, bytes) in rows {
+            match serde_json::from_slice::<VideoStreamMeta>(&bytes) {
+                Ok(mut meta) => {
+                    if meta.status == VideoStatus::Deleting {
+                        let c = catalog.clone();
+                        let n = name.clone();
+                        tokio::task::spawn_blocking(move || c.delete(NAMESPACE, &n))
+                            .await
+                            .map_err(|e| VideoError::Internal(e.to_string()))??;
+                        continue;
+                    }
+                    meta.status = VideoStatus::Active;
+                    streams.insert(name, meta);
+                }
+                Err(e) => {
+                    tracing::error!(stream = name, error = %e, "unreadable video stream record; skipped")
+                }
+            }
+        }
+        Ok(Arc::new(Self {
+            config,
+            clock,
+            catalog,
+            streams: RwLock::new(streams),
+            control: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    fn not_found(&self) -> VideoError {
+        VideoError::ResourceNotFound("The requested stream is not found or not active.".into())
+    }
+
+    async fn persist(&self, meta: &VideoStreamMeta) -> Result<()> {
+        let bytes = serde_json::to_vec(meta).map_err(|e| VideoError::Internal(e.to_string()))?;
+        let catalog = self.catalog.clone();
+        let name = meta.name.clone();
+        tokio::task::spawn_blocking(move || catalog.put(NAMESPACE, &name, bytes))
+            .await
+            .map_err(|e| VideoError::Internal(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Finds a stream by name or ARN (an ARN must match the stream's exactly).
+    pub fn get(&self, r: &VideoRef) -> Result<VideoStreamMeta> {
+        let streams = self.streams.read().unwrap();
+        let found = match (&r.name, &r.arn) {
+            (Some(name), arn) => streams
+                .get(name)
+                .filter(|m| arn.as_ref().is_none_or(|a| *a == m.arn)),
+            (None, Some(arn)) => streams.values().find(|m| m.arn == *arn),
+            (None, None) => {
+                return Err(VideoError::InvalidArgument(
+                    "Either StreamName or StreamARN must be specified.".into(),
+                ));
+            }
+        };
+        found.cloned().ok_or_else(|| self.not_found())
+    }
+
+    pub async fn create(self: &Arc<Self>, input: CreateVideoStream) -> Result<String> {
+        let _guard = self.control.lock().await;
+        {
+            let streams = self.streams.read().unwrap();
+            if streams.contains_key(&input.name) {
+                return Err(VideoError::ResourceInUse(format!(
+                    "The stream {} already exists.",
+                    input.name
+                )));
+            }
+            if streams.len() >= self.config.stream_limit {
+                return Err(VideoError::AccountStreamLimitExceeded(format!(
+                    "The account has reached its limit of {} video streams.",
+                    self.config.stream_limit
+                )));
+            }
+        }
+        if input.tags.len() > MAX_TAGS {
+            return Err(VideoError::TagsPerResourceExceededLimit(format!(
+                "A stream can have at most {MAX_TAGS} tags."
+            )));
+        }
+        let now = self.clock.now_ms();
+        let delayed = self.config.state_delay_ms > 0;
+        let meta = VideoStreamMeta {
+            arn: format!(
+                "arn:aws:kinesisvideo:{}:{}:stream/{}/{}",
+                self.config.region, self.config.account_id, input.name, now
+            ),
+            name: input.name,
+            device_name: input.device_name,
+            media_type: input.media_type,
+            kms_key_id: input.kms_key_id.unwrap_or_else(|| {
+                format!(
+                    "arn:aws:kms:{}:{}:alias/aws/kinesisvideo",
+                    self.config.region, self.config.account_id
+                )
+            }),
+            version: new_version(),
+            status: if delayed {
+                VideoStatus::Creating
+            } else {
+                VideoStatus::Active
+            },
+            created_ms: now,
+            retention_hours: input.retention_hours,
+            tags: input.tags,
+        };
+        self.persist(&meta).await?;
+        let arn = meta.arn.clone();
+        let name = meta.name.clone();
+        self.streams.write().unwrap().insert(name.clone(), meta);
+        if delayed {
+            let svc = self.clone();
+            let delay = self.config.state_delay_ms;
+            let arn2 = arn.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                let _ = svc
+                    .change(
+                        &VideoRef {
+                            name: None,
+                            arn: Some(arn2),
+                        },
+                        None,
+                        |m| {
+                            if m.status == VideoStatus::Creating {
+                                m.status = VideoStatus::Active;
+                            }
+                            Ok(())
+                        },
+                    )
+                    .await;
+            });
+        }
+        tracing::info!(stream = name, "video stream created");
+        Ok(arn)
+    }
+
+    /// Applies a change under the control lock: checks `current_version` if given,
+    /// edits a copy, gives it a new version, persists, installs.
+    async fn change(
+        &self,
+        r: &VideoRef,
+        current_version: Option<&str>,
+        edit: impl FnOnce(&mut VideoStreamMeta) -> Result<()>,
+    ) -> Result<VideoStreamMeta> {
+        let _guard = self.control.lock().await;
+        let mut meta = self.get(r)?;
+        if let Some(v) = current_version
+            && v != meta.version
+        {
+            return Err(VideoError::VersionMismatch(format!(
+                "The stream version {v} does not match the current version {}.",
+                meta.version
+            )));
+        }
+        edit(&mut meta)?;
+        meta.version = new_version();
+        self.persist(&meta).await?;
+        self.streams
+            .write()
+            .unwrap()
+            .insert(meta.name.clone(), meta.clone());
+        Ok(meta)
+    }
+
+    pub async fn delete(self: &Arc<Self>, arn: &str, current_version: Option<&str>) -> Result<()> {
+        let r = VideoRef {
+            name: None,
+            arn: Some(arn.to_string()),
+        };
+        let meta = self
+            .change(&r, current_version, |m| {
+                m.status = VideoStatus::Deleting;
+                Ok(())
+            })
+            .await?;
+        let svc = self.clone();
+        let delay = self.config.state_delay_ms;
+        let run = async move {
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+            let _guard = svc.control.lock().await;
+            let still_ours = svc
+                .streams
+                .read()
+                .unwrap()
+                .get(&meta.name)
+                .is_some_and(|m| m.arn == meta.arn);
+            if still_ours {
+                svc.streams.write().unwrap().remove(&meta.name);
+                let catalog = svc.catalog.clone();
+                let name = meta.name.clone();
+                let _ = tokio::task::spawn_blocking(move || catalog.delete(NAMESPACE, &name)).await;
+            }
+            tracing::info!(stream = meta.name, "video stream deleted");
+        };
+        if delay == 0 {
+            run.await;
+        } else {
+            tokio::spawn(run);
+        }
+        Ok(())
+    }
+
+    pub async fn update(
+        &self,
+        r: &VideoRef,
+        current_version: &str,
+        device_name: Option<String>,
+        media_type: Option<String>,
+    ) -> Result<()> {
+        self.change(r, Some(current_version), |m| {
+            if m.status != VideoStatus::Active {
+                return Err(VideoError::ResourceInUse(
+                    "The stream is not ACTIVE.".into(),
+                ));
+            }
+            if device_name.is_some() {
+                m.device_name = device_name;
+            }
+            if media_type.is_some() {
+                m.media_type = media_type;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn update_retention(
+        &self,
+        r: &VideoRef,
+        current_version: &str,
+        increase: bool,
+        hours: u32,
+    ) -> Result<()> {
+        self.change(r, Some(current_version), |m| {
+            if increase {
+                m.retention_hours = m.retention_hours.saturating_add(hours);
+            } else {
+                if hours > m.retention_hours {
+                    return Err(VideoError::InvalidArgument(format!(
+                        "Cannot decrease the data retention by {hours} hours: the stream keeps data for {} hours.",
+                        m.retention_hours
+                    )));
+                }
+                m.retention_hours -= hours;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Streams in name order after `after`, optionally with a name prefix; at most `max`.
+    pub fn list(
+        &self,
+        prefix: Option<&str>,
+        after: Option<&str>,
+        max: usize,
+    ) -> (Vec<StreamInfo>, bool) {
+        let streams = self.streams.read().unwrap();
+        let mut names: Vec<&String> = streams
+            .keys()
+            .filter(|n| prefix.is_none_or(|p| n.starts_with(p)))
+            .filter(|n| after.is_none_or(|a| n.as_str() > a))
+            .collect();
+        names.sort();
+        let more = names.len() > max;
+        (
+            names
+                .into_iter()
+                .take(max)
+                .map(|n| streams[n].info())
+                .collect(),
+            more,
+        )
+    }
+
+    pub async fn tag(&self, r: &VideoRef, tags: BTreeMap<String, String>) -> Result<()> {
+        self.change(r, None, |m| {
+            let added = tags.keys().filter(|k| !m.tags.contains_key(*k)).count();
+            if m.tags.len() + added > MAX_TAGS {
+                return Err(VideoError::TagsPerResourceExceededLimit(format!(
+                    "A stream can have at most {MAX_TAGS} tags."
+                )));
+            }
+            m.tags.extend(tags);
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    pub async fn untag(&self, r: &VideoRef, keys: &[String]) -> Result<()> {
+        self.change(r, None, |m| {
+            for k in keys {
+                m.tags.remove(k);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+}
