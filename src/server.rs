@@ -78,6 +78,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         },
         clock.clone(),
         catalog.clone(),
+        store.clone(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open video streams: {e}"))?;

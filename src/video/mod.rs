@@ -7,13 +7,19 @@
 //! whenever its metadata changes, so callers can guard updates and deletes with
 //! `CurrentVersion`. Fragments (PutMedia ingest, reads) build on this.
 
+pub mod fragments;
+
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
 use crate::store::catalog::{Catalog, CatalogError};
+use crate::store::{Entry, Log, Store, StoreError};
+use fragments::FragmentMeta;
 
 const NAMESPACE: &str = "video-streams";
 const MAX_TAGS: usize = 50;
@@ -60,6 +66,13 @@ impl VideoError {
     }
 }
 
+impl From<StoreError> for VideoError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        Self::Internal(e.to_string())
+    }
+}
+
 impl From<CatalogError> for VideoError {
     fn from(e: CatalogError) -> Self {
         tracing::error!(error = %e, "catalog failure");
@@ -81,6 +94,9 @@ pub enum VideoStatus {
 /// A video stream as stored in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoStreamMeta {
+    /// Server-wide unique id: part of fragment numbers and of the log's id.
+    #[serde(default = "random_stream_id")]
+    pub stream_id: u64,
     pub name: String,
     pub arn: String,
     pub device_name: Option<String>,
@@ -172,9 +188,21 @@ pub struct VideoService {
     config: VideoConfig,
     clock: SharedClock,
     catalog: Arc<dyn Catalog>,
+    store: Arc<Store>,
+    /// Open fragment logs by stream id.
+    logs: Mutex<HashMap<u64, Arc<Log>>>,
     streams: RwLock<HashMap<String, VideoStreamMeta>>,
     /// Serialises changes (rare) so version checks and writes are atomic.
     control: tokio::sync::Mutex<()>,
+}
+
+fn random_stream_id() -> u64 {
+    // 63 random bits: fits the 20-digit field of fragment numbers.
+    u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .unwrap_or_default(),
+    ) >> 1
 }
 
 fn new_version() -> String {
@@ -186,6 +214,7 @@ impl VideoService {
         config: VideoConfig,
         clock: SharedClock,
         catalog: Arc<dyn Catalog>,
+        store: Arc<Store>,
     ) -> Result<Arc<Self>> {
         let rows = {
             let catalog = catalog.clone();
@@ -217,6 +246,8 @@ impl VideoService {
             config,
             clock,
             catalog,
+            store,
+            logs: Mutex::new(HashMap::new()),
             streams: RwLock::new(streams),
             control: tokio::sync::Mutex::new(()),
         }))
@@ -278,6 +309,7 @@ impl VideoService {
         let now = self.clock.now_ms();
         let delayed = self.config.state_delay_ms > 0;
         let meta = VideoStreamMeta {
+            stream_id: random_stream_id(),
             arn: format!(
                 "arn:aws:kinesisvideo:{}:{}:stream/{}/{}",
                 self.config.region, self.config.account_id, input.name, now
@@ -386,9 +418,16 @@ impl VideoService {
                 .is_some_and(|m| m.arn == meta.arn);
             if still_ours {
                 svc.streams.write().unwrap().remove(&meta.name);
+                svc.logs.lock().unwrap().remove(&meta.stream_id);
                 let catalog = svc.catalog.clone();
+                let store = svc.store.clone();
                 let name = meta.name.clone();
-                let _ = tokio::task::spawn_blocking(move || catalog.delete(NAMESPACE, &name)).await;
+                let log_id = log_id(&meta);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let _ = catalog.delete(NAMESPACE, &name);
+                    store.remove_log(&log_id)
+                })
+                .await;
             }
             tracing::info!(stream = meta.name, "video stream deleted");
         };
@@ -500,4 +539,81 @@ impl VideoService {
         .await?;
         Ok(())
     }
+
+    /// The fragment log of a stream, opened (and recovered) on first use.
+    async fn log(&self, meta: &VideoStreamMeta) -> Result<Arc<Log>> {
+        if let Some(log) = self.logs.lock().unwrap().get(&meta.stream_id) {
+            return Ok(log.clone());
+        }
+        let store = self.store.clone();
+        let id = log_id(meta);
+        let log = tokio::task::spawn_blocking(move || store.open_log(&id))
+            .await
+            .map_err(|e| VideoError::Internal(e.to_string()))??;
+        self.logs
+            .lock()
+            .unwrap()
+            .insert(meta.stream_id, log.clone());
+        Ok(log)
+    }
+
+    /// The log offset the next fragment of a stream will get.
+    pub async fn fragment_end_offset(&self, meta: &VideoStreamMeta) -> Result<u64> {
+        Ok(self.log(meta).await?.bounds().end_offset)
+    }
+
+    /// Stores one fragment durably; returns its fragment number, server timestamp and
+    /// log offset.
+    pub async fn append_fragment(
+        &self,
+        meta: &VideoStreamMeta,
+        fragment: FragmentMeta,
+        cluster: Bytes,
+    ) -> Result<(String, i64, u64)> {
+        let log = self.log(meta).await?;
+        let ack = self
+            .store
+            .append(
+                &log,
+                vec![Entry {
+                    head: fragment.encode(),
+                    body: cluster,
+                }],
+            )
+            .await?;
+        Ok((
+            fragments::fragment_number(meta.stream_id, ack.first_offset),
+            ack.timestamp_ms,
+            ack.first_offset,
+        ))
+    }
+
+    /// Fragments of a stream from log offset `from` (at most `max`), decoded:
+    /// (fragment number, server timestamp ms, metadata, Cluster bytes).
+    pub async fn read_fragments(
+        &self,
+        meta: &VideoStreamMeta,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(String, i64, FragmentMeta, Bytes)>> {
+        let log = self.log(meta).await?;
+        let batch = self.store.read(&log, from, max, 64 * 1024 * 1024).await?;
+        Ok(batch
+            .entries
+            .into_iter()
+            .filter_map(|e| {
+                let (m, cluster) = FragmentMeta::decode(&e.payload)?;
+                Some((
+                    fragments::fragment_number(meta.stream_id, e.offset),
+                    e.timestamp_ms,
+                    m,
+                    cluster,
+                ))
+            })
+            .collect())
+    }
+}
+
+fn log_id(meta: &VideoStreamMeta) -> String {
+    format!("kvs/{}-{}", meta.name, meta.stream_id)
 }

@@ -1,0 +1,122 @@
+//! The fragment store: each video stream's fragments in one log of the shared storage
+//! engine, acknowledged only once durable.
+//!
+//! A log entry is one fragment: a binary header (this module) followed by the Cluster
+//! bytes exactly as the reader re-serialised them. The header carries the fragment's
+//! producer timestamp, its Cluster timecode and TimecodeScale, duration and frame
+//! count, and the stream header (EBML header, Info and Tracks) in force for it, since
+//! CodecPrivate may change between PutMedia connections and GetMedia re-emits it with
+//! every fragment. The server timestamp is the log entry's own (arrival) timestamp.
+//!
+//! Fragment numbers are decimal strings: `91` | stream id (20 digits) | log offset (20
+//! digits). They increase within a stream and are unique across streams.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// What is stored about a fragment besides its Cluster bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FragmentMeta {
+    pub producer_ts_ms: i64,
+    /// The Cluster Timecode as sent, in TimecodeScale units.
+    pub cluster_timecode: u64,
+    pub timecode_scale: u64,
+    pub duration_ms: u64,
+    pub frame_count: u32,
+    /// EBML header, then Info and Tracks, as the producer sent them.
+    pub stream_header: Bytes,
+}
+
+const VERSION: u8 = 1;
+
+impl FragmentMeta {
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(48 + self.stream_header.len());
+        out.put_u8(VERSION);
+        out.put_i64_le(self.producer_ts_ms);
+        out.put_u64_le(self.cluster_timecode);
+        out.put_u64_le(self.timecode_scale);
+        out.put_u64_le(self.duration_ms);
+        out.put_u32_le(self.frame_count);
+        out.put_u32_le(self.stream_header.len() as u32);
+        out.put_slice(&self.stream_header);
+        out.freeze()
+    }
+
+    /// Splits a stored entry into its metadata and its Cluster bytes (sharing memory).
+    pub fn decode(entry: &Bytes) -> Option<(FragmentMeta, Bytes)> {
+        let mut b = entry.clone();
+        if b.remaining() < 41 || b.get_u8() != VERSION {
+            return None;
+        }
+        let producer_ts_ms = b.get_i64_le();
+        let cluster_timecode = b.get_u64_le();
+        let timecode_scale = b.get_u64_le();
+        let duration_ms = b.get_u64_le();
+        let frame_count = b.get_u32_le();
+        let header_len = b.get_u32_le() as usize;
+        if b.remaining() < header_len {
+            return None;
+        }
+        let stream_header = b.split_to(header_len);
+        Some((
+            FragmentMeta {
+                producer_ts_ms,
+                cluster_timecode,
+                timecode_scale,
+                duration_ms,
+                frame_count,
+                stream_header,
+            },
+            b,
+        ))
+    }
+}
+
+/// The fragment number of log entry `offset` of stream `stream_id`.
+pub fn fragment_number(stream_id: u64, offset: u64) -> String {
+    format!("91{stream_id:020}{offset:020}")
+}
+
+/// (stream id, offset) of a fragment number; `None` if it is not one of ours.
+pub fn parse_fragment_number(text: &str) -> Option<(u64, u64)> {
+    if text.len() != 42 || !text.starts_with("91") || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((text[2..22].parse().ok()?, text[22..].parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trip() {
+        let meta = FragmentMeta {
+            producer_ts_ms: 1_511_852_109_126,
+            cluster_timecode: 1_234_567,
+            timecode_scale: 1_000_000,
+            duration_ms: 1960,
+            frame_count: 50,
+            stream_header: Bytes::from_static(b"header-bytes"),
+        };
+        let mut entry = BytesMut::new();
+        entry.put_slice(&meta.encode());
+        entry.put_slice(b"cluster");
+        let (back, cluster) = FragmentMeta::decode(&entry.freeze()).unwrap();
+        assert_eq!(back, meta);
+        assert_eq!(&cluster[..], b"cluster");
+        assert!(FragmentMeta::decode(&Bytes::from_static(b"\x02rest")).is_none());
+        assert!(FragmentMeta::decode(&meta.encode().slice(..20)).is_none());
+    }
+
+    #[test]
+    fn fragment_numbers() {
+        let a = fragment_number(77, 5);
+        let b = fragment_number(77, 6);
+        assert_eq!(a.len(), 42);
+        assert!(a < b);
+        assert_eq!(parse_fragment_number(&a), Some((77, 5)));
+        assert_ne!(fragment_number(78, 5), a);
+        assert_eq!(parse_fragment_number("12"), None);
+    }
+}
