@@ -15,6 +15,7 @@ have_cmd curl || need+=(curl)
 if [ "$what" = test ]; then
     have_cmd python3 || need+=(python3)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    have_cmd ffprobe || need+=(ffmpeg)
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then

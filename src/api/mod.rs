@@ -13,7 +13,9 @@
 
 pub mod cbor;
 pub mod error;
+pub mod getmedia;
 pub mod kinesis;
+pub mod putmedia;
 pub mod rest;
 pub mod video;
 
@@ -67,6 +69,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", post(kinesis::handle).get(root))
         .route("/health", get(health))
+        .route("/putMedia", post(putmedia::handle))
+        .route("/getMedia", post(getmedia::get_media))
+        .route("/listFragments", post(getmedia::list_fragments))
+        .route(
+            "/getMediaForFragmentList",
+            post(getmedia::get_media_for_fragment_list),
+        )
         .route("/{operation}", post(video::handle))
         .merge(rest::routes())
         .fallback(not_found)

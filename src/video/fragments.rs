@@ -4,7 +4,7 @@
 //! A log entry is one fragment: a binary header (this module) followed by the Cluster
 //! bytes exactly as the reader re-serialised them. The header carries the fragment's
 //! producer timestamp, its Cluster timecode and TimecodeScale, duration and frame
-//! count, and the stream header (EBML header, Info and Tracks) in force for it, since
+//! count, and the stream header (EBML header; Info and Tracks) in force for it, since
 //! CodecPrivate may change between PutMedia connections and GetMedia re-emits it with
 //! every fragment. The server timestamp is the log entry's own (arrival) timestamp.
 //!
@@ -22,23 +22,28 @@ pub struct FragmentMeta {
     pub timecode_scale: u64,
     pub duration_ms: u64,
     pub frame_count: u32,
-    /// EBML header, then Info and Tracks, as the producer sent them.
-    pub stream_header: Bytes,
+    /// The EBML header as the producer sent it.
+    pub ebml_header: Bytes,
+    /// Info and Tracks as the producer sent them.
+    pub info_and_tracks: Bytes,
 }
 
 const VERSION: u8 = 1;
 
 impl FragmentMeta {
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(48 + self.stream_header.len());
+        let mut out =
+            BytesMut::with_capacity(48 + self.ebml_header.len() + self.info_and_tracks.len());
         out.put_u8(VERSION);
         out.put_i64_le(self.producer_ts_ms);
         out.put_u64_le(self.cluster_timecode);
         out.put_u64_le(self.timecode_scale);
         out.put_u64_le(self.duration_ms);
         out.put_u32_le(self.frame_count);
-        out.put_u32_le(self.stream_header.len() as u32);
-        out.put_slice(&self.stream_header);
+        out.put_u32_le(self.ebml_header.len() as u32);
+        out.put_slice(&self.ebml_header);
+        out.put_u32_le(self.info_and_tracks.len() as u32);
+        out.put_slice(&self.info_and_tracks);
         out.freeze()
     }
 
@@ -53,11 +58,16 @@ impl FragmentMeta {
         let timecode_scale = b.get_u64_le();
         let duration_ms = b.get_u64_le();
         let frame_count = b.get_u32_le();
-        let header_len = b.get_u32_le() as usize;
-        if b.remaining() < header_len {
+        let ebml_len = b.get_u32_le() as usize;
+        if b.remaining() < ebml_len + 4 {
             return None;
         }
-        let stream_header = b.split_to(header_len);
+        let ebml_header = b.split_to(ebml_len);
+        let tracks_len = b.get_u32_le() as usize;
+        if b.remaining() < tracks_len {
+            return None;
+        }
+        let info_and_tracks = b.split_to(tracks_len);
         Some((
             FragmentMeta {
                 producer_ts_ms,
@@ -65,7 +75,8 @@ impl FragmentMeta {
                 timecode_scale,
                 duration_ms,
                 frame_count,
-                stream_header,
+                ebml_header,
+                info_and_tracks,
             },
             b,
         ))
@@ -97,7 +108,8 @@ mod tests {
             timecode_scale: 1_000_000,
             duration_ms: 1960,
             frame_count: 50,
-            stream_header: Bytes::from_static(b"header-bytes"),
+            ebml_header: Bytes::from_static(b"ebml"),
+            info_and_tracks: Bytes::from_static(b"info-and-tracks"),
         };
         let mut entry = BytesMut::new();
         entry.put_slice(&meta.encode());

@@ -557,6 +557,36 @@ impl VideoService {
         Ok(log)
     }
 
+    /// (first stored offset, next offset) of a stream's fragments.
+    pub async fn fragment_bounds(&self, meta: &VideoStreamMeta) -> Result<(u64, u64)> {
+        let b = self.log(meta).await?.bounds();
+        Ok((b.first_offset, b.end_offset))
+    }
+
+    /// The offset of the first fragment that arrived at or after `server_ms`.
+    pub async fn offset_at_server_time(
+        &self,
+        meta: &VideoStreamMeta,
+        server_ms: i64,
+    ) -> Result<u64> {
+        let log = self.log(meta).await?;
+        Ok(self.store.offset_at_time(&log, server_ms).await?)
+    }
+
+    /// Waits until a fragment at or after `offset` is durable, or `timeout` passes.
+    pub async fn wait_for_fragment(
+        &self,
+        meta: &VideoStreamMeta,
+        offset: u64,
+        timeout: std::time::Duration,
+    ) {
+        let Ok(log) = self.log(meta).await else {
+            return;
+        };
+        let mut rx = log.watch_end();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|end| *end > offset)).await;
+    }
+
     /// The log offset the next fragment of a stream will get.
     pub async fn fragment_end_offset(&self, meta: &VideoStreamMeta) -> Result<u64> {
         Ok(self.log(meta).await?.bounds().end_offset)

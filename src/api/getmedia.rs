@@ -1,0 +1,453 @@
+//! Reading video back: GetMedia (Kinesis Video Streams media API) and ListFragments /
+//! GetMediaForFragmentList (archived-media API), REST-JSON over `POST /getMedia`,
+//! `POST /listFragments`, `POST /getMediaForFragmentList`.
+//!
+//! GetMedia streams each fragment as a complete MKV document, exactly in the shape of a
+//! real AWS response (`PROTOCOLS.md`, GetMedia output): EBML header, unknown-size
+//! Segment, the producer's Info and Tracks, Tags with fragment number and timestamps,
+//! the Cluster, then Tags with MillisBehindNow and the continuation token. It follows
+//! the live edge, waiting for new fragments, and ends after a quiet period.
+
+// Helpers return a ready error `Response` as their `Err`: built at most once per request,
+// so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::{AppState, read_body};
+use crate::media::mkv_writer::{FragmentDocument, write_error_tags};
+use crate::video::fragments::{FragmentMeta, parse_fragment_number};
+use crate::video::{VideoRef, VideoService, VideoStreamMeta};
+
+/// GetMedia ends after this long without a new fragment.
+const LIVE_IDLE_LIMIT: Duration = Duration::from_secs(30);
+
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
+    let body = serde_json::to_vec(&json!({ "Message": message.into() })).unwrap_or_default();
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(kind) {
+        resp.headers_mut().insert("x-amzn-ErrorType", v);
+    }
+    resp
+}
+
+fn invalid(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "InvalidArgumentException", message)
+}
+
+async fn read_json(state: &AppState, req: Request) -> Result<Value, Response> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(state, &parts.headers, body, 1024 * 1024)
+        .await
+        .map_err(|e| invalid(e.message))?;
+    serde_json::from_slice(&body.bytes)
+        .map_err(|e| invalid(format!("The request body is not valid JSON: {e}")))
+}
+
+fn stream_of(state: &AppState, doc: &Value) -> Result<VideoStreamMeta, Response> {
+    let r = VideoRef {
+        name: doc["StreamName"].as_str().map(str::to_string),
+        arn: doc["StreamARN"].as_str().map(str::to_string),
+    };
+    state.video.get(&r).map_err(|e| {
+        let kind = e.aws_type();
+        error(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            kind,
+            e.to_string(),
+        )
+    })
+}
+
+fn secs_to_ms(v: &Value) -> Option<i64> {
+    v.as_f64().map(|s| (s * 1000.0).round() as i64)
+}
+
+/// Encodes one stored fragment as a GetMedia document.
+fn document(
+    number: &str,
+    server_ms: i64,
+    meta: &FragmentMeta,
+    cluster: &[u8],
+    now_ms: i64,
+) -> Vec<u8> {
+    FragmentDocument {
+        ebml_header: (!meta.ebml_header.is_empty()).then_some(&meta.ebml_header[..]),
+        info_and_tracks: &meta.info_and_tracks,
+        fragment_number: number,
+        server_timestamp_ms: server_ms.max(0) as u64,
+        producer_timestamp_ms: meta.producer_ts_ms.max(0) as u64,
+        producer_tags: &[],
+        millis_behind_now: (now_ms - server_ms).max(0) as u64,
+        continuation_token: number,
+    }
+    .encode(cluster)
+}
+
+/// The log offset of the first fragment with a producer timestamp at or after `ms`.
+async fn offset_at_producer_time(
+    video: &VideoService,
+    meta: &VideoStreamMeta,
+    ms: i64,
+) -> Result<u64, Response> {
+    let (first, end) = video
+        .fragment_bounds(meta)
+        .await
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut at = first;
+    while at < end {
+        let batch = video.read_fragments(meta, at, 256).await.map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ClientLimitExceededException",
+                e.to_string(),
+            )
+        })?;
+        if batch.is_empty() {
+            break;
+        }
+        for (number, _, m, _) in &batch {
+            if m.producer_ts_ms >= ms {
+                return Ok(parse_fragment_number(number).map(|(_, o)| o).unwrap_or(at));
+            }
+        }
+        let last = batch
+            .last()
+            .and_then(|(n, ..)| parse_fragment_number(n))
+            .map(|(_, o)| o);
+        at = last.map(|o| o + 1).unwrap_or(end);
+    }
+    Ok(end)
+}
+
+/// `POST /getMedia`.
+pub async fn get_media(State(state): State<AppState>, req: Request) -> Response {
+    let doc = match read_json(&state, req).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let meta = match stream_of(&state, &doc) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let selector = &doc["StartSelector"];
+    let video = state.video.clone();
+    let (first, end) = match video.fragment_bounds(&meta).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                e.to_string(),
+            );
+        }
+    };
+    let own_number = |text: &str| {
+        parse_fragment_number(text)
+            .filter(|(id, _)| *id == meta.stream_id)
+            .map(|(_, o)| o)
+    };
+    let start = match selector["StartSelectorType"].as_str() {
+        Some("EARLIEST") => first,
+        Some("NOW") => end,
+        Some("FRAGMENT_NUMBER") => match selector["AfterFragmentNumber"]
+            .as_str()
+            .and_then(own_number)
+        {
+            Some(o) => o,
+            None => {
+                return invalid(
+                    "AfterFragmentNumber is missing or is not a fragment of this stream.",
+                );
+            }
+        },
+        Some("CONTINUATION_TOKEN") => {
+            match selector["ContinuationToken"].as_str().and_then(own_number) {
+                Some(o) => o + 1,
+                None => return invalid("ContinuationToken is missing or invalid."),
+            }
+        }
+        Some("SERVER_TIMESTAMP") => match secs_to_ms(&selector["StartTimestamp"]) {
+            Some(ms) => match video.offset_at_server_time(&meta, ms).await {
+                Ok(o) => o,
+                Err(e) => {
+                    return error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalFailure",
+                        e.to_string(),
+                    );
+                }
+            },
+            None => return invalid("StartTimestamp is required for SERVER_TIMESTAMP."),
+        },
+        Some("PRODUCER_TIMESTAMP") => match secs_to_ms(&selector["StartTimestamp"]) {
+            Some(ms) => match offset_at_producer_time(&video, &meta, ms).await {
+                Ok(o) => o,
+                Err(r) => return r,
+            },
+            None => return invalid("StartTimestamp is required for PRODUCER_TIMESTAMP."),
+        },
+        _ => {
+            return invalid(
+                "StartSelector.StartSelectorType must be one of FRAGMENT_NUMBER, SERVER_TIMESTAMP, PRODUCER_TIMESTAMP, NOW, EARLIEST, CONTINUATION_TOKEN.",
+            );
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        let mut at = start.max(first);
+        loop {
+            let batch = match video.read_fragments(&meta, at, 16).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(stream = meta.name, error = %e, "GetMedia read failed");
+                    let mut out = Vec::new();
+                    write_error_tags(&mut out, "INTERNAL_ERROR", 5000);
+                    let _ = tx.send(Bytes::from(out)).await;
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                // At the live edge: wait for the next fragment, or end.
+                let before = std::time::Instant::now();
+                video.wait_for_fragment(&meta, at, LIVE_IDLE_LIMIT).await;
+                if before.elapsed() >= LIVE_IDLE_LIMIT || tx.is_closed() {
+                    return;
+                }
+                continue;
+            }
+            let now = chrono_now_ms();
+            for (number, server_ms, m, cluster) in batch {
+                if let Some((_, o)) = parse_fragment_number(&number) {
+                    at = o + 1;
+                }
+                if tx
+                    .send(Bytes::from(document(&number, server_ms, &m, &cluster, now)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::new(ChannelBody(rx)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+    resp
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Deserialize)]
+struct Range {
+    #[serde(rename = "StartTimestamp")]
+    start: f64,
+    #[serde(rename = "EndTimestamp")]
+    end: f64,
+}
+
+/// `POST /listFragments`: fragments whose start lies in a timestamp range (inclusive),
+/// at most 1000 per page.
+pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Response {
+    let doc = match read_json(&state, req).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let meta = match stream_of(&state, &doc) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let max = doc["MaxResults"].as_u64().unwrap_or(1000).clamp(1, 1000) as usize;
+    let selector = &doc["FragmentSelector"];
+    let by_producer = match selector["FragmentSelectorType"].as_str() {
+        None => false,
+        Some("SERVER_TIMESTAMP") => false,
+        Some("PRODUCER_TIMESTAMP") => true,
+        Some(other) => return invalid(format!("Unknown FragmentSelectorType {other}.")),
+    };
+    let range: Option<Range> = if selector.is_null() {
+        None
+    } else {
+        match serde_json::from_value(selector["TimestampRange"].clone()) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                return invalid(
+                    "FragmentSelector.TimestampRange needs StartTimestamp and EndTimestamp.",
+                );
+            }
+        }
+    };
+    let video = state.video.clone();
+    let (first, end) = match video.fragment_bounds(&meta).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                e.to_string(),
+            );
+        }
+    };
+    let mut at = match doc["NextToken"].as_str() {
+        Some(t) => match parse_fragment_number(t).filter(|(id, _)| *id == meta.stream_id) {
+            Some((_, o)) => o,
+            None => return invalid("Invalid NextToken."),
+        },
+        None => first,
+    };
+    let mut out = Vec::new();
+    let mut next_token = None;
+    'scan: while at < end {
+        let batch = match video.read_fragments(&meta, at, 256).await {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalFailure",
+                    e.to_string(),
+                );
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for (number, server_ms, m, cluster) in batch {
+            let offset = parse_fragment_number(&number).map(|(_, o)| o).unwrap_or(at);
+            at = offset + 1;
+            let ts = if by_producer {
+                m.producer_ts_ms
+            } else {
+                server_ms
+            };
+            if let Some(r) = &range {
+                let (lo, hi) = (
+                    (r.start * 1000.0).round() as i64,
+                    (r.end * 1000.0).round() as i64,
+                );
+                if ts < lo || ts > hi {
+                    continue;
+                }
+            }
+            if out.len() == max {
+                next_token = Some(number);
+                break 'scan;
+            }
+            out.push(json!({
+                "FragmentNumber": number,
+                "FragmentSizeInBytes": cluster.len(),
+                "ProducerTimestamp": m.producer_ts_ms as f64 / 1000.0,
+                "ServerTimestamp": server_ms as f64 / 1000.0,
+                "FragmentLengthInMilliseconds": m.duration_ms,
+            }));
+        }
+    }
+    let mut body = json!({ "Fragments": out });
+    if let Some(t) = next_token {
+        body["NextToken"] = json!(t);
+    }
+    axum::Json(body).into_response()
+}
+
+/// `POST /getMediaForFragmentList`: the listed fragments (1 to 1000), as GetMedia
+/// documents, in the order given.
+pub async fn get_media_for_fragment_list(State(state): State<AppState>, req: Request) -> Response {
+    let doc = match read_json(&state, req).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let meta = match stream_of(&state, &doc) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let Some(list) = doc["Fragments"]
+        .as_array()
+        .filter(|l| (1..=1000).contains(&l.len()))
+    else {
+        return invalid("Fragments must list 1 to 1000 fragment numbers.");
+    };
+    let mut offsets = Vec::with_capacity(list.len());
+    for v in list {
+        match v
+            .as_str()
+            .and_then(parse_fragment_number)
+            .filter(|(id, _)| *id == meta.stream_id)
+        {
+            Some((_, o)) => offsets.push(o),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFoundException",
+                    format!("Fragment {v} was not found."),
+                );
+            }
+        }
+    }
+    let now = chrono_now_ms();
+    let mut body = Vec::new();
+    for o in offsets {
+        match state.video.read_fragments(&meta, o, 1).await {
+            Ok(b)
+                if b.first()
+                    .is_some_and(|(n, ..)| parse_fragment_number(n).map(|x| x.1) == Some(o)) =>
+            {
+                let (number, server_ms, m, cluster) = &b[0];
+                body.extend_from_slice(&document(number, *server_ms, m, cluster, now));
+            }
+            Ok(_) => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "ResourceNotFoundException",
+                    "A listed fragment is no longer available.",
+                );
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalFailure",
+                    e.to_string(),
+                );
+            }
+        }
+    }
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+    resp
+}

@@ -1,0 +1,369 @@
+//! PutMedia (Kinesis Video Streams media API): `POST /putMedia` with a live MKV body and
+//! a stream of JSON acknowledgements in the response, one per line, while the upload
+//! continues (`PROTOCOLS.md`, PutMedia).
+//!
+//! The handler awaits the first body bytes before answering, so hyper answers
+//! `Expect: 100-continue` with `100 Continue`; then it answers `200` and a task keeps
+//! reading the body through the MKV reader ([`crate::media::mkv`]): BUFFERING when a
+//! fragment starts, RECEIVED when it is complete, PERSISTED once it is durable in the
+//! fragment store, IDLE while the producer is silent, ERROR (with its ErrorId) and the
+//! end of the response when something is wrong. Memory per connection is bounded by the
+//! reader's limits.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::AppState;
+use crate::media::mkv::{Limits, MkvEvent, MkvReader};
+use crate::video::fragments::FragmentMeta;
+use crate::video::{VideoRef, VideoStatus};
+
+/// An IDLE ack is sent after this long without data.
+const IDLE_EVERY: Duration = Duration::from_secs(3);
+/// The connection ends after this long without data (as in AWS).
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
+/// PutMedia error ids (`PROTOCOLS.md`).
+const ERR_STREAM_READ: u32 = 4000;
+const ERR_STREAM_NOT_ACTIVE: u32 = 4008;
+const ERR_INVALID_TIMESTAMP: u32 = 4007;
+const ERR_PERSIST: u32 = 5001;
+
+struct AckBody(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for AckBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+fn rest_error(status: StatusCode, kind: &'static str, message: &str) -> Response {
+    let mut resp = (
+        status,
+        serde_json::to_vec(&json!({ "Message": message })).unwrap_or_default(),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(kind) {
+        resp.headers_mut().insert("x-amzn-ErrorType", v);
+    }
+    resp
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// One acknowledgement line, keys in the order AWS sends them:
+/// `{"EventType":"PERSISTED","FragmentTimecode":12345,"FragmentNumber":"91..."}`.
+fn ack(event: &str, timecode: Option<u64>, number: Option<&str>, error_id: Option<u32>) -> Bytes {
+    let mut line = format!("{{\"EventType\":\"{event}\"");
+    if let Some(t) = timecode {
+        line.push_str(&format!(",\"FragmentTimecode\":{t}"));
+    }
+    if let Some(n) = number {
+        // Fragment numbers are digits only: nothing to escape.
+        line.push_str(&format!(",\"FragmentNumber\":\"{n}\""));
+    }
+    if let Some(e) = error_id {
+        line.push_str(&format!(",\"ErrorId\":{e}"));
+    }
+    line.push_str("}\n");
+    Bytes::from(line)
+}
+
+/// `POST /putMedia`.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let h = &parts.headers;
+    let r = VideoRef {
+        name: header_str(h, "x-amzn-stream-name").map(str::to_string),
+        arn: header_str(h, "x-amzn-stream-arn").map(str::to_string),
+    };
+    let meta = match state.video.get(&r) {
+        Ok(m) => m,
+        Err(e) if r.name.is_none() && r.arn.is_none() => {
+            return rest_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgumentException",
+                &e.to_string(),
+            );
+        }
+        Err(e) => {
+            return rest_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                &e.to_string(),
+            );
+        }
+    };
+    let relative = match header_str(h, "x-amzn-fragment-timecode-type") {
+        None | Some("ABSOLUTE") => false,
+        Some("RELATIVE") => true,
+        Some(other) => {
+            return rest_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgumentException",
+                &format!(
+                    "x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE, not {other}."
+                ),
+            );
+        }
+    };
+    let start_ms = match header_str(h, "x-amzn-producer-start-timestamp") {
+        None => None,
+        Some(text) => match text.parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => Some((secs * 1000.0).round() as i64),
+            _ => {
+                return rest_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidArgumentException",
+                    "x-amzn-producer-start-timestamp must be seconds since the epoch.",
+                );
+            }
+        },
+    };
+    if relative && start_ms.is_none() {
+        return rest_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgumentException",
+            "RELATIVE timecodes need x-amzn-producer-start-timestamp.",
+        );
+    }
+
+    let mut body = body;
+    // Reading before answering makes hyper send `100 Continue` to producers that wait.
+    let first = body.frame().await;
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let mut ingest = Ingest {
+        video: state.video.clone(),
+        meta,
+        tx,
+        ebml_header: Bytes::new(),
+        info_and_tracks: Bytes::new(),
+        timecode_scale: 1_000_000,
+        relative,
+        start_ms,
+        next_offset: None,
+    };
+    tokio::spawn(async move {
+        if ingest.meta.status != VideoStatus::Active {
+            let _ = ingest
+                .tx
+                .send(ack("ERROR", None, None, Some(ERR_STREAM_NOT_ACTIVE)))
+                .await;
+            return;
+        }
+        let mut reader = MkvReader::new(Limits::default());
+        let mut events = Vec::new();
+        let mut pending = Some(first);
+        let mut silent_for = Duration::ZERO;
+        loop {
+            let frame = match pending.take() {
+                Some(f) => f,
+                None => match tokio::time::timeout(IDLE_EVERY, body.frame()).await {
+                    Ok(f) => f,
+                    Err(_) => {
+                        silent_for += IDLE_EVERY;
+                        if silent_for >= SILENCE_LIMIT
+                            || ingest.tx.send(ack("IDLE", None, None, None)).await.is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            silent_for = Duration::ZERO;
+            match frame {
+                None => {
+                    // End of the body: a last unknown-size Cluster ends here.
+                    let result = reader.finish(&mut events);
+                    if ingest.process(&mut events).await
+                        && let Err(e) = result
+                    {
+                        let _ = ingest
+                            .tx
+                            .send(ack("ERROR", None, None, Some(e.error_id())))
+                            .await;
+                    }
+                    return;
+                }
+                Some(Err(_)) => {
+                    let _ = ingest
+                        .tx
+                        .send(ack("ERROR", None, None, Some(ERR_STREAM_READ)))
+                        .await;
+                    return;
+                }
+                Some(Ok(f)) => {
+                    let Ok(chunk) = f.into_data() else { continue };
+                    let result = reader.feed(&chunk, &mut events);
+                    // Fragments completed before an error are still stored.
+                    if !ingest.process(&mut events).await {
+                        return;
+                    }
+                    if let Err(e) = result {
+                        tracing::info!(stream = ingest.meta.name, error = %e, "PutMedia refused");
+                        let _ = ingest
+                            .tx
+                            .send(ack("ERROR", None, None, Some(e.error_id())))
+                            .await;
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::new(AckBody(rx)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The state of one PutMedia connection.
+struct Ingest {
+    video: std::sync::Arc<crate::video::VideoService>,
+    meta: crate::video::VideoStreamMeta,
+    tx: mpsc::Sender<Bytes>,
+    /// EBML header of the current document.
+    ebml_header: Bytes,
+    /// Info and Tracks of the current document.
+    info_and_tracks: Bytes,
+    timecode_scale: u64,
+    relative: bool,
+    start_ms: Option<i64>,
+    /// The log offset the next fragment is expected to get (for the numbers in
+    /// BUFFERING/RECEIVED acks; PERSISTED carries the number actually assigned).
+    next_offset: Option<u64>,
+}
+
+impl Ingest {
+    async fn send(&self, line: Bytes) -> bool {
+        self.tx.send(line).await.is_ok()
+    }
+
+    async fn expected_number(&mut self) -> Option<String> {
+        if self.meta.retention_hours == 0 {
+            return None;
+        }
+        if self.next_offset.is_none() {
+            self.next_offset = self.video.fragment_end_offset(&self.meta).await.ok();
+        }
+        self.next_offset
+            .map(|o| crate::video::fragments::fragment_number(self.meta.stream_id, o))
+    }
+
+    /// Acts on reader events: acks, and stores complete fragments. Returns false when
+    /// the connection must end (an ERROR was sent or the client went away).
+    async fn process(&mut self, events: &mut Vec<MkvEvent>) -> bool {
+        for event in events.drain(..) {
+            match event {
+                MkvEvent::Header(h) => {
+                    self.timecode_scale = h.timecode_scale.max(1);
+                    self.ebml_header = Bytes::from(h.ebml_header_bytes);
+                    self.info_and_tracks = Bytes::from(h.info_and_tracks_bytes);
+                }
+                MkvEvent::FragmentStart { cluster_timecode } => {
+                    let number = self.expected_number().await;
+                    if !self
+                        .send(ack(
+                            "BUFFERING",
+                            Some(cluster_timecode),
+                            number.as_deref(),
+                            None,
+                        ))
+                        .await
+                    {
+                        return false;
+                    }
+                }
+                MkvEvent::FragmentEnd(fragment) => {
+                    if !self.store(fragment).await {
+                        return false;
+                    }
+                }
+                MkvEvent::Frame(_) | MkvEvent::Tags(_) | MkvEvent::EndOfFragment => {}
+            }
+        }
+        true
+    }
+
+    async fn store(&mut self, fragment: crate::media::mkv::Fragment) -> bool {
+        let tc = fragment.cluster_timecode;
+        let scale = self.timecode_scale as u128;
+        let tc_ms = (tc as u128 * scale / 1_000_000) as i64;
+        let producer_ts_ms = if self.relative {
+            self.start_ms.unwrap_or(0) + tc_ms
+        } else {
+            tc_ms
+        };
+        if producer_ts_ms < 0 {
+            let _ = self
+                .send(ack("ERROR", Some(tc), None, Some(ERR_INVALID_TIMESTAMP)))
+                .await;
+            return false;
+        }
+        let number = self.expected_number().await;
+        if !self
+            .send(ack("RECEIVED", Some(tc), number.as_deref(), None))
+            .await
+        {
+            return false;
+        }
+        if self.meta.retention_hours == 0 {
+            // Nothing is kept for streams without retention: receipt is all there is.
+            return self.send(ack("PERSISTED", Some(tc), None, None)).await;
+        }
+        let fm = FragmentMeta {
+            producer_ts_ms,
+            cluster_timecode: tc,
+            timecode_scale: self.timecode_scale,
+            duration_ms: (fragment.duration as u128 * scale / 1_000_000) as u64,
+            frame_count: fragment.frame_count as u32,
+            ebml_header: self.ebml_header.clone(),
+            info_and_tracks: self.info_and_tracks.clone(),
+        };
+        match self
+            .video
+            .append_fragment(&self.meta, fm, Bytes::from(fragment.raw_cluster_bytes))
+            .await
+        {
+            Ok((number, _, offset)) => {
+                self.next_offset = Some(offset + 1);
+                self.send(ack("PERSISTED", Some(tc), Some(&number), None))
+                    .await
+            }
+            Err(e) => {
+                tracing::error!(stream = self.meta.name, error = %e, "could not persist fragment");
+                let _ = self
+                    .send(ack("ERROR", Some(tc), None, Some(ERR_PERSIST)))
+                    .await;
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! PutMedia end to end against the real binary: the real kvssink body
+//! (`tests/fixtures/kvs/putmedia_body.mkv`) is uploaded chunked, in random chunk sizes,
+//! with `Expect: 100-continue`, while the acknowledgements are read as they stream back.
+//! Checks the `100 Continue`, the BUFFERING / RECEIVED / PERSISTED order per fragment,
+//! timecodes echoed from the MKV, increasing fragment numbers, that PERSISTED fragments
+//! survive a SIGKILL, and the ERROR acks for malformed bodies.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Rng, Server};
+use freshet::media::mkv::{Limits, MkvEvent, MkvReader};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const FIXTURE: &[u8] = include_bytes!("fixtures/kvs/putmedia_body.mkv");
+
+async fn create_video_stream(endpoint: &str, name: &str, retention: u32) {
+    let r = reqwest::Client::new()
+        .post(format!("{endpoint}/createStream"))
+        .body(format!(
+            r#"{{"StreamName":"{name}","DataRetentionInHours":{retention}}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// Uploads `body` to PutMedia in chunks of random size and returns (raw response head,
+/// ack lines). Reads acks concurrently with the upload.
+async fn put_media(
+    endpoint: &str,
+    stream: &str,
+    body: &[u8],
+    rng: &mut Rng,
+) -> (String, Vec<Value>) {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /putMedia HTTP/1.1\r\nHost: {addr}\r\nx-amzn-stream-name: {stream}\r\n\
+         x-amzn-fragment-timecode-type: ABSOLUTE\r\nx-amzn-producer-start-timestamp: 1700000000.000\r\n\
+         x-amzn-fragment-acknowledgment-required: 1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let n = (rng.range(1, 64 * 1024) as usize).min(body.len() - at);
+        chunks.push(body[at..at + n].to_vec());
+        at += n;
+    }
+    let writer = tokio::spawn(async move {
+        for c in chunks {
+            let mut frame = format!("{:x}\r\n", c.len()).into_bytes();
+            frame.extend_from_slice(&c);
+            frame.extend_from_slice(b"\r\n");
+            if wr.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.write_all(b"0\r\n\r\n").await;
+        // Like the producer SDK: keep the connection open until the acks are read.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(wr);
+    });
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => break,
+        }
+        // The response ends with the last chunk.
+        if raw.ends_with(b"0\r\n\r\n") {
+            break;
+        }
+    }
+    writer.abort();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let acks = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad ack line {l:?}: {e}")))
+        .collect();
+    (text, acks)
+}
+
+fn fixture_fragments() -> Vec<u64> {
+    let events = MkvReader::new(Limits::default())
+        .read_to_end(FIXTURE)
+        .unwrap();
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            MkvEvent::FragmentEnd(f) => Some(f.cluster_timecode),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn kvssink_body_is_acknowledged_and_survives_a_kill() {
+    let mut server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    create_video_stream(&ep, "cam", 2).await;
+    let expected = fixture_fragments();
+    assert!(
+        expected.len() >= 2,
+        "fixture has {} fragments",
+        expected.len()
+    );
+    let mut rng = Rng::from_env("putmedia");
+    let (text, acks) = put_media(&ep, "cam", FIXTURE, &mut rng).await;
+    assert!(
+        text.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+
+    // Per fragment: BUFFERING, RECEIVED, PERSISTED, with the Cluster timecode echoed.
+    let kinds: Vec<&str> = acks
+        .iter()
+        .map(|a| a["EventType"].as_str().unwrap())
+        .collect();
+    assert!(!kinds.contains(&"ERROR"), "{acks:?}");
+    let persisted: Vec<&Value> = acks
+        .iter()
+        .filter(|a| a["EventType"] == "PERSISTED")
+        .collect();
+    let timecodes: Vec<u64> = persisted
+        .iter()
+        .map(|a| a["FragmentTimecode"].as_u64().unwrap())
+        .collect();
+    assert_eq!(timecodes, expected);
+    for tc in &expected {
+        let order: Vec<&str> = acks
+            .iter()
+            .filter(|a| a["FragmentTimecode"].as_u64() == Some(*tc))
+            .map(|a| a["EventType"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            ["BUFFERING", "RECEIVED", "PERSISTED"],
+            "fragment {tc}"
+        );
+    }
+    let numbers: Vec<&str> = persisted
+        .iter()
+        .map(|a| a["FragmentNumber"].as_str().unwrap())
+        .collect();
+    assert!(
+        numbers
+            .iter()
+            .all(|n| n.len() <= 128 && n.bytes().all(|b| b.is_ascii_digit()))
+    );
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+
+    // PERSISTED means durable: a SIGKILL right now loses nothing.
+    server.kill();
+    server.restart().await;
+    let ep = server.endpoint();
+    let (_, acks2) = put_media(&ep, "cam", FIXTURE, &mut rng).await;
+    let again: Vec<&str> = acks2
+        .iter()
+        .filter(|a| a["EventType"] == "PERSISTED")
+        .map(|a| a["FragmentNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(again.len(), expected.len());
+    // Numbering continues after the fragments stored before the kill.
+    assert!(
+        again[0] > *numbers.last().unwrap(),
+        "{again:?} after {numbers:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_error_acks_and_keep_earlier_fragments() {
+    let server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    create_video_stream(&ep, "bad", 2).await;
+    let mut rng = Rng::new(7);
+
+    // Not MKV at all: ERROR 4006.
+    let (_, acks) = put_media(
+        &ep,
+        "bad",
+        b"this is not matroska at all, just text",
+        &mut rng,
+    )
+    .await;
+    let last = acks.last().expect("an ack");
+    assert_eq!(last["EventType"], "ERROR");
+    assert_eq!(last["ErrorId"], 4006);
+
+    // Good fragments, then garbage in the middle of the next Cluster: the complete
+    // fragments are PERSISTED before the ERROR.
+    let expected = fixture_fragments();
+    let events = MkvReader::new(Limits::default())
+        .read_to_end(FIXTURE)
+        .unwrap();
+    let _ = events;
+    let cut = FIXTURE.len() * 2 / 3;
+    let mut body = FIXTURE[..cut].to_vec();
+    body.extend_from_slice(&[0xFF; 64]);
+    let (_, acks) = put_media(&ep, "bad", &body, &mut rng).await;
+    let persisted = acks
+        .iter()
+        .filter(|a| a["EventType"] == "PERSISTED")
+        .count();
+    assert!(persisted >= 1 && persisted < expected.len(), "{acks:?}");
+    assert_eq!(acks.last().unwrap()["EventType"], "ERROR");
+
+    // Missing stream: 404 with the AWS error type.
+    let r = reqwest::Client::new()
+        .post(format!("{ep}/putMedia"))
+        .header("x-amzn-stream-name", "nope")
+        .body(FIXTURE[..100].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-amzn-ErrorType"], "ResourceNotFoundException");
+
+    // The server still serves.
+    let ok = reqwest::get(format!("{ep}/health")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+const SAMPLE: &[u8] = include_bytes!("../media-samples/h264-1s-gop.kvs.mkv");
+
+/// Reads a GetMedia-style response (a sequence of MKV documents) until `fragments`
+/// Clusters arrived or the body ends. Returns the raw bytes and the parsed events.
+async fn read_documents(resp: reqwest::Response, fragments: usize) -> (Vec<u8>, Vec<MkvEvent>) {
+    let mut resp = resp;
+    let mut raw = Vec::new();
+    let mut reader = MkvReader::for_document_sequence(Limits::default());
+    let mut events = Vec::new();
+    while events
+        .iter()
+        .filter(|e| matches!(e, MkvEvent::FragmentEnd(_)))
+        .count()
+        < fragments
+    {
+        match tokio::time::timeout(Duration::from_secs(20), resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                raw.extend_from_slice(&chunk);
+                reader
+                    .feed(&chunk, &mut events)
+                    .expect("GetMedia output parses");
+            }
+            _ => break,
+        }
+    }
+    (raw, events)
+}
+
+fn tags_of(events: &[MkvEvent]) -> Vec<Vec<(String, String)>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            MkvEvent::Tags(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn post_json(ep: &str, path: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{ep}/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn get_media_list_fragments_and_fragment_lists_replay_what_was_pushed() {
+    let server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    create_video_stream(&ep, "replay", 2).await;
+    let mut rng = Rng::new(3);
+    let (_, acks) = put_media(&ep, "replay", SAMPLE, &mut rng).await;
+    let numbers: Vec<String> = acks
+        .iter()
+        .filter(|a| a["EventType"] == "PERSISTED")
+        .map(|a| a["FragmentNumber"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(numbers.len(), 6, "one fragment per 1 s GOP: {acks:?}");
+
+    // GetMedia from the start: six complete documents, AWS tags around each Cluster.
+    let resp = post_json(&ep, "getMedia", serde_json::json!({"StreamName": "replay", "StartSelector": {"StartSelectorType": "EARLIEST"}})).await;
+    assert_eq!(resp.status(), 200);
+    let (raw, events) = read_documents(resp, 6).await;
+    let frames = events
+        .iter()
+        .filter(|e| matches!(e, MkvEvent::Frame(_)))
+        .count();
+    assert_eq!(frames, 150);
+    let tags = tags_of(&events);
+    assert_eq!(
+        tags.len(),
+        12,
+        "a Tags element before and after every Cluster"
+    );
+    for (i, number) in numbers.iter().enumerate() {
+        let before = &tags[2 * i];
+        let after = &tags[2 * i + 1];
+        let get = |t: &Vec<(String, String)>, k: &str| {
+            t.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get(before, "AWS_KINESISVIDEO_FRAGMENT_NUMBER").as_ref(),
+            Some(number)
+        );
+        assert!(
+            get(before, "AWS_KINESISVIDEO_SERVER_TIMESTAMP")
+                .unwrap()
+                .contains('.')
+        );
+        assert_eq!(
+            get(before, "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP").unwrap(),
+            format!("{i}.000")
+        );
+        assert_eq!(
+            get(after, "AWS_KINESISVIDEO_CONTINUATION_TOKEN").as_ref(),
+            Some(number)
+        );
+        assert!(
+            get(after, "AWS_KINESISVIDEO_MILLIS_BEHIND_NOW")
+                .unwrap()
+                .parse::<u64>()
+                .is_ok()
+        );
+    }
+
+    // What ffmpeg makes of it: 150 frames of H.264, decoded without an error.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("get_media.mkv");
+    std::fs::write(&path, &raw).unwrap();
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe is installed by scripts/test.sh");
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "h264,150");
+    let decode = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-xerror", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .status()
+        .unwrap();
+    assert!(decode.success());
+
+    // Resume after the third fragment with its continuation token.
+    let resp = post_json(&ep, "getMedia", serde_json::json!({"StreamName": "replay", "StartSelector": {"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": numbers[2]}})).await;
+    let (_, events) = read_documents(resp, 3).await;
+    let tags = tags_of(&events);
+    assert_eq!(
+        tags[0]
+            .iter()
+            .find(|(n, _)| n == "AWS_KINESISVIDEO_FRAGMENT_NUMBER")
+            .unwrap()
+            .1,
+        numbers[3]
+    );
+
+    // ListFragments, paginated, by producer timestamp range.
+    let page = post_json(
+        &ep,
+        "listFragments",
+        serde_json::json!({"StreamName": "replay", "MaxResults": 4}),
+    )
+    .await;
+    let page: Value = page.json().await.unwrap();
+    assert_eq!(page["Fragments"].as_array().unwrap().len(), 4);
+    let next = page["NextToken"].as_str().unwrap();
+    let rest: Value = post_json(
+        &ep,
+        "listFragments",
+        serde_json::json!({"StreamName": "replay", "NextToken": next}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let listed: Vec<&str> = page["Fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["Fragments"].as_array().unwrap())
+        .map(|f| f["FragmentNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        numbers.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let ranged: Value = post_json(&ep, "listFragments", serde_json::json!({"StreamName": "replay", "FragmentSelector": {"FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {"StartTimestamp": 2.0, "EndTimestamp": 4.0}}})).await.json().await.unwrap();
+    let ranged: Vec<&str> = ranged["Fragments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["FragmentNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ranged,
+        numbers[2..5].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+
+    // GetMediaForFragmentList returns exactly the listed fragments, in order.
+    let resp = post_json(
+        &ep,
+        "getMediaForFragmentList",
+        serde_json::json!({"StreamName": "replay", "Fragments": [numbers[4], numbers[1]]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let (_, events) = read_documents(resp, 2).await;
+    let got: Vec<String> = tags_of(&events)
+        .iter()
+        .filter_map(|t| {
+            t.iter()
+                .find(|(n, _)| n == "AWS_KINESISVIDEO_FRAGMENT_NUMBER")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(got, [numbers[4].clone(), numbers[1].clone()]);
+    let bad = post_json(
+        &ep,
+        "getMediaForFragmentList",
+        serde_json::json!({"StreamName": "replay", "Fragments": ["123"]}),
+    )
+    .await;
+    assert_eq!(bad.status(), 404);
+}
