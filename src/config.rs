@@ -50,7 +50,7 @@ pub struct ServeConfig {
     pub retention_check_secs: Option<u64>,
     /// Microseconds a group commit waits for more writes to join it; trades a little
     /// latency for less CPU per record under concurrent load (0 = commit at once)
-    /// [default: 1000]
+    /// [default: 0]
     #[arg(long, env = "FRESHET_COMMIT_DELAY_US")]
     pub commit_delay_us: Option<u64>,
     /// Size at which a shard's segment file is sealed, in MiB [default: 64]
