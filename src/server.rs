@@ -90,14 +90,24 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let retention_every = Duration::from_secs(config.retention_check_secs.unwrap_or(60).max(1));
     let sweeper = {
         let streams = streams.clone();
+        let video = video.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(retention_every);
             loop {
                 tick.tick().await;
                 match streams.enforce_retention().await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(segments = n, "retention removed expired segments"),
+                    Ok(n) => {
+                        tracing::info!(segments = n, "retention removed expired record segments")
+                    }
                     Err(e) => tracing::error!(error = %e, "retention pass failed"),
+                }
+                match video.enforce_retention().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(segments = n, "retention removed expired fragment segments")
+                    }
+                    Err(e) => tracing::error!(error = %e, "video retention pass failed"),
                 }
             }
         })

@@ -587,6 +587,24 @@ impl VideoService {
         let _ = tokio::time::timeout(timeout, rx.wait_for(|end| *end > offset)).await;
     }
 
+    /// Deletes fragments older than each stream's retention period (whole segments, as
+    /// for data streams). Returns the number of segments removed.
+    pub async fn enforce_retention(&self) -> Result<usize> {
+        let now = self.clock.now_ms();
+        let streams: Vec<VideoStreamMeta> =
+            self.streams.read().unwrap().values().cloned().collect();
+        let mut removed = 0;
+        for meta in streams {
+            if meta.retention_hours == 0 {
+                continue;
+            }
+            let cutoff = now - meta.retention_hours as i64 * 3_600_000;
+            let log = self.log(&meta).await?;
+            removed += self.store.enforce_retention(&log, cutoff).await?;
+        }
+        Ok(removed)
+    }
+
     /// The log offset the next fragment of a stream will get.
     pub async fn fragment_end_offset(&self, meta: &VideoStreamMeta) -> Result<u64> {
         Ok(self.log(meta).await?.bounds().end_offset)
