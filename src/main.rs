@@ -40,6 +40,13 @@ enum Command {
         #[command(flatten)]
         args: cli::PutArgs,
     },
+    /// Video streams: push MKV with PutMedia, read it back with GetMedia, list fragments
+    Video {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[command(subcommand)]
+        command: cli::video::VideoCommand,
+    },
     /// Print a stream's records as they arrive, following all shards
     Tail {
         #[command(flatten)]
@@ -93,6 +100,9 @@ fn main() -> anyhow::Result<()> {
             &KinesisClient::new(&endpoint.endpoint),
             args,
         )),
+        Command::Video { endpoint, command } => {
+            runtime.block_on(cli::video::run(&endpoint.endpoint, command))
+        }
         Command::Tail { endpoint, args } => runtime.block_on(cli::commands::tail(
             &KinesisClient::new(&endpoint.endpoint),
             args,

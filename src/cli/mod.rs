@@ -4,5 +4,6 @@
 
 pub mod client;
 pub mod commands;
+pub mod video;
 
 pub use commands::{PutArgs, StreamCommand, TailArgs};

@@ -1,6 +1,7 @@
 """Freshet's own command-line client (`freshet stream|put|tail`) against a live server,
 as a person would use it."""
 import json
+from pathlib import Path
 import subprocess
 import time
 
@@ -94,3 +95,33 @@ def test_tail_follows_children_after_split(endpoint, kinesis):
     assert lines[0]["shardId"] == shard_id(0)
     assert sorted(l["data"] for l in lines[1:]) == [f"after-{i}" for i in range(4)]
     assert {l["shardId"] for l in lines[1:]} <= {shard_id(1), shard_id(2)}
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "media-samples"
+
+
+def test_video_push_fragments_get(endpoint, tmp_path):
+    name = unique_name("vcli")
+    p = freshet(endpoint, "video", "push", str(SAMPLES / "h264-1s-gop.kvs.mkv"), "--stream", name)
+    acks = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    assert [a["EventType"] for a in acks].count("PERSISTED") == 6
+    assert "6 fragments persisted" in p.stderr
+    listed = freshet(endpoint, "video", "fragments", "--stream", name).stdout.splitlines()
+    assert len(listed) == 6
+    assert listed[0].split()[0] == next(a["FragmentNumber"] for a in acks if a["EventType"] == "PERSISTED")
+    out = tmp_path / "get.mkv"
+    with open(out, "wb") as f:
+        subprocess.run([str(freshet_bin()), "video", "get", "--stream", name, "--seconds", "3",
+                        "--endpoint", endpoint], stdout=f, check=True, timeout=30)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+                            "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(out)],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "150"
+
+
+def test_video_push_of_a_non_mkv_file_fails_clearly(endpoint, tmp_path):
+    bogus = tmp_path / "not-video.mkv"
+    bogus.write_bytes(b"plain text, not matroska\n" * 10)
+    p = freshet(endpoint, "video", "push", str(bogus), "--stream", unique_name("vcli"), check=False)
+    assert p.returncode != 0
+    assert '"ErrorId":4006' in p.stdout

@@ -1,0 +1,302 @@
+//! `freshet video push|get|fragments`: a PutMedia client that prints the
+//! acknowledgements, a GetMedia client that writes MKV to standard output, and a
+//! fragment lister. They speak the Kinesis Video HTTP APIs like any other client.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::media::mkv::{Limits, MkvEvent, MkvReader};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VideoCommand {
+    /// Upload an MKV file with PutMedia (one fragment per Cluster), printing the acks
+    Push {
+        /// MKV file whose Clusters each start with a key frame
+        file: PathBuf,
+        /// Video stream to write to (created if missing)
+        #[arg(long)]
+        stream: String,
+        /// Send fragments at the pace of their timecodes, like a live camera
+        #[arg(long)]
+        realtime: bool,
+        /// Treat Cluster timecodes as relative to this start time (epoch seconds)
+        /// instead of absolute producer timestamps
+        #[arg(long)]
+        relative_start: Option<f64>,
+    },
+    /// Write a stream's media (GetMedia) to standard output as MKV
+    Get {
+        #[arg(long)]
+        stream: String,
+        /// EARLIEST, NOW, a fragment number, or an epoch-seconds server timestamp
+        #[arg(long, default_value = "EARLIEST")]
+        start: String,
+        /// Stop after this many seconds (GetMedia otherwise follows the live edge)
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// List a stream's stored fragments
+    Fragments {
+        #[arg(long)]
+        stream: String,
+    },
+}
+
+fn host_port(endpoint: &str) -> anyhow::Result<String> {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .context("the endpoint must be an http:// URL")?;
+    Ok(rest.trim_end_matches('/').to_string())
+}
+
+async fn control(endpoint: &str, op: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/{op}", endpoint.trim_end_matches('/')))
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| {
+            format!("cannot reach Freshet at {endpoint} (is `freshet serve` running?)")
+        })?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+pub async fn run(endpoint: &str, cmd: VideoCommand) -> anyhow::Result<()> {
+    match cmd {
+        VideoCommand::Push {
+            file,
+            stream,
+            realtime,
+            relative_start,
+        } => push(endpoint, &file, &stream, realtime, relative_start).await,
+        VideoCommand::Get {
+            stream,
+            start,
+            seconds,
+        } => get(endpoint, &stream, &start, seconds).await,
+        VideoCommand::Fragments { stream } => {
+            let mut token: Option<String> = None;
+            loop {
+                let mut body = json!({ "StreamName": stream });
+                if let Some(t) = &token {
+                    body["NextToken"] = json!(t);
+                }
+                let (status, out) = control(endpoint, "listFragments", body).await?;
+                if status != 200 {
+                    bail!(
+                        "{}",
+                        out["Message"].as_str().unwrap_or("listFragments failed")
+                    );
+                }
+                for f in out["Fragments"].as_array().cloned().unwrap_or_default() {
+                    println!(
+                        "{} producer {:.3} server {:.3} {} ms {} bytes",
+                        f["FragmentNumber"].as_str().unwrap_or(""),
+                        f["ProducerTimestamp"].as_f64().unwrap_or(0.0),
+                        f["ServerTimestamp"].as_f64().unwrap_or(0.0),
+                        f["FragmentLengthInMilliseconds"],
+                        f["FragmentSizeInBytes"]
+                    );
+                }
+                match out["NextToken"].as_str() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+async fn push(
+    endpoint: &str,
+    file: &PathBuf,
+    stream: &str,
+    realtime: bool,
+    relative_start: Option<f64>,
+) -> anyhow::Result<()> {
+    let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // Like the producer SDK: create the stream if it does not exist.
+    let (status, _) = control(endpoint, "describeStream", json!({ "StreamName": stream })).await?;
+    if status == 404 {
+        let (status, out) = control(
+            endpoint,
+            "createStream",
+            json!({ "StreamName": stream, "DataRetentionInHours": 24 }),
+        )
+        .await?;
+        if status != 200 {
+            bail!(
+                "cannot create stream {stream}: {}",
+                out["Message"].as_str().unwrap_or("")
+            );
+        }
+        eprintln!("created video stream {stream}");
+    }
+    // Wait until the stream is ACTIVE, as the producer SDK does.
+    for _ in 0..300 {
+        let (_, out) = control(endpoint, "describeStream", json!({ "StreamName": stream })).await?;
+        if out["StreamInfo"]["Status"] == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let addr = host_port(endpoint)?;
+    let mut sock = TcpStream::connect(&addr)
+        .await
+        .with_context(|| format!("cannot reach Freshet at {endpoint}"))?;
+    let (kind, start) = match relative_start {
+        Some(s) => ("RELATIVE", s),
+        None => ("ABSOLUTE", 0.0),
+    };
+    let head = format!(
+        "POST /putMedia HTTP/1.1\r\nHost: {addr}\r\nx-amzn-stream-name: {stream}\r\n\
+         x-amzn-fragment-timecode-type: {kind}\r\nx-amzn-producer-start-timestamp: {start:.3}\r\n\
+         x-amzn-fragment-acknowledgment-required: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await?;
+    let (mut rd, mut wr) = sock.into_split();
+
+    let bar = indicatif::ProgressBar::new(data.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let sender_bar = bar.clone();
+    let sender = tokio::spawn(async move {
+        let mut reader = MkvReader::new(Limits::default());
+        let mut events = Vec::new();
+        let began = Instant::now();
+        let mut first_tc: Option<u64> = None;
+        for chunk in data.chunks(16 * 1024) {
+            if realtime {
+                // Hold each fragment back until its timecode is due.
+                let _ = reader.feed(chunk, &mut events);
+                for e in events.drain(..) {
+                    if let MkvEvent::FragmentStart { cluster_timecode } = e {
+                        let scale = reader.timecode_scale().max(1) as u128;
+                        let t0 = *first_tc.get_or_insert(cluster_timecode);
+                        let due_ms = (cluster_timecode.saturating_sub(t0) as u128 * scale
+                            / 1_000_000) as u64;
+                        let due = Duration::from_millis(due_ms);
+                        if let Some(wait) = due.checked_sub(began.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+            }
+            let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+            frame.extend_from_slice(chunk);
+            frame.extend_from_slice(b"\r\n");
+            if wr.write_all(&frame).await.is_err() {
+                return wr;
+            }
+            sender_bar.inc(chunk.len() as u64);
+        }
+        let _ = wr.write_all(b"0\r\n\r\n").await;
+        wr
+    });
+
+    // Print acks as they come; stop at the end of the response.
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut printed = 0usize;
+    let (mut persisted, mut errors) = (0usize, 0usize);
+    let mut seen_head = false;
+    loop {
+        let n = match tokio::time::timeout(Duration::from_secs(60), rd.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if !seen_head {
+            if let Some(status) = text
+                .lines()
+                .find(|l| l.starts_with("HTTP/1.1 ") && !l.contains(" 100 "))
+            {
+                seen_head = true;
+                if !status.contains(" 200 ") {
+                    bar.finish_and_clear();
+                    let body = text.split("\r\n\r\n").last().unwrap_or("");
+                    bail!("PutMedia refused: {status} {body}");
+                }
+            }
+        }
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+        for line in &lines[printed..] {
+            bar.suspend(|| println!("{line}"));
+            if line.contains("\"PERSISTED\"") {
+                persisted += 1;
+            }
+            if line.contains("\"ERROR\"") {
+                errors += 1;
+            }
+        }
+        printed = lines.len();
+        bar.set_message(format!("{persisted} fragments persisted"));
+        if text.ends_with("0\r\n\r\n") {
+            break;
+        }
+    }
+    bar.finish();
+    sender.abort();
+    eprintln!("{persisted} fragments persisted to {stream}");
+    if errors > 0 {
+        bail!("the upload ended with an error");
+    }
+    Ok(())
+}
+
+async fn get(
+    endpoint: &str,
+    stream: &str,
+    start: &str,
+    seconds: Option<u64>,
+) -> anyhow::Result<()> {
+    let selector = match start {
+        "EARLIEST" | "NOW" => json!({ "StartSelectorType": start }),
+        s if s.len() > 20 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            json!({ "StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": s })
+        }
+        s => match s.parse::<f64>() {
+            Ok(ts) => json!({ "StartSelectorType": "SERVER_TIMESTAMP", "StartTimestamp": ts }),
+            Err(_) => bail!("--start must be EARLIEST, NOW, a fragment number or epoch seconds"),
+        },
+    };
+    let mut resp = reqwest::Client::new()
+        .post(format!("{}/getMedia", endpoint.trim_end_matches('/')))
+        .json(&json!({ "StreamName": stream, "StartSelector": selector }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach Freshet at {endpoint}"))?;
+    if !resp.status().is_success() {
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!("{}", body["Message"].as_str().unwrap_or("GetMedia failed"));
+    }
+    let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut out = std::io::stdout().lock();
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            return Ok(());
+        }
+        let next = match left {
+            Some(l) => match tokio::time::timeout(l, resp.chunk()).await {
+                Ok(c) => c?,
+                Err(_) => return Ok(()),
+            },
+            None => resp.chunk().await?,
+        };
+        match next {
+            Some(chunk) => out.write_all(&chunk)?,
+            None => return Ok(()),
+        }
+    }
+}
