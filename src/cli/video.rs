@@ -216,17 +216,16 @@ async fn push(
         };
         raw.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&raw).into_owned();
-        if !seen_head {
-            if let Some(status) = text
+        if !seen_head
+            && let Some(status) = text
                 .lines()
                 .find(|l| l.starts_with("HTTP/1.1 ") && !l.contains(" 100 "))
-            {
-                seen_head = true;
-                if !status.contains(" 200 ") {
-                    bar.finish_and_clear();
-                    let body = text.split("\r\n\r\n").last().unwrap_or("");
-                    bail!("PutMedia refused: {status} {body}");
-                }
+        {
+            seen_head = true;
+            if !status.contains(" 200 ") {
+                bar.finish_and_clear();
+                let body = text.split("\r\n\r\n").last().unwrap_or("");
+                bail!("PutMedia refused: {status} {body}");
             }
         }
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
