@@ -447,3 +447,86 @@ async fn get_media_list_fragments_and_fragment_lists_replay_what_was_pushed() {
     .await;
     assert_eq!(bad.status(), 404);
 }
+
+#[tokio::test]
+async fn get_media_follows_the_live_edge_while_a_producer_pushes() {
+    let server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    create_video_stream(&ep, "live", 2).await;
+    // The reader starts first, at NOW: it must get every fragment pushed afterwards,
+    // as they arrive, without the request ending in between.
+    let resp = post_json(
+        &ep,
+        "getMedia",
+        serde_json::json!({"StreamName": "live", "StartSelector": {"StartSelectorType": "NOW"}}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(read_documents(resp, 6));
+    // Push the six 1-second fragments one by one, a quarter second apart.
+    let events = MkvReader::new(Limits::default())
+        .read_to_end(SAMPLE)
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, MkvEvent::FragmentEnd(_)))
+            .count(),
+        6
+    );
+    let mut rng = Rng::new(11);
+    let ep2 = ep.clone();
+    let pusher = tokio::spawn(async move {
+        // One connection, paced: the body is written slowly so fragments land over ~1.5 s.
+        let addr = ep2.trim_start_matches("http://").to_string();
+        let mut sock = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /putMedia HTTP/1.1\r\nHost: {addr}\r\nx-amzn-stream-name: live\r\n\
+             x-amzn-fragment-timecode-type: ABSOLUTE\r\nx-amzn-producer-start-timestamp: 0\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+        sock.write_all(head.as_bytes()).await.unwrap();
+        for chunk in SAMPLE.chunks(SAMPLE.len() / 6 + 1) {
+            let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+            frame.extend_from_slice(chunk);
+            frame.extend_from_slice(b"\r\n");
+            sock.write_all(&frame).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250 + rng.range(0, 50))).await;
+        }
+        sock.write_all(b"0\r\n\r\n").await.unwrap();
+        // Keep the connection until the acks are in.
+        let mut buf = vec![0u8; 65536];
+        let mut raw = Vec::new();
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(10), sock.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+            if raw.ends_with(b"0\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&raw).matches("PERSISTED").count()
+    });
+    assert_eq!(pusher.await.unwrap(), 6);
+    let (_, events) = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, MkvEvent::FragmentEnd(_)))
+            .count(),
+        6
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, MkvEvent::Frame(_)))
+            .count(),
+        150
+    );
+}
