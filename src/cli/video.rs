@@ -17,7 +17,8 @@ use crate::media::mkv::{Limits, MkvEvent, MkvReader};
 pub enum VideoCommand {
     /// Upload an MKV file with PutMedia (one fragment per Cluster), printing the acks
     Push {
-        /// MKV file whose Clusters each start with a key frame
+        /// MKV file whose Clusters each start with a key frame, or `-` to stream
+        /// standard input (e.g. from `gst-launch-1.0 ... ! matroskamux streamable=true ! fdsink`)
         file: PathBuf,
         /// Video stream to write to (created if missing)
         #[arg(long)]
@@ -121,7 +122,16 @@ async fn push(
     realtime: bool,
     relative_start: Option<f64>,
 ) -> anyhow::Result<()> {
-    let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let (mut source, total): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) =
+        if file.as_os_str() == "-" {
+            (Box::new(tokio::io::stdin()), None)
+        } else {
+            let f = tokio::fs::File::open(file)
+                .await
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let len = f.metadata().await?.len();
+            (Box::new(f), Some(len))
+        };
     // Like the producer SDK: create the stream if it does not exist.
     let (status, _) = control(endpoint, "describeStream", json!({ "StreamName": stream })).await?;
     if status == 404 {
@@ -163,18 +173,30 @@ async fn push(
     sock.write_all(head.as_bytes()).await?;
     let (mut rd, mut wr) = sock.into_split();
 
-    let bar = indicatif::ProgressBar::new(data.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = match total {
+        Some(len) => {
+            let b = indicatif::ProgressBar::new(len);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        }
+        None => indicatif::ProgressBar::new_spinner(),
+    };
     let sender_bar = bar.clone();
     let sender = tokio::spawn(async move {
         let mut reader = MkvReader::new(Limits::default());
         let mut events = Vec::new();
         let began = Instant::now();
         let mut first_tc: Option<u64> = None;
-        for chunk in data.chunks(16 * 1024) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match source.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
             if realtime {
                 // Hold each fragment back until its timecode is due.
                 let _ = reader.feed(chunk, &mut events);

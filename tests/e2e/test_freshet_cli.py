@@ -125,3 +125,37 @@ def test_video_push_of_a_non_mkv_file_fails_clearly(endpoint, tmp_path):
     p = freshet(endpoint, "video", "push", str(bogus), "--stream", unique_name("vcli"), check=False)
     assert p.returncode != 0
     assert '"ErrorId":4006' in p.stdout
+
+
+def test_gstreamer_live_push_with_a_live_reader(endpoint, kinesis, tmp_path):
+    """A GStreamer producer (matroskamux streamable=true) piped into `freshet video push -`
+    while a GetMedia reader that started at NOW follows the live edge."""
+    import requests
+    name = unique_name("gst")
+    r = requests.post(endpoint + "/createStream", json={"StreamName": name, "DataRetentionInHours": 1})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 10
+    while requests.post(endpoint + "/describeStream", json={"StreamName": name}).json()["StreamInfo"]["Status"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    out = tmp_path / "live.mkv"
+    with open(out, "wb") as f:
+        reader = subprocess.Popen([str(freshet_bin()), "video", "get", "--stream", name, "--start", "NOW",
+                                   "--seconds", "12", "--endpoint", endpoint], stdout=f)
+        time.sleep(0.5)
+        gst = subprocess.Popen(
+            "gst-launch-1.0 -q videotestsrc is-live=true num-buffers=75 ! "
+            "video/x-raw,width=320,height=240,framerate=25/1 ! "
+            "x264enc key-int-max=25 bframes=0 tune=zerolatency ! h264parse ! "
+            "video/x-h264,stream-format=avc ! matroskamux streamable=true ! fdsink",
+            shell=True, stdout=subprocess.PIPE)
+        push = subprocess.run([str(freshet_bin()), "video", "push", "-", "--stream", name, "--endpoint", endpoint],
+                              stdin=gst.stdout, capture_output=True, text=True, timeout=60)
+        gst.wait(timeout=30)
+        assert push.returncode == 0, push.stderr
+        assert push.stdout.count('"PERSISTED"') == 3
+        reader.wait(timeout=30)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+                            "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(out)],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "75"
