@@ -121,3 +121,20 @@ impl IntoResponse for ApiError {
         self.into_aws_json()
     }
 }
+
+/// An error in the REST-JSON shape of the Kinesis Video APIs: the type in
+/// `x-amzn-ErrorType`, the status from the API model, and `{"Message": ...}`.
+pub fn rest_json_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "Message": message.into() })).unwrap_or_default();
+    let mut resp = (status, body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(kind) {
+        headers.insert("x-amzn-ErrorType", v);
+    }
+    resp
+}

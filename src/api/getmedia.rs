@@ -12,8 +12,6 @@
 // so its size does not matter.
 #![allow(clippy::result_large_err)]
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -33,33 +31,8 @@ use crate::video::{VideoRef, VideoService, VideoStreamMeta};
 /// GetMedia ends after this long without a new fragment.
 const LIVE_IDLE_LIMIT: Duration = Duration::from_secs(30);
 
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
 fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
-    let body = serde_json::to_vec(&json!({ "Message": message.into() })).unwrap_or_default();
-    let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(v) = HeaderValue::from_str(kind) {
-        resp.headers_mut().insert("x-amzn-ErrorType", v);
-    }
-    resp
+    super::error::rest_json_error(status, kind, message)
 }
 
 fn invalid(message: impl Into<String>) -> Response {
@@ -262,7 +235,7 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
             }
         }
     });
-    let mut resp = Response::new(Body::new(ChannelBody(rx)));
+    let mut resp = Response::new(Body::new(super::ChannelBody(rx)));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
     resp

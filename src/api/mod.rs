@@ -182,3 +182,22 @@ pub async fn read_body(
         _permit: Some(permit),
     })
 }
+
+/// A response body fed by a channel: for responses written while work goes on
+/// (PutMedia acks, GetMedia fragments, followed REST reads). The bounded channel is the
+/// backpressure: the producer waits while the client is slow to read.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}

@@ -10,17 +10,14 @@
 //! end of the response when something is wrong. Memory per connection is bounded by the
 //! reader's limits.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::AppState;
@@ -39,36 +36,8 @@ const ERR_STREAM_NOT_ACTIVE: u32 = 4008;
 const ERR_INVALID_TIMESTAMP: u32 = 4007;
 const ERR_PERSIST: u32 = 5001;
 
-struct AckBody(mpsc::Receiver<Bytes>);
-
-impl http_body::Body for AckBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
 fn rest_error(status: StatusCode, kind: &'static str, message: &str) -> Response {
-    let mut resp = (
-        status,
-        serde_json::to_vec(&json!({ "Message": message })).unwrap_or_default(),
-    )
-        .into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(v) = HeaderValue::from_str(kind) {
-        resp.headers_mut().insert("x-amzn-ErrorType", v);
-    }
-    resp
+    super::error::rest_json_error(status, kind, message)
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -236,7 +205,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
             }
         }
     });
-    let mut resp = Response::new(Body::new(AckBody(rx)));
+    let mut resp = Response::new(Body::new(super::ChannelBody(rx)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -13,9 +13,7 @@
 //! Errors are `{"error": "<AWS error type>", "message": "..."}` with 400/404/413/5xx.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -191,25 +189,6 @@ struct ReadQuery {
     idle_timeout: Option<u64>,
 }
 
-/// A response body fed by a channel (for followed reads).
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
 async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -253,7 +232,7 @@ async fn get(
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let idle = Duration::from_secs(q.idle_timeout.unwrap_or(30).min(3600));
     tokio::spawn(read_loop(svc, stream, cursors, limit, q.follow, idle, tx));
-    let mut resp = Response::new(Body::new(ChannelBody { rx }));
+    let mut resp = Response::new(Body::new(super::ChannelBody(rx)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),

@@ -88,17 +88,7 @@ impl From<ApiError> for VideoApiError {
 
 impl IntoResponse for VideoApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&json!({ "Message": self.message })).unwrap_or_default();
-        let mut resp = (self.status, body).into_response();
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Ok(v) = HeaderValue::from_str(self.kind) {
-            h.insert("x-amzn-ErrorType", v);
-        }
-        resp
+        super::error::rest_json_error(self.status, self.kind, self.message)
     }
 }
 
