@@ -63,6 +63,13 @@ fn stream_of(state: &AppState, doc: &Value) -> Result<VideoStreamMeta, Response>
     })
 }
 
+/// The JSON body of a request and the video stream it names.
+async fn request(state: &AppState, req: Request) -> Result<(Value, VideoStreamMeta), Response> {
+    let doc = read_json(state, req).await?;
+    let meta = stream_of(state, &doc)?;
+    Ok((doc, meta))
+}
+
 fn secs_to_ms(v: &Value) -> Option<i64> {
     v.as_f64().map(|s| (s * 1000.0).round() as i64)
 }
@@ -126,12 +133,8 @@ async fn offset_at_producer_time(
 
 /// `POST /getMedia`.
 pub async fn get_media(State(state): State<AppState>, req: Request) -> Response {
-    let doc = match read_json(&state, req).await {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let meta = match stream_of(&state, &doc) {
-        Ok(m) => m,
+    let (doc, meta) = match request(&state, req).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let selector = &doc["StartSelector"];
@@ -259,12 +262,8 @@ struct Range {
 /// `POST /listFragments`: fragments whose start lies in a timestamp range (inclusive),
 /// at most 1000 per page.
 pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Response {
-    let doc = match read_json(&state, req).await {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let meta = match stream_of(&state, &doc) {
-        Ok(m) => m,
+    let (doc, meta) = match request(&state, req).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let max = doc["MaxResults"].as_u64().unwrap_or(1000).clamp(1, 1000) as usize;
@@ -361,12 +360,8 @@ pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Resp
 /// `POST /getMediaForFragmentList`: the listed fragments (1 to 1000), as GetMedia
 /// documents, in the order given.
 pub async fn get_media_for_fragment_list(State(state): State<AppState>, req: Request) -> Response {
-    let doc = match read_json(&state, req).await {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let meta = match stream_of(&state, &doc) {
-        Ok(m) => m,
+    let (doc, meta) = match request(&state, req).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let Some(list) = doc["Fragments"]

@@ -522,25 +522,6 @@ impl StreamService {
         })
     }
 
-    /// Waits until `ordinal` of stream `r` has entries past `offset`, or `timeout`.
-    /// For followers (REST reads, `freshet tail`).
-    pub async fn wait_for_records(
-        &self,
-        r: &StreamRef,
-        ordinal: u32,
-        offset: u64,
-        timeout: std::time::Duration,
-    ) {
-        let Ok((_, state)) = self.state(r) else {
-            return;
-        };
-        let Some(log) = state.log(ordinal) else {
-            return;
-        };
-        let mut rx = log.watch_end();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|end| *end > offset)).await;
-    }
-
     /// Deletes expired segments of every shard, and forgets closed shards whose data
     /// has all expired. Called periodically by the server.
     pub async fn enforce_retention(self: &Arc<Self>) -> Result<usize> {
