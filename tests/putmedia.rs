@@ -37,6 +37,22 @@ async fn put_media(
     body: &[u8],
     rng: &mut Rng,
 ) -> (String, Vec<Value>) {
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let n = (rng.range(1, 64 * 1024) as usize).min(body.len() - at);
+        chunks.push(body[at..at + n].to_vec());
+        at += n;
+    }
+    put_media_chunks(endpoint, stream, chunks).await
+}
+
+/// Uploads `chunks` to PutMedia, one HTTP chunk each, reading acks concurrently.
+async fn put_media_chunks(
+    endpoint: &str,
+    stream: &str,
+    chunks: Vec<Vec<u8>>,
+) -> (String, Vec<Value>) {
     let addr = endpoint.trim_start_matches("http://");
     let mut sock = TcpStream::connect(addr).await.unwrap();
     let head = format!(
@@ -46,13 +62,6 @@ async fn put_media(
     );
     sock.write_all(head.as_bytes()).await.unwrap();
     let (mut rd, mut wr) = sock.into_split();
-    let mut chunks = Vec::new();
-    let mut at = 0;
-    while at < body.len() {
-        let n = (rng.range(1, 64 * 1024) as usize).min(body.len() - at);
-        chunks.push(body[at..at + n].to_vec());
-        at += n;
-    }
     let writer = tokio::spawn(async move {
         for c in chunks {
             let mut frame = format!("{:x}\r\n", c.len()).into_bytes();
@@ -528,5 +537,60 @@ async fn get_media_follows_the_live_edge_while_a_producer_pushes() {
             .filter(|e| matches!(e, MkvEvent::Frame(_)))
             .count(),
         150
+    );
+}
+
+#[tokio::test]
+async fn producer_tags_sent_after_a_cluster_come_back_with_its_fragment() {
+    use freshet::media::mkv_writer::{SEGMENT_UNKNOWN_SIZE_HEADER, write_tags};
+    let server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    create_video_stream(&ep, "tagged", 2).await;
+    // Rebuild the sample as a producer would send it, with a producer Tags element
+    // after every Cluster, each Cluster and its Tags written together (as the producer
+    // SDK does; tags arriving separately, later, are not attached: see putmedia.rs).
+    let events = MkvReader::new(Limits::default())
+        .read_to_end(SAMPLE)
+        .unwrap();
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut body = Vec::new();
+    let mut index = 0;
+    for e in events {
+        match e {
+            MkvEvent::Header(h) => {
+                body.extend_from_slice(&h.ebml_header_bytes);
+                body.extend_from_slice(&SEGMENT_UNKNOWN_SIZE_HEADER);
+                body.extend_from_slice(&h.info_and_tracks_bytes);
+            }
+            MkvEvent::FragmentEnd(f) => {
+                body.extend_from_slice(&f.raw_cluster_bytes);
+                write_tags(&mut body, &[("camera", &format!("door-{index}"))], 8);
+                chunks.push(std::mem::take(&mut body));
+                index += 1;
+            }
+            _ => {}
+        }
+    }
+    let (_, acks) = put_media_chunks(&ep, "tagged", chunks).await;
+    assert_eq!(
+        acks.iter()
+            .filter(|a| a["EventType"] == "PERSISTED")
+            .count(),
+        6,
+        "{acks:?}"
+    );
+    let resp = post_json(&ep, "getMedia", serde_json::json!({"StreamName": "tagged", "StartSelector": {"StartSelectorType": "EARLIEST"}})).await;
+    let (_, events) = read_documents(resp, 6).await;
+    let cameras: Vec<String> = tags_of(&events)
+        .iter()
+        .flat_map(|t| {
+            t.iter()
+                .filter(|(n, _)| n == "camera")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(
+        cameras,
+        (0..6).map(|i| format!("door-{i}")).collect::<Vec<_>>()
     );
 }

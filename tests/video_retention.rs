@@ -23,6 +23,7 @@ fn fragment(producer_ts_ms: i64) -> FragmentMeta {
         frame_count: 50,
         ebml_header: Bytes::from_static(b"ebml"),
         info_and_tracks: Bytes::from_static(b"tracks"),
+        producer_tags: Vec::new(),
     }
 }
 

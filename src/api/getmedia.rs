@@ -88,7 +88,7 @@ fn document(
         fragment_number: number,
         server_timestamp_ms: server_ms.max(0) as u64,
         producer_timestamp_ms: meta.producer_ts_ms.max(0) as u64,
-        producer_tags: &[],
+        producer_tags: &meta.producer_tags,
         millis_behind_now: (now_ms - server_ms).max(0) as u64,
         continuation_token: number,
     }

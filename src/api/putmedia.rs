@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::AppState;
-use crate::media::mkv::{Limits, MkvEvent, MkvReader};
+use crate::media::mkv::{Limits, MkvEvent, MkvReader, kvs_tags};
 use crate::video::fragments::FragmentMeta;
 use crate::video::{VideoRef, VideoStatus};
 
@@ -249,7 +249,8 @@ impl Ingest {
     /// Acts on reader events: acks, and stores complete fragments. Returns false when
     /// the connection must end (an ERROR was sent or the client went away).
     async fn process(&mut self, events: &mut Vec<MkvEvent>) -> bool {
-        for event in events.drain(..) {
+        let mut events = std::mem::take(events).into_iter().peekable();
+        while let Some(event) = events.next() {
             match event {
                 MkvEvent::Header(h) => {
                     self.timecode_scale = h.timecode_scale.max(1);
@@ -271,7 +272,19 @@ impl Ingest {
                     }
                 }
                 MkvEvent::FragmentEnd(fragment) => {
-                    if !self.store(fragment).await {
+                    // Producer tags sent right after a Cluster belong to its fragment
+                    // (GetMedia returns them after that Cluster). Tags arriving in a
+                    // later chunk than the Cluster's end are not attached.
+                    let mut tags = Vec::new();
+                    while let Some(MkvEvent::Tags(_)) = events.peek() {
+                        if let Some(MkvEvent::Tags(t)) = events.next() {
+                            tags.extend(
+                                t.into_iter()
+                                    .filter(|(name, _)| !kvs_tags::is_kvs_tag(name)),
+                            );
+                        }
+                    }
+                    if !self.store(fragment, tags).await {
                         return false;
                     }
                 }
@@ -281,7 +294,11 @@ impl Ingest {
         true
     }
 
-    async fn store(&mut self, fragment: crate::media::mkv::Fragment) -> bool {
+    async fn store(
+        &mut self,
+        fragment: crate::media::mkv::Fragment,
+        producer_tags: Vec<(String, String)>,
+    ) -> bool {
         let tc = fragment.cluster_timecode;
         let scale = self.timecode_scale as u128;
         let tc_ms = (tc as u128 * scale / 1_000_000) as i64;
@@ -315,6 +332,7 @@ impl Ingest {
             frame_count: fragment.frame_count as u32,
             ebml_header: self.ebml_header.clone(),
             info_and_tracks: self.info_and_tracks.clone(),
+            producer_tags,
         };
         match self
             .video

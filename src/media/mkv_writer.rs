@@ -156,7 +156,7 @@ pub fn write_error_tags(out: &mut Vec<u8>, error_code: &str, error_id: u32) {
 
 /// Appends `Tags { Tag { SimpleTag { TagName, TagString } ... } }` with every size in
 /// `size_len` bytes.
-fn write_tags(out: &mut Vec<u8>, pairs: &[(&str, &str)], size_len: usize) {
+pub fn write_tags(out: &mut Vec<u8>, pairs: &[(&str, &str)], size_len: usize) {
     let mut tag = Vec::new();
     for (name, value) in pairs {
         let mut simple = Vec::new();

@@ -26,6 +26,8 @@ pub struct FragmentMeta {
     pub ebml_header: Bytes,
     /// Info and Tracks as the producer sent them.
     pub info_and_tracks: Bytes,
+    /// The producer's own tags (TagName, TagString) sent with this fragment.
+    pub producer_tags: Vec<(String, String)>,
 }
 
 const VERSION: u8 = 1;
@@ -44,6 +46,13 @@ impl FragmentMeta {
         out.put_slice(&self.ebml_header);
         out.put_u32_le(self.info_and_tracks.len() as u32);
         out.put_slice(&self.info_and_tracks);
+        out.put_u32_le(self.producer_tags.len() as u32);
+        for (name, value) in &self.producer_tags {
+            for text in [name, value] {
+                out.put_u32_le(text.len() as u32);
+                out.put_slice(text.as_bytes());
+            }
+        }
         out.freeze()
     }
 
@@ -68,6 +77,26 @@ impl FragmentMeta {
             return None;
         }
         let info_and_tracks = b.split_to(tracks_len);
+        if b.remaining() < 4 {
+            return None;
+        }
+        let tag_count = b.get_u32_le() as usize;
+        let mut producer_tags = Vec::with_capacity(tag_count.min(128));
+        for _ in 0..tag_count {
+            let mut pair = [String::new(), String::new()];
+            for text in &mut pair {
+                if b.remaining() < 4 {
+                    return None;
+                }
+                let len = b.get_u32_le() as usize;
+                if b.remaining() < len {
+                    return None;
+                }
+                *text = String::from_utf8(b.split_to(len).to_vec()).ok()?;
+            }
+            let [name, value] = pair;
+            producer_tags.push((name, value));
+        }
         Some((
             FragmentMeta {
                 producer_ts_ms,
@@ -77,6 +106,7 @@ impl FragmentMeta {
                 frame_count,
                 ebml_header,
                 info_and_tracks,
+                producer_tags,
             },
             b,
         ))
@@ -110,6 +140,10 @@ mod tests {
             frame_count: 50,
             ebml_header: Bytes::from_static(b"ebml"),
             info_and_tracks: Bytes::from_static(b"info-and-tracks"),
+            producer_tags: vec![
+                ("camera".into(), "north".into()),
+                ("empty".into(), String::new()),
+            ],
         };
         let mut entry = BytesMut::new();
         entry.put_slice(&meta.encode());
