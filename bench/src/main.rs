@@ -15,6 +15,7 @@ mod report;
 mod rng;
 mod sigv4;
 mod stats;
+mod video;
 mod visibility;
 
 use clap::{Args, Parser, Subcommand};
@@ -67,6 +68,62 @@ enum Command {
     /// measure the load generator's own ceiling (use `kinesis --skip-get
     /// --skip-visibility` against it).
     NullServer(NullServerArgs),
+    /// Simulate Kinesis Video cameras: each creates `cam-<i>`, opens one PutMedia
+    /// connection and pushes a looped H.264 clip in real time, one GOP per fragment.
+    ///
+    /// Each fragment is one Cluster of the clip re-sent with a known size (so the
+    /// server sees its end at its last byte) and an ABSOLUTE Timecode (now + 1000 ms
+    /// per fragment), optionally padded with a Void element to --pad-kbps. Reports
+    /// last byte -> PERSISTED latency, ERROR acks, achieved bitrate, GetMedia
+    /// (EARLIEST) time to first byte for --readers periodic readers, and the
+    /// server's VmRSS (--server-pid) before, with idle streams, and while streaming.
+    Video(VideoArgs),
+}
+
+#[derive(Args, Debug)]
+struct VideoArgs {
+    /// Endpoint URL, plain HTTP (e.g. http://127.0.0.1:4570).
+    #[arg(long, default_value = "http://127.0.0.1:4570")]
+    endpoint: String,
+    /// Allow an endpoint that does not resolve to a loopback address.
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// Number of cameras (streams cam-0 .. cam-N-1, one PutMedia connection each).
+    #[arg(long, default_value_t = 10)]
+    cameras: usize,
+    /// Streaming time in seconds (after the ramp).
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Seconds over which camera start times are spread.
+    #[arg(long, default_value_t = 1.0)]
+    ramp: f64,
+    /// Source clip (kvssink layout, one Cluster per GOP, 8-byte Cluster Timecodes).
+    #[arg(long, default_value = "media-samples/h264-1s-gop.kvs.mkv")]
+    clip: std::path::PathBuf,
+    /// Pad each fragment with a Void element to reach this many kbit/s per camera (0: the clip's own rate).
+    #[arg(long, default_value_t = 0)]
+    pad_kbps: u64,
+    /// Concurrent GetMedia (EARLIEST) readers, each issuing one request per --reader-interval.
+    #[arg(long, default_value_t = 4)]
+    readers: usize,
+    /// Seconds between one reader's GetMedia requests.
+    #[arg(long, default_value_t = 1.0)]
+    reader_interval: f64,
+    /// Stream name prefix.
+    #[arg(long, default_value = "cam-")]
+    prefix: String,
+    /// DataRetentionInHours of the created streams.
+    #[arg(long, default_value_t = 2)]
+    retention_hours: u32,
+    /// Seconds to wait for outstanding acks after the last fragment.
+    #[arg(long, default_value_t = 10.0)]
+    grace: f64,
+    /// Process id of the server, for VmRSS sampling.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Tokio worker threads for the load generator [default: number of CPUs].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +297,20 @@ fn main() -> ExitCode {
                 _ => ExitCode::SUCCESS,
             }
         }
+        Command::Video(args) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.threads {
+                rt.worker_threads(n.max(1));
+            }
+            let rt = rt.enable_all().build().expect("tokio runtime");
+            match rt.block_on(video_command(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench video: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Compare(args) => match compare_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -259,6 +330,39 @@ fn compare_command(args: &CompareArgs) -> Result<(), BoxError> {
     };
     let (base, cand) = (load(&args.baseline)?, load(&args.candidate)?);
     print!("{}", report::compare(&base, &cand));
+    Ok(())
+}
+
+async fn video_command(args: VideoArgs) -> Result<(), BoxError> {
+    if args.cameras == 0 || args.duration <= 0.0 {
+        return Err("--cameras and --duration must be positive".into());
+    }
+    let (addr, host) = resolve_endpoint(&args.endpoint, args.allow_non_loopback).await?;
+    let data = std::fs::read(&args.clip).map_err(|e| format!("{}: {e}", args.clip.display()))?;
+    let clip = video::Clip::parse(&data).map_err(|e| format!("{}: {e}", args.clip.display()))?;
+    eprintln!(
+        "clip {}: {} header bytes, {} clusters, {} bytes per cluster on average",
+        args.clip.display(),
+        clip.header.len(),
+        clip.clusters.len(),
+        clip.mean_cluster_bytes()
+    );
+    let cfg = video::VideoConfig {
+        addr,
+        host,
+        cameras: args.cameras,
+        duration: Duration::from_secs_f64(args.duration),
+        pad_kbps: args.pad_kbps,
+        readers: args.readers,
+        reader_interval: Duration::from_secs_f64(args.reader_interval.max(0.01)),
+        server_pid: args.server_pid,
+        retention_hours: args.retention_hours,
+        stream_prefix: args.prefix.clone(),
+        grace: Duration::from_secs_f64(args.grace),
+        ramp: Duration::from_secs_f64(args.ramp),
+    };
+    let report = video::run(cfg, clip).await.map_err(|e| e.to_string())?;
+    print!("{}", video::table(&report, args.duration + args.ramp));
     Ok(())
 }
 
