@@ -7,8 +7,9 @@
 //! callers. While it syncs, new appends queue up and form the next group, so
 //! concurrent writers share fsyncs instead of each paying for one.
 //!
-//! Disk I/O happens only on this thread (and the scoped threads it uses for parallel
-//! syncs), never on the async runtime.
+//! When a group touches several logs, each log's write and fdatasync run on one of a
+//! few long-lived log worker threads, so shards are written and synced in parallel.
+//! Disk I/O happens only on these threads, never on the async runtime.
 
 use std::io;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub(super) enum Command {
 /// Most bytes one group commit takes before it stops collecting more.
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
+#[derive(Clone)]
 pub(super) struct WriterConfig {
     pub durability: Durability,
     /// How long the writer waits for more appends before committing a group.
@@ -78,8 +80,93 @@ pub(super) fn spawn(
     (tx, handle)
 }
 
+/// Threads that write and sync logs in parallel within one group commit. They live as
+/// long as the writer, so a group costs two channel hops per touched log instead of a
+/// thread spawn.
+struct LogWorkers {
+    jobs: Vec<std::sync::mpsc::Sender<Job>>,
+    done: std::sync::mpsc::Receiver<Done>,
+}
+
+struct Job {
+    index: usize,
+    batch: LogBatch,
+    now: i64,
+}
+
+struct Done {
+    index: usize,
+    batch: LogBatch,
+    results: Vec<io::Result<(u64, i64)>>,
+    synced: io::Result<()>,
+}
+
+/// Helper threads per writer: enough to overlap the fsyncs of several shards.
+const LOG_WORKERS: usize = 4;
+
+impl LogWorkers {
+    fn start(config: &WriterConfig) -> Self {
+        let (done_tx, done) = std::sync::mpsc::channel::<Done>();
+        let jobs = (0..LOG_WORKERS)
+            .map(|i| {
+                let (tx, rx) = std::sync::mpsc::channel::<Job>();
+                let done_tx = done_tx.clone();
+                let config = config.clone();
+                std::thread::Builder::new()
+                    .name(format!("freshet-log-{i}"))
+                    .spawn(move || {
+                        let mut scratch = BytesMut::new();
+                        while let Ok(job) = rx.recv() {
+                            let (results, synced) =
+                                write_log(&config, &job.batch, job.now, &mut scratch);
+                            let done = Done {
+                                index: job.index,
+                                batch: job.batch,
+                                results,
+                                synced,
+                            };
+                            if done_tx.send(done).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .expect("spawn log worker thread");
+                tx
+            })
+            .collect();
+        Self { jobs, done }
+    }
+
+    /// Writes and syncs every batch, in parallel; results in the order of `batches`.
+    fn run(&self, config: &WriterConfig, batches: Vec<LogBatch>, now: i64) -> Vec<Done> {
+        let mut out = Vec::with_capacity(batches.len());
+        let mut sent = 0;
+        for (index, batch) in batches.into_iter().enumerate() {
+            let job = Job { index, batch, now };
+            match self.jobs[index % self.jobs.len()].send(job) {
+                Ok(()) => sent += 1,
+                // A worker is gone (it panicked): do its share here instead.
+                Err(std::sync::mpsc::SendError(job)) => {
+                    let (results, synced) =
+                        write_log(config, &job.batch, now, &mut BytesMut::new());
+                    out.push(Done {
+                        index: job.index,
+                        batch: job.batch,
+                        results,
+                        synced,
+                    });
+                }
+            }
+        }
+        out.extend((0..sent).filter_map(|_| self.done.recv().ok()));
+        out.sort_by_key(|d| d.index);
+        out
+    }
+}
+
 fn run(config: WriterConfig, mut rx: mpsc::Receiver<Command>) {
-    let mut scratches: Vec<BytesMut> = Vec::new();
+    let workers = LogWorkers::start(&config);
+    let mut scratch = BytesMut::new();
     let mut group: Vec<Command> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         group.clear();
@@ -101,7 +188,7 @@ fn run(config: WriterConfig, mut rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        commit_group(&config, &mut group, &mut scratches);
+        commit_group(&config, &mut group, &workers, &mut scratch);
     }
     tracing::debug!("writer thread stopping: all senders gone");
 }
@@ -145,7 +232,12 @@ fn write_log(
     (results, synced)
 }
 
-fn commit_group(config: &WriterConfig, group: &mut Vec<Command>, scratches: &mut Vec<BytesMut>) {
+fn commit_group(
+    config: &WriterConfig,
+    group: &mut Vec<Command>,
+    workers: &LogWorkers,
+    scratch: &mut BytesMut,
+) {
     let now = config.clock.now_ms();
     let mut batches: Vec<LogBatch> = Vec::new();
     for cmd in group.drain(..) {
@@ -176,27 +268,27 @@ fn commit_group(config: &WriterConfig, group: &mut Vec<Command>, scratches: &mut
     if batches.is_empty() {
         return;
     }
-    while scratches.len() < batches.len() {
-        scratches.push(BytesMut::new());
-    }
-    // Each log is written and synced on its own thread when there are several: the
+    // Each log is written and synced on its own worker when there are several: the
     // copies into the page cache and the fsyncs then overlap.
-    let outcomes: Vec<_> = if batches.len() == 1 {
-        vec![write_log(config, &batches[0], now, &mut scratches[0])]
+    let outcomes: Vec<Done> = if batches.len() == 1 {
+        let batch = batches.pop().expect("one batch");
+        let (results, synced) = write_log(config, &batch, now, scratch);
+        vec![Done {
+            index: 0,
+            batch,
+            results,
+            synced,
+        }]
     } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = batches
-                .iter()
-                .zip(scratches.iter_mut())
-                .map(|(batch, scratch)| scope.spawn(move || write_log(config, batch, now, scratch)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("log writer thread panicked"))
-                .collect()
-        })
+        workers.run(config, batches, now)
     };
-    for (batch, (results, synced)) in batches.into_iter().zip(outcomes) {
+    for Done {
+        batch,
+        results,
+        synced,
+        ..
+    } in outcomes
+    {
         let sync_failed = match &synced {
             Ok(()) => false,
             Err(e) => {
