@@ -159,3 +159,25 @@ def test_gstreamer_live_push_with_a_live_reader(endpoint, kinesis, tmp_path):
                             "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(out)],
                            capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "75"
+
+
+@pytest.mark.parametrize("clip,fragments,streams", [
+    ("h264-aac.kvs.mkv", 6, {"h264": "150", "aac": "281"}),
+    ("h265-2s-gop.kvs.mkv", 3, {"hevc": "150"}),
+])
+def test_video_tracks_h265_and_aac_round_trip(endpoint, tmp_path, clip, fragments, streams):
+    name = unique_name("codec")
+    p = freshet(endpoint, "video", "push", str(SAMPLES / clip), "--stream", name)
+    assert p.stdout.count('"PERSISTED"') == fragments, p.stdout
+    out = tmp_path / "get.mkv"
+    with open(out, "wb") as f:
+        subprocess.run([str(freshet_bin()), "video", "get", "--stream", name, "--seconds", "3",
+                        "--endpoint", endpoint], stdout=f, check=True, timeout=30)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                            "stream=codec_name,nb_read_frames", "-of", "csv=p=0", str(out)],
+                           capture_output=True, text=True, check=True)
+    got = dict(line.split(",") for line in probe.stdout.split())
+    assert got == streams
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-xerror", "-i", str(out), "-f", "null", "-"],
+                            capture_output=True, text=True)
+    assert decode.returncode == 0, decode.stderr
