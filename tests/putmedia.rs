@@ -594,3 +594,44 @@ async fn producer_tags_sent_after_a_cluster_come_back_with_its_fragment() {
         (0..6).map(|i| format!("door-{i}")).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_stream_without_retention_stores_nothing_but_serves_live_readers() {
+    let server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    create_video_stream(&ep, "ephemeral", 0).await;
+    let resp = post_json(&ep, "getMedia", serde_json::json!({"StreamName": "ephemeral", "StartSelector": {"StartSelectorType": "NOW"}})).await;
+    assert_eq!(resp.status(), 200);
+    let reader = tokio::spawn(read_documents(resp, 6));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, acks) = put_media(&ep, "ephemeral", SAMPLE, &mut Rng::new(9)).await;
+    let persisted: Vec<&str> = acks
+        .iter()
+        .filter(|a| a["EventType"] == "PERSISTED")
+        .map(|a| a["FragmentNumber"].as_str().unwrap())
+        .collect();
+    assert_eq!(persisted.len(), 6, "{acks:?}");
+    assert!(persisted.windows(2).all(|w| w[0] < w[1]));
+    let (_, events) = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, MkvEvent::Frame(_)))
+            .count(),
+        150
+    );
+    // Nothing was kept.
+    let listed: Value = post_json(
+        &ep,
+        "listFragments",
+        serde_json::json!({"StreamName": "ephemeral"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(listed["Fragments"].as_array().unwrap().len(), 0);
+}

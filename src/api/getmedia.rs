@@ -139,6 +139,10 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
     };
     let selector = &doc["StartSelector"];
     let video = state.video.clone();
+    if meta.retention_hours == 0 {
+        // Nothing is stored: whatever the selector, only live fragments can be served.
+        return live_only(video.subscribe_live(&meta));
+    }
     let (first, end) = match video.fragment_bounds(&meta).await {
         Ok(b) => b,
         Err(e) => {
@@ -235,6 +239,33 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
                 {
                     return;
                 }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::new(super::ChannelBody(rx)));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+    resp
+}
+
+/// GetMedia on a stream without retention: relays live fragments as they arrive.
+fn live_only(
+    mut live: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::video::LiveFragment>>,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        loop {
+            match tokio::time::timeout(LIVE_IDLE_LIMIT, live.recv()).await {
+                Ok(Ok(f)) => {
+                    let doc =
+                        document(&f.number, f.server_ms, &f.meta, &f.cluster, chrono_now_ms());
+                    if tx.send(Bytes::from(doc)).await.is_err() {
+                        return;
+                    }
+                }
+                // A slow reader skips what it missed, as a live viewer would.
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(_)) | Err(_) => return,
             }
         }
     });

@@ -320,10 +320,6 @@ impl Ingest {
         {
             return false;
         }
-        if self.meta.retention_hours == 0 {
-            // Nothing is kept for streams without retention: receipt is all there is.
-            return self.send(ack("PERSISTED", Some(tc), None, None)).await;
-        }
         let fm = FragmentMeta {
             producer_ts_ms,
             cluster_timecode: tc,
@@ -334,6 +330,16 @@ impl Ingest {
             info_and_tracks: self.info_and_tracks.clone(),
             producer_tags,
         };
+        if self.meta.retention_hours == 0 {
+            // Nothing is kept for streams without retention: live readers get the
+            // fragment, and the producer its acknowledgement of receipt.
+            let (number, _) =
+                self.video
+                    .relay_fragment(&self.meta, fm, Bytes::from(fragment.raw_cluster_bytes));
+            return self
+                .send(ack("PERSISTED", Some(tc), Some(&number), None))
+                .await;
+        }
         match self
             .video
             .append_fragment(&self.meta, fm, Bytes::from(fragment.raw_cluster_bytes))

@@ -184,8 +184,22 @@ pub struct CreateVideoStream {
 }
 
 /// The video control-plane service.
+/// A fragment of a stream that keeps no data (DataRetentionInHours = 0), handed
+/// straight from PutMedia to live GetMedia readers.
+#[derive(Debug)]
+pub struct LiveFragment {
+    pub number: String,
+    pub server_ms: i64,
+    pub meta: FragmentMeta,
+    pub cluster: Bytes,
+}
+
 pub struct VideoService {
     config: VideoConfig,
+    /// Live relays of streams without retention, by stream id.
+    live: Mutex<HashMap<u64, tokio::sync::broadcast::Sender<Arc<LiveFragment>>>>,
+    /// Makes relayed fragment numbers unique within one millisecond.
+    live_seq: std::sync::atomic::AtomicU64,
     clock: SharedClock,
     catalog: Arc<dyn Catalog>,
     store: Arc<Store>,
@@ -248,6 +262,8 @@ impl VideoService {
             catalog,
             store,
             logs: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
+            live_seq: std::sync::atomic::AtomicU64::new(0),
             streams: RwLock::new(streams),
             control: tokio::sync::Mutex::new(()),
         }))
@@ -555,6 +571,49 @@ impl VideoService {
             .unwrap()
             .insert(meta.stream_id, log.clone());
         Ok(log)
+    }
+
+    fn live_sender(&self, stream_id: u64) -> tokio::sync::broadcast::Sender<Arc<LiveFragment>> {
+        self.live
+            .lock()
+            .unwrap()
+            .entry(stream_id)
+            .or_insert_with(|| tokio::sync::broadcast::channel(16).0)
+            .clone()
+    }
+
+    /// Hands a fragment of a stream without retention to its live readers (nothing is
+    /// stored). Fragment numbers are time-based, so they keep increasing across
+    /// restarts. Returns the fragment number and server timestamp.
+    pub fn relay_fragment(
+        &self,
+        meta: &VideoStreamMeta,
+        fragment: FragmentMeta,
+        cluster: Bytes,
+    ) -> (String, i64) {
+        let now = self.clock.now_ms();
+        let seq = self
+            .live_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            & 0xFFF;
+        let number = fragments::fragment_number(meta.stream_id, ((now.max(0) as u64) << 12) | seq);
+        let _ = self
+            .live_sender(meta.stream_id)
+            .send(Arc::new(LiveFragment {
+                number: number.clone(),
+                server_ms: now,
+                meta: fragment,
+                cluster,
+            }));
+        (number, now)
+    }
+
+    /// Live fragments of a stream without retention, from now on.
+    pub fn subscribe_live(
+        &self,
+        meta: &VideoStreamMeta,
+    ) -> tokio::sync::broadcast::Receiver<Arc<LiveFragment>> {
+        self.live_sender(meta.stream_id).subscribe()
     }
 
     /// (first stored offset, next offset) of a stream's fragments.
