@@ -734,3 +734,53 @@ async fn sigkill_during_concurrent_uploads_loses_no_persisted_fragment() {
         "uploads made progress: {counts:?}"
     );
 }
+
+#[tokio::test]
+async fn non_increasing_timecodes_end_with_error_4004_after_the_good_fragments() {
+    use freshet::media::mkv_writer::SEGMENT_UNKNOWN_SIZE_HEADER;
+    let server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    create_video_stream(&ep, "backwards", 2).await;
+    let events = MkvReader::new(Limits::default())
+        .read_to_end(SAMPLE)
+        .unwrap();
+    let mut head = Vec::new();
+    let mut clusters = Vec::new();
+    for e in events {
+        match e {
+            MkvEvent::Header(h) => {
+                head.extend_from_slice(&h.ebml_header_bytes);
+                head.extend_from_slice(&SEGMENT_UNKNOWN_SIZE_HEADER);
+                head.extend_from_slice(&h.info_and_tracks_bytes);
+            }
+            MkvEvent::FragmentEnd(f) => clusters.push(f.raw_cluster_bytes),
+            _ => {}
+        }
+    }
+    // Fragments at 0 s and 2 s, then one at 1 s: the third goes back in time.
+    let mut body = head;
+    for i in [0, 2, 1] {
+        body.extend_from_slice(&clusters[i]);
+    }
+    let (_, acks) = put_media(&ep, "backwards", &body, &mut Rng::new(1)).await;
+    let persisted: Vec<u64> = acks
+        .iter()
+        .filter(|a| a["EventType"] == "PERSISTED")
+        .map(|a| a["FragmentTimecode"].as_u64().unwrap())
+        .collect();
+    assert_eq!(persisted, [0, 2000]);
+    let last = acks.last().unwrap();
+    assert_eq!(last["EventType"], "ERROR");
+    assert_eq!(last["ErrorId"], 4004);
+    // The stored fragments are intact.
+    let listed: Value = post_json(
+        &ep,
+        "listFragments",
+        serde_json::json!({"StreamName": "backwards"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(listed["Fragments"].as_array().unwrap().len(), 2);
+}
