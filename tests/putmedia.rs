@@ -117,6 +117,29 @@ fn fixture_fragments() -> Vec<u64> {
         .collect()
 }
 
+/// The 1 s GOP sample as a producer body's parts: the head (EBML header, unknown-size
+/// Segment header, Info and Tracks) and each Cluster with a known size.
+fn split_sample() -> (Vec<u8>, Vec<Vec<u8>>) {
+    use freshet::media::mkv_writer::SEGMENT_UNKNOWN_SIZE_HEADER;
+    let mut head = Vec::new();
+    let mut clusters = Vec::new();
+    for e in MkvReader::new(Limits::default())
+        .read_to_end(SAMPLE)
+        .unwrap()
+    {
+        match e {
+            MkvEvent::Header(h) => {
+                head.extend_from_slice(&h.ebml_header_bytes);
+                head.extend_from_slice(&SEGMENT_UNKNOWN_SIZE_HEADER);
+                head.extend_from_slice(&h.info_and_tracks_bytes);
+            }
+            MkvEvent::FragmentEnd(f) => clusters.push(f.raw_cluster_bytes),
+            _ => {}
+        }
+    }
+    (head, clusters)
+}
+
 #[tokio::test]
 async fn kvssink_body_is_acknowledged_and_survives_a_kill() {
     let mut server = Server::start(&["--state-delay-ms", "0"]).await;
@@ -547,34 +570,20 @@ async fn get_media_follows_the_live_edge_while_a_producer_pushes() {
 
 #[tokio::test]
 async fn producer_tags_sent_after_a_cluster_come_back_with_its_fragment() {
-    use freshet::media::mkv_writer::{SEGMENT_UNKNOWN_SIZE_HEADER, write_tags};
+    use freshet::media::mkv_writer::write_tags;
     let server = Server::start(&["--state-delay-ms", "0"]).await;
     let ep = server.endpoint();
     create_video_stream(&ep, "tagged", 2).await;
     // Rebuild the sample as a producer would send it, with a producer Tags element
     // after every Cluster, each Cluster and its Tags written together (as the producer
     // SDK does; tags arriving separately, later, are not attached: see putmedia.rs).
-    let events = MkvReader::new(Limits::default())
-        .read_to_end(SAMPLE)
-        .unwrap();
+    let (head, clusters) = split_sample();
     let mut chunks: Vec<Vec<u8>> = Vec::new();
-    let mut body = Vec::new();
-    let mut index = 0;
-    for e in events {
-        match e {
-            MkvEvent::Header(h) => {
-                body.extend_from_slice(&h.ebml_header_bytes);
-                body.extend_from_slice(&SEGMENT_UNKNOWN_SIZE_HEADER);
-                body.extend_from_slice(&h.info_and_tracks_bytes);
-            }
-            MkvEvent::FragmentEnd(f) => {
-                body.extend_from_slice(&f.raw_cluster_bytes);
-                write_tags(&mut body, &[("camera", &format!("door-{index}"))], 8);
-                chunks.push(std::mem::take(&mut body));
-                index += 1;
-            }
-            _ => {}
-        }
+    for (index, cluster) in clusters.iter().enumerate() {
+        let mut chunk = if index == 0 { head.clone() } else { Vec::new() };
+        chunk.extend_from_slice(cluster);
+        write_tags(&mut chunk, &[("camera", &format!("door-{index}"))], 8);
+        chunks.push(chunk);
     }
     let (_, acks) = put_media_chunks(&ep, "tagged", chunks).await;
     assert_eq!(
@@ -737,26 +746,10 @@ async fn sigkill_during_concurrent_uploads_loses_no_persisted_fragment() {
 
 #[tokio::test]
 async fn non_increasing_timecodes_end_with_error_4004_after_the_good_fragments() {
-    use freshet::media::mkv_writer::SEGMENT_UNKNOWN_SIZE_HEADER;
     let server = Server::start(&["--state-delay-ms", "0"]).await;
     let ep = server.endpoint();
     create_video_stream(&ep, "backwards", 2).await;
-    let events = MkvReader::new(Limits::default())
-        .read_to_end(SAMPLE)
-        .unwrap();
-    let mut head = Vec::new();
-    let mut clusters = Vec::new();
-    for e in events {
-        match e {
-            MkvEvent::Header(h) => {
-                head.extend_from_slice(&h.ebml_header_bytes);
-                head.extend_from_slice(&SEGMENT_UNKNOWN_SIZE_HEADER);
-                head.extend_from_slice(&h.info_and_tracks_bytes);
-            }
-            MkvEvent::FragmentEnd(f) => clusters.push(f.raw_cluster_bytes),
-            _ => {}
-        }
-    }
+    let (head, clusters) = split_sample();
     // Fragments at 0 s and 2 s, then one at 1 s: the third goes back in time.
     let mut body = head;
     for i in [0, 2, 1] {

@@ -141,7 +141,7 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
     let video = state.video.clone();
     if meta.retention_hours == 0 {
         // Nothing is stored: whatever the selector, only live fragments can be served.
-        return live_only(video.subscribe_live(&meta));
+        return live_only(video.clone(), video.subscribe_live(&meta));
     }
     let (first, end) = match video.fragment_bounds(&meta).await {
         Ok(b) => b,
@@ -227,7 +227,7 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
                 }
                 continue;
             }
-            let now = chrono_now_ms();
+            let now = video.now_ms();
             for (number, server_ms, m, cluster) in batch {
                 if let Some((_, o)) = parse_fragment_number(&number) {
                     at = o + 1;
@@ -250,6 +250,7 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
 
 /// GetMedia on a stream without retention: relays live fragments as they arrive.
 fn live_only(
+    video: std::sync::Arc<VideoService>,
     mut live: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::video::LiveFragment>>,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
@@ -257,8 +258,7 @@ fn live_only(
         loop {
             match tokio::time::timeout(LIVE_IDLE_LIMIT, live.recv()).await {
                 Ok(Ok(f)) => {
-                    let doc =
-                        document(&f.number, f.server_ms, &f.meta, &f.cluster, chrono_now_ms());
+                    let doc = document(&f.number, f.server_ms, &f.meta, &f.cluster, video.now_ms());
                     if tx.send(Bytes::from(doc)).await.is_err() {
                         return;
                     }
@@ -273,13 +273,6 @@ fn live_only(
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
     resp
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[derive(Deserialize)]
@@ -418,7 +411,7 @@ pub async fn get_media_for_fragment_list(State(state): State<AppState>, req: Req
             }
         }
     }
-    let now = chrono_now_ms();
+    let now = state.video.now_ms();
     let mut body = Vec::new();
     for o in offsets {
         match state.video.read_fragments(&meta, o, 1).await {

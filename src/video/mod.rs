@@ -269,6 +269,11 @@ impl VideoService {
         }))
     }
 
+    /// Now, on the service's clock (injectable for tests).
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     fn not_found(&self) -> VideoError {
         VideoError::ResourceNotFound("The requested stream is not found or not active.".into())
     }
