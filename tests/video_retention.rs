@@ -10,7 +10,9 @@ use freshet::clock::ManualClock;
 use freshet::store::catalog::RedbCatalog;
 use freshet::store::{RollPolicy, Store, StoreConfig};
 use freshet::video::fragments::{FragmentMeta, parse_fragment_number};
-use freshet::video::{CreateVideoStream, VideoConfig, VideoRef, VideoService};
+use freshet::video::{
+    CreateVideoStream, SIZE_CAP_TAG, VideoConfig, VideoError, VideoRef, VideoService,
+};
 
 const HOUR: i64 = 3_600_000;
 
@@ -105,4 +107,128 @@ async fn old_fragments_expire_whole_segments_at_a_time() {
         .await
         .unwrap();
     assert!(n > *numbers.last().unwrap());
+}
+
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+#[tokio::test]
+async fn size_cap_drops_the_oldest_fragments_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    // The store's own segments are large: the cap alone must make the log roll.
+    let store = Store::open(
+        &dir.path().join("data"),
+        StoreConfig::default(),
+        clock.clone(),
+    )
+    .unwrap();
+    let catalog = Arc::new(RedbCatalog::open(&dir.path().join("catalog.redb")).unwrap());
+    let config = VideoConfig {
+        state_delay_ms: 0,
+        ..VideoConfig::default()
+    };
+    let video = VideoService::open(config, clock.clone(), catalog, store)
+        .await
+        .unwrap();
+    const CAP: u64 = 2 * 1024 * 1024;
+    // A cap below the minimum, or not a number, is refused.
+    for bad in ["1000", "two megabytes"] {
+        let err = video
+            .create(CreateVideoStream {
+                name: "bad".into(),
+                retention_hours: 24,
+                tags: BTreeMap::from([(SIZE_CAP_TAG.to_string(), bad.to_string())]),
+                ..CreateVideoStream::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, VideoError::InvalidArgument(_)), "{err:?}");
+    }
+    video
+        .create(CreateVideoStream {
+            name: "capped".into(),
+            retention_hours: 24,
+            tags: BTreeMap::from([(SIZE_CAP_TAG.to_string(), CAP.to_string())]),
+            ..CreateVideoStream::default()
+        })
+        .await
+        .unwrap();
+    let cam = VideoRef {
+        name: Some("capped".into()),
+        arn: None,
+    };
+    let meta = video.get(&cam).unwrap();
+
+    // 8 MiB of fragments, 64 KiB each: four times the cap.
+    const FRAGMENT: usize = 64 * 1024;
+    for i in 0..128u64 {
+        video
+            .append_fragment(
+                &meta,
+                fragment(i as i64 * 1000),
+                Bytes::from(vec![i as u8; FRAGMENT]),
+            )
+            .await
+            .unwrap();
+        clock.advance_ms(1000);
+    }
+    let (first, end) = video.fragment_bounds(&meta).await.unwrap();
+    assert_eq!(end, 128);
+    let kept = video.read_fragments(&meta, 0, 1000).await.unwrap();
+    let kept_bytes = kept.len() as u64 * FRAGMENT as u64;
+    // Within the cap, and no more than one segment (an eighth of the cap) below it.
+    assert!(kept_bytes <= CAP, "kept {kept_bytes} bytes");
+    assert!(
+        kept_bytes >= CAP - CAP / 8 - 2 * FRAGMENT as u64,
+        "kept only {kept_bytes} bytes"
+    );
+    assert!(dir_bytes(&dir.path().join("data")) <= CAP + CAP / 8);
+    // The newest are the ones kept, in order and intact.
+    assert_eq!(parse_fragment_number(&kept[0].0).unwrap().1, first);
+    assert_eq!(kept.len() as u64, end - first);
+    for (i, (_, _, m, cluster)) in kept.iter().enumerate() {
+        let n = first + i as u64;
+        assert_eq!(m.producer_ts_ms, n as i64 * 1000);
+        assert!(cluster.iter().all(|&b| b == n as u8));
+    }
+
+    // Lowering the cap by re-tagging trims at once; removing the tag stops trimming.
+    video
+        .tag(
+            &cam,
+            BTreeMap::from([(SIZE_CAP_TAG.to_string(), (CAP / 2).to_string())]),
+        )
+        .await
+        .unwrap();
+    let (first_after, _) = video.fragment_bounds(&meta).await.unwrap();
+    assert!(first_after > first);
+    assert!((end - first_after) * FRAGMENT as u64 <= CAP / 2);
+    video
+        .untag(&cam, &[SIZE_CAP_TAG.to_string()])
+        .await
+        .unwrap();
+    for i in 128..192u64 {
+        video
+            .append_fragment(
+                &meta,
+                fragment(i as i64 * 1000),
+                Bytes::from(vec![i as u8; FRAGMENT]),
+            )
+            .await
+            .unwrap();
+    }
+    let (first_uncapped, end) = video.fragment_bounds(&meta).await.unwrap();
+    assert_eq!((first_uncapped, end), (first_after, 192));
 }

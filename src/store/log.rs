@@ -65,6 +65,10 @@ pub struct Log {
     appender: Mutex<Option<Appender>>,
     /// Durable end offset, for followers waiting for new entries.
     durable: watch::Sender<u64>,
+    /// This log's own segment size limit in bytes (0 = the store's roll policy alone):
+    /// a log with a size cap uses smaller segments so that whole-segment deletion keeps
+    /// it close to its cap.
+    segment_limit: std::sync::atomic::AtomicU64,
 }
 
 /// Summary figures of a log.
@@ -239,6 +243,7 @@ impl Log {
             }),
             appender: Mutex::new(Some(appender)),
             durable,
+            segment_limit: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -413,16 +418,51 @@ impl Log {
                 .count();
             p.segments.drain(..n).collect()
         };
-        for seg in &removed {
+        self.remove_segments(&removed, "expired")?;
+        Ok(removed.len())
+    }
+
+    /// Bytes of all segments (sealed and active) as published.
+    pub fn total_bytes(&self) -> u64 {
+        let p = self.published.read().unwrap();
+        p.segments.iter().map(|s| s.summary.valid_len).sum()
+    }
+
+    /// Sets this log's own segment size limit (0 = the store's roll policy alone).
+    pub fn set_segment_limit(&self, bytes: u64) {
+        self.segment_limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Deletes the oldest whole sealed segments while the log holds more than
+    /// `max_bytes`. The active segment is never removed. Returns segments removed.
+    pub fn trim_to_size(&self, max_bytes: u64) -> io::Result<usize> {
+        let removed: Vec<Segment> = {
+            let mut p = self.published.write().unwrap();
+            let mut total: u64 = p.segments.iter().map(|s| s.summary.valid_len).sum();
+            let sealed = p.segments.len().saturating_sub(1);
+            let mut n = 0;
+            while n < sealed && total > max_bytes {
+                total -= p.segments[n].summary.valid_len;
+                n += 1;
+            }
+            p.segments.drain(..n).collect()
+        };
+        self.remove_segments(&removed, "over the size cap")?;
+        Ok(removed.len())
+    }
+
+    fn remove_segments(&self, removed: &[Segment], why: &str) -> io::Result<()> {
+        for seg in removed {
             let base = seg.summary.header.base_offset;
             fs::remove_file(&seg.path)?;
             let _ = fs::remove_file(index_path(&self.dir, base));
-            tracing::debug!(log = %self.id, base, "deleted expired segment");
+            tracing::debug!(log = %self.id, base, why, "deleted segment");
         }
         if !removed.is_empty() {
             sync_dir(&self.dir)?;
         }
-        Ok(removed.len())
+        Ok(())
     }
 
     /// True when the active segment holds entries all older than `cutoff_ms`, so it
@@ -450,6 +490,17 @@ impl Log {
         let appender = guard.as_mut().ok_or_else(|| {
             io::Error::other(format!("log {} is failed; restart needed", self.id))
         })?;
+        let own = self
+            .segment_limit
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let roll = &RollPolicy {
+            max_segment_bytes: if own == 0 {
+                roll.max_segment_bytes
+            } else {
+                own.min(roll.max_segment_bytes)
+            },
+            ..*roll
+        };
         if roll.should_roll(&appender.summary, now_ms) {
             self.roll_locked(appender, now_ms)?;
         }

@@ -254,6 +254,20 @@ impl Store {
         )
     }
 
+    /// Enforces a size cap on one log: deletes its oldest whole sealed segments while it
+    /// holds more than `max_bytes`. Returns segments deleted.
+    pub async fn enforce_size(&self, log: &Arc<Log>, max_bytes: u64) -> Result<usize, StoreError> {
+        if log.total_bytes() <= max_bytes {
+            return Ok(0);
+        }
+        let log = log.clone();
+        Ok(
+            tokio::task::spawn_blocking(move || log.trim_to_size(max_bytes))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))??,
+        )
+    }
+
     /// Enforces retention on one log: seals a stale active segment, then deletes whole
     /// segments whose entries are all older than `cutoff_ms`. Returns segments deleted.
     pub async fn enforce_retention(

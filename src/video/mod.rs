@@ -24,6 +24,36 @@ use fragments::FragmentMeta;
 const NAMESPACE: &str = "video-streams";
 const MAX_TAGS: usize = 50;
 
+/// The tag that sets a stream's size cap in bytes: once its stored fragments exceed it,
+/// the oldest go first (whole segments). A tag, so that any Kinesis Video client can
+/// set it (createStream Tags, tagStream) and see it (listTagsForStream).
+pub const SIZE_CAP_TAG: &str = "freshet:max-size-bytes";
+/// The smallest size cap accepted.
+pub const MIN_SIZE_CAP: u64 = 1024 * 1024;
+
+/// The size cap a stream's tags set, if any (validated when the tag was set).
+pub fn size_cap(tags: &BTreeMap<String, String>) -> Option<u64> {
+    tags.get(SIZE_CAP_TAG).and_then(|v| v.trim().parse().ok())
+}
+
+fn check_size_cap(tags: &BTreeMap<String, String>) -> Result<()> {
+    match tags.get(SIZE_CAP_TAG) {
+        None => Ok(()),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= MIN_SIZE_CAP => Ok(()),
+            _ => Err(VideoError::InvalidArgument(format!(
+                "Tag {SIZE_CAP_TAG} must be a whole number of bytes, at least {MIN_SIZE_CAP}; got {v:?}."
+            ))),
+        },
+    }
+}
+
+/// Segment size for a log with a size cap: small enough that deleting whole segments
+/// keeps the stream within about an eighth of its cap.
+fn segment_limit(cap: Option<u64>) -> u64 {
+    cap.map_or(0, |c| (c / 8).max(64 * 1024))
+}
+
 /// Errors of the video control plane; each is one AWS error type.
 #[derive(Debug, thiserror::Error)]
 pub enum VideoError {
@@ -327,6 +357,7 @@ impl VideoService {
                 "A stream can have at most {MAX_TAGS} tags."
             )));
         }
+        check_size_cap(&input.tags)?;
         let now = self.clock.now_ms();
         let delayed = self.config.state_delay_ms > 0;
         let meta = VideoStreamMeta {
@@ -536,29 +567,45 @@ impl VideoService {
     }
 
     pub async fn tag(&self, r: &VideoRef, tags: BTreeMap<String, String>) -> Result<()> {
-        self.change(r, None, |m| {
-            let added = tags.keys().filter(|k| !m.tags.contains_key(*k)).count();
-            if m.tags.len() + added > MAX_TAGS {
-                return Err(VideoError::TagsPerResourceExceededLimit(format!(
-                    "A stream can have at most {MAX_TAGS} tags."
-                )));
+        check_size_cap(&tags)?;
+        let meta = self
+            .change(r, None, |m| {
+                let added = tags.keys().filter(|k| !m.tags.contains_key(*k)).count();
+                if m.tags.len() + added > MAX_TAGS {
+                    return Err(VideoError::TagsPerResourceExceededLimit(format!(
+                        "A stream can have at most {MAX_TAGS} tags."
+                    )));
+                }
+                m.tags.extend(tags);
+                Ok(())
+            })
+            .await?;
+        self.apply_size_cap(&meta).await
+    }
+
+    /// Makes a stream's open log follow its size cap (segment size, and trimming now).
+    async fn apply_size_cap(&self, meta: &VideoStreamMeta) -> Result<()> {
+        let log = self.logs.lock().unwrap().get(&meta.stream_id).cloned();
+        if let Some(log) = log {
+            let cap = size_cap(&meta.tags);
+            log.set_segment_limit(segment_limit(cap));
+            if let Some(cap) = cap {
+                self.store.enforce_size(&log, cap).await?;
             }
-            m.tags.extend(tags);
-            Ok(())
-        })
-        .await?;
+        }
         Ok(())
     }
 
     pub async fn untag(&self, r: &VideoRef, keys: &[String]) -> Result<()> {
-        self.change(r, None, |m| {
-            for k in keys {
-                m.tags.remove(k);
-            }
-            Ok(())
-        })
-        .await?;
-        Ok(())
+        let meta = self
+            .change(r, None, |m| {
+                for k in keys {
+                    m.tags.remove(k);
+                }
+                Ok(())
+            })
+            .await?;
+        self.apply_size_cap(&meta).await
     }
 
     /// The fragment log of a stream, opened (and recovered) on first use.
@@ -571,6 +618,7 @@ impl VideoService {
         let log = tokio::task::spawn_blocking(move || store.open_log(&id))
             .await
             .map_err(|e| VideoError::Internal(e.to_string()))??;
+        log.set_segment_limit(segment_limit(size_cap(&meta.tags)));
         self.logs
             .lock()
             .unwrap()
@@ -665,6 +713,9 @@ impl VideoService {
             let cutoff = now - meta.retention_hours as i64 * 3_600_000;
             let log = self.log(&meta).await?;
             removed += self.store.enforce_retention(&log, cutoff).await?;
+            if let Some(cap) = size_cap(&meta.tags) {
+                removed += self.store.enforce_size(&log, cap).await?;
+            }
         }
         Ok(removed)
     }
@@ -693,6 +744,16 @@ impl VideoService {
                 }],
             )
             .await?;
+        // The cap as tagged now (the caller's copy of the metadata may be older).
+        let cap = self
+            .streams
+            .read()
+            .unwrap()
+            .get(&meta.name)
+            .and_then(|m| size_cap(&m.tags));
+        if let Some(cap) = cap {
+            self.store.enforce_size(&log, cap).await?;
+        }
         Ok((
             fragments::fragment_number(meta.stream_id, ack.first_offset),
             ack.timestamp_ms,

@@ -158,6 +158,19 @@ def test_tags_both_families(kv):
     assert err.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
+def test_size_cap_tag(kv):
+    name = unique_name("cam")
+    err = error_of(kv.create_stream, StreamName=name, Tags={"freshet:max-size-bytes": "10"})
+    assert err.response["Error"]["Code"] == "InvalidArgumentException"
+    assert "freshet:max-size-bytes" in err.response["Error"]["Message"]
+    kv.create_stream(StreamName=name, DataRetentionInHours=1,
+                     Tags={"freshet:max-size-bytes": str(64 << 20)})
+    err = error_of(kv.tag_stream, StreamName=name, Tags={"freshet:max-size-bytes": "lots"})
+    assert err.response["Error"]["Code"] == "InvalidArgumentException"
+    kv.tag_stream(StreamName=name, Tags={"freshet:max-size-bytes": str(8 << 20)})
+    assert kv.list_tags_for_stream(StreamName=name)["Tags"] == {"freshet:max-size-bytes": str(8 << 20)}
+
+
 def test_streams_survive_restart(start_server):
     server = start_server(state_delay_ms=0)
     cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"})
