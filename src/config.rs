@@ -56,6 +56,12 @@ pub struct ServeConfig {
     /// Size at which a shard's segment file is sealed, in MiB [default: 64]
     #[arg(long, env = "FRESHET_SEGMENT_MB")]
     pub segment_mb: Option<u64>,
+    /// Memory all PutMedia connections together may hold for fragments still being
+    /// received, in MiB (body bytes; the heap used is at most about twice that). A
+    /// connection that needs more waits (its socket is not read: backpressure); one
+    /// that cannot get it within 10 s ends with ErrorId 5000 [default: 1024]
+    #[arg(long, env = "FRESHET_MEDIA_MEMORY_MB")]
+    pub media_memory_mb: Option<u64>,
 }
 
 impl ServeConfig {
@@ -74,6 +80,7 @@ impl ServeConfig {
             retention_check_secs: self.retention_check_secs.or(other.retention_check_secs),
             segment_mb: self.segment_mb.or(other.segment_mb),
             commit_delay_us: self.commit_delay_us.or(other.commit_delay_us),
+            media_memory_mb: self.media_memory_mb.or(other.media_memory_mb),
         }
     }
 

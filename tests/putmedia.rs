@@ -777,3 +777,86 @@ async fn non_increasing_timecodes_end_with_error_4004_after_the_good_fragments()
     .unwrap();
     assert_eq!(listed["Fragments"].as_array().unwrap().len(), 2);
 }
+
+/// A Cluster (known size) at `timecode` ms with one key frame of `len` junk bytes for
+/// track 1: the reader does not look inside frames, so the size is all that matters.
+fn big_cluster(timecode: u64, len: usize, fill: u8) -> Vec<u8> {
+    use freshet::media::ebml::{write_element, write_uint_element};
+    let mut block = vec![0x81, 0x00, 0x00, 0x80];
+    block.resize(4 + len, fill);
+    let mut payload = Vec::new();
+    write_uint_element(&mut payload, 0xE7, timecode);
+    write_element(&mut payload, 0xA3, &block);
+    let mut cluster = Vec::new();
+    write_element(&mut cluster, 0x1F43_B675, &payload);
+    cluster
+}
+
+fn persisted_count(acks: &[Value]) -> usize {
+    acks.iter().filter(|a| a["EventType"] == "PERSISTED").count()
+}
+
+#[tokio::test]
+async fn media_memory_budget_bounds_what_uploads_hold_and_recovers() {
+    let server = Server::start(&["--state-delay-ms", "0", "--media-memory-mb", "2"]).await;
+    let ep = server.endpoint();
+    let (head, _) = split_sample();
+
+    // A fragment larger than the whole budget can never fit: ErrorId 5000 at once,
+    // after the fragments before it were stored.
+    create_video_stream(&ep, "huge", 2).await;
+    let mut body = head.clone();
+    body.extend_from_slice(&big_cluster(0, 100_000, 1));
+    body.extend_from_slice(&big_cluster(1000, 3 * 1024 * 1024, 2));
+    let started = std::time::Instant::now();
+    let (_, acks) = put_media(&ep, "huge", &body, &mut Rng::new(7)).await;
+    assert_eq!(persisted_count(&acks), 1, "{acks:?}");
+    let last = acks.last().unwrap();
+    assert_eq!((&last["EventType"], &last["ErrorId"]), (&"ERROR".into(), &5000.into()));
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // Six producers at once, 4 x 600 KB fragments each, against a 2 MiB budget: they
+    // take turns. A producer may be ended with ErrorId 5000 if it waited 10 s (the
+    // budget is shared, so connections holding half fragments could otherwise wait on
+    // each other forever); everything acknowledged PERSISTED is stored intact.
+    let mut tasks = Vec::new();
+    for p in 0..6u8 {
+        let ep = ep.clone();
+        let name = format!("busy{p}");
+        create_video_stream(&ep, &name, 2).await;
+        let mut body = head.clone();
+        for f in 0..4u64 {
+            body.extend_from_slice(&big_cluster(f * 1000, 600_000, p * 10 + f as u8));
+        }
+        tasks.push(tokio::spawn(async move {
+            let (_, acks) = put_media(&ep, &name, &body, &mut Rng::new(p as u64)).await;
+            (name, acks)
+        }));
+    }
+    let mut total_persisted = 0;
+    for t in tasks {
+        let (name, acks) = t.await.unwrap();
+        let persisted = persisted_count(&acks);
+        let last = acks.last().unwrap();
+        if persisted < 4 {
+            assert_eq!(last["ErrorId"], 5000, "{name}: {acks:?}");
+        }
+        total_persisted += persisted;
+        let listed: Value = post_json(&ep, "listFragments", serde_json::json!({"StreamName": name}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["Fragments"].as_array().unwrap().len(), persisted, "{name}");
+    }
+    assert!(total_persisted >= 4, "only {total_persisted} fragments stored");
+
+    // Every share was given back: a producer alone gets all its fragments through.
+    create_video_stream(&ep, "after", 2).await;
+    let mut body = head.clone();
+    for f in 0..3u64 {
+        body.extend_from_slice(&big_cluster(f * 1000, 1_500_000, 9));
+    }
+    let (_, acks) = put_media(&ep, "after", &body, &mut Rng::new(99)).await;
+    assert_eq!(persisted_count(&acks), 3, "{acks:?}");
+}

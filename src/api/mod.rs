@@ -49,6 +49,104 @@ pub struct AppState {
     /// A request waits for its share before its body is read: backpressure instead
     /// of unbounded buffering under overload.
     pub body_budget: Arc<Semaphore>,
+    /// Memory for PutMedia fragments still being received, across all connections.
+    pub media_budget: MediaBudget,
+}
+
+/// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
+/// Each connection holds a [`MediaShare`] that grows before it reads more of its body
+/// and shrinks once a fragment is stored.
+#[derive(Clone, Debug)]
+pub struct MediaBudget {
+    semaphore: Arc<Semaphore>,
+    total_kib: usize,
+}
+
+/// How long a connection waits for budget before giving up (so that connections
+/// holding half-received fragments cannot wait on each other forever).
+pub const MEDIA_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl MediaBudget {
+    pub fn new(total_bytes: usize) -> Self {
+        let total_kib = total_bytes.div_ceil(1024).max(1);
+        Self {
+            semaphore: Arc::new(Semaphore::new(total_kib)),
+            total_kib,
+        }
+    }
+
+    /// An empty share of this budget.
+    pub fn share(&self) -> MediaShare {
+        MediaShare {
+            budget: self.clone(),
+            held: None,
+        }
+    }
+
+    /// KiB not held by any connection.
+    pub fn available_kib(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+}
+
+/// One connection's part of a [`MediaBudget`]; released when dropped.
+#[derive(Debug)]
+pub struct MediaShare {
+    budget: MediaBudget,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+/// Why a share could not grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetError {
+    /// More than the whole budget was asked for.
+    Exceeds,
+    /// Not enough was freed within [`MEDIA_BUDGET_WAIT`].
+    TimedOut,
+}
+
+impl MediaShare {
+    pub fn held_bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |p| p.num_permits() * 1024)
+    }
+
+    /// Grows the share to at least `bytes`, waiting for other connections to release.
+    pub async fn grow_to(&mut self, bytes: usize) -> Result<(), BudgetError> {
+        let want = bytes.div_ceil(1024);
+        let have = self.held.as_ref().map_or(0, |p| p.num_permits());
+        if want <= have {
+            return Ok(());
+        }
+        if want > self.budget.total_kib {
+            return Err(BudgetError::Exceeds);
+        }
+        let more = u32::try_from(want - have).map_err(|_| BudgetError::Exceeds)?;
+        let permit = tokio::time::timeout(
+            MEDIA_BUDGET_WAIT,
+            self.budget.semaphore.clone().acquire_many_owned(more),
+        )
+        .await
+        .map_err(|_| BudgetError::TimedOut)?
+        .map_err(|_| BudgetError::TimedOut)?;
+        match &mut self.held {
+            Some(held) => held.merge(permit),
+            None => self.held = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// Shrinks the share to `bytes` (rounded up to KiB), releasing the rest.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        let keep = bytes.div_ceil(1024);
+        if let Some(held) = &mut self.held {
+            let have = held.num_permits();
+            if keep == 0 {
+                self.held = None;
+            } else if have > keep {
+                drop(held.split(have - keep));
+            }
+        }
+    }
 }
 
 /// Total in-flight request-body budget.
@@ -60,6 +158,7 @@ impl AppState {
             streams,
             video,
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
+            media_budget: MediaBudget::new(1024 * 1024 * 1024),
         }
     }
 }

@@ -35,6 +35,8 @@ const ERR_STREAM_READ: u32 = 4000;
 const ERR_STREAM_NOT_ACTIVE: u32 = 4008;
 const ERR_INVALID_TIMESTAMP: u32 = 4007;
 const ERR_PERSIST: u32 = 5001;
+/// The server's memory for fragments being received is exhausted.
+const ERR_INTERNAL: u32 = 5000;
 
 fn rest_error(status: StatusCode, kind: &'static str, message: &str) -> Response {
     super::error::rest_json_error(status, kind, message)
@@ -125,6 +127,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     // Reading before answering makes hyper send `100 Continue` to producers that wait.
     let first = body.frame().await;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let mut share = state.media_budget.share();
     let mut ingest = Ingest {
         video: state.video.clone(),
         meta,
@@ -188,11 +191,27 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
                 }
                 Some(Ok(f)) => {
                     let Ok(chunk) = f.into_data() else { continue };
+                    // The reader may keep all of this chunk: hold budget for it first
+                    // (waiting here leaves the socket unread: backpressure).
+                    if let Err(e) = share.grow_to(reader.held_bytes() + chunk.len()).await {
+                        tracing::warn!(
+                            stream = ingest.meta.name,
+                            held = share.held_bytes(),
+                            reason = ?e,
+                            "PutMedia ended: media memory budget exhausted"
+                        );
+                        let _ = ingest
+                            .tx
+                            .send(ack("ERROR", None, None, Some(ERR_INTERNAL)))
+                            .await;
+                        return;
+                    }
                     let result = reader.feed(&chunk, &mut events);
                     // Fragments completed before an error are still stored.
                     if !ingest.process(&mut events).await {
                         return;
                     }
+                    share.shrink_to(reader.held_bytes());
                     if let Err(e) = result {
                         tracing::info!(stream = ingest.meta.name, error = %e, "PutMedia refused");
                         let _ = ingest

@@ -489,6 +489,13 @@ impl MkvReader {
         }
     }
 
+    /// Body bytes the reader is holding (the fragment being received and any element
+    /// being collected), without allocator slack: what a connection's share of a memory
+    /// budget counts. [`MkvReader::buffered_bytes`] is the heap actually used.
+    pub fn held_bytes(&self) -> usize {
+        self.element.len() + self.cluster.as_ref().map_or(0, |c| c.bytes.len())
+    }
+
     /// Heap bytes the reader holds right now; never more than
     /// [`Limits::memory_bound`].
     pub fn buffered_bytes(&self) -> usize {

@@ -8,6 +8,7 @@
 //! `CurrentVersion`. Fragments (PutMedia ingest, reads) build on this.
 
 pub mod fragments;
+pub mod playback;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -226,6 +227,9 @@ pub struct LiveFragment {
 
 pub struct VideoService {
     config: VideoConfig,
+    /// Signs playback (HLS/DASH) session tokens; kept in the catalog so that sessions
+    /// survive a restart.
+    session_key: [u8; 32],
     /// Live relays of streams without retention, by stream id.
     live: Mutex<HashMap<u64, tokio::sync::broadcast::Sender<Arc<LiveFragment>>>>,
     /// Makes relayed fragment numbers unique within one millisecond.
@@ -266,6 +270,23 @@ impl VideoService {
                 .await
                 .map_err(|e| VideoError::Internal(e.to_string()))??
         };
+        let session_key = {
+            let catalog = catalog.clone();
+            tokio::task::spawn_blocking(move || -> Result<[u8; 32]> {
+                if let Some(k) = catalog.get("secrets", "playback-session-key")?
+                    && let Ok(k) = <[u8; 32]>::try_from(k.as_slice())
+                {
+                    return Ok(k);
+                }
+                let mut k = [0u8; 32];
+                k[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+                k[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+                catalog.put("secrets", "playback-session-key", k.to_vec())?;
+                Ok(k)
+            })
+            .await
+            .map_err(|e| VideoError::Internal(e.to_string()))??
+        };
         let mut streams = HashMap::new();
         for (name, bytes) in rows {
             match serde_json::from_slice::<VideoStreamMeta>(&bytes) {
@@ -288,6 +309,7 @@ impl VideoService {
         }
         Ok(Arc::new(Self {
             config,
+            session_key,
             clock,
             catalog,
             store,
@@ -297,6 +319,11 @@ impl VideoService {
             streams: RwLock::new(streams),
             control: tokio::sync::Mutex::new(()),
         }))
+    }
+
+    /// The key that signs playback session tokens.
+    pub fn session_key(&self) -> &[u8; 32] {
+        &self.session_key
     }
 
     /// Now, on the service's clock (injectable for tests).

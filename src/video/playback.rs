@@ -1,0 +1,404 @@
+//! Playback of stored fragments (Kinesis Video archived-media API): HLS and DASH
+//! session tokens, and the choice of fragments for a playlist, a manifest or a clip.
+//!
+//! A streaming session is stateless on the server: its settings (stream, playback mode,
+//! fragment selector, container, discontinuity and timestamp display, expiry) travel in
+//! the session token, signed with HMAC-SHA256 under a per-server key kept in the
+//! catalog. A forged or altered token fails its MAC; an expired one is refused
+//! (`GetHLSStreamingSessionURL`, `GetDASHStreamingSessionURL` in
+//! `kinesis-video-archived-media.json`).
+//!
+//! Fragments are chosen by server timestamp (the log's own time index finds the first)
+//! or by producer timestamp (scanned from the start of the log; producer timestamps
+//! increase within a stream as PutMedia requires).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use super::fragments::parse_fragment_number;
+use super::{Result, VideoService, VideoStreamMeta};
+
+/// Which streaming protocol a session serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    Hls,
+    Dash,
+}
+
+/// `PlaybackMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlaybackMode {
+    Live,
+    LiveReplay,
+    OnDemand,
+}
+
+/// `ContainerFormat` (HLS only; DASH is always fragmented MP4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Container {
+    FragmentedMp4,
+    MpegTs,
+}
+
+/// `HLSDiscontinuityMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Discontinuity {
+    Always,
+    Never,
+    OnDiscontinuity,
+}
+
+/// What a session token carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    #[serde(rename = "p")]
+    pub protocol: Protocol,
+    #[serde(rename = "s")]
+    pub stream_name: String,
+    /// Guards against a stream deleted and re-created under the same name.
+    #[serde(rename = "i")]
+    pub stream_id: u64,
+    #[serde(rename = "m")]
+    pub mode: PlaybackMode,
+    /// Select by producer timestamps (else server timestamps).
+    #[serde(rename = "b")]
+    pub by_producer: bool,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<i64>,
+    #[serde(rename = "z", default, skip_serializing_if = "Option::is_none")]
+    pub end_ms: Option<i64>,
+    #[serde(rename = "c")]
+    pub container: Container,
+    #[serde(rename = "d")]
+    pub discontinuity: Discontinuity,
+    /// `DisplayFragmentTimestamp` / `DisplayFragmentNumber` ALWAYS.
+    #[serde(rename = "t")]
+    pub display_timestamp: bool,
+    #[serde(rename = "n")]
+    pub max_fragments: u32,
+    #[serde(rename = "e")]
+    pub expires_ms: i64,
+}
+
+/// Why a session token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a token this server issued (bad encoding or MAC).
+    Invalid,
+    Expired,
+}
+
+const MAC_LEN: usize = 16;
+
+fn mac(key: &[u8; 32], body: &[u8]) -> [u8; MAC_LEN] {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    m.update(body);
+    let full = m.finalize().into_bytes();
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&full[..MAC_LEN]);
+    out
+}
+
+impl Session {
+    /// The token: URL-safe base64 of the settings, `.`, URL-safe base64 of their MAC.
+    pub fn encode(&self, key: &[u8; 32]) -> String {
+        let body = serde_json::to_vec(self).expect("plain data serialises");
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&body),
+            URL_SAFE_NO_PAD.encode(mac(key, &body))
+        )
+    }
+
+    pub fn decode(key: &[u8; 32], token: &str, now_ms: i64) -> Result<Session, TokenError> {
+        let (body, tag) = token.split_once('.').ok_or(TokenError::Invalid)?;
+        let body = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Invalid)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Invalid)?;
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+        m.update(&body);
+        m.verify_truncated_left(&tag)
+            .map_err(|_| TokenError::Invalid)?;
+        if tag.len() != MAC_LEN {
+            return Err(TokenError::Invalid);
+        }
+        let session: Session = serde_json::from_slice(&body).map_err(|_| TokenError::Invalid)?;
+        if now_ms >= session.expires_ms {
+            return Err(TokenError::Expired);
+        }
+        Ok(session)
+    }
+}
+
+/// What playback needs to know of a stored fragment (its bytes are read separately).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FragmentInfo {
+    pub number: String,
+    pub offset: u64,
+    pub server_ms: i64,
+    pub producer_ms: i64,
+    /// First to last frame, as stored.
+    pub duration_ms: u64,
+    pub frame_count: u32,
+    pub size: usize,
+    /// Identifies the stream header in force (CodecPrivate may change between PutMedia
+    /// connections): fragments with equal values share one init segment.
+    pub header_hash: u64,
+}
+
+impl FragmentInfo {
+    /// The fragment's time under the chosen selector.
+    pub fn time_ms(&self, by_producer: bool) -> i64 {
+        if by_producer {
+            self.producer_ms
+        } else {
+            self.server_ms
+        }
+    }
+
+    /// Duration including the last frame's own duration (estimated as the average
+    /// frame interval), for when the next fragment's start is unknown.
+    pub fn full_duration_ms(&self) -> u64 {
+        if self.frame_count > 1 {
+            self.duration_ms + self.duration_ms / (self.frame_count as u64 - 1)
+        } else {
+            self.duration_ms.max(1)
+        }
+    }
+}
+
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    // FNV-1a: stable across runs and builds (appears in init-segment URLs).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Which fragments to take.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection {
+    pub by_producer: bool,
+    /// Inclusive bounds on the selector's timestamp.
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub max: usize,
+}
+
+/// Playback durations of consecutive fragments in milliseconds: up to the next
+/// fragment's start when it follows closely, else the fragment's own full duration.
+pub fn durations_ms(fragments: &[FragmentInfo]) -> Vec<u64> {
+    fragments
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let own = f.full_duration_ms();
+            match fragments.get(i + 1) {
+                Some(next) => {
+                    let gap = next.producer_ms - f.producer_ms;
+                    if gap > 0 && (gap as u64) <= own + own / 2 + 100 {
+                        gap as u64
+                    } else {
+                        own
+                    }
+                }
+                None => own,
+            }
+        })
+        .collect()
+}
+
+/// True when there is a gap or overlap of more than 50 ms between two fragments
+/// (the rule of `ON_DISCONTINUITY`), or their stream headers differ.
+pub fn is_discontinuous(prev: &FragmentInfo, prev_duration_ms: u64, next: &FragmentInfo) -> bool {
+    let expected = prev.producer_ms + prev_duration_ms as i64;
+    (next.producer_ms - expected).abs() > 50 || prev.header_hash != next.header_hash
+}
+
+impl VideoService {
+    /// Reads fragment metadata from `from` onwards in batches, calling `visit` for each
+    /// until it returns false or `end` is reached.
+    async fn scan_fragments(
+        &self,
+        meta: &VideoStreamMeta,
+        from: u64,
+        mut visit: impl FnMut(FragmentInfo) -> bool,
+    ) -> Result<()> {
+        let (first, end) = self.fragment_bounds(meta).await?;
+        let mut at = from.max(first);
+        while at < end {
+            let batch = self.read_fragments(meta, at, 64).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for (number, server_ms, m, cluster) in batch {
+                let offset = parse_fragment_number(&number).map_or(at, |(_, o)| o);
+                at = offset + 1;
+                let info = FragmentInfo {
+                    number,
+                    offset,
+                    server_ms,
+                    producer_ms: m.producer_ts_ms,
+                    duration_ms: m.duration_ms,
+                    frame_count: m.frame_count,
+                    size: cluster.len(),
+                    header_hash: hash_bytes(&m.info_and_tracks),
+                };
+                if !visit(info) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fragments in a time range (inclusive), oldest first, at most `sel.max`; the flag
+    /// says whether more fragments matched.
+    pub async fn select_fragments(
+        &self,
+        meta: &VideoStreamMeta,
+        sel: Selection,
+    ) -> Result<(Vec<FragmentInfo>, bool)> {
+        let from = match (sel.by_producer, sel.start_ms) {
+            (false, Some(start)) => self.offset_at_server_time(meta, start).await?,
+            _ => 0,
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        self.scan_fragments(meta, from, |f| {
+            let t = f.time_ms(sel.by_producer);
+            if sel.end_ms.is_some_and(|end| t > end) {
+                return false;
+            }
+            if sel.start_ms.is_some_and(|start| t < start) {
+                return true;
+            }
+            if out.len() == sel.max {
+                more = true;
+                return false;
+            }
+            out.push(f);
+            true
+        })
+        .await?;
+        Ok((out, more))
+    }
+
+    /// The newest `n` fragments, oldest first.
+    pub async fn latest_fragments(
+        &self,
+        meta: &VideoStreamMeta,
+        n: usize,
+    ) -> Result<Vec<FragmentInfo>> {
+        let (_, end) = self.fragment_bounds(meta).await?;
+        let mut out = Vec::new();
+        self.scan_fragments(meta, end.saturating_sub(n as u64), |f| {
+            out.push(f);
+            true
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// One stored fragment by log offset: its metadata and Cluster bytes.
+    pub async fn fragment_at(
+        &self,
+        meta: &VideoStreamMeta,
+        offset: u64,
+    ) -> Result<Option<(String, i64, super::fragments::FragmentMeta, bytes::Bytes)>> {
+        let mut batch = self.read_fragments(meta, offset, 1).await?;
+        Ok(match batch.pop() {
+            Some(f) if parse_fragment_number(&f.0).is_some_and(|(_, o)| o == offset) => Some(f),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            protocol: Protocol::Hls,
+            stream_name: "cam".into(),
+            stream_id: 42,
+            mode: PlaybackMode::OnDemand,
+            by_producer: true,
+            start_ms: Some(1_000),
+            end_ms: Some(9_000),
+            container: Container::FragmentedMp4,
+            discontinuity: Discontinuity::Always,
+            display_timestamp: false,
+            max_fragments: 1000,
+            expires_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_and_refuse_forgery_and_expiry() {
+        let key = [7u8; 32];
+        let token = session().encode(&key);
+        assert!(!token.contains(['+', '/', '=', '&']));
+        assert_eq!(Session::decode(&key, &token, 5_000), Ok(session()));
+        assert_eq!(
+            Session::decode(&key, &token, 10_000),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            Session::decode(&[8u8; 32], &token, 5_000),
+            Err(TokenError::Invalid)
+        );
+        // A changed body (a longer expiry, say) fails the MAC.
+        let mut forged = session();
+        forged.expires_ms = i64::MAX;
+        let (_, tag) = token.split_once('.').unwrap();
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
+        assert_eq!(
+            Session::decode(&key, &format!("{body}.{tag}"), 5_000),
+            Err(TokenError::Invalid)
+        );
+        for junk in ["", ".", "abc", "a.b", "%%.%%", &token[..token.len() - 2]] {
+            assert_eq!(
+                Session::decode(&key, junk, 5_000),
+                Err(TokenError::Invalid),
+                "{junk}"
+            );
+        }
+    }
+
+    fn info(producer_ms: i64, duration_ms: u64, frames: u32) -> FragmentInfo {
+        FragmentInfo {
+            number: String::new(),
+            offset: 0,
+            server_ms: producer_ms,
+            producer_ms,
+            duration_ms,
+            frame_count: frames,
+            size: 0,
+            header_hash: 1,
+        }
+    }
+
+    #[test]
+    fn durations_follow_the_next_fragment_and_estimate_the_last() {
+        // 25 fps, 1 s fragments: 960 ms first-to-last frame, 1000 ms each.
+        let f = [info(0, 960, 25), info(1000, 960, 25), info(5000, 960, 25)];
+        assert_eq!(durations_ms(&f), [1000, 1000, 1000]);
+        assert!(!is_discontinuous(&f[0], 1000, &f[1]));
+        assert!(is_discontinuous(&f[1], 1000, &f[2]));
+        let mut other = info(2000, 960, 25);
+        other.header_hash = 2;
+        assert!(is_discontinuous(&f[1], 1000, &other));
+        assert_eq!(info(0, 0, 1).full_duration_ms(), 1);
+    }
+}
