@@ -114,9 +114,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     };
 
     let mut state = AppState::new(streams, video);
-    state.media_budget = api::MediaBudget::new(
-        config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024,
-    );
+    state.media_budget =
+        api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
     let app = api::router(state);
     let addr = config.listen();
     let listener = tokio::net::TcpListener::bind(addr)

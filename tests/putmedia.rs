@@ -793,7 +793,9 @@ fn big_cluster(timecode: u64, len: usize, fill: u8) -> Vec<u8> {
 }
 
 fn persisted_count(acks: &[Value]) -> usize {
-    acks.iter().filter(|a| a["EventType"] == "PERSISTED").count()
+    acks.iter()
+        .filter(|a| a["EventType"] == "PERSISTED")
+        .count()
 }
 
 #[tokio::test]
@@ -812,7 +814,10 @@ async fn media_memory_budget_bounds_what_uploads_hold_and_recovers() {
     let (_, acks) = put_media(&ep, "huge", &body, &mut Rng::new(7)).await;
     assert_eq!(persisted_count(&acks), 1, "{acks:?}");
     let last = acks.last().unwrap();
-    assert_eq!((&last["EventType"], &last["ErrorId"]), (&"ERROR".into(), &5000.into()));
+    assert_eq!(
+        (&last["EventType"], &last["ErrorId"]),
+        (&"ERROR".into(), &5000.into())
+    );
     assert!(started.elapsed() < Duration::from_secs(8));
 
     // Six producers at once, 4 x 600 KB fragments each, against a 2 MiB budget: they
@@ -842,14 +847,25 @@ async fn media_memory_budget_bounds_what_uploads_hold_and_recovers() {
             assert_eq!(last["ErrorId"], 5000, "{name}: {acks:?}");
         }
         total_persisted += persisted;
-        let listed: Value = post_json(&ep, "listFragments", serde_json::json!({"StreamName": name}))
-            .await
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(listed["Fragments"].as_array().unwrap().len(), persisted, "{name}");
+        let listed: Value = post_json(
+            &ep,
+            "listFragments",
+            serde_json::json!({"StreamName": name}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(
+            listed["Fragments"].as_array().unwrap().len(),
+            persisted,
+            "{name}"
+        );
     }
-    assert!(total_persisted >= 4, "only {total_persisted} fragments stored");
+    assert!(
+        total_persisted >= 4,
+        "only {total_persisted} fragments stored"
+    );
 
     // Every share was given back: a producer alone gets all its fragments through.
     create_video_stream(&ep, "after", 2).await;

@@ -15,6 +15,7 @@ pub mod cbor;
 pub mod error;
 pub mod getmedia;
 pub mod kinesis;
+pub mod playback;
 pub mod putmedia;
 pub mod rest;
 pub mod video;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub body_budget: Arc<Semaphore>,
     /// Memory for PutMedia fragments still being received, across all connections.
     pub media_budget: MediaBudget,
+    /// Remuxed playback segments (HLS/DASH), shared by all players.
+    pub segments: Arc<playback::SegmentCache>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -159,6 +162,7 @@ impl AppState {
             video,
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
             media_budget: MediaBudget::new(1024 * 1024 * 1024),
+            segments: Arc::new(playback::SegmentCache::default()),
         }
     }
 }
@@ -175,6 +179,26 @@ pub fn router(state: AppState) -> Router {
             "/getMediaForFragmentList",
             post(getmedia::get_media_for_fragment_list),
         )
+        .route(
+            "/getHLSStreamingSessionURL",
+            post(playback::get_hls_session_url),
+        )
+        .route(
+            "/getDASHStreamingSessionURL",
+            post(playback::get_dash_session_url),
+        )
+        .route("/getClip", post(playback::get_clip))
+        .route(
+            "/hls/v1/getHLSMasterPlaylist.m3u8",
+            get(playback::hls_master),
+        )
+        .route("/hls/v1/getHLSMediaPlaylist.m3u8", get(playback::hls_media))
+        .route("/hls/v1/getMP4InitFragment.mp4", get(playback::hls_init))
+        .route("/hls/v1/getMP4MediaFragment.mp4", get(playback::hls_fmp4))
+        .route("/hls/v1/getTSFragment.ts", get(playback::hls_ts))
+        .route("/dash/v1/getDASHManifest.mpd", get(playback::dash_manifest))
+        .route("/dash/v1/getMP4InitFragment.mp4", get(playback::dash_init))
+        .route("/dash/v1/getMP4MediaFragment.mp4", get(playback::dash_fmp4))
         .route("/{operation}", post(video::handle))
         .merge(rest::routes())
         .fallback(not_found)

@@ -10,8 +10,11 @@
 //! here calls out. Every parser of untrusted bytes is fuzzed (`fuzz/fuzz_targets/`).
 
 pub mod ebml;
+pub mod fmp4;
 pub mod mkv;
 pub mod mkv_writer;
+pub mod samples;
+pub mod ts;
 
 #[cfg(test)]
 mod synthetic;

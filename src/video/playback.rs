@@ -121,7 +121,9 @@ impl Session {
         let body = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| TokenError::Invalid)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Invalid)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| TokenError::Invalid)?;
         let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
         m.update(&body);
         m.verify_truncated_left(&tag)

@@ -1,0 +1,1077 @@
+//! Playback over HTTP (Kinesis Video archived-media API, REST-JSON):
+//! `POST /getHLSStreamingSessionURL`, `POST /getDASHStreamingSessionURL`, `POST /getClip`,
+//! and the session endpoints the returned URLs lead to:
+//!
+//! | path | serves |
+//! |---|---|
+//! | `/hls/v1/getHLSMasterPlaylist.m3u8` | master playlist (RFC 8216) with one muxed variant |
+//! | `/hls/v1/getHLSMediaPlaylist.m3u8` | media playlist: one segment per stored fragment |
+//! | `/hls/v1/getMP4InitFragment.mp4`, `/dash/v1/getMP4InitFragment.mp4` | fMP4 init segment |
+//! | `/hls/v1/getMP4MediaFragment.mp4`, `/dash/v1/getMP4MediaFragment.mp4` | fMP4 media segment |
+//! | `/hls/v1/getTSFragment.ts` | MPEG-TS segment |
+//! | `/dash/v1/getDASHManifest.mpd` | MPD (ISO/IEC 23009-1), SegmentList with SegmentTimeline |
+//!
+//! Every segment is remuxed from one stored fragment on request (no re-encoding) and
+//! kept in a small cache, since all players of a live stream ask for the same ones.
+//! Sessions are stateless signed tokens (`video::playback`). Handlers only parse and
+//! format: fragment choice is in `video::playback`, remuxing in `media`.
+
+// Helpers return a ready error `Response` as their `Err`: built at most once per request.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{AppState, read_body};
+use crate::media::fmp4;
+use crate::media::samples::{FragmentSamples, demux_fragment};
+use crate::media::ts::{TsContinuity, ts_segment};
+use crate::video::fragments::parse_fragment_number;
+use crate::video::playback::{
+    Container, Discontinuity, FragmentInfo, PlaybackMode, Protocol, Selection, Session, TokenError,
+    durations_ms, is_discontinuous,
+};
+use crate::video::{VideoRef, VideoStreamMeta};
+
+/// A LIVE session needs a fragment this recent (AWS: 30 s).
+const LIVE_WINDOW_MS: i64 = 30_000;
+/// ON_DEMAND ranges may span at most this long.
+const MAX_RANGE_MS: i64 = 24 * 3_600_000;
+/// GetClip takes at most this many fragments and bytes.
+const CLIP_MAX_FRAGMENTS: usize = 200;
+const CLIP_MAX_BYTES: usize = 100 * 1024 * 1024;
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    super::error::rest_json_error(status, kind, message)
+}
+
+fn invalid(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "InvalidArgumentException", message)
+}
+
+fn not_found(message: impl Into<String>) -> Response {
+    error(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalFailure",
+        e.to_string(),
+    )
+}
+
+fn video_error(e: crate::video::VideoError) -> Response {
+    error(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        e.aws_type(),
+        e.to_string(),
+    )
+}
+
+/// Remuxed segments by (stream id, fragment offset, kind), newest kept.
+#[derive(Default)]
+pub struct SegmentCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<(u64, u64, u8), Bytes>,
+    order: VecDeque<(u64, u64, u8)>,
+    bytes: usize,
+}
+
+const CACHE_MAX_BYTES: usize = 128 * 1024 * 1024;
+const KIND_FMP4: u8 = 0;
+const KIND_TS: u8 = 1;
+const KIND_INIT: u8 = 2;
+
+impl SegmentCache {
+    fn get(&self, key: (u64, u64, u8)) -> Option<Bytes> {
+        self.inner.lock().unwrap().map.get(&key).cloned()
+    }
+
+    fn put(&self, key: (u64, u64, u8), value: Bytes) {
+        let mut c = self.inner.lock().unwrap();
+        if value.len() > CACHE_MAX_BYTES / 4 || c.map.contains_key(&key) {
+            return;
+        }
+        c.bytes += value.len();
+        c.map.insert(key, value);
+        c.order.push_back(key);
+        while c.bytes > CACHE_MAX_BYTES {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            if let Some(v) = c.map.remove(&old) {
+                c.bytes -= v.len();
+            }
+        }
+    }
+}
+
+async fn read_json(state: &AppState, req: Request) -> Result<(Value, String), Response> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let (parts, body) = req.into_parts();
+    let body = read_body(state, &parts.headers, body, 1024 * 1024)
+        .await
+        .map_err(|e| invalid(e.message))?;
+    let doc: Value = serde_json::from_slice(&body.bytes)
+        .map_err(|e| invalid(format!("The request body is not valid JSON: {e}")))?;
+    if !doc.is_object() {
+        return Err(invalid("The request body must be a JSON object."));
+    }
+    Ok((doc, host))
+}
+
+fn stream_of(state: &AppState, doc: &Value) -> Result<VideoStreamMeta, Response> {
+    for key in ["StreamName", "StreamARN"] {
+        if !doc[key].is_null() && !doc[key].is_string() {
+            return Err(invalid(format!("{key} must be a string.")));
+        }
+    }
+    let r = VideoRef {
+        name: doc["StreamName"].as_str().map(str::to_string),
+        arn: doc["StreamARN"].as_str().map(str::to_string),
+    };
+    if r.name.is_some() && r.arn.is_some() {
+        return Err(invalid("Specify either StreamName or StreamARN, not both."));
+    }
+    state.video.get(&r).map_err(video_error)
+}
+
+/// An enum member: absent = `default`, else one of `allowed`.
+fn enum_field<'a>(
+    doc: &'a Value,
+    key: &str,
+    allowed: &[&'a str],
+    default: &'a str,
+) -> Result<&'a str, Response> {
+    match &doc[key] {
+        Value::Null => Ok(default),
+        Value::String(s) if allowed.contains(&s.as_str()) => Ok(s.as_str()),
+        other => Err(invalid(format!(
+            "Value {other} at '{key}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            allowed.join(", ")
+        ))),
+    }
+}
+
+fn timestamp_ms(v: &Value, what: &str) -> Result<Option<i64>, Response> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Some((s * 1000.0).round() as i64))
+            .ok_or_else(|| invalid(format!("{what} must be a timestamp."))),
+        _ => Err(invalid(format!("{what} must be a timestamp."))),
+    }
+}
+
+fn int_field(doc: &Value, key: &str, lo: u64, hi: u64) -> Result<Option<u64>, Response> {
+    match &doc[key] {
+        Value::Null => Ok(None),
+        v => match v.as_u64() {
+            Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+            _ => Err(invalid(format!(
+                "Value {v} at '{key}' failed to satisfy constraint: Member must have value between {lo} and {hi}"
+            ))),
+        },
+    }
+}
+
+/// Demuxes a stored fragment; the error is the API's.
+fn demux(
+    meta: &crate::video::fragments::FragmentMeta,
+    cluster: &Bytes,
+) -> Result<FragmentSamples, Response> {
+    demux_fragment(
+        &meta.info_and_tracks,
+        cluster,
+        meta.producer_ts_ms,
+        meta.cluster_timecode,
+        meta.timecode_scale,
+    )
+    .map_err(|e| error(StatusCode::BAD_REQUEST, e.aws_error(), e.to_string()))
+}
+
+/// `POST /getHLSStreamingSessionURL` and `POST /getDASHStreamingSessionURL`.
+pub async fn get_hls_session_url(State(state): State<AppState>, req: Request) -> Response {
+    session_url(state, req, Protocol::Hls)
+        .await
+        .unwrap_or_else(|r| r)
+}
+
+pub async fn get_dash_session_url(State(state): State<AppState>, req: Request) -> Response {
+    session_url(state, req, Protocol::Dash)
+        .await
+        .unwrap_or_else(|r| r)
+}
+
+async fn session_url(
+    state: AppState,
+    req: Request,
+    protocol: Protocol,
+) -> Result<Response, Response> {
+    let (doc, host) = read_json(&state, req).await?;
+    let meta = stream_of(&state, &doc)?;
+    let (selector_key, max_key) = match protocol {
+        Protocol::Hls => ("HLSFragmentSelector", "MaxMediaPlaylistFragmentResults"),
+        Protocol::Dash => ("DASHFragmentSelector", "MaxManifestFragmentResults"),
+    };
+    let mode = match enum_field(
+        &doc,
+        "PlaybackMode",
+        &["LIVE", "LIVE_REPLAY", "ON_DEMAND"],
+        "LIVE",
+    )? {
+        "LIVE_REPLAY" => PlaybackMode::LiveReplay,
+        "ON_DEMAND" => PlaybackMode::OnDemand,
+        _ => PlaybackMode::Live,
+    };
+    let selector = &doc[selector_key];
+    if !selector.is_null() && !selector.is_object() {
+        return Err(invalid(format!("{selector_key} must be an object.")));
+    }
+    let by_producer = enum_field(
+        selector,
+        "FragmentSelectorType",
+        &["PRODUCER_TIMESTAMP", "SERVER_TIMESTAMP"],
+        "SERVER_TIMESTAMP",
+    )? == "PRODUCER_TIMESTAMP";
+    let range = &selector["TimestampRange"];
+    let start_ms = timestamp_ms(&range["StartTimestamp"], "StartTimestamp")?;
+    let end_ms = timestamp_ms(&range["EndTimestamp"], "EndTimestamp")?;
+    match mode {
+        PlaybackMode::Live if !range.is_null() => {
+            return Err(invalid("TimestampRange must not be set for LIVE playback."));
+        }
+        PlaybackMode::LiveReplay if start_ms.is_none() => {
+            return Err(invalid("LIVE_REPLAY playback needs a StartTimestamp."));
+        }
+        PlaybackMode::OnDemand if start_ms.is_none() || end_ms.is_none() => {
+            return Err(invalid(
+                "ON_DEMAND playback needs a StartTimestamp and an EndTimestamp.",
+            ));
+        }
+        _ => {}
+    }
+    if let (Some(s), Some(e)) = (start_ms, end_ms) {
+        if s >= e {
+            return Err(invalid("StartTimestamp must be before EndTimestamp."));
+        }
+        if mode == PlaybackMode::OnDemand && e - s > MAX_RANGE_MS {
+            return Err(invalid("The timestamp range must not exceed 24 hours."));
+        }
+    }
+    let container = match protocol {
+        Protocol::Hls => match enum_field(
+            &doc,
+            "ContainerFormat",
+            &["FRAGMENTED_MP4", "MPEG_TS"],
+            "FRAGMENTED_MP4",
+        )? {
+            "MPEG_TS" => Container::MpegTs,
+            _ => Container::FragmentedMp4,
+        },
+        Protocol::Dash => Container::FragmentedMp4,
+    };
+    let discontinuity = match protocol {
+        Protocol::Hls => match enum_field(
+            &doc,
+            "DiscontinuityMode",
+            &["ALWAYS", "NEVER", "ON_DISCONTINUITY"],
+            "ALWAYS",
+        )? {
+            "NEVER" => Discontinuity::Never,
+            "ON_DISCONTINUITY" => Discontinuity::OnDiscontinuity,
+            _ => Discontinuity::Always,
+        },
+        Protocol::Dash => Discontinuity::OnDiscontinuity,
+    };
+    let display_timestamp = enum_field(
+        &doc,
+        "DisplayFragmentTimestamp",
+        &["ALWAYS", "NEVER"],
+        "NEVER",
+    )? == "ALWAYS";
+    if protocol == Protocol::Dash {
+        enum_field(&doc, "DisplayFragmentNumber", &["ALWAYS", "NEVER"], "NEVER")?;
+    }
+    let expires = int_field(&doc, "Expires", 300, 43_200)?.unwrap_or(300);
+    let default_max = if mode == PlaybackMode::OnDemand {
+        1000
+    } else {
+        5
+    };
+    let max_fragments = int_field(&doc, max_key, 1, 5000)?.unwrap_or(default_max) as u32;
+
+    if meta.retention_hours == 0 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "NoDataRetentionException",
+            format!(
+                "The stream {} does not retain data (DataRetentionInHours is 0).",
+                meta.name
+            ),
+        ));
+    }
+    let session = Session {
+        protocol,
+        stream_name: meta.name.clone(),
+        stream_id: meta.stream_id,
+        mode,
+        by_producer,
+        start_ms,
+        end_ms,
+        container,
+        discontinuity,
+        display_timestamp,
+        max_fragments,
+        expires_ms: state.video.now_ms() + expires as i64 * 1000,
+    };
+    // There must be media to play, and it must be playable.
+    let fragments = session_fragments(&state, &meta, &session).await?;
+    let Some(first) = fragments.first() else {
+        return Err(not_found(
+            "No fragments found in the stream for the streaming request.",
+        ));
+    };
+    if mode == PlaybackMode::Live && first_recent(&state, &fragments).is_none() {
+        return Err(not_found(
+            "No fragments found in the stream for the streaming request.",
+        ));
+    }
+    let (_, _, fmeta, cluster) = read_fragment(&state, &meta, first.offset).await?;
+    demux(&fmeta, &cluster)?;
+
+    let token = session.encode(state.video.session_key());
+    let (key, path) = match protocol {
+        Protocol::Hls => ("HLSStreamingSessionURL", "hls/v1/getHLSMasterPlaylist.m3u8"),
+        Protocol::Dash => ("DASHStreamingSessionURL", "dash/v1/getDASHManifest.mpd"),
+    };
+    Ok(
+        axum::Json(json!({ key: format!("http://{host}/{path}?SessionToken={token}") }))
+            .into_response(),
+    )
+}
+
+/// The newest fragment of a LIVE selection if it arrived in the last 30 s.
+fn first_recent<'a>(state: &AppState, fragments: &'a [FragmentInfo]) -> Option<&'a FragmentInfo> {
+    let now = state.video.now_ms();
+    fragments
+        .last()
+        .filter(|f| now - f.server_ms <= LIVE_WINDOW_MS)
+}
+
+/// The fragments a session's playlist or manifest lists now.
+async fn session_fragments(
+    state: &AppState,
+    meta: &VideoStreamMeta,
+    s: &Session,
+) -> Result<Vec<FragmentInfo>, Response> {
+    let video = &state.video;
+    let max = s.max_fragments as usize;
+    match s.mode {
+        PlaybackMode::Live => video.latest_fragments(meta, max).await.map_err(video_error),
+        PlaybackMode::OnDemand | PlaybackMode::LiveReplay => video
+            .select_fragments(
+                meta,
+                Selection {
+                    by_producer: s.by_producer,
+                    start_ms: s.start_ms,
+                    end_ms: s.end_ms,
+                    max,
+                },
+            )
+            .await
+            .map(|(f, _)| f)
+            .map_err(video_error),
+    }
+}
+
+async fn read_fragment(
+    state: &AppState,
+    meta: &VideoStreamMeta,
+    offset: u64,
+) -> Result<(String, i64, crate::video::fragments::FragmentMeta, Bytes), Response> {
+    state
+        .video
+        .fragment_at(meta, offset)
+        .await
+        .map_err(video_error)?
+        .ok_or_else(|| not_found("The fragment is no longer stored."))
+}
+
+// ---- session endpoints -------------------------------------------------------------
+
+/// The session and stream of a session request.
+fn open_session(
+    state: &AppState,
+    q: &HashMap<String, String>,
+    protocol: Protocol,
+) -> Result<(Session, VideoStreamMeta), Response> {
+    let token = q
+        .get("SessionToken")
+        .ok_or_else(|| invalid("SessionToken is required."))?;
+    let session = Session::decode(state.video.session_key(), token, state.video.now_ms()).map_err(
+        |e| match e {
+            TokenError::Expired => error(
+                StatusCode::UNAUTHORIZED,
+                "NotAuthorizedException",
+                "The session token has expired.",
+            ),
+            TokenError::Invalid => error(
+                StatusCode::UNAUTHORIZED,
+                "NotAuthorizedException",
+                "The session token is not valid.",
+            ),
+        },
+    )?;
+    if session.protocol != protocol {
+        return Err(invalid(
+            "The session token is for another streaming protocol.",
+        ));
+    }
+    let meta = state
+        .video
+        .get(&VideoRef {
+            name: Some(session.stream_name.clone()),
+            arn: None,
+        })
+        .map_err(video_error)?;
+    if meta.stream_id != session.stream_id {
+        return Err(not_found("The stream of this session no longer exists."));
+    }
+    Ok((session, meta))
+}
+
+/// The fragment a segment request names (`FragmentNumber`), or `default`.
+fn fragment_offset(
+    q: &HashMap<String, String>,
+    meta: &VideoStreamMeta,
+    default: Option<u64>,
+) -> Result<u64, Response> {
+    match q.get("FragmentNumber") {
+        Some(n) => parse_fragment_number(n)
+            .filter(|(id, _)| *id == meta.stream_id)
+            .map(|(_, o)| o)
+            .ok_or_else(|| invalid("FragmentNumber is not a fragment of this stream.")),
+        None => default.ok_or_else(|| invalid("FragmentNumber is required.")),
+    }
+}
+
+fn with_type(body: impl Into<axum::body::Body>, content_type: &'static str) -> Response {
+    let mut resp = Response::new(body.into());
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn token_query(q: &HashMap<String, String>) -> String {
+    format!(
+        "SessionToken={}",
+        q.get("SessionToken").map_or("", String::as_str)
+    )
+}
+
+async fn fragments_or_404(
+    state: &AppState,
+    meta: &VideoStreamMeta,
+    session: &Session,
+) -> Result<Vec<FragmentInfo>, Response> {
+    let fragments = session_fragments(state, meta, session).await?;
+    if fragments.is_empty() {
+        return Err(not_found(
+            "No fragments found in the stream for the streaming request.",
+        ));
+    }
+    Ok(fragments)
+}
+
+/// `GET /hls/v1/getHLSMasterPlaylist.m3u8`.
+pub async fn hls_master(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    hls_master_inner(&state, &q).await.unwrap_or_else(|r| r)
+}
+
+async fn hls_master_inner(
+    state: &AppState,
+    q: &HashMap<String, String>,
+) -> Result<Response, Response> {
+    let (session, meta) = open_session(state, q, Protocol::Hls)?;
+    let fragments = fragments_or_404(state, &meta, &session).await?;
+    let first = &fragments[0];
+    let (_, _, fmeta, cluster) = read_fragment(state, &meta, first.offset).await?;
+    let demuxed = demux(&fmeta, &cluster)?;
+    let codecs: Vec<String> = demuxed.tracks.iter().map(fmp4::codec_string).collect();
+    let bandwidth = bandwidth(&fragments);
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    let _ = write!(
+        out,
+        "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
+        codecs.join(",")
+    );
+    if let Some(v) = demuxed.tracks.iter().find(|t| t.codec.is_video()) {
+        let _ = write!(out, ",RESOLUTION={}x{}", v.width, v.height);
+    }
+    let _ = write!(out, "\ngetHLSMediaPlaylist.m3u8?{}\n", token_query(q));
+    Ok(with_type(out, "application/vnd.apple.mpegurl"))
+}
+
+/// Peak bits per second over the listed fragments.
+fn bandwidth(fragments: &[FragmentInfo]) -> u64 {
+    fragments
+        .iter()
+        .zip(durations_ms(fragments))
+        .map(|(f, d)| f.size as u64 * 8 * 1000 / d.max(1))
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn iso8601_ms(ms: i64) -> String {
+    // `format_timestamp_ms` gives seconds; the playlist wants a calendar date.
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = crate::clock::civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `GET /hls/v1/getHLSMediaPlaylist.m3u8`.
+pub async fn hls_media(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    hls_media_inner(&state, &q).await.unwrap_or_else(|r| r)
+}
+
+async fn hls_media_inner(
+    state: &AppState,
+    q: &HashMap<String, String>,
+) -> Result<Response, Response> {
+    let (session, meta) = open_session(state, q, Protocol::Hls)?;
+    let fragments = fragments_or_404(state, &meta, &session).await?;
+    let durations = durations_ms(&fragments);
+    let token = token_query(q);
+    let target = durations
+        .iter()
+        .map(|d| d.div_ceil(1000))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
+    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
+    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", fragments[0].offset);
+    if session.discontinuity == Discontinuity::Always {
+        // Every segment starts a discontinuity, so the count before the first listed
+        // one is its position in the stream.
+        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", fragments[0].offset);
+    }
+    let ended = match session.mode {
+        PlaybackMode::OnDemand => true,
+        PlaybackMode::LiveReplay => session.end_ms.is_some_and(|end| {
+            // Ended once the stream has moved past the range.
+            state.video.now_ms() > end + LIVE_WINDOW_MS
+        }),
+        PlaybackMode::Live => false,
+    };
+    if session.mode == PlaybackMode::OnDemand {
+        out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+    }
+    let fmp4 = session.container == Container::FragmentedMp4;
+    let mut header = None;
+    for (i, f) in fragments.iter().enumerate() {
+        let new_header = header != Some(f.header_hash);
+        let disc = match session.discontinuity {
+            Discontinuity::Always => true,
+            Discontinuity::Never => false,
+            Discontinuity::OnDiscontinuity => {
+                i > 0 && is_discontinuous(&fragments[i - 1], durations[i - 1], f)
+            }
+        } || (i > 0 && new_header);
+        if disc {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+        }
+        if fmp4 && new_header {
+            let _ = writeln!(
+                out,
+                "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?{token}&FragmentNumber={}\"",
+                f.number
+            );
+        }
+        header = Some(f.header_hash);
+        if session.display_timestamp {
+            let _ = writeln!(
+                out,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                iso8601_ms(f.time_ms(session.by_producer))
+            );
+        }
+        let _ = writeln!(out, "#EXTINF:{:.3},", durations[i] as f64 / 1000.0);
+        let file = if fmp4 {
+            "getMP4MediaFragment.mp4"
+        } else {
+            "getTSFragment.ts"
+        };
+        let _ = writeln!(out, "{file}?{token}&FragmentNumber={}", f.number);
+    }
+    if ended {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
+    Ok(with_type(out, "application/vnd.apple.mpegurl"))
+}
+
+/// Remuxes one stored fragment (cached).
+async fn segment(
+    state: &AppState,
+    meta: &VideoStreamMeta,
+    offset: u64,
+    kind: u8,
+    track: Option<u64>,
+) -> Result<Bytes, Response> {
+    // DASH serves each track on its own (one AdaptationSet per track).
+    let key = (
+        meta.stream_id,
+        offset,
+        kind | (track.unwrap_or(0) as u8) << 4,
+    );
+    if let Some(b) = state.segments.get(key) {
+        return Ok(b);
+    }
+    let (_, _, fmeta, cluster) = read_fragment(state, meta, offset).await?;
+    let out = tokio::task::spawn_blocking(move || -> Result<Bytes, Response> {
+        let mut d = demux(&fmeta, &cluster)?;
+        if let Some(number) = track {
+            let Some(index) = d.tracks.iter().position(|t| t.number == number) else {
+                return Err(invalid(format!("The stream has no track {number}.")));
+            };
+            d.tracks = vec![d.tracks.swap_remove(index)];
+            d.samples.retain(|s| s.track == index);
+            for s in &mut d.samples {
+                s.track = 0;
+            }
+        }
+        Ok(Bytes::from(match kind {
+            KIND_INIT => fmp4::init_segment(&d.tracks),
+            KIND_TS => {
+                ts_segment(&d.tracks, &d.samples, &mut TsContinuity::new()).map_err(|e| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidMediaFrameException",
+                        e.to_string(),
+                    )
+                })?
+            }
+            _ => fmp4::media_segment((offset % u32::MAX as u64) as u32 + 1, &d.tracks, &d.samples),
+        }))
+    })
+    .await
+    .map_err(internal)??;
+    state.segments.put(key, out.clone());
+    Ok(out)
+}
+
+async fn first_offset(
+    state: &AppState,
+    meta: &VideoStreamMeta,
+    session: &Session,
+) -> Result<u64, Response> {
+    Ok(fragments_or_404(state, meta, session).await?[0].offset)
+}
+
+/// DASH segment URLs name one track (`TrackNumber`); HLS segments carry all tracks.
+fn track_param(q: &HashMap<String, String>, protocol: Protocol) -> Result<Option<u64>, Response> {
+    match (protocol, q.get("TrackNumber")) {
+        (Protocol::Dash, Some(t)) => t
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=15).contains(n))
+            .map(Some)
+            .ok_or_else(|| invalid("TrackNumber must be a track number from 1 to 15.")),
+        _ => Ok(None),
+    }
+}
+
+/// `GET /{hls,dash}/v1/getMP4InitFragment.mp4`.
+pub async fn hls_init(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    init_inner(&state, &q, Protocol::Hls)
+        .await
+        .unwrap_or_else(|r| r)
+}
+
+pub async fn dash_init(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    init_inner(&state, &q, Protocol::Dash)
+        .await
+        .unwrap_or_else(|r| r)
+}
+
+async fn init_inner(
+    state: &AppState,
+    q: &HashMap<String, String>,
+    protocol: Protocol,
+) -> Result<Response, Response> {
+    let (session, meta) = open_session(state, q, protocol)?;
+    let offset = match q.get("FragmentNumber") {
+        Some(_) => fragment_offset(q, &meta, None)?,
+        None => first_offset(state, &meta, &session).await?,
+    };
+    let track = track_param(q, protocol)?;
+    Ok(with_type(
+        segment(state, &meta, offset, KIND_INIT, track).await?,
+        "video/mp4",
+    ))
+}
+
+/// `GET /{hls,dash}/v1/getMP4MediaFragment.mp4`.
+pub async fn hls_fmp4(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    media_inner(&state, &q, Protocol::Hls, KIND_FMP4)
+        .await
+        .unwrap_or_else(|r| r)
+}
+
+pub async fn dash_fmp4(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    media_inner(&state, &q, Protocol::Dash, KIND_FMP4)
+        .await
+        .unwrap_or_else(|r| r)
+}
+
+/// `GET /hls/v1/getTSFragment.ts`.
+pub async fn hls_ts(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    media_inner(&state, &q, Protocol::Hls, KIND_TS)
+        .await
+        .unwrap_or_else(|r| r)
+}
+
+async fn media_inner(
+    state: &AppState,
+    q: &HashMap<String, String>,
+    protocol: Protocol,
+    kind: u8,
+) -> Result<Response, Response> {
+    let (session, meta) = open_session(state, q, protocol)?;
+    let wanted = if kind == KIND_TS {
+        Container::MpegTs
+    } else {
+        Container::FragmentedMp4
+    };
+    if session.container != wanted {
+        return Err(invalid("This session serves another container format."));
+    }
+    let offset = fragment_offset(q, &meta, None)?;
+    let track = track_param(q, protocol)?;
+    let body = segment(state, &meta, offset, kind, track).await?;
+    Ok(with_type(
+        body,
+        if kind == KIND_TS {
+            "video/mp2t"
+        } else {
+            "video/mp4"
+        },
+    ))
+}
+
+/// `GET /dash/v1/getDASHManifest.mpd`.
+pub async fn dash_manifest(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    dash_inner(&state, &q).await.unwrap_or_else(|r| r)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+}
+
+fn iso_duration(ms: u64) -> String {
+    format!("PT{}.{:03}S", ms / 1000, ms % 1000)
+}
+
+async fn dash_inner(state: &AppState, q: &HashMap<String, String>) -> Result<Response, Response> {
+    let (session, meta) = open_session(state, q, Protocol::Dash)?;
+    let fragments = fragments_or_404(state, &meta, &session).await?;
+    let durations = durations_ms(&fragments);
+    let token = xml_escape(&token_query(q));
+    let dynamic = session.mode != PlaybackMode::OnDemand;
+    let total: u64 = durations.iter().sum();
+    let max_dur = durations.iter().copied().max().unwrap_or(1000);
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = write!(
+        out,
+        "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" minBufferTime=\"{}\"",
+        iso_duration(max_dur)
+    );
+    if dynamic {
+        // Media time is producer time since the epoch, so the live edge is "now".
+        let _ = writeln!(
+            out,
+            " type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\"{}\" minimumUpdatePeriod=\"{}\" timeShiftBufferDepth=\"{}\" suggestedPresentationDelay=\"{}\">",
+            iso8601_ms(state.video.now_ms()),
+            iso_duration(max_dur),
+            iso_duration(total.max(max_dur)),
+            iso_duration(max_dur * 3),
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            " type=\"static\" mediaPresentationDuration=\"{}\">",
+            iso_duration(total)
+        );
+    }
+    // One Period per run of fragments with the same stream header (a live manifest
+    // shows the newest run only), one AdaptationSet per track.
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < fragments.len() {
+        let hash = fragments[i].header_hash;
+        let end = fragments[i..]
+            .iter()
+            .position(|f| f.header_hash != hash)
+            .map_or(fragments.len(), |p| i + p);
+        runs.push(i..end);
+        i = end;
+    }
+    if dynamic && runs.len() > 1 {
+        runs.drain(..runs.len() - 1);
+    }
+    let mut period_start_ms: u64 = 0;
+    for (period, range) in runs.into_iter().enumerate() {
+        let run = &fragments[range.clone()];
+        let run_durations = &durations[range];
+        let (_, _, fmeta, cluster) = read_fragment(state, &meta, run[0].offset).await?;
+        let demuxed = demux(&fmeta, &cluster)?;
+        let start_attr = if dynamic {
+            String::from("PT0S")
+        } else {
+            iso_duration(period_start_ms)
+        };
+        let _ = writeln!(out, "  <Period id=\"{period}\" start=\"{start_attr}\">");
+        for track in &demuxed.tracks {
+            let kind = if track.codec.is_video() {
+                "video"
+            } else {
+                "audio"
+            };
+            let scale = track.timescale() as u64;
+            let ticks = |ms: i64| (ms.max(0) as u64).saturating_mul(scale) / 1000;
+            let _ = writeln!(
+                out,
+                "    <AdaptationSet contentType=\"{kind}\" mimeType=\"{kind}/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">"
+            );
+            let _ = write!(
+                out,
+                "      <Representation id=\"{period}-{}\" codecs=\"{}\" bandwidth=\"{}\"",
+                track.number,
+                fmp4::codec_string(track),
+                bandwidth(run)
+            );
+            if track.codec.is_video() {
+                let _ = write!(
+                    out,
+                    " width=\"{}\" height=\"{}\"",
+                    track.width, track.height
+                );
+            } else {
+                let _ = write!(out, " audioSamplingRate=\"{}\"", track.sample_rate);
+            }
+            out.push_str(">\n");
+            let pto = if dynamic {
+                0
+            } else {
+                ticks(run[0].producer_ms)
+            };
+            let _ = writeln!(
+                out,
+                "        <SegmentList timescale=\"{scale}\" presentationTimeOffset=\"{pto}\">"
+            );
+            let _ = writeln!(
+                out,
+                "          <Initialization sourceURL=\"getMP4InitFragment.mp4?{token}&amp;TrackNumber={}&amp;FragmentNumber={}\"/>",
+                track.number, run[0].number
+            );
+            out.push_str("          <SegmentTimeline>\n");
+            for (f, d) in run.iter().zip(run_durations) {
+                let t = ticks(f.producer_ms);
+                let _ = writeln!(
+                    out,
+                    "            <S t=\"{t}\" d=\"{}\"/>",
+                    ticks(f.producer_ms + *d as i64) - t
+                );
+            }
+            out.push_str("          </SegmentTimeline>\n");
+            for f in run {
+                let _ = writeln!(
+                    out,
+                    "          <SegmentURL media=\"getMP4MediaFragment.mp4?{token}&amp;TrackNumber={}&amp;FragmentNumber={}\"/>",
+                    track.number, f.number
+                );
+            }
+            out.push_str("        </SegmentList>\n      </Representation>\n    </AdaptationSet>\n");
+        }
+        out.push_str("  </Period>\n");
+        period_start_ms += run_durations.iter().sum::<u64>();
+    }
+    out.push_str("</MPD>\n");
+    Ok(with_type(out, "application/dash+xml"))
+}
+
+/// `POST /getClip`: one MP4 (moov first) of the fragments in a range.
+pub async fn get_clip(State(state): State<AppState>, req: Request) -> Response {
+    clip_inner(&state, req).await.unwrap_or_else(|r| r)
+}
+
+async fn clip_inner(state: &AppState, req: Request) -> Result<Response, Response> {
+    let (doc, _) = read_json(state, req).await?;
+    let meta = stream_of(state, &doc)?;
+    let selector = &doc["ClipFragmentSelector"];
+    if !selector.is_object() {
+        return Err(invalid("ClipFragmentSelector is required."));
+    }
+    let by_producer = match selector["FragmentSelectorType"].as_str() {
+        Some("PRODUCER_TIMESTAMP") => true,
+        Some("SERVER_TIMESTAMP") => false,
+        _ => {
+            return Err(invalid(
+                "ClipFragmentSelector.FragmentSelectorType must be PRODUCER_TIMESTAMP or SERVER_TIMESTAMP.",
+            ));
+        }
+    };
+    let range = &selector["TimestampRange"];
+    let (Some(start), Some(end)) = (
+        timestamp_ms(&range["StartTimestamp"], "StartTimestamp")?,
+        timestamp_ms(&range["EndTimestamp"], "EndTimestamp")?,
+    ) else {
+        return Err(invalid(
+            "TimestampRange needs StartTimestamp and EndTimestamp.",
+        ));
+    };
+    if start >= end {
+        return Err(invalid("StartTimestamp must be before EndTimestamp."));
+    }
+    if end - start > MAX_RANGE_MS {
+        return Err(invalid("The timestamp range must not exceed 24 hours."));
+    }
+    if meta.retention_hours == 0 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "NoDataRetentionException",
+            format!(
+                "The stream {} does not retain data (DataRetentionInHours is 0).",
+                meta.name
+            ),
+        ));
+    }
+    let (fragments, _) = state
+        .video
+        .select_fragments(
+            &meta,
+            Selection {
+                by_producer,
+                start_ms: Some(start),
+                end_ms: Some(end),
+                max: CLIP_MAX_FRAGMENTS,
+            },
+        )
+        .await
+        .map_err(video_error)?;
+    if fragments.is_empty() {
+        return Err(not_found(
+            "No fragments found in the stream for the clip request.",
+        ));
+    }
+    // The first 100 MB, and one stream header (a clip cannot change CodecPrivate).
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    for f in &fragments {
+        if f.header_hash != fragments[0].header_hash
+            || (bytes + f.size > CLIP_MAX_BYTES && !taken.is_empty())
+        {
+            break;
+        }
+        bytes += f.size;
+        taken.push(f.offset);
+    }
+    let mut tracks = None;
+    let mut samples = Vec::new();
+    for offset in taken {
+        let (_, _, fmeta, cluster) = read_fragment(state, &meta, offset).await?;
+        let d = demux(&fmeta, &cluster)?;
+        if tracks.is_none() {
+            tracks = Some(d.tracks);
+        }
+        samples.extend(d.samples);
+    }
+    let tracks = tracks.unwrap_or_default();
+    let mp4 = tokio::task::spawn_blocking(move || fmp4::progressive_mp4(&tracks, &samples))
+        .await
+        .map_err(internal)?;
+    Ok(with_type(mp4, "video/mp4"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playlist_dates_and_durations() {
+        assert_eq!(iso8601_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_duration(5_986), "PT5.986S");
+        assert_eq!(xml_escape("a&b\"<"), "a&amp;b&quot;&lt;");
+    }
+
+    #[test]
+    fn the_segment_cache_stays_within_its_budget() {
+        let cache = SegmentCache::default();
+        let big = Bytes::from(vec![0u8; CACHE_MAX_BYTES / 5]);
+        for i in 0..10 {
+            cache.put((1, i, KIND_FMP4), big.clone());
+        }
+        let inner = cache.inner.lock().unwrap();
+        assert!(inner.bytes <= CACHE_MAX_BYTES);
+        assert_eq!(inner.map.len(), 5);
+        // The newest are kept.
+        assert!(inner.map.contains_key(&(1, 9, KIND_FMP4)));
+        assert!(!inner.map.contains_key(&(1, 0, KIND_FMP4)));
+    }
+}

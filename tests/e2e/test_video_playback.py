@@ -1,0 +1,291 @@
+"""Playback by timestamp (archived-media API) with boto3's kinesis-video-archived-media
+client: HLS (fragmented MP4 and MPEG-TS), DASH and GetClip of the clips in
+media-samples/, checked by decoding with ffprobe/ffmpeg (frame counts, durations,
+timestamps), LIVE playlists that grow while a producer pushes, and the documented errors."""
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import REGION, freshet_bin, unique_name
+
+pytestmark = pytest.mark.freshet_only
+
+SAMPLES = Path(__file__).resolve().parents[2] / "media-samples"
+CLIPS = {
+    # clip: (fragments, {codec: frames})
+    "h264-1s-gop.kvs.mkv": (6, {"h264": 150}),
+    "h264-aac.kvs.mkv": (6, {"h264": 150, "aac": 281}),
+    "h265-2s-gop.kvs.mkv": (3, {"hevc": 150}),
+}
+
+
+def client(endpoint, service):
+    cfg = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+    return boto3.session.Session().client(
+        service, endpoint_url=endpoint, region_name=REGION,
+        aws_access_key_id="test", aws_secret_access_key="test", config=cfg)
+
+
+@pytest.fixture(scope="module")
+def kv(endpoint):
+    return client(endpoint, "kinesisvideo")
+
+
+@pytest.fixture(scope="module")
+def archived(endpoint, kv):
+    # Clients find the data endpoint as the SDKs do.
+    data = kv.get_data_endpoint(StreamName=pushed_stream(endpoint, "h264-1s-gop.kvs.mkv"),
+                                APIName="GET_HLS_STREAMING_SESSION_URL")["DataEndpoint"]
+    return client(data, "kinesis-video-archived-media")
+
+
+_pushed: dict = {}
+
+
+def push(endpoint, clip, name, *extra):
+    p = subprocess.run([str(freshet_bin()), "video", "push", str(SAMPLES / clip), "--stream", name,
+                        "--endpoint", endpoint, *extra], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+
+
+def pushed_stream(endpoint, clip) -> str:
+    """A stream holding exactly one push of `clip` (made once per module)."""
+    if clip not in _pushed:
+        name = unique_name("play")
+        acks = push(endpoint, clip, name)
+        assert sum(a["EventType"] == "PERSISTED" for a in acks) == CLIPS[clip][0]
+        _pushed[clip] = name
+    return _pushed[clip]
+
+
+def around_now():
+    now = time.time()
+    return {"StartTimestamp": now - 3600, "EndTimestamp": now + 60}
+
+
+def probe(url_or_path, *entries):
+    p = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                        ",".join(entries), "-of", "json", str(url_or_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def frames_by_codec(url_or_path) -> dict:
+    info = probe(url_or_path, "stream=codec_name,nb_read_frames")
+    return {s["codec_name"]: int(s["nb_read_frames"]) for s in info["streams"]}
+
+
+def decodes_cleanly(url_or_path):
+    p = subprocess.run(["ffmpeg", "-v", "error", "-xerror", "-i", str(url_or_path), "-map", "0",
+                        "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and not p.stderr.strip(), p.stderr
+
+
+def video_pts(url_or_path) -> list[float]:
+    p = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                        "packet=pts_time", "-of", "csv=p=0", str(url_or_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    # (some demuxers append an empty side-data column: "0.000000,")
+    return sorted(float(x.split(",")[0]) for x in p.stdout.split() if x.split(",")[0])
+
+
+def assert_timeline(pts: list[float]):
+    """150 frames, 40 ms apart, 5.96 s from first to last: as pushed."""
+    assert len(pts) == 150
+    steps = {round(b - a, 3) for a, b in zip(pts, pts[1:])}
+    assert steps == {0.04}, steps
+    assert abs((pts[-1] - pts[0]) - 5.96) < 0.002
+
+
+@pytest.mark.parametrize("container", ["FRAGMENTED_MP4", "MPEG_TS"])
+@pytest.mark.parametrize("clip", list(CLIPS))
+def test_hls_on_demand_decodes_with_every_frame(endpoint, archived, clip, container):
+    name = pushed_stream(endpoint, clip)
+    url = archived.get_hls_streaming_session_url(
+        StreamName=name, PlaybackMode="ON_DEMAND", ContainerFormat=container,
+        HLSFragmentSelector={"FragmentSelectorType": "SERVER_TIMESTAMP",
+                             "TimestampRange": around_now()})["HLSStreamingSessionURL"]
+    master = requests.get(url, timeout=10)
+    assert master.status_code == 200
+    assert master.headers["content-type"] == "application/vnd.apple.mpegurl"
+    assert master.text.startswith("#EXTM3U")
+    media_url = url.rsplit("/", 1)[0] + "/" + master.text.strip().splitlines()[-1]
+    media = requests.get(media_url, timeout=10).text
+    assert media.count("#EXTINF") == CLIPS[clip][0]
+    assert "#EXT-X-ENDLIST" in media and "#EXT-X-PLAYLIST-TYPE:VOD" in media
+    assert ("#EXT-X-MAP" in media) == (container == "FRAGMENTED_MP4")
+    assert frames_by_codec(url) == CLIPS[clip][1]
+    decodes_cleanly(url)
+    assert_timeline(video_pts(url))
+
+
+@pytest.mark.parametrize("clip", list(CLIPS))
+def test_dash_on_demand_decodes_with_every_frame(endpoint, archived, clip):
+    name = pushed_stream(endpoint, clip)
+    url = archived.get_dash_streaming_session_url(
+        StreamName=name, PlaybackMode="ON_DEMAND",
+        DASHFragmentSelector={"FragmentSelectorType": "SERVER_TIMESTAMP",
+                              "TimestampRange": around_now()})["DASHStreamingSessionURL"]
+    mpd = requests.get(url, timeout=10)
+    assert mpd.headers["content-type"] == "application/dash+xml"
+    assert 'type="static"' in mpd.text
+    assert mpd.text.count("<AdaptationSet") == len(CLIPS[clip][1])
+    assert frames_by_codec(url) == CLIPS[clip][1]
+    decodes_cleanly(url)
+    assert_timeline(video_pts(url))
+
+
+@pytest.mark.parametrize("clip", list(CLIPS))
+def test_get_clip_is_one_faststart_mp4(endpoint, archived, clip, tmp_path):
+    name = pushed_stream(endpoint, clip)
+    resp = archived.get_clip(StreamName=name, ClipFragmentSelector={
+        "FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": around_now()})
+    assert resp["ContentType"] == "video/mp4"
+    data = resp["Payload"].read()
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(data)
+    assert data[4:8] == b"ftyp"
+    assert 0 < data.find(b"moov") < data.find(b"mdat"), "moov must come first (faststart)"
+    assert b"moof" not in data
+    assert frames_by_codec(out) == CLIPS[clip][1]
+    decodes_cleanly(out)
+    pts = video_pts(out)
+    assert_timeline(pts)
+    assert pts[0] == 0.0
+    duration = float(probe(out, "format=duration")["format"]["duration"])
+    assert abs(duration - 6.0) < 0.05, duration
+
+
+def test_clip_of_part_of_the_range_has_whole_fragments(endpoint, archived, tmp_path):
+    """Producer timestamps of this clip are 0..5 s (pushed with ABSOLUTE timecodes from 0)."""
+    name = pushed_stream(endpoint, "h264-1s-gop.kvs.mkv")
+    resp = archived.get_clip(StreamName=name, ClipFragmentSelector={
+        "FragmentSelectorType": "PRODUCER_TIMESTAMP",
+        "TimestampRange": {"StartTimestamp": 1.0, "EndTimestamp": 3.5}})
+    out = tmp_path / "part.mp4"
+    out.write_bytes(resp["Payload"].read())
+    # Fragments starting at 1, 2 and 3 s: 75 frames.
+    assert frames_by_codec(out) == {"h264": 75}
+    decodes_cleanly(out)
+
+
+def test_live_playlist_grows_while_a_producer_pushes(endpoint, kv, archived, tmp_path):
+    name = unique_name("live")
+    kv.create_stream(StreamName=name, DataRetentionInHours=1)
+    for _ in range(100):
+        if kv.describe_stream(StreamName=name)["StreamInfo"]["Status"] == "ACTIVE":
+            break
+        time.sleep(0.05)
+    # Nothing pushed yet: LIVE has nothing to play.
+    with pytest.raises(ClientError) as e:
+        archived.get_hls_streaming_session_url(StreamName=name, PlaybackMode="LIVE")
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+    producer = threading.Thread(target=push, args=(endpoint, "h264-1s-gop.kvs.mkv", name, "--realtime"))
+    producer.start()
+    try:
+        url = None
+        deadline = time.monotonic() + 10
+        while url is None and time.monotonic() < deadline:
+            try:
+                url = archived.get_hls_streaming_session_url(
+                    StreamName=name, PlaybackMode="LIVE")["HLSStreamingSessionURL"]
+            except ClientError:
+                time.sleep(0.1)
+        assert url, "no LIVE session while the producer pushes"
+        media_url = url.replace("getHLSMasterPlaylist", "getHLSMediaPlaylist")
+        seen = []
+        while producer.is_alive():
+            text = requests.get(media_url, timeout=5).text
+            assert "#EXT-X-ENDLIST" not in text
+            seen.append(re.findall(r"FragmentNumber=(\d+)", text)[-1])
+            time.sleep(0.3)
+        producer.join()
+        text = requests.get(media_url, timeout=5).text
+        seen.append(re.findall(r"FragmentNumber=(\d+)", text)[-1])
+        newest = sorted(set(seen), key=int)
+        assert len(newest) >= 4, f"the playlist's newest fragment changed only {len(newest)} times"
+        assert text.count("#EXTINF") == 5  # the default MaxMediaPlaylistFragmentResults
+        # The live window decodes: its init segment and fragments, fetched as a player
+        # does (ffmpeg itself would keep reloading a live playlist without end).
+        base = media_url.rsplit("/", 1)[0] + "/"
+        init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text).group(1)
+        parts = [init] + [l for l in text.splitlines() if l and not l.startswith("#")]
+        window = tmp_path / "live.mp4"
+        window.write_bytes(b"".join(requests.get(base + p, timeout=10).content for p in parts))
+        assert frames_by_codec(window) == {"h264": 125}
+        decodes_cleanly(window)
+    finally:
+        producer.join()
+
+
+def error_code(fn, **kw):
+    with pytest.raises(ClientError) as e:
+        fn(**kw)
+    return e.value.response["Error"]["Code"], e.value.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_documented_errors(endpoint, kv, archived, tmp_path):
+    name = pushed_stream(endpoint, "h264-1s-gop.kvs.mkv")
+    hls = archived.get_hls_streaming_session_url
+    assert error_code(hls, StreamName="no-such-stream") == ("ResourceNotFoundException", 404)
+    assert error_code(hls, StreamName=name, PlaybackMode="ON_DEMAND")[0] == "InvalidArgumentException"
+    assert error_code(hls, StreamName=name, PlaybackMode="LIVE", HLSFragmentSelector={
+        "FragmentSelectorType": "SERVER_TIMESTAMP",
+        "TimestampRange": around_now()})[0] == "InvalidArgumentException"
+    assert error_code(hls, StreamName=name, PlaybackMode="ON_DEMAND", HLSFragmentSelector={
+        "FragmentSelectorType": "SERVER_TIMESTAMP",
+        "TimestampRange": {"StartTimestamp": 1000, "EndTimestamp": 2000}}) == ("ResourceNotFoundException", 404)
+    # boto3 checks Expires' range itself; send it raw to see the server's answer.
+    r = requests.post(f"{endpoint}/getHLSStreamingSessionURL", timeout=10,
+                      json={"StreamName": name, "Expires": 10})
+    assert (r.status_code, r.headers["x-amzn-ErrorType"]) == (400, "InvalidArgumentException")
+    clip = archived.get_clip
+    assert error_code(clip, StreamName=name, ClipFragmentSelector={
+        "FragmentSelectorType": "SERVER_TIMESTAMP",
+        "TimestampRange": {"StartTimestamp": 1000, "EndTimestamp": 2000}}) == ("ResourceNotFoundException", 404)
+
+    # Forged and foreign tokens.
+    url = hls(StreamName=name, PlaybackMode="ON_DEMAND", HLSFragmentSelector={
+        "FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": around_now()})["HLSStreamingSessionURL"]
+    body, mac = url.split("SessionToken=")[1].split(".")
+    for bad in [body + "." + mac[::-1], body[:-4] + "AAAA." + mac, "garbage", ""]:
+        r = requests.get(url.split("SessionToken=")[0] + "SessionToken=" + bad, timeout=10)
+        assert (r.status_code, r.headers["x-amzn-ErrorType"]) == (401, "NotAuthorizedException"), bad
+    r = requests.get(url.replace("getHLSMasterPlaylist.m3u8", "getTSFragment.ts") + "&FragmentNumber=1", timeout=10)
+    assert r.headers["x-amzn-ErrorType"] == "InvalidArgumentException"
+
+    # A stream that keeps nothing.
+    none = unique_name("nodata")
+    kv.create_stream(StreamName=none, DataRetentionInHours=0)
+    time.sleep(0.3)
+    assert error_code(hls, StreamName=none, PlaybackMode="LIVE")[0] == "NoDataRetentionException"
+    assert error_code(clip, StreamName=none, ClipFragmentSelector={
+        "FragmentSelectorType": "SERVER_TIMESTAMP",
+        "TimestampRange": around_now()})[0] == "NoDataRetentionException"
+
+    # A codec HLS cannot carry (Motion JPEG in Matroska).
+    mjpeg = tmp_path / "mjpeg.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=5:duration=2",
+                    "-c:v", "mjpeg", "-cluster_time_limit", "1000", str(mjpeg)], check=True, timeout=60)
+    odd = unique_name("mjpeg")
+    subprocess.run([str(freshet_bin()), "video", "push", str(mjpeg), "--stream", odd, "--endpoint", endpoint],
+                   check=True, capture_output=True, timeout=60)
+    assert error_code(hls, StreamName=odd, PlaybackMode="ON_DEMAND", HLSFragmentSelector={
+        "FragmentSelectorType": "SERVER_TIMESTAMP",
+        "TimestampRange": around_now()})[0] == "UnsupportedStreamMediaTypeException"
+    assert error_code(clip, StreamName=odd, ClipFragmentSelector={
+        "FragmentSelectorType": "SERVER_TIMESTAMP",
+        "TimestampRange": around_now()})[0] == "UnsupportedStreamMediaTypeException"
