@@ -12,6 +12,9 @@ have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_cmd cc || need+=(gcc)
 have_cmd pkg-config || need+=(pkg-config)
 have_cmd curl || need+=(curl)
+# GStreamer: headers to build against, and the decoders GetImages uses at run time.
+pkg-config --exists gstreamer-1.0 gstreamer-app-1.0 2>/dev/null || need+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
+{ gst-inspect-1.0 avdec_h264 && gst-inspect-1.0 videoscale; } >/dev/null 2>&1 || need+=(gstreamer1.0-libav gstreamer1.0-plugins-base)
 if [ "$what" = test ]; then
     have_cmd python3 || need+=(python3)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -34,6 +34,7 @@ use crate::media::fmp4;
 use crate::media::samples::{FragmentSamples, demux_fragment};
 use crate::media::ts::{TsContinuity, ts_segment};
 use crate::video::fragments::parse_fragment_number;
+use crate::video::images::{self, Size};
 use crate::video::playback::{
     Container, Discontinuity, FragmentInfo, PlaybackMode, Protocol, Selection, Session, TokenError,
     durations_ms, is_discontinuous,
@@ -1046,6 +1047,294 @@ async fn clip_inner(state: &AppState, req: Request) -> Result<Response, Response
         .await
         .map_err(internal)?;
     Ok(with_type(mp4, "video/mp4"))
+}
+
+// ---- GetImages ---------------------------------------------------------------------
+
+/// At most this many images per GetImages response.
+const IMAGES_PAGE: usize = 25;
+/// GetImages ranges may span at most this long.
+const IMAGES_MAX_RANGE_MS: i64 = 300_000;
+/// The sampling interval when none is given.
+const DEFAULT_SAMPLING_MS: i64 = 3_000;
+
+/// `POST /getImages`: JPEG or PNG images at a sampling interval over a range.
+pub async fn get_images(State(state): State<AppState>, req: Request) -> Response {
+    images_inner(&state, req).await.unwrap_or_else(|r| r)
+}
+
+struct ImagesRequest {
+    by_producer: bool,
+    start: i64,
+    end: i64,
+    interval: i64,
+    png: bool,
+    quality: u8,
+    size: Size,
+    page: usize,
+    from: i64,
+}
+
+fn images_request(doc: &Value) -> Result<ImagesRequest, Response> {
+    let by_producer = match doc["ImageSelectorType"].as_str() {
+        Some("PRODUCER_TIMESTAMP") => true,
+        Some("SERVER_TIMESTAMP") => false,
+        _ => {
+            return Err(invalid(
+                "ImageSelectorType must be PRODUCER_TIMESTAMP or SERVER_TIMESTAMP.",
+            ));
+        }
+    };
+    let (Some(start), Some(end)) = (
+        timestamp_ms(&doc["StartTimestamp"], "StartTimestamp")?,
+        timestamp_ms(&doc["EndTimestamp"], "EndTimestamp")?,
+    ) else {
+        return Err(invalid("StartTimestamp and EndTimestamp are required."));
+    };
+    if end < start {
+        return Err(invalid("EndTimestamp must not be before StartTimestamp."));
+    }
+    if end - start > IMAGES_MAX_RANGE_MS {
+        return Err(invalid(
+            "The time range between StartTimestamp and EndTimestamp must not exceed 300 seconds.",
+        ));
+    }
+    let interval = match &doc["SamplingInterval"] {
+        Value::Null => DEFAULT_SAMPLING_MS,
+        v => match v.as_i64() {
+            Some(n) if n >= 200 => n,
+            _ => {
+                return Err(invalid(
+                    "SamplingInterval must be at least 200 milliseconds.",
+                ));
+            }
+        },
+    };
+    let png = match doc["Format"].as_str() {
+        Some("JPEG") => false,
+        Some("PNG") => true,
+        _ => return Err(invalid("Format must be JPEG or PNG.")),
+    };
+    let mut quality = 80u8;
+    match &doc["FormatConfig"] {
+        Value::Null => {}
+        Value::Object(m) => {
+            for (k, v) in m {
+                let q = (k == "JPEGQuality")
+                    .then(|| v.as_str().and_then(|s| s.parse::<u8>().ok()))
+                    .flatten()
+                    .filter(|q| (1..=100).contains(q));
+                match q {
+                    Some(q) => quality = q,
+                    None => {
+                        return Err(invalid(
+                            "FormatConfig takes one key, JPEGQuality, with a value from \"1\" to \"100\".",
+                        ));
+                    }
+                }
+            }
+        }
+        _ => return Err(invalid("FormatConfig must be a map.")),
+    }
+    let width = int_field(doc, "WidthPixels", 1, 3840)?.map(|w| w as u32);
+    let height = int_field(doc, "HeightPixels", 1, 2160)?.map(|h| h as u32);
+    if width.is_some() && height.is_none() {
+        return Err(invalid("WidthPixels needs HeightPixels."));
+    }
+    let page = int_field(doc, "MaxResults", 1, 100)?
+        .map_or(IMAGES_PAGE, |n| (n as usize).min(IMAGES_PAGE));
+    let from = match doc["NextToken"].as_str() {
+        None => start,
+        Some(t) => base64::Engine::decode(&base64::engine::general_purpose::STANDARD, t)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.strip_prefix("image:").and_then(|n| n.parse::<i64>().ok()))
+            .filter(|t| (start..=end).contains(t))
+            .ok_or_else(|| invalid("Invalid NextToken."))?,
+    };
+    Ok(ImagesRequest {
+        by_producer,
+        start,
+        end,
+        interval,
+        png,
+        quality,
+        size: Size { width, height },
+        page,
+        from,
+    })
+}
+
+async fn images_inner(state: &AppState, req: Request) -> Result<Response, Response> {
+    let (doc, _) = read_json(state, req).await?;
+    let meta = stream_of(state, &doc)?;
+    let r = images_request(&doc)?;
+    if meta.retention_hours == 0 {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "NoDataRetentionException",
+            format!(
+                "The stream {} does not retain data (DataRetentionInHours is 0).",
+                meta.name
+            ),
+        ));
+    }
+    // The sampling times of this page.
+    let mut times = Vec::new();
+    let mut t = r.from;
+    while t <= r.end && times.len() < r.page {
+        times.push(t);
+        t += r.interval;
+    }
+    let next = (t <= r.end && t > r.start).then_some(t);
+    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+        return Err(invalid("No sampling time lies in the range."));
+    };
+    // Fragments that may show these times (one may start up to its length earlier).
+    let (fragments, _) = state
+        .video
+        .select_fragments(
+            &meta,
+            Selection {
+                by_producer: r.by_producer,
+                start_ms: Some(first - 30_000),
+                end_ms: Some(last),
+                max: 1000,
+            },
+        )
+        .await
+        .map_err(video_error)?;
+    let durations = durations_ms(&fragments);
+    // Which fragment shows each time.
+    let mut by_fragment: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut owner = vec![None; times.len()];
+    for (i, &t) in times.iter().enumerate() {
+        let found = fragments.iter().zip(&durations).rposition(|(f, d)| {
+            let base = f.time_ms(r.by_producer);
+            base <= t && t < base + *d as i64
+        });
+        if let Some(k) = found {
+            owner[i] = Some(k);
+            match by_fragment.last_mut() {
+                Some((fk, ts)) if *fk == k => ts.push(i),
+                _ => by_fragment.push((k, vec![i])),
+            }
+        }
+    }
+    let mut contents: Vec<Result<Option<String>, ()>> = vec![Ok(None); times.len()];
+    for (k, indexes) in by_fragment {
+        let f = &fragments[k];
+        let decoded = decode_at(
+            state,
+            &meta,
+            f,
+            &indexes.iter().map(|&i| times[i]).collect::<Vec<_>>(),
+            &r,
+        )
+        .await?;
+        for (i, image) in indexes.into_iter().zip(decoded) {
+            contents[i] = image;
+        }
+    }
+    let images: Vec<Value> = times
+        .iter()
+        .zip(contents)
+        .zip(&owner)
+        .map(|((&t, content), owner)| {
+            let ts = t as f64 / 1000.0;
+            match (owner, content) {
+                (None, _) | (Some(_), Ok(None)) => json!({"TimeStamp": ts, "Error": "NO_MEDIA"}),
+                (Some(_), Ok(Some(b64))) => json!({"TimeStamp": ts, "ImageContent": b64}),
+                (Some(_), Err(())) => json!({"TimeStamp": ts, "Error": "MEDIA_ERROR"}),
+            }
+        })
+        .collect();
+    let mut body = json!({ "Images": images });
+    if let Some(n) = next {
+        body["NextToken"] = json!(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("image:{n}")
+        ));
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// Decodes one fragment and encodes its frames at `times` (selector ms): base64 image,
+/// `Ok(None)` for a time before its first frame, `Err(())` when it cannot be decoded.
+async fn decode_at(
+    state: &AppState,
+    meta: &VideoStreamMeta,
+    f: &FragmentInfo,
+    times: &[i64],
+    r: &ImagesRequest,
+) -> Result<Vec<Result<Option<String>, ()>>, Response> {
+    let (_, _, fmeta, cluster) = read_fragment(state, meta, f.offset).await?;
+    let Ok(permit) =
+        tokio::time::timeout(images::DECODE_WAIT, images::DECODE_SLOTS.acquire()).await
+    else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "ClientLimitExceededException",
+            "Too many images are being generated; try again later.",
+        ));
+    };
+    let base = f.time_ms(r.by_producer);
+    let times = times.to_vec();
+    let (png, quality, size) = (r.png, r.quality, r.size);
+    let out = tokio::task::spawn_blocking(move || {
+        let failed = || vec![Err(()); times.len()];
+        let Ok(d) = demux(&fmeta, &cluster) else {
+            return failed();
+        };
+        let Some(vi) = d.tracks.iter().position(|t| t.codec.is_video()) else {
+            return failed();
+        };
+        let samples: Vec<_> = d
+            .samples
+            .iter()
+            .filter(|s| s.track == vi)
+            .cloned()
+            .collect();
+        let Some(first_pts) = samples.iter().map(|s| s.pts_ns).min() else {
+            return failed();
+        };
+        // Selector time -> the samples' clock.
+        let wanted: Vec<i64> = times
+            .iter()
+            .map(|t| first_pts + (t - base) * 1_000_000)
+            .collect();
+        match images::frames_at(&d.tracks[vi], &samples, &wanted, size) {
+            Err(e) => {
+                tracing::warn!(error = %e, "GetImages: fragment could not be decoded");
+                failed()
+            }
+            Ok(frames) => frames
+                .into_iter()
+                .map(|frame| match frame {
+                    None => Ok(None),
+                    Some(img) => {
+                        let bytes = if png {
+                            images::encode_png(&img)
+                        } else {
+                            images::encode_jpeg(&img, quality)
+                        };
+                        bytes
+                            .map(|b| {
+                                Some(base64::Engine::encode(
+                                    &base64::engine::general_purpose::STANDARD,
+                                    b,
+                                ))
+                            })
+                            .map_err(|_| ())
+                    }
+                })
+                .collect(),
+        }
+    })
+    .await
+    .map_err(internal)?;
+    drop(permit);
+    Ok(out)
 }
 
 #[cfg(test)]

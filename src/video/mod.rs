@@ -8,6 +8,7 @@
 //! `CurrentVersion`. Fragments (PutMedia ingest, reads) build on this.
 
 pub mod fragments;
+pub mod images;
 pub mod playback;
 
 use std::collections::{BTreeMap, HashMap};

@@ -289,3 +289,97 @@ def test_documented_errors(endpoint, kv, archived, tmp_path):
     assert error_code(clip, StreamName=odd, ClipFragmentSelector={
         "FragmentSelectorType": "SERVER_TIMESTAMP",
         "TimestampRange": around_now()})[0] == "UnsupportedStreamMediaTypeException"
+
+
+def ffmpeg_frame(clip: str, seconds: float, width: int, height: int) -> bytes:
+    """The frame ffmpeg shows at `seconds` of a sample, as raw RGB at width x height."""
+    p = subprocess.run(["ffmpeg", "-v", "error", "-i", str(SAMPLES / clip), "-ss", f"{seconds:.3f}",
+                        "-frames:v", "1", "-s", f"{width}x{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def decode_image(data: bytes, tmp_path, width: int, height: int) -> bytes:
+    src = tmp_path / "image"
+    src.write_bytes(data)
+    p = subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout) == width * height * 3, "image is not the requested size"
+    return p.stdout
+
+
+def mean_abs_diff(a: bytes, b: bytes) -> float:
+    assert len(a) == len(b)
+    return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+
+
+@pytest.mark.parametrize("clip,fmt", [("h264-1s-gop.kvs.mkv", "PNG"), ("h265-2s-gop.kvs.mkv", "JPEG")])
+def test_get_images_are_the_frames_at_the_sampled_times(endpoint, archived, clip, fmt, tmp_path):
+    """The clips show the frame number and time; each image must be the frame ffmpeg
+    shows at that time of the source clip (producer timestamps start at 0 s)."""
+    name = pushed_stream(endpoint, clip)
+    resp = archived.get_images(StreamName=name, ImageSelectorType="PRODUCER_TIMESTAMP",
+                               StartTimestamp=0.52, EndTimestamp=5.6, SamplingInterval=1000,
+                               Format=fmt, FormatConfig={"JPEGQuality": "90"},
+                               WidthPixels=160, HeightPixels=120)
+    images = resp["Images"]
+    assert [round(i["TimeStamp"].timestamp(), 2) for i in images] == [0.52, 1.52, 2.52, 3.52, 4.52, 5.52]
+    assert "NextToken" not in resp
+    magic = b"\x89PNG" if fmt == "PNG" else b"\xff\xd8"
+    for image in images:
+        assert "Error" not in image, image
+        data = image["ImageContent"]
+        data = data if isinstance(data, bytes) else __import__("base64").b64decode(data)
+        assert data.startswith(magic)
+        t = image["TimeStamp"].timestamp()
+        got = decode_image(data, tmp_path, 160, 120)
+        same = mean_abs_diff(got, ffmpeg_frame(clip, t, 160, 120))
+        # The frame before and after differ (moving pattern, frame counter).
+        other = mean_abs_diff(got, ffmpeg_frame(clip, t + 0.2, 160, 120))
+        assert same < 6, f"image at {t} differs from the source frame by {same:.1f}"
+        assert other > same, (t, same, other)
+
+
+def test_get_images_sizes_pages_and_gaps(endpoint, archived, tmp_path):
+    name = pushed_stream(endpoint, "h264-aac.kvs.mkv")
+    # Original size when no size is asked for; height alone keeps the aspect ratio.
+    full = archived.get_images(StreamName=name, ImageSelectorType="PRODUCER_TIMESTAMP",
+                               StartTimestamp=1, EndTimestamp=1, Format="PNG")["Images"]
+    decode_image(__import__("base64").b64decode(full[0]["ImageContent"]), tmp_path, 320, 240)
+    half = archived.get_images(StreamName=name, ImageSelectorType="PRODUCER_TIMESTAMP",
+                               StartTimestamp=1, EndTimestamp=1, Format="PNG", HeightPixels=60)["Images"]
+    img = decode_image(__import__("base64").b64decode(half[0]["ImageContent"]), tmp_path, 80, 60)
+    # SMPTE bars: the second bar from the left (of seven) is yellow at the top.
+    x, y = int(80 * 1.5 / 7), 10
+    r, g, b = img[(y * 80 + x) * 3:(y * 80 + x) * 3 + 3]
+    assert r > 150 and g > 150 and b < 60, (r, g, b)
+    # Pages of two, 200 ms apart; times past the end of the media are NO_MEDIA.
+    pages = list(archived.get_paginator("get_images").paginate(
+        StreamName=name, ImageSelectorType="PRODUCER_TIMESTAMP", StartTimestamp=5.5,
+        EndTimestamp=6.7, SamplingInterval=200, Format="JPEG", PaginationConfig={"PageSize": 2}))
+    images = [i for p in pages for i in p["Images"]]
+    assert len(pages) == 4 and len(images) == 7
+    assert [("Error" in i) for i in images] == [False, False, False, True, True, True, True]
+    assert {i.get("Error") for i in images[3:]} == {"NO_MEDIA"}
+
+
+def test_get_images_errors(endpoint, kv, archived):
+    name = pushed_stream(endpoint, "h264-1s-gop.kvs.mkv")
+    images = archived.get_images
+    base = dict(StreamName=name, ImageSelectorType="PRODUCER_TIMESTAMP", Format="JPEG")
+    assert error_code(images, **base, StartTimestamp=0, EndTimestamp=301)[0] == "InvalidArgumentException"
+    assert error_code(images, **base, StartTimestamp=0, EndTimestamp=5,
+                      SamplingInterval=100)[0] == "InvalidArgumentException"
+    assert error_code(images, **base, StartTimestamp=0, EndTimestamp=5,
+                      WidthPixels=100)[0] == "InvalidArgumentException"
+    assert error_code(images, **base, StartTimestamp=0, EndTimestamp=5,
+                      FormatConfig={"JPEGQuality": "101"})[0] == "InvalidArgumentException"
+    assert error_code(images, **{**base, "StreamName": "no-such"}, StartTimestamp=0,
+                      EndTimestamp=5) == ("ResourceNotFoundException", 404)
+    none = unique_name("noimg")
+    kv.create_stream(StreamName=none, DataRetentionInHours=0)
+    time.sleep(0.3)
+    assert error_code(images, **{**base, "StreamName": none}, StartTimestamp=0,
+                      EndTimestamp=5)[0] == "NoDataRetentionException"
