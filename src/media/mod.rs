@@ -1,9 +1,14 @@
-//! Pure media codecs: Matroska/EBML reading and writing for Kinesis Video Streams.
+//! Pure media code for Kinesis Video Streams: Matroska in and out, remuxing for
+//! playback, and cutting ingested elementary streams into fragments.
 //!
 //! - [`ebml`]: EBML primitives (RFC 8794): element IDs and sizes, typed values, encoder.
 //! - [`mkv`]: the streaming PutMedia reader (RFC 9559 Matroska as the Kinesis Video
 //!   producer writes it): stream header, fragments, frames, tags, PutMedia error ids.
 //! - [`mkv_writer`]: GetMedia output documents and the error trailer.
+//! - [`samples`]: a stored fragment demuxed into codec-neutral samples.
+//! - [`fmp4`]: ISO BMFF (ISO/IEC 14496-12) init/media segments and faststart MP4.
+//! - [`ts`]: MPEG-TS (ISO/IEC 13818-1) segments for HLS.
+//! - [`fragmenter`]: access units from RTP ingest cut into Matroska fragments.
 //!
 //! Everything here works on byte slices and vectors: no I/O, no async, no clocks, no
 //! files, no HTTP. The transport (`api`) and the video domain (`video`) call in; nothing
@@ -11,6 +16,7 @@
 
 pub mod ebml;
 pub mod fmp4;
+pub mod fragmenter;
 pub mod mkv;
 pub mod mkv_writer;
 pub mod samples;
