@@ -15,7 +15,7 @@
 
 use bytes::Bytes;
 
-use super::ebml::{self, ids as ebml_ids};
+use super::ebml;
 use super::mkv::{TRACK_TYPE_AUDIO, TRACK_TYPE_VIDEO, ids};
 use super::mkv_writer::default_ebml_header;
 use super::samples::Codec;
@@ -62,7 +62,11 @@ pub fn stream_header(tracks: &[TrackSpec], title: &str) -> (Vec<u8>, Vec<u8>) {
         ebml::write_uint_element(
             &mut e,
             ids::TRACK_TYPE,
-            if video { TRACK_TYPE_VIDEO } else { TRACK_TYPE_AUDIO },
+            if video {
+                TRACK_TYPE_VIDEO
+            } else {
+                TRACK_TYPE_AUDIO
+            },
         );
         ebml::write_string_element(&mut e, ids::CODEC_ID, t.codec_id());
         if !t.codec_private.is_empty() {

@@ -9,6 +9,7 @@
 
 pub mod fragments;
 pub mod images;
+pub mod ingest;
 pub mod playback;
 
 use std::collections::{BTreeMap, HashMap};

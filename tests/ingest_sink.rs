@@ -1,0 +1,122 @@
+//! The camera-ingest sink on a real fragment store: access units in (here taken from
+//! a sample clip, as an RTP depacketizer would hand them over), key-frame-aligned 2 s
+//! fragments out, stored like PutMedia fragments and demuxable for playback; a loss
+//! upstream ends a fragment early and the next one waits for a key frame.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use freshet::clock::ManualClock;
+use freshet::media::fragmenter::{FragmentPolicy, TrackSpec};
+use freshet::media::mkv::{Limits, MkvEvent, MkvReader};
+use freshet::media::samples::{Codec, demux_fragment};
+use freshet::store::catalog::RedbCatalog;
+use freshet::store::{Store, StoreConfig};
+use freshet::video::ingest::{IngestSink, ensure_stream};
+use freshet::video::{VideoConfig, VideoRef, VideoService};
+
+const SAMPLE: &[u8] = include_bytes!("../media-samples/h264-1s-gop.kvs.mkv");
+const T0: i64 = 1_700_000_000_000;
+
+/// (codec private, [(time ms, key frame, data)]) of the sample's video.
+fn sample_frames() -> (Vec<u8>, Vec<(i64, bool, Bytes)>) {
+    let events = MkvReader::new(Limits::default())
+        .read_to_end(SAMPLE)
+        .unwrap();
+    let mut private = Vec::new();
+    let mut pending = Vec::new();
+    let mut frames = Vec::new();
+    for e in events {
+        match e {
+            MkvEvent::Header(h) => private = h.tracks[0].codec_private.clone(),
+            MkvEvent::Frame(f) => pending.push(f),
+            MkvEvent::FragmentEnd(c) => {
+                for f in pending.drain(..) {
+                    let data =
+                        c.raw_cluster_bytes[f.data_offset..f.data_offset + f.data_len].to_vec();
+                    frames.push((T0 + f.timecode as i64, f.keyframe, Bytes::from(data)));
+                }
+            }
+            _ => {}
+        }
+    }
+    (private, frames)
+}
+
+#[tokio::test]
+async fn access_units_become_stored_key_frame_aligned_fragments() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = Store::open(
+        &dir.path().join("data"),
+        StoreConfig::default(),
+        clock.clone(),
+    )
+    .unwrap();
+    let catalog = Arc::new(RedbCatalog::open(&dir.path().join("catalog.redb")).unwrap());
+    let video = VideoService::open(
+        VideoConfig {
+            state_delay_ms: 0,
+            ..VideoConfig::default()
+        },
+        clock.clone(),
+        catalog,
+        store,
+    )
+    .await
+    .unwrap();
+    assert!(ensure_stream(&video, "cam", false, 24).await.is_err());
+    ensure_stream(&video, "cam", true, 24).await.unwrap();
+    let (private, frames) = sample_frames();
+    assert_eq!(frames.len(), 150);
+    let track = TrackSpec {
+        codec: Codec::H264,
+        codec_private: private,
+        width: 320,
+        height: 240,
+        sample_rate: 0,
+        channels: 0,
+    };
+    let mut sink = IngestSink::new(video.clone(), "cam", vec![track], FragmentPolicy::default());
+    // Frames 0..=99 arrive; 100..=109 are lost (a loss upstream after frame 99);
+    // 110..=149 arrive (the next key frame is frame 125).
+    for (i, (t, key, data)) in frames.iter().enumerate() {
+        if i == 100 {
+            sink.discontinuity().await.unwrap();
+        }
+        if (100..110).contains(&i) {
+            continue;
+        }
+        sink.frame(0, *t, *key, data.clone()).await.unwrap();
+    }
+    sink.finish().await.unwrap();
+    let stats = sink.stats();
+    assert_eq!((stats.fragments_stored, stats.discontinuities), (3, 1));
+    // Frames 110..=124 came after the loss and before a key frame: dropped.
+    assert_eq!(stats.dropped_frames, 15);
+
+    let meta = video
+        .get(&VideoRef {
+            name: Some("cam".into()),
+            arn: None,
+        })
+        .unwrap();
+    let stored = video.read_fragments(&meta, 0, 100).await.unwrap();
+    let starts: Vec<i64> = stored.iter().map(|f| f.2.producer_ts_ms).collect();
+    assert_eq!(starts, [T0, T0 + 2000, T0 + 5000]);
+    let mut total = 0;
+    for (_, _, m, cluster) in &stored {
+        let d = demux_fragment(
+            &m.info_and_tracks,
+            cluster,
+            m.producer_ts_ms,
+            m.cluster_timecode,
+            m.timecode_scale,
+        )
+        .unwrap();
+        assert!(d.samples[0].keyframe);
+        assert_eq!(d.samples.len() as u32, m.frame_count);
+        total += d.samples.len();
+    }
+    assert_eq!(total, 100 + 25);
+}
