@@ -193,10 +193,10 @@ fn run(
     let bus = pipeline.bus().ok_or("pipeline without a bus")?;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                return Err(format!("decoding failed: {}", e.error()));
-            }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error])
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            return Err(format!("decoding failed: {}", e.error()));
         }
         let Some(sample) = appsink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else {
             if appsink.is_eos() {
