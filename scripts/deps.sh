@@ -20,6 +20,17 @@ if [ "$what" = test ]; then
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
     have_cmd ffprobe || need+=(ffmpeg)
     { gst-inspect-1.0 h264parse && gst-inspect-1.0 x264enc && gst-inspect-1.0 matroskamux; } >/dev/null 2>&1 || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)
+    # The console's browser tests (tests/browser): headless Chromium driven from Node.
+    [ -x /usr/bin/chromium ] || need+=(chromium)
+    if ! have_cmd node || ! have_cmd npm; then
+        # NodeSource's nodejs (where that repository is set up) bundles npm and
+        # conflicts with Debian's npm package.
+        if apt-cache show nodejs 2>/dev/null | grep -q '^Provides:.*\bnpm\b'; then
+            need+=(nodejs)
+        else
+            need+=(nodejs npm)
+        fi
+    fi
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then

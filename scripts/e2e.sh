@@ -60,6 +60,22 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "$WANT" > "$STAMP"
 fi
 
+# playwright-core for the console's browser tests (tests/browser), pinned by its lock file.
+if [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "e2e.sh: npm is required for the browser tests (run scripts/deps.sh test)" >&2
+        exit 2
+    fi
+    NPM_LOG="$(mktemp)"
+    if ! npm ci --prefix "$ROOT/tests/browser" --no-audit --no-fund --loglevel=error >"$NPM_LOG" 2>&1; then
+        cat "$NPM_LOG" >&2
+        rm -f "$NPM_LOG"
+        echo "e2e.sh: npm ci --prefix tests/browser failed" >&2
+        exit 2
+    fi
+    rm -f "$NPM_LOG"
+fi
+
 if [ -z "${FRESHET_ENDPOINT:-}" ] && [ ! -x "$FRESHET_BIN" ]; then
     echo "e2e.sh: warning: $FRESHET_BIN does not exist or is not executable (run cargo build, or set FRESHET_BIN / FRESHET_ENDPOINT)" >&2
 fi

@@ -12,6 +12,7 @@
 //! many clients push at once.
 
 pub mod cbor;
+pub mod console;
 pub mod error;
 pub mod getmedia;
 pub mod kinesis;
@@ -172,6 +173,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", post(kinesis::handle).get(root))
         .route("/health", get(health))
+        .route("/console", get(console::page))
+        .route("/console/", get(console::page))
+        .route("/console/{*asset}", get(console::asset))
         .route("/putMedia", post(putmedia::handle))
         .route("/getMedia", post(getmedia::get_media))
         .route("/listFragments", post(getmedia::list_fragments))
@@ -188,6 +192,7 @@ pub fn router(state: AppState) -> Router {
             post(playback::get_dash_session_url),
         )
         .route("/getClip", post(playback::get_clip))
+        .route("/getImages", post(playback::get_images))
         .route(
             "/hls/v1/getHLSMasterPlaylist.m3u8",
             get(playback::hls_master),
@@ -210,14 +215,27 @@ async fn health() -> &'static str {
     "ok"
 }
 
-async fn root() -> Response {
+/// `GET /`: browsers (`Accept: text/html`) are sent to the console; other clients get
+/// a plain-text banner.
+async fn root(headers: HeaderMap) -> Response {
+    if console::wants_html(&headers) {
+        return (
+            StatusCode::FOUND,
+            [(header::LOCATION, "/console"), (header::VARY, "Accept")],
+        )
+            .into_response();
+    }
     (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::VARY, "Accept"),
+        ],
         concat!(
             "Freshet ",
             env!("CARGO_PKG_VERSION"),
             "\nKinesis Data Streams API: POST / with X-Amz-Target: Kinesis_20131202.<Operation>\n",
-            "REST API: /v1/streams/{name}/records (see docs/rest-api.md)\n"
+            "REST API: /v1/streams/{name}/records (see docs/rest-api.md)\n",
+            "Video console (in a browser): /console\n"
         ),
     )
         .into_response()

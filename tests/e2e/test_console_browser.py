@@ -1,0 +1,247 @@
+"""The web console (`GET /console`) served by Freshet, and playback in a real browser.
+
+The browser tests run `tests/browser/play.mjs` (Node + playwright-core) which drives
+Debian's headless Chromium (/usr/bin/chromium) as a person would: open /console, press
+the stream's "Live" button, or "From time…" then type the times and press "Play", and
+sample `video.currentTime`. The page plays with the vendored hls.js (MSE).
+
+Nothing here is skipped for a missing tool: node, Chromium and playwright-core are
+installed by the test command (`scripts/deps.sh test`, `scripts/e2e.sh`), so a missing
+one is a failure that says how to install it.
+"""
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import REPO_ROOT, freshet_bin, unique_name
+
+pytestmark = pytest.mark.freshet_only
+
+ASSETS = REPO_ROOT / "assets"
+SAMPLES = REPO_ROOT / "media-samples"
+BROWSER_DIR = REPO_ROOT / "tests" / "browser"
+PLAY = BROWSER_DIR / "play.mjs"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+# What the live producer sends (GStreamer's test pattern, 1 s GOPs like a camera).
+WIDTH, HEIGHT, FPS = 320, 240, 25
+
+
+# --------------------------------------------------------------------------
+# The page and its files
+# --------------------------------------------------------------------------
+
+def test_console_page_and_its_files_are_served(endpoint):
+    page = requests.get(endpoint + "/console", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert page.headers["Cache-Control"] == "no-cache"
+    assert "<video" in page.text and 'id="streams"' in page.text
+    # Everything the page loads comes from this server (works offline, no CDN).
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert refs and all(r.startswith("/console/") for r in refs), refs
+    want_types = {
+        "/console/console.js": "text/javascript; charset=utf-8",
+        "/console/console.css": "text/css; charset=utf-8",
+        "/console/console-icon.svg": "image/svg+xml",
+        "/console/vendor/hls.min.js": "text/javascript; charset=utf-8",
+    }
+    assert set(refs) == set(want_types), refs
+    for ref, ctype in want_types.items():
+        r = requests.get(endpoint + ref, timeout=10)
+        assert r.status_code == 200, ref
+        assert r.headers["Content-Type"] == ctype, ref
+        assert r.headers["Cache-Control"] == "no-cache", ref
+        assert r.headers["X-Content-Type-Options"] == "nosniff", ref
+
+    # The vendored hls.js is served byte for byte, with its licence.
+    hls = requests.get(endpoint + "/console/vendor/hls.min.js", timeout=10)
+    vendored = (ASSETS / "vendor" / "hls.min.js").read_bytes()
+    assert hashlib.sha256(hls.content).hexdigest() == hashlib.sha256(vendored).hexdigest()
+    lic = requests.get(endpoint + "/console/vendor/hls.js-LICENSE", timeout=10)
+    assert lic.status_code == 200 and lic.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert "Apache License" in lic.text
+
+    # Revalidation: the ETag gives 304 without a body.
+    etag = hls.headers["ETag"]
+    again = requests.get(endpoint + "/console/vendor/hls.min.js", headers={"If-None-Match": etag}, timeout=10)
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["ETag"] == etag
+
+    missing = requests.get(endpoint + "/console/nothing.js", timeout=10)
+    assert missing.status_code == 404
+    assert missing.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+
+
+def test_root_sends_browsers_to_the_console(endpoint):
+    accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"  # a browser's
+    r = requests.get(endpoint + "/", headers={"Accept": accept}, allow_redirects=False, timeout=10)
+    assert r.status_code == 302
+    assert r.headers["Location"] == "/console"
+    followed = requests.get(endpoint + "/", headers={"Accept": accept}, timeout=10)
+    assert followed.status_code == 200 and followed.url == endpoint + "/console"
+    assert "<video" in followed.text
+    # Other clients keep the plain-text banner.
+    for headers in ({}, {"Accept": "*/*"}, {"Accept": "text/plain"}):
+        r = requests.get(endpoint + "/", headers=headers, allow_redirects=False, timeout=10)
+        assert r.status_code == 200, headers
+        assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert r.text.startswith("Freshet ")
+
+
+# --------------------------------------------------------------------------
+# Playback in Chromium
+# --------------------------------------------------------------------------
+
+def browser_tools() -> str:
+    """node, Chromium and playwright-core, or a failure saying how to install them."""
+    missing = []
+    node = shutil.which("node")
+    if not node:
+        missing.append("node (apt-get install nodejs npm; `scripts/deps.sh test` does it)")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium; `scripts/deps.sh test` does it)")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").exists():
+        missing.append("playwright-core (npm ci --prefix tests/browser; `scripts/e2e.sh` does it)")
+    if missing:
+        pytest.fail("the browser tests need: " + "; ".join(missing))
+    return node
+
+
+def play(endpoint: str, stream: str, mode: str, *times, seconds: float, min_advance: float):
+    """Runs play.mjs; returns (exit code, its JSON result)."""
+    node = browser_tools()
+    cmd = [node, str(PLAY), endpoint, stream, mode, *(str(t) for t in times),
+           "--seconds", str(seconds), "--min-advance", str(min_advance), "--chromium", CHROMIUM]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 150, cwd=BROWSER_DIR)
+    try:
+        result = json.loads(p.stdout)
+    except ValueError:
+        raise AssertionError(f"play.mjs exited {p.returncode} without a JSON result\n"
+                             f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}") from None
+    print(f"play.mjs {mode}: exit {p.returncode}, advance {result.get('advance')} s, "
+          f"samples {[(s['t'], s['currentTime']) for s in result.get('samples', [])]}")
+    return p.returncode, result
+
+
+def summary(result: dict) -> str:
+    return json.dumps({k: v for k, v in result.items() if k != "sessionUrl"}, indent=1)[:6000]
+
+
+def assert_played_cleanly(result: dict):
+    assert result["engine"] == "hls.js", summary(result)
+    assert result["videoError"] is None, summary(result)
+    assert result["mediaErrors"] == [], summary(result)
+    assert [e for e in result["hlsErrors"] if e["fatal"]] == [], summary(result)
+    assert result["apiErrors"] == [] and result["pageErrors"] == [], summary(result)
+    assert result["consoleErrors"] == [], summary(result)
+    assert (result["videoWidth"], result["videoHeight"]) == (WIDTH, HEIGHT), summary(result)
+
+
+def session_url(endpoint: str, body: dict) -> requests.Response:
+    return requests.post(endpoint + "/getHLSStreamingSessionURL", json=body, timeout=10)
+
+
+@pytest.mark.timeout(240)
+def test_live_plays_in_chromium_while_a_producer_pushes(endpoint, tmp_path):
+    browser_tools()
+    name = unique_name("console-live")
+    # A live camera: GStreamer's test pattern at real time, piped into `freshet video
+    # push -` (which creates the stream). 90 s at most; stopped when the test is done.
+    gst = subprocess.Popen(
+        ["gst-launch-1.0", "-q", "videotestsrc", "is-live=true", f"num-buffers={90 * FPS}", "!",
+         f"video/x-raw,width={WIDTH},height={HEIGHT},framerate={FPS}/1", "!",
+         "x264enc", f"key-int-max={FPS}", "bframes=0", "tune=zerolatency", "!", "h264parse", "!",
+         "video/x-h264,stream-format=avc", "!", "matroskamux", "streamable=true", "!", "fdsink"],
+        stdout=subprocess.PIPE)
+    push_log = tmp_path / "push.log"
+    with open(push_log, "wb") as log:
+        push = subprocess.Popen([str(freshet_bin()), "video", "push", "-", "--stream", name,
+                                 "--endpoint", endpoint], stdin=gst.stdout, stdout=log, stderr=subprocess.STDOUT)
+    gst.stdout.close()
+    try:
+        # Wait for the first fragment: LIVE answers once one arrived in the last 30 s.
+        deadline = time.monotonic() + 30
+        while True:
+            r = session_url(endpoint, {"StreamName": name, "PlaybackMode": "LIVE"})
+            if r.status_code == 200:
+                break
+            assert push.poll() is None, f"the producer stopped:\n{push_log.read_text()}"
+            assert time.monotonic() < deadline, f"no LIVE session after 30 s: {r.status_code} {r.text}"
+            time.sleep(0.2)
+
+        code, result = play(endpoint, name, "live", seconds=6, min_advance=3)
+        still_pushing = gst.poll() is None and push.poll() is None
+    finally:
+        gst.terminate()
+        gst.wait(timeout=30)
+        try:
+            push.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            push.kill()
+            push.wait()
+    assert code == 0, summary(result)
+    assert still_pushing, "the producer ended before the browser had played"
+    assert_played_cleanly(result)
+    samples = result["samples"]
+    assert samples[-1]["t"] - samples[0]["t"] >= 5.5, samples
+    assert result["advance"] >= 3.0, samples
+    # Live is not a replay of a finished stream: playback never ended.
+    assert not result["ended"]
+
+
+@pytest.mark.timeout(180)
+def test_on_demand_plays_a_stored_clip_to_its_end(endpoint):
+    browser_tools()
+    name = unique_name("console-vod")
+    start = math.floor(time.time()) - 1
+    p = subprocess.run([str(freshet_bin()), "video", "push", str(SAMPLES / "h264-aac.kvs.mkv"),
+                        "--stream", name, "--endpoint", endpoint],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count('"PERSISTED"') == 6, p.stdout
+    end = math.ceil(time.time()) + 1
+
+    code, result = play(endpoint, name, "ondemand", start, end, seconds=15, min_advance=4.5)
+    assert code == 0, summary(result)
+    assert_played_cleanly(result)
+    assert result["advance"] >= 4.5, result["samples"]
+    # The clip is 6 s (150 frames at 25 fps): played to its end.
+    assert result["finalCurrentTime"] >= 5.0, result["samples"]
+    assert result["ended"], result["samples"]
+
+
+@pytest.mark.timeout(120)
+def test_status_line_shows_the_api_error(endpoint):
+    """LIVE on a stream nothing was pushed to: the page shows the server's error
+    (x-amzn-ErrorType and Message), and play.mjs reports the failure."""
+    browser_tools()
+    name = unique_name("console-empty")
+    r = requests.post(endpoint + "/createStream", json={"StreamName": name, "DataRetentionInHours": 1},
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 10
+    while requests.post(endpoint + "/describeStream", json={"StreamName": name},
+                        timeout=10).json()["StreamInfo"]["Status"] != "ACTIVE":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    want = session_url(endpoint, {"StreamName": name, "PlaybackMode": "LIVE"})
+    assert want.status_code == 404
+    assert want.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
+
+    code, result = play(endpoint, name, "live", seconds=1, min_advance=0)
+    assert code == 1, summary(result)
+    assert result["apiErrors"] == [{
+        "operation": "getHLSStreamingSessionURL", "status": 404,
+        "type": "ResourceNotFoundException", "message": want.json()["Message"]}], summary(result)
+    assert "ResourceNotFoundException" in result["status"], result["status"]
+    assert want.json()["Message"] in result["status"], result["status"]
+    assert result["samples"] == [] and result["engine"] is None
