@@ -36,8 +36,8 @@ use crate::media::ts::{TsContinuity, ts_segment};
 use crate::video::fragments::parse_fragment_number;
 use crate::video::images::{self, Size};
 use crate::video::playback::{
-    Container, Discontinuity, FragmentInfo, PlaybackMode, Protocol, Selection, Session, TokenError,
-    durations_ms, is_discontinuous,
+    Container, Discontinuity, FragmentInfo, PlaybackMode, Protocol, REPLAY_LOOKAHEAD_MS, Selection,
+    Session, TokenError, durations_ms, is_discontinuous,
 };
 use crate::video::{VideoRef, VideoStreamMeta};
 
@@ -344,6 +344,7 @@ async fn session_url(
         display_timestamp,
         max_fragments,
         expires_ms: state.video.now_ms() + expires as i64 * 1000,
+        created_ms: state.video.now_ms(),
     };
     // There must be media to play, and it must be playable.
     let fragments = session_fragments(&state, &meta, &session).await?;
@@ -389,7 +390,33 @@ async fn session_fragments(
     let max = s.max_fragments as usize;
     match s.mode {
         PlaybackMode::Live => video.latest_fragments(meta, max).await.map_err(video_error),
-        PlaybackMode::OnDemand | PlaybackMode::LiveReplay => video
+        PlaybackMode::LiveReplay => {
+            // A window of the newest `max` fragments up to the replay position, which
+            // moves forward in real time from the start timestamp.
+            let horizon = s
+                .replay_horizon_ms(state.video.now_ms())
+                .unwrap_or(i64::MAX);
+            let end = s.end_ms.map_or(horizon, |e| e.min(horizon));
+            let start = s
+                .start_ms
+                .map(|st| st.max(horizon - 2 * REPLAY_LOOKAHEAD_MS - 120_000));
+            let (mut found, _) = video
+                .select_fragments(
+                    meta,
+                    Selection {
+                        by_producer: s.by_producer,
+                        start_ms: start,
+                        end_ms: Some(end),
+                        max: 5000,
+                    },
+                )
+                .await
+                .map_err(video_error)?;
+            let skip = found.len().saturating_sub(max);
+            found.drain(..skip);
+            Ok(found)
+        }
+        PlaybackMode::OnDemand => video
             .select_fragments(
                 meta,
                 Selection {
@@ -594,10 +621,11 @@ async fn hls_media_inner(
     }
     let ended = match session.mode {
         PlaybackMode::OnDemand => true,
-        PlaybackMode::LiveReplay => session.end_ms.is_some_and(|end| {
-            // Ended once the stream has moved past the range.
-            state.video.now_ms() > end + LIVE_WINDOW_MS
-        }),
+        // Ended once the replay position has passed the end of the range.
+        PlaybackMode::LiveReplay => session
+            .end_ms
+            .zip(session.replay_horizon_ms(state.video.now_ms()))
+            .is_some_and(|(end, horizon)| horizon - REPLAY_LOOKAHEAD_MS >= end),
         PlaybackMode::Live => false,
     };
     if session.mode == PlaybackMode::OnDemand {

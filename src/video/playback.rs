@@ -84,6 +84,21 @@ pub struct Session {
     pub max_fragments: u32,
     #[serde(rename = "e")]
     pub expires_ms: i64,
+    /// When the session was created: a LIVE_REPLAY window moves forward from its start
+    /// timestamp at the pace of real time since then.
+    #[serde(rename = "o", default)]
+    pub created_ms: i64,
+}
+
+/// How far ahead of the replay position a LIVE_REPLAY playlist lists fragments.
+pub const REPLAY_LOOKAHEAD_MS: i64 = 10_000;
+
+impl Session {
+    /// LIVE_REPLAY: the selector time the playlist window reaches at `now_ms`.
+    pub fn replay_horizon_ms(&self, now_ms: i64) -> Option<i64> {
+        let start = self.start_ms?;
+        Some(start + (now_ms - self.created_ms).max(0) + REPLAY_LOOKAHEAD_MS)
+    }
 }
 
 /// Why a session token was refused.
@@ -343,6 +358,7 @@ mod tests {
             display_timestamp: false,
             max_fragments: 1000,
             expires_ms: 10_000,
+            created_ms: 0,
         }
     }
 

@@ -383,3 +383,19 @@ def test_get_images_errors(endpoint, kv, archived):
     time.sleep(0.3)
     assert error_code(images, **{**base, "StreamName": none}, StartTimestamp=0,
                       EndTimestamp=5)[0] == "NoDataRetentionException"
+
+
+def test_live_replay_window_starts_at_the_start_timestamp(endpoint, archived):
+    """LIVE_REPLAY lists fragments from StartTimestamp up to a position that moves on in
+    real time (plus a lookahead), the newest MaxMediaPlaylistFragmentResults of them."""
+    name = pushed_stream(endpoint, "h264-1s-gop.kvs.mkv")  # producer times 0..5 s
+    url = archived.get_hls_streaming_session_url(
+        StreamName=name, PlaybackMode="LIVE_REPLAY", MaxMediaPlaylistFragmentResults=2,
+        HLSFragmentSelector={"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                             "TimestampRange": {"StartTimestamp": 1.0}})["HLSStreamingSessionURL"]
+    media = requests.get(url.replace("getHLSMasterPlaylist", "getHLSMediaPlaylist"), timeout=10).text
+    numbers = re.findall(r"getMP4MediaFragment.mp4\?.*FragmentNumber=(\d+)", media)
+    stored = [f["FragmentNumber"] for f in archived.list_fragments(StreamName=name)["Fragments"]]
+    assert numbers == sorted(stored, key=int)[-2:]
+    assert "#EXT-X-ENDLIST" not in media
+    assert "#EXT-X-PLAYLIST-TYPE" not in media
