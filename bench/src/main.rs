@@ -4,12 +4,14 @@
 //!
 //! `freshet-bench kinesis` runs the PutRecords, GetRecords and visibility
 //! phases against one endpoint; `freshet-bench compare` puts two saved JSON
-//! results side by side.
+//! results side by side; `freshet-bench video` simulates PutMedia cameras and
+//! `freshet-bench playback` measures HLS playback and GetClip.
 
 mod get;
 mod http;
 mod kinesis;
 mod null_server;
+mod playback;
 mod put;
 mod report;
 mod rng;
@@ -78,6 +80,110 @@ enum Command {
     /// (EARLIEST) time to first byte for --readers periodic readers, and the
     /// server's VmRSS (--server-pid) before, with idle streams, and while streaming.
     Video(VideoArgs),
+    /// Benchmark Kinesis Video playback: LIVE playlist delay, HLS fMP4 segment
+    /// serving to many players, cold segment throughput and GetClip.
+    ///
+    /// 1. latency: one producer pushes one 1 s fragment per second (clusters of
+    ///    --clip re-timed with increasing ABSOLUTE timecodes) to `<prefix>live`
+    ///    while one watcher polls the LIVE media playlist every --poll-interval-ms;
+    ///    per fragment: first listed - PERSISTED ack received.
+    ///
+    /// 2. live: --players hls.js-like players join the same LIVE stream; each gets
+    ///    a session URL, the master playlist, then every target duration the media
+    ///    playlist, the init segment once and every new media segment. The watcher
+    ///    keeps measuring phase 1's delay under this load.
+    ///
+    /// 3. cold: --cold-fragments fragments are pushed to `<prefix>vod` as fast as
+    ///    possible, then --cold-players workers fetch them through one ON_DEMAND
+    ///    session as fast as possible (shuffled, cycling over the pool; a pool
+    ///    larger than the server's 128 MiB segment cache makes every request a miss).
+    ///
+    /// 4. clip: --clip-seconds fragments are pushed to `<prefix>clip` as fast as
+    ///    possible, then GetClip over that many seconds is timed --clip-repeats times;
+    ///    also over as many seconds from the middle of `<prefix>vod` (PRODUCER_TIMESTAMP)
+    ///    when phase 3 ran.
+    ///
+    /// Prints a table (progress goes to standard error); --json FILE also writes
+    /// the results as JSON. Streams are not deleted.
+    Playback(Box<PlaybackArgs>),
+}
+
+#[derive(Args, Debug)]
+struct PlaybackArgs {
+    /// Endpoint URL, plain HTTP (e.g. http://127.0.0.1:4570).
+    #[arg(long, default_value = "http://127.0.0.1:4570")]
+    endpoint: String,
+    /// Allow an endpoint that does not resolve to a loopback address.
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// Source clip (kvssink layout, one Cluster per GOP, 8-byte Cluster Timecodes).
+    #[arg(long, default_value = "media-samples/h264-1s-gop.kvs.mkv")]
+    clip: std::path::PathBuf,
+    /// Seconds of the quiet latency phase (one producer, one watcher).
+    #[arg(long, default_value_t = 15.0)]
+    latency_duration: f64,
+    /// Milliseconds between two LIVE playlist polls of the watcher.
+    #[arg(long, default_value_t = 2)]
+    poll_interval_ms: u64,
+    /// Concurrent LIVE players.
+    #[arg(long, default_value_t = 100)]
+    players: usize,
+    /// Seconds the LIVE players play (after joining).
+    #[arg(long, default_value_t = 20.0)]
+    live_duration: f64,
+    /// Seconds over which the players join.
+    #[arg(long, default_value_t = 1.0)]
+    player_ramp: f64,
+    /// Segments a joining player fetches first (the newest ones; hls.js starts 3
+    /// target durations behind the live edge).
+    #[arg(long, default_value_t = 3)]
+    start_segments: usize,
+    /// Concurrent workers of the cold phase.
+    #[arg(long, default_value_t = 16)]
+    cold_players: usize,
+    /// Seconds of the cold phase.
+    #[arg(long, default_value_t = 20.0)]
+    cold_duration: f64,
+    /// Distinct stored fragments the cold phase cycles over (more than the server's
+    /// 128 MiB segment cache holds, so that every request remuxes).
+    #[arg(long, default_value_t = 6000)]
+    cold_fragments: usize,
+    /// Fragments (seconds of media) pushed for, and covered by, the GetClip range.
+    #[arg(long, default_value_t = 60)]
+    clip_seconds: usize,
+    /// GetClip calls timed.
+    #[arg(long, default_value_t = 5)]
+    clip_repeats: usize,
+    /// Skip the quiet latency phase.
+    #[arg(long)]
+    skip_latency: bool,
+    /// Skip the LIVE players phase.
+    #[arg(long)]
+    skip_live: bool,
+    /// Skip the cold ON_DEMAND phase.
+    #[arg(long)]
+    skip_cold: bool,
+    /// Skip the GetClip phase.
+    #[arg(long)]
+    skip_clip: bool,
+    /// Stream name prefix [default: pb-<unix time>-].
+    #[arg(long)]
+    prefix: Option<String>,
+    /// DataRetentionInHours of the created streams.
+    #[arg(long, default_value_t = 1)]
+    retention_hours: u32,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Process id of the server: report its CPU time per phase and its RSS.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Tokio worker threads for the load generator [default: number of CPUs].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -311,6 +417,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Playback(args) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.threads {
+                rt.worker_threads(n.max(1));
+            }
+            let rt = rt.enable_all().build().expect("tokio runtime");
+            match rt.block_on(playback_command(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench playback: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Compare(args) => match compare_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -363,6 +483,58 @@ async fn video_command(args: VideoArgs) -> Result<(), BoxError> {
     };
     let report = video::run(cfg, clip).await.map_err(|e| e.to_string())?;
     print!("{}", video::table(&report, args.duration + args.ramp));
+    Ok(())
+}
+
+async fn playback_command(args: PlaybackArgs) -> Result<(), BoxError> {
+    if args.players == 0 || args.cold_players == 0 || args.cold_fragments == 0 {
+        return Err("--players, --cold-players and --cold-fragments must be positive".into());
+    }
+    if args.clip_seconds == 0 || args.clip_seconds > 200 {
+        return Err("--clip-seconds must be 1..=200 (GetClip takes at most 200 fragments)".into());
+    }
+    let (addr, host) = resolve_endpoint(&args.endpoint, args.allow_non_loopback).await?;
+    let data = std::fs::read(&args.clip).map_err(|e| format!("{}: {e}", args.clip.display()))?;
+    let clip = video::Clip::parse(&data).map_err(|e| format!("{}: {e}", args.clip.display()))?;
+    let prefix = args.prefix.clone().unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!("pb-{secs}-")
+    });
+    let secs = |v: f64| Duration::from_secs_f64(v.max(0.0));
+    let cfg = playback::PlaybackConfig {
+        addr,
+        host,
+        endpoint: args.endpoint.clone(),
+        players: args.players,
+        player_ramp: secs(args.player_ramp),
+        start_segments: args.start_segments.max(1),
+        live_duration: secs(args.live_duration),
+        latency_duration: secs(args.latency_duration),
+        poll_interval: Duration::from_millis(args.poll_interval_ms.max(1)),
+        cold_players: args.cold_players,
+        cold_duration: secs(args.cold_duration),
+        cold_fragments: args.cold_fragments,
+        clip_seconds: args.clip_seconds,
+        clip_repeats: args.clip_repeats.max(1),
+        prefix,
+        retention_hours: args.retention_hours.max(1),
+        server_pid: args.server_pid,
+        timeout: secs(args.timeout.max(0.1)),
+        skip_latency: args.skip_latency,
+        skip_live: args.skip_live,
+        skip_cold: args.skip_cold,
+        skip_clip: args.skip_clip,
+    };
+    let report = playback::run(cfg, clip).await.map_err(|e| e.to_string())?;
+    print!("{}", playback::table(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string(&report)?;
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(())
 }
 
