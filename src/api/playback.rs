@@ -33,7 +33,7 @@ use super::{AppState, read_body};
 use crate::media::fmp4;
 use crate::media::samples::{FragmentSamples, demux_fragment};
 use crate::media::ts::{TsContinuity, ts_segment};
-use crate::video::fragments::parse_fragment_number;
+use crate::video::fragments::{fragment_number, parse_fragment_number};
 use crate::video::images::{self, Size};
 use crate::video::playback::{
     Container, Discontinuity, FragmentInfo, PlaybackMode, Protocol, REPLAY_LOOKAHEAD_MS, Selection,
@@ -649,7 +649,9 @@ async fn hls_media_inner(
             let _ = writeln!(
                 out,
                 "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?{token}&FragmentNumber={}\"",
-                f.number
+                // The run's first fragment: the same URL on every refresh of the
+                // playlist, so players (and the cache) reuse the init segment.
+                fragment_number(meta.stream_id, f.run_start)
             );
         }
         header = Some(f.header_hash);
@@ -774,6 +776,14 @@ async fn init_inner(
         Some(_) => fragment_offset(q, &meta, None)?,
         None => first_offset(state, &meta, &session).await?,
     };
+    // The run's first fragment may have expired since the playlist named it: its
+    // successors carry the same stream header.
+    let (first_stored, _) = state
+        .video
+        .fragment_bounds(&meta)
+        .await
+        .map_err(video_error)?;
+    let offset = offset.max(first_stored);
     let track = track_param(q, protocol)?;
     Ok(with_type(
         segment(state, &meta, offset, KIND_INIT, track).await?,
@@ -927,10 +937,15 @@ async fn dash_inner(state: &AppState, q: &HashMap<String, String>) -> Result<Res
                 out,
                 "    <AdaptationSet contentType=\"{kind}\" mimeType=\"{kind}/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">"
             );
+            // A long, descriptive id: ffmpeg's DASH reader sizes its URL buffer from
+            // the manifest URL plus the id and bandwidth lengths, and our segment URLs
+            // (token, track, 42-digit fragment number) are longer than the manifest's.
             let _ = write!(
                 out,
-                "      <Representation id=\"{period}-{}\" codecs=\"{}\" bandwidth=\"{}\"",
+                "      <Representation id=\"period-{period}-track-{}-{}-starting-at-fragment-{}\" codecs=\"{}\" bandwidth=\"{}\"",
                 track.number,
+                fmp4::codec_string(track),
+                fragment_number(meta.stream_id, run[0].run_start),
                 fmp4::codec_string(track),
                 bandwidth(run)
             );
@@ -956,7 +971,8 @@ async fn dash_inner(state: &AppState, q: &HashMap<String, String>) -> Result<Res
             let _ = writeln!(
                 out,
                 "          <Initialization sourceURL=\"getMP4InitFragment.mp4?{token}&amp;TrackNumber={}&amp;FragmentNumber={}\"/>",
-                track.number, run[0].number
+                track.number,
+                fragment_number(meta.stream_id, run[0].run_start)
             );
             out.push_str("          <SegmentTimeline>\n");
             for (f, d) in run.iter().zip(run_durations) {

@@ -244,6 +244,9 @@ pub struct VideoService {
     streams: RwLock<HashMap<String, VideoStreamMeta>>,
     /// Serialises changes (rare) so version checks and writes are atomic.
     control: tokio::sync::Mutex<()>,
+    /// Fragment metadata of streams being played back, by stream id (see
+    /// `playback::FragmentIndex`).
+    pub(crate) indexes: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<playback::FragmentIndex>>>>,
 }
 
 fn random_stream_id() -> u64 {
@@ -320,6 +323,7 @@ impl VideoService {
             live_seq: std::sync::atomic::AtomicU64::new(0),
             streams: RwLock::new(streams),
             control: tokio::sync::Mutex::new(()),
+            indexes: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -731,6 +735,7 @@ impl VideoService {
     /// Deletes fragments older than each stream's retention period (whole segments, as
     /// for data streams). Returns the number of segments removed.
     pub async fn enforce_retention(&self) -> Result<usize> {
+        self.drop_idle_indexes();
         let now = self.clock.now_ms();
         let streams: Vec<VideoStreamMeta> =
             self.streams.read().unwrap().values().cloned().collect();
@@ -798,8 +803,21 @@ impl VideoService {
         from: u64,
         max: usize,
     ) -> Result<Vec<(String, i64, FragmentMeta, Bytes)>> {
+        self.read_fragments_limited(meta, from, max, 8 * 1024 * 1024)
+            .await
+    }
+
+    /// Like [`VideoService::read_fragments`], reading at most about `max_bytes` (at
+    /// least one fragment).
+    pub async fn read_fragments_limited(
+        &self,
+        meta: &VideoStreamMeta,
+        from: u64,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(String, i64, FragmentMeta, Bytes)>> {
         let log = self.log(meta).await?;
-        let batch = self.store.read(&log, from, max, 64 * 1024 * 1024).await?;
+        let batch = self.store.read(&log, from, max, max_bytes).await?;
         Ok(batch
             .entries
             .into_iter()

@@ -168,6 +168,9 @@ pub struct FragmentInfo {
     /// Identifies the stream header in force (CodecPrivate may change between PutMedia
     /// connections): fragments with equal values share one init segment.
     pub header_hash: u64,
+    /// The offset of the first fragment of the run of consecutive fragments with this
+    /// header: a stable name for their init segment.
+    pub run_start: u64,
 }
 
 impl FragmentInfo {
@@ -241,26 +244,58 @@ pub fn is_discontinuous(prev: &FragmentInfo, prev_duration_ms: u64, next: &Fragm
     (next.producer_ms - expected).abs() > 50 || prev.header_hash != next.header_hash
 }
 
+/// Metadata of a stream's stored fragments in offset order, kept in memory while the
+/// stream is played back: built by reading the log once, then caught up with newer
+/// fragments (and trimmed of expired ones) on each use, so playlists, clips and image
+/// requests choose fragments without reading media. About 120 bytes per fragment;
+/// dropped when unused for a while ([`VideoService::drop_idle_indexes`]).
+#[derive(Debug, Default)]
+pub struct FragmentIndex {
+    entries: std::collections::VecDeque<FragmentInfo>,
+    /// The next log offset not yet indexed.
+    end: u64,
+    last_used_ms: i64,
+}
+
+/// How long an unused fragment index is kept.
+pub const INDEX_IDLE_MS: i64 = 10 * 60 * 1000;
+
 impl VideoService {
-    /// Reads fragment metadata from `from` onwards in batches, calling `visit` for each
-    /// until it returns false or `end` is reached.
-    async fn scan_fragments(
+    /// The stream's fragment index, caught up with the log.
+    async fn fragment_index(
         &self,
         meta: &VideoStreamMeta,
-        from: u64,
-        mut visit: impl FnMut(FragmentInfo) -> bool,
-    ) -> Result<()> {
+    ) -> Result<tokio::sync::OwnedMutexGuard<FragmentIndex>> {
+        let cell = self
+            .indexes
+            .lock()
+            .unwrap()
+            .entry(meta.stream_id)
+            .or_default()
+            .clone();
+        let mut idx = cell.lock_owned().await;
         let (first, end) = self.fragment_bounds(meta).await?;
-        let mut at = from.max(first);
-        while at < end {
-            let batch = self.read_fragments(meta, at, 64).await?;
+        while idx.entries.front().is_some_and(|f| f.offset < first) {
+            idx.entries.pop_front();
+        }
+        idx.end = idx.end.max(first);
+        while idx.end < end {
+            let batch = self
+                .read_fragments_limited(meta, idx.end, 256, 16 * 1024 * 1024)
+                .await?;
             if batch.is_empty() {
                 break;
             }
             for (number, server_ms, m, cluster) in batch {
-                let offset = parse_fragment_number(&number).map_or(at, |(_, o)| o);
-                at = offset + 1;
-                let info = FragmentInfo {
+                let offset = parse_fragment_number(&number).map_or(idx.end, |(_, o)| o);
+                let header_hash = hash_bytes(&m.info_and_tracks);
+                let run_start = match idx.entries.back() {
+                    Some(prev) if prev.header_hash == header_hash && prev.offset + 1 == offset => {
+                        prev.run_start
+                    }
+                    _ => offset,
+                };
+                idx.entries.push_back(FragmentInfo {
                     number,
                     offset,
                     server_ms,
@@ -268,14 +303,26 @@ impl VideoService {
                     duration_ms: m.duration_ms,
                     frame_count: m.frame_count,
                     size: cluster.len(),
-                    header_hash: hash_bytes(&m.info_and_tracks),
-                };
-                if !visit(info) {
-                    return Ok(());
-                }
+                    header_hash,
+                    run_start,
+                });
+                idx.end = offset + 1;
             }
         }
-        Ok(())
+        idx.last_used_ms = self.now_ms();
+        Ok(idx)
+    }
+
+    /// Forgets fragment indexes not used in the last [`INDEX_IDLE_MS`].
+    pub fn drop_idle_indexes(&self) {
+        let now = self.now_ms();
+        self.indexes
+            .lock()
+            .unwrap()
+            .retain(|_, cell| match cell.try_lock() {
+                Ok(idx) => now - idx.last_used_ms < INDEX_IDLE_MS,
+                Err(_) => true,
+            });
     }
 
     /// Fragments in a time range (inclusive), oldest first, at most `sel.max`; the flag
@@ -285,28 +332,31 @@ impl VideoService {
         meta: &VideoStreamMeta,
         sel: Selection,
     ) -> Result<(Vec<FragmentInfo>, bool)> {
+        let idx = self.fragment_index(meta).await?;
+        // Server timestamps never decrease along the log: start by bisection.
         let from = match (sel.by_producer, sel.start_ms) {
-            (false, Some(start)) => self.offset_at_server_time(meta, start).await?,
+            (false, Some(start)) => idx.entries.partition_point(|f| f.server_ms < start),
             _ => 0,
         };
         let mut out = Vec::new();
         let mut more = false;
-        self.scan_fragments(meta, from, |f| {
+        for f in idx.entries.range(from..) {
             let t = f.time_ms(sel.by_producer);
             if sel.end_ms.is_some_and(|end| t > end) {
-                return false;
+                if sel.by_producer {
+                    continue;
+                }
+                break;
             }
             if sel.start_ms.is_some_and(|start| t < start) {
-                return true;
+                continue;
             }
             if out.len() == sel.max {
                 more = true;
-                return false;
+                break;
             }
-            out.push(f);
-            true
-        })
-        .await?;
+            out.push(f.clone());
+        }
         Ok((out, more))
     }
 
@@ -316,14 +366,9 @@ impl VideoService {
         meta: &VideoStreamMeta,
         n: usize,
     ) -> Result<Vec<FragmentInfo>> {
-        let (_, end) = self.fragment_bounds(meta).await?;
-        let mut out = Vec::new();
-        self.scan_fragments(meta, end.saturating_sub(n as u64), |f| {
-            out.push(f);
-            true
-        })
-        .await?;
-        Ok(out)
+        let idx = self.fragment_index(meta).await?;
+        let skip = idx.entries.len().saturating_sub(n);
+        Ok(idx.entries.range(skip..).cloned().collect())
     }
 
     /// One stored fragment by log offset: its metadata and Cluster bytes.
@@ -332,7 +377,9 @@ impl VideoService {
         meta: &VideoStreamMeta,
         offset: u64,
     ) -> Result<Option<(String, i64, super::fragments::FragmentMeta, bytes::Bytes)>> {
-        let mut batch = self.read_fragments(meta, offset, 1).await?;
+        let mut batch = self
+            .read_fragments_limited(meta, offset, 1, 256 * 1024)
+            .await?;
         Ok(match batch.pop() {
             Some(f) if parse_fragment_number(&f.0).is_some_and(|(_, o)| o == offset) => Some(f),
             _ => None,
@@ -404,6 +451,7 @@ mod tests {
             frame_count: frames,
             size: 0,
             header_hash: 1,
+            run_start: 0,
         }
     }
 
