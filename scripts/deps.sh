@@ -16,6 +16,9 @@ have_cmd curl || need+=(curl)
 pkg-config --exists gstreamer-1.0 gstreamer-app-1.0 2>/dev/null || need+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)
 { gst-inspect-1.0 avdec_h264 && gst-inspect-1.0 videoscale; } >/dev/null 2>&1 || need+=(gstreamer1.0-libav gstreamer1.0-plugins-base)
 if [ "$what" = test ]; then
+    # RTSP: rtspclientsink (push tests) and the RTSP server library (a test camera).
+    gst-inspect-1.0 rtspclientsink >/dev/null 2>&1 || need+=(gstreamer1.0-rtsp)
+    /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' >/dev/null 2>&1 || need+=(python3-gi gir1.2-gst-rtsp-server-1.0)
     have_cmd python3 || need+=(python3)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
     have_cmd ffprobe || need+=(ffmpeg)

@@ -62,6 +62,38 @@ pub struct ServeConfig {
     /// that cannot get it within 10 s ends with ErrorId 5000 [default: 1024]
     #[arg(long, env = "FRESHET_MEDIA_MEMORY_MB")]
     pub media_memory_mb: Option<u64>,
+    /// Listen for RTSP publishers (ANNOUNCE/RECORD, e.g. `ffmpeg -f rtsp
+    /// rtsp://HOST:PORT/<stream>`, GStreamer `rtspclientsink`) on this address
+    /// [default: off]
+    #[arg(long, env = "FRESHET_RTSP_LISTEN")]
+    pub rtsp_listen: Option<SocketAddr>,
+    /// Do not create video streams on a first RTSP/RTP push; publishing to a missing
+    /// stream is refused [default: streams are created]
+    #[arg(long, env = "FRESHET_INGEST_NO_AUTO_CREATE")]
+    #[serde(default)]
+    pub ingest_no_auto_create: bool,
+    /// DataRetentionInHours of video streams created by RTSP/RTP ingest [default: 24]
+    #[arg(long, env = "FRESHET_INGEST_RETENTION_HOURS")]
+    pub ingest_retention_hours: Option<u32>,
+    /// Camera feeds to run (config file only): `[[feeds]]` tables with `stream`, and
+    /// `rtsp_url`, or `rtp_port` with `sdp` / `codec` (+ `payload_type`); optional
+    /// `fragment_ms`. They are stored like feeds added through the API.
+    #[arg(skip)]
+    #[serde(default)]
+    pub feeds: Vec<FeedEntry>,
+}
+
+/// A camera feed in the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedEntry {
+    pub stream: String,
+    pub rtsp_url: Option<String>,
+    pub rtp_port: Option<u16>,
+    pub sdp: Option<String>,
+    pub codec: Option<String>,
+    pub payload_type: Option<u8>,
+    pub fragment_ms: Option<u32>,
 }
 
 impl ServeConfig {
@@ -81,6 +113,14 @@ impl ServeConfig {
             segment_mb: self.segment_mb.or(other.segment_mb),
             commit_delay_us: self.commit_delay_us.or(other.commit_delay_us),
             media_memory_mb: self.media_memory_mb.or(other.media_memory_mb),
+            rtsp_listen: self.rtsp_listen.or(other.rtsp_listen),
+            ingest_no_auto_create: self.ingest_no_auto_create || other.ingest_no_auto_create,
+            ingest_retention_hours: self.ingest_retention_hours.or(other.ingest_retention_hours),
+            feeds: if self.feeds.is_empty() {
+                other.feeds
+            } else {
+                self.feeds
+            },
         }
     }
 

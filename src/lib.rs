@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod ingest;
 pub mod media;
 pub mod server;
 pub mod store;

@@ -83,6 +83,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open video streams: {e}"))?;
+    let catalog_for_feeds = catalog.clone();
+    let clock_for_feeds = clock.clone();
     let streams = StreamService::open(service_config, clock, store, catalog)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open streams: {e}"))?;
@@ -113,7 +115,44 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         })
     };
 
+    let feeds = crate::ingest::FeedManager::open(
+        video.clone(),
+        catalog_for_feeds,
+        clock_for_feeds,
+        crate::ingest::IngestOptions {
+            auto_create: !config.ingest_no_auto_create,
+            retention_hours: config.ingest_retention_hours.unwrap_or(24),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open camera feeds: {e}"))?;
+    for entry in &config.feeds {
+        let feed = crate::ingest::feed_from_entry(entry)
+            .map_err(|e| anyhow::anyhow!("config file feed for {}: {e}", entry.stream))?;
+        feeds
+            .put(feed)
+            .await
+            .map_err(|e| anyhow::anyhow!("config file feed for {}: {e}", entry.stream))?;
+    }
+    let rtsp = match config.rtsp_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for RTSP on {addr}"))?;
+            tracing::info!(
+                "RTSP publishing accepted on rtsp://{}",
+                listener.local_addr()?
+            );
+            Some(tokio::spawn(crate::ingest::rtsp_server::serve(
+                listener,
+                feeds.clone(),
+            )))
+        }
+        None => None,
+    };
+
     let mut state = AppState::new(streams, video);
+    state.feeds = Some(feeds.clone());
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
     let app = api::router(state);
@@ -141,6 +180,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         } => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them"),
     }
     sweeper.abort();
+    if let Some(rtsp) = rtsp {
+        rtsp.abort();
+    }
+    // Feeds store their last fragment before the process ends.
+    let _ = tokio::time::timeout(Duration::from_secs(3), feeds.stop_all()).await;
     tracing::info!("freshet stopped");
     Ok(())
 }

@@ -14,6 +14,7 @@
 pub mod cbor;
 pub mod console;
 pub mod error;
+pub mod feeds;
 pub mod getmedia;
 pub mod kinesis;
 pub mod playback;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub body_budget: Arc<Semaphore>,
     /// Memory for PutMedia fragments still being received, across all connections.
     pub media_budget: MediaBudget,
+    /// Camera feeds (RTSP pull, RTP on UDP); `None` where ingest does not run.
+    pub feeds: Option<Arc<crate::ingest::FeedManager>>,
     /// Remuxed playback segments (HLS/DASH), shared by all players.
     pub segments: Arc<playback::SegmentCache>,
 }
@@ -164,6 +167,7 @@ impl AppState {
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
             media_budget: MediaBudget::new(1024 * 1024 * 1024),
             segments: Arc::new(playback::SegmentCache::default()),
+            feeds: None,
         }
     }
 }
@@ -206,6 +210,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dash/v1/getMP4MediaFragment.mp4", get(playback::dash_fmp4))
         .route("/{operation}", post(video::handle))
         .merge(rest::routes())
+        .merge(feeds::routes())
         .fallback(not_found)
         .layer(middleware::from_fn(request_ids))
         .with_state(state)

@@ -47,6 +47,52 @@ pub enum VideoCommand {
         #[arg(long)]
         stream: String,
     },
+    /// Camera feeds: pull a camera's RTSP URL, or receive RTP on a UDP port, into a
+    /// video stream (kept across restarts)
+    #[command(subcommand)]
+    Ingest(IngestCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum IngestCommand {
+    /// Add (or replace) the feed of a video stream
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["rtsp_url", "rtp_port"])))]
+    Add {
+        /// Video stream to record into (created if missing, unless the server forbids it)
+        #[arg(long)]
+        stream: String,
+        /// Camera URL to pull, `rtsp://user:pass@host:port/path` (the password is never
+        /// shown again)
+        #[arg(long)]
+        rtsp_url: Option<String>,
+        /// UDP port a sender pushes RTP to (RTCP on the next port)
+        #[arg(long)]
+        rtp_port: Option<u16>,
+        /// SDP file describing the RTP feed (as `ffmpeg -sdp_file` writes it)
+        #[arg(long, requires = "rtp_port")]
+        sdp: Option<PathBuf>,
+        /// Codec of an RTP feed without SDP: H264 or H265
+        #[arg(long, requires = "rtp_port", conflicts_with = "sdp")]
+        codec: Option<String>,
+        /// RTP payload type of an RTP feed without SDP [default: 96]
+        #[arg(long, requires = "codec")]
+        payload_type: Option<u8>,
+        /// Target fragment length in ms; fragments end at the next key frame [default: 2000]
+        #[arg(long)]
+        fragment_ms: Option<u32>,
+    },
+    /// List the configured feeds and their state
+    List,
+    /// Show one feed: state, last error, packets, losses, fragments stored
+    Status {
+        #[arg(long)]
+        stream: String,
+    },
+    /// Stop and remove the feed of a video stream (its stored video stays)
+    Remove {
+        #[arg(long)]
+        stream: String,
+    },
 }
 
 fn host_port(endpoint: &str) -> anyhow::Result<String> {
@@ -82,6 +128,7 @@ pub async fn run(endpoint: &str, cmd: VideoCommand) -> anyhow::Result<()> {
             start,
             seconds,
         } => get(endpoint, &stream, &start, seconds).await,
+        VideoCommand::Ingest(cmd) => ingest(endpoint, cmd).await,
         VideoCommand::Fragments { stream } => {
             let mut token: Option<String> = None;
             loop {
@@ -320,4 +367,118 @@ async fn get(
             None => return Ok(()),
         }
     }
+}
+
+async fn feeds_call(
+    endpoint: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let url = format!("{}/v1/video/feeds{path}", endpoint.trim_end_matches('/'));
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.with_context(|| {
+        format!("cannot reach Freshet at {endpoint} (is `freshet serve` running?)")
+    })?;
+    let ok = resp.status().is_success();
+    let out: Value = resp.json().await.unwrap_or(Value::Null);
+    if !ok {
+        bail!(
+            "{}: {}",
+            out["error"].as_str().unwrap_or("error"),
+            out["message"].as_str().unwrap_or("the request failed")
+        );
+    }
+    Ok(out)
+}
+
+fn print_feed(f: &Value) {
+    let source = &f["Source"];
+    let what = match source["Type"].as_str() {
+        Some("RTSP_PULL") => format!("rtsp pull {}", source["Url"].as_str().unwrap_or("")),
+        _ => format!("rtp udp port {}", source["Port"]),
+    };
+    let st = &f["Status"];
+    println!(
+        "{}\t{}\t{}\tfragments {}\tpackets {}\tlost {}{}",
+        f["StreamName"].as_str().unwrap_or(""),
+        what,
+        st["State"].as_str().unwrap_or(""),
+        st["FragmentsStored"],
+        st["Packets"],
+        st["PacketsLost"],
+        st["LastError"]
+            .as_str()
+            .map(|e| format!("\tlast error: {e}"))
+            .unwrap_or_default()
+    );
+}
+
+async fn ingest(endpoint: &str, cmd: IngestCommand) -> anyhow::Result<()> {
+    match cmd {
+        IngestCommand::Add {
+            stream,
+            rtsp_url,
+            rtp_port,
+            sdp,
+            codec,
+            payload_type,
+            fragment_ms,
+        } => {
+            let mut body = json!({});
+            if let Some(url) = rtsp_url {
+                body["RtspUrl"] = json!(url);
+            }
+            if let Some(port) = rtp_port {
+                body["RtpPort"] = json!(port);
+            }
+            if let Some(path) = sdp {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read SDP file {}", path.display()))?;
+                body["Sdp"] = json!(text);
+            }
+            if let Some(c) = codec {
+                body["Codec"] = json!(c);
+            }
+            if let Some(pt) = payload_type {
+                body["PayloadType"] = json!(pt);
+            }
+            if let Some(ms) = fragment_ms {
+                body["FragmentMs"] = json!(ms);
+            }
+            let out = feeds_call(
+                endpoint,
+                reqwest::Method::PUT,
+                &format!("/{stream}"),
+                Some(body),
+            )
+            .await?;
+            print_feed(&out);
+        }
+        IngestCommand::List => {
+            let out = feeds_call(endpoint, reqwest::Method::GET, "", None).await?;
+            for f in out["Feeds"].as_array().cloned().unwrap_or_default() {
+                print_feed(&f);
+            }
+        }
+        IngestCommand::Status { stream } => {
+            let out =
+                feeds_call(endpoint, reqwest::Method::GET, &format!("/{stream}"), None).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        IngestCommand::Remove { stream } => {
+            feeds_call(
+                endpoint,
+                reqwest::Method::DELETE,
+                &format!("/{stream}"),
+                None,
+            )
+            .await?;
+            eprintln!("feed of {stream} removed");
+        }
+    }
+    Ok(())
 }

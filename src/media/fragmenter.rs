@@ -266,6 +266,11 @@ impl Fragmenter {
     }
 }
 
+/// How far a Sender Report may disagree with the clock's mapping before it re-anchors
+/// (a sender whose clock was reset). Smaller disagreements are the sender's own jitter
+/// between its RTP and NTP clocks; following them would move frames back and forth.
+const SENDER_REPORT_TOLERANCE_MS: i64 = 1_000;
+
 /// Maps a track's RTP timestamps to producer time (ms since the epoch): anchored at the
 /// first packet's arrival, then at each RTCP Sender Report's NTP time (RFC 3550 §6.4.1),
 /// with 32-bit wrap-around unwrapped.
@@ -277,6 +282,7 @@ pub struct RtpClock {
     ext: i64,
     /// (extended RTP timestamp, ms since the epoch) that correspond.
     anchor: Option<(i64, i64)>,
+    sender_report_seen: bool,
 }
 
 impl RtpClock {
@@ -286,6 +292,7 @@ impl RtpClock {
             last: None,
             ext: 0,
             anchor: None,
+            sender_report_seen: false,
         }
     }
 
@@ -302,7 +309,7 @@ impl RtpClock {
     pub fn to_ms(&mut self, ts: u32, arrival_ms: i64) -> i64 {
         let ext = self.extend(ts);
         let (a_ts, a_ms) = *self.anchor.get_or_insert((ext, arrival_ms));
-        a_ms + (ext - a_ts) * 1000 / self.rate as i64
+        a_ms + ((ext - a_ts) * 1000).div_euclid(self.rate as i64)
     }
 
     /// A Sender Report: RTP timestamp `ts` was sampled at wall-clock `wall_ms`.
@@ -313,11 +320,23 @@ impl RtpClock {
             None => ts as i64,
             Some(last) => self.ext + ts.wrapping_sub(last) as i32 as i64,
         };
+        // Once frames were timed (by an earlier report, or by arrival when the first
+        // report came late), a report that roughly agrees is not followed: moving the
+        // mapping would step frame times back or forth.
+        if let Some((a_ts, a_ms)) = self.anchor {
+            let predicted = a_ms + ((ext - a_ts) * 1000).div_euclid(self.rate as i64);
+            if (predicted - wall_ms).abs() <= SENDER_REPORT_TOLERANCE_MS {
+                self.sender_report_seen = true;
+                return;
+            }
+        }
         self.anchor = Some((ext, wall_ms));
+        self.sender_report_seen = true;
     }
 
-    pub fn has_sender_report_anchor(&self) -> bool {
-        self.anchor.is_some()
+    /// Whether a Sender Report has anchored this clock to the sender's wall clock.
+    pub fn has_sender_report(&self) -> bool {
+        self.sender_report_seen
     }
 }
 
@@ -426,6 +445,25 @@ mod tests {
         // A Sender Report says timestamp 90000 was sampled at 10 s.
         c.sender_report(90_000, 10_000);
         assert_eq!(c.to_ms(180_000, 0), 11_000);
+        // A later report within a second of the mapping changes nothing; a larger
+        // disagreement (the sender's clock was reset) re-anchors.
+        c.sender_report(270_000, 12_300);
+        assert_eq!(c.to_ms(270_000, 0), 12_000);
+        c.sender_report(270_000, 15_000);
+        assert_eq!(c.to_ms(360_000, 0), 16_000);
+        // Frames before the report's timestamp round the same way as those after it.
+        let mut d = RtpClock::new(90_000);
+        d.to_ms(0, 0);
+        d.sender_report(5_000, 10_000);
+        let times: Vec<i64> = (0..4).map(|i| d.to_ms(i * 3600, 0)).collect();
+        assert_eq!(times, [9_944, 9_984, 10_024, 10_064]);
+        // A first report that roughly agrees with arrival timing (sent late, after
+        // frames were timed) is not followed.
+        let mut late = RtpClock::new(90_000);
+        late.to_ms(0, 1_000);
+        late.sender_report(90_000, 2_044);
+        assert!(late.has_sender_report());
+        assert_eq!(late.to_ms(90_000, 0), 2_000);
         let mut audio = RtpClock::new(48_000);
         assert_eq!(audio.to_ms(1000, 1_000), 1_000);
         assert_eq!(audio.to_ms(1000 + 48_000 * 3, 1_000), 4_000);

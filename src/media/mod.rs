@@ -14,12 +14,16 @@
 //! files, no HTTP. The transport (`api`) and the video domain (`video`) call in; nothing
 //! here calls out. Every parser of untrusted bytes is fuzzed (`fuzz/fuzz_targets/`).
 
+pub mod depacketize;
 pub mod ebml;
 pub mod fmp4;
 pub mod fragmenter;
 pub mod mkv;
 pub mod mkv_writer;
+pub mod rtp;
+pub mod rtsp;
 pub mod samples;
+pub mod sdp;
 pub mod ts;
 
 #[cfg(test)]

@@ -28,6 +28,19 @@ pub struct SinkStats {
     pub last_fragment_ms: i64,
 }
 
+impl SinkStats {
+    /// Both counts added (the last fragment time is the later one).
+    pub fn plus(&self, o: &SinkStats) -> SinkStats {
+        SinkStats {
+            fragments_stored: self.fragments_stored + o.fragments_stored,
+            frames: self.frames + o.frames,
+            dropped_frames: self.dropped_frames + o.dropped_frames,
+            discontinuities: self.discontinuities + o.discontinuities,
+            last_fragment_ms: self.last_fragment_ms.max(o.last_fragment_ms),
+        }
+    }
+}
+
 /// Writes one feed into one video stream.
 pub struct IngestSink {
     video: Arc<VideoService>,
@@ -106,7 +119,13 @@ impl IngestSink {
         let Some(last) = self.last_ms.get_mut(track) else {
             return Ok(());
         };
-        let time_ms = time_ms.max(*last);
+        // Strictly increasing within a track (Matroska block times are presentation
+        // times, and players want distinct ones).
+        let time_ms = if *last == i64::MIN {
+            time_ms
+        } else {
+            time_ms.max(*last + 1)
+        };
         *last = time_ms;
         self.stats.frames += 1;
         let block = Block {
