@@ -177,6 +177,39 @@ def test_gstreamer_rtp_without_sdp(endpoint, tmp_path):
     assert int(probe_frames(mkv)["h264"]["nb_read_frames"]) == 150
     decodes_cleanly(mkv)
     assert video_steps(mkv) == {0.04}
+    url = hls_on_demand(endpoint, stream)
+    assert int(probe_frames(url)["h264"]["nb_read_frames"]) == 150
+    decodes_cleanly(url)
+
+
+def test_feeds_from_the_config_file(start_server, tmp_path):
+    port = udp_port_pair()
+    config = tmp_path / "freshet.toml"
+    config.write_text(f'''
+[[feeds]]
+stream = "from-config"
+rtp_port = {port}
+codec = "H264"
+payload_type = 97
+fragment_ms = 4000
+
+[[feeds]]
+stream = "door"
+rtsp_url = "rtsp://viewer:door-secret@127.0.0.1:9/cam"
+''')
+    server = start_server(state_delay_ms=0, extra_args=["--config", str(config)])
+    feeds = {f["StreamName"]: f for f in requests.get(f"{server.endpoint}/v1/video/feeds", timeout=10).json()["Feeds"]}
+    assert feeds["from-config"]["Source"] == {"Type": "RTP_UDP", "Port": port, "Codec": "H264", "PayloadType": 97}
+    assert feeds["from-config"]["FragmentMs"] == 4000
+    assert feeds["door"]["Source"]["Url"] == "rtsp://viewer:***@127.0.0.1:9/cam"
+    assert "door-secret" not in server.log_text()
+    # A bad feed in the file stops the server from starting, with a message naming it.
+    config.write_text('[[feeds]]\nstream = "bad"\nrtp_port = 5000\n')
+    p = subprocess.run([str(freshet_bin()), "serve", "--listen", f"127.0.0.1:{free_port()}",
+                        "--data-dir", str(tmp_path / "d2"), "--config", str(config)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "bad" in p.stderr and "Codec" in p.stderr
 
 
 class LossyRelay:
