@@ -4,8 +4,9 @@
 //!
 //! `freshet-bench kinesis` runs the PutRecords, GetRecords and visibility
 //! phases against one endpoint; `freshet-bench compare` puts two saved JSON
-//! results side by side; `freshet-bench video` simulates PutMedia cameras and
-//! `freshet-bench playback` measures HLS playback and GetClip.
+//! results side by side; `freshet-bench video` simulates PutMedia cameras,
+//! `freshet-bench rtp` simulates RTP cameras over UDP and `freshet-bench
+//! playback` measures HLS playback and GetClip.
 
 mod get;
 mod http;
@@ -15,6 +16,7 @@ mod playback;
 mod put;
 mod report;
 mod rng;
+mod rtp;
 mod sigv4;
 mod stats;
 mod video;
@@ -106,6 +108,92 @@ enum Command {
     /// Prints a table (progress goes to standard error); --json FILE also writes
     /// the results as JSON. Streams are not deleted.
     Playback(Box<PlaybackArgs>),
+    /// Simulate RTP cameras: N H.264 feeds over UDP on loopback, paced in real time,
+    /// against Freshet's RTP feeds or any receiver already bound to the ports.
+    ///
+    /// A 10 s clip (ffmpeg testsrc2 640x360, libx264, GOP 2 s, no B-frames, at
+    /// --kbps; or --clip FILE, H.264 Annex-B) is split into access units and
+    /// packetized once (RFC 6184: single NAL units up to 1400 bytes, FU-A above).
+    /// Camera i sends to port --base-port + 2i (RTCP Sender Reports every 5 s to
+    /// the port above), looping the clip with continuous timestamps, its frames
+    /// spread over the frame interval and its key frames over the GOP.
+    ///
+    /// --target freshet creates feeds `<prefix><i>` through PUT /v1/video/feeds/{stream}
+    /// first, reads their counters after they have gone idle and deletes them.
+    /// --target udp-only waits until every RTP port is bound (e.g. by GStreamer)
+    /// and only reads kernel and process figures. Both report the receiving
+    /// processes' CPU and RSS (--server-pid, repeatable, summed), the kernel's UDP
+    /// drops (/proc/net/snmp, /proc/net/udp) and the sender's own CPU and lateness.
+    Rtp(Box<RtpArgs>),
+}
+
+#[derive(Args, Debug)]
+struct RtpArgs {
+    /// Freshet's endpoint URL, plain HTTP (for --target freshet; its host is also
+    /// where the RTP packets go unless --rtp-host is given).
+    #[arg(long, default_value = "http://127.0.0.1:4570")]
+    endpoint: String,
+    /// Allow an endpoint (or --rtp-host) that is not a loopback address.
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// Receiver: freshet (create feeds through the API) or udp-only (ports already bound).
+    #[arg(long, value_enum, default_value_t = rtp::Target::Freshet)]
+    target: rtp::Target,
+    /// IP address the RTP/RTCP packets are sent to [default: the endpoint's, 127.0.0.1 for udp-only].
+    #[arg(long)]
+    rtp_host: Option<std::net::IpAddr>,
+    /// Number of cameras.
+    #[arg(long, default_value_t = 200)]
+    cameras: usize,
+    /// Bitrate of each camera in kbit/s (the generated clip's, padded with filler NAL units if below).
+    #[arg(long, default_value_t = 1000)]
+    kbps: u64,
+    /// Frames per second.
+    #[arg(long, default_value_t = 25)]
+    fps: u32,
+    /// Seconds each camera sends (start times are spread over one GOP, 2 s, on top).
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// RTP port of camera 0; camera i uses base + 2i (RTP) and base + 2i + 1 (RTCP).
+    #[arg(long, default_value_t = 20000)]
+    base_port: u16,
+    /// Process id of a receiving process (repeatable, or comma-separated): CPU and RSS, summed.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// H.264 Annex-B file to send instead of a generated clip.
+    #[arg(long)]
+    clip: Option<std::path::PathBuf>,
+    /// Seconds of the generated clip.
+    #[arg(long, default_value_t = 10)]
+    clip_seconds: u32,
+    /// ffmpeg binary used to generate the clip.
+    #[arg(long, default_value = "ffmpeg")]
+    ffmpeg: String,
+    /// OS threads sending (each owns a share of the cameras and one UDP socket).
+    #[arg(long, default_value_t = 1)]
+    sender_threads: usize,
+    /// Seconds to wait after the last packet before reading Freshet's feed counters
+    /// (a feed stores its last fragment 5 s after its last packet).
+    #[arg(long, default_value_t = 6.0)]
+    settle: f64,
+    /// --target udp-only: seconds to wait for every RTP port to be bound.
+    #[arg(long, default_value_t = 60.0)]
+    wait_ports: f64,
+    /// Feed (stream) name prefix.
+    #[arg(long, default_value = "rtpcam-")]
+    prefix: String,
+    /// Keep the feeds at the end instead of deleting them.
+    #[arg(long)]
+    keep_feeds: bool,
+    /// Name of the receiver in the tables [default: the target's name].
+    #[arg(long)]
+    label: Option<String>,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Do not run: print saved --json results side by side (repeatable).
+    #[arg(long)]
+    compare: Vec<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -431,6 +519,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Rtp(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(rtp_command(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench rtp: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Compare(args) => match compare_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -483,6 +584,83 @@ async fn video_command(args: VideoArgs) -> Result<(), BoxError> {
     };
     let report = video::run(cfg, clip).await.map_err(|e| e.to_string())?;
     print!("{}", video::table(&report, args.duration + args.ramp));
+    Ok(())
+}
+
+async fn rtp_command(args: RtpArgs) -> Result<(), BoxError> {
+    if !args.compare.is_empty() {
+        let mut runs = Vec::new();
+        for p in &args.compare {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let r: rtp::RtpReport =
+                serde_json::from_str(text.trim()).map_err(|e| format!("{}: {e}", p.display()))?;
+            runs.push(r);
+        }
+        print!("{}", rtp::compare(&runs));
+        return Ok(());
+    }
+    if args.cameras == 0 || args.duration <= 0.0 || args.fps == 0 || args.kbps == 0 {
+        return Err("--cameras, --duration, --fps and --kbps must be positive".into());
+    }
+    if usize::from(args.base_port) + 2 * args.cameras > 65_535 {
+        return Err("--base-port + 2 x --cameras exceeds the port range".into());
+    }
+    let endpoint = match args.target {
+        rtp::Target::Freshet => {
+            Some(resolve_endpoint(&args.endpoint, args.allow_non_loopback).await?)
+        }
+        rtp::Target::UdpOnly => None,
+    };
+    let dest = match (args.rtp_host, &endpoint) {
+        (Some(ip), _) => ip,
+        (None, Some((addr, _))) => addr.ip(),
+        (None, None) => std::net::IpAddr::from([127u8, 0, 0, 1]),
+    };
+    if !args.allow_non_loopback && !dest.is_loopback() {
+        return Err(format!(
+            "--rtp-host {dest} is not a loopback address; pass --allow-non-loopback"
+        )
+        .into());
+    }
+    let (clip, source) = rtp::load_clip(
+        args.clip.as_deref(),
+        &args.ffmpeg,
+        args.kbps,
+        args.fps,
+        args.clip_seconds.max(1),
+    )
+    .map_err(|e| e.to_string())?;
+    let cfg = rtp::RtpConfig {
+        target: args.target,
+        endpoint,
+        dest,
+        cameras: args.cameras,
+        kbps: args.kbps,
+        duration: Duration::from_secs_f64(args.duration),
+        base_port: args.base_port,
+        server_pids: args.server_pid.clone(),
+        sender_threads: args.sender_threads.max(1),
+        settle: Duration::from_secs_f64(args.settle.max(0.0)),
+        wait_ports: Duration::from_secs_f64(args.wait_ports.max(0.0)),
+        prefix: args.prefix.clone(),
+        keep_feeds: args.keep_feeds,
+        label: args.label.clone().unwrap_or_else(|| {
+            match args.target {
+                rtp::Target::Freshet => "freshet",
+                rtp::Target::UdpOnly => "udp-only",
+            }
+            .to_string()
+        }),
+    };
+    let report = rtp::run(cfg, clip, source)
+        .await
+        .map_err(|e| e.to_string())?;
+    print!("{}", rtp::table(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string(&report)?;
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(())
 }
 
