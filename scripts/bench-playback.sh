@@ -55,42 +55,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free TCP port on 127.0.0.1.
-free_port() {
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-    else
-        node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
-    fi
-}
-
-# Waits until something accepts connections on 127.0.0.1:$1 while $2 lives.
-wait_for_port() {
-    local port=$1 pid=$2 i
-    for ((i = 0; i < 300; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then return 1; fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-# Sends SIGTERM to the server and waits (up to 15 s, then SIGKILL).
-stop_server() {
-    local pid=$SERVER_PID i
-    [[ -n "$pid" ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "server $pid did not exit after SIGTERM; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    SERVER_PID=""
-}
+# free_port, wait_for_port, stop_server
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-server.sh"
 
 log "building freshet and freshet-bench (release)"
 (cd "$ROOT" && cargo build --release -p freshet --bin freshet)
