@@ -447,6 +447,31 @@ async fn read_fragment(
 
 // ---- session endpoints -------------------------------------------------------------
 
+/// A GET handler of the session endpoints: query parameters in, the inner function's
+/// response (or its error response) out.
+macro_rules! session_get {
+    ($name:ident, $inner:ident $(, $arg:expr)*) => {
+        pub async fn $name(
+            State(state): State<AppState>,
+            Query(q): Query<HashMap<String, String>>,
+        ) -> Response {
+            $inner(&state, &q $(, $arg)*).await.unwrap_or_else(|r| r)
+        }
+    };
+}
+
+// `GET /hls/v1/getHLSMasterPlaylist.m3u8`, `getHLSMediaPlaylist.m3u8`,
+// `/{hls,dash}/v1/getMP4InitFragment.mp4`, `getMP4MediaFragment.mp4`,
+// `/hls/v1/getTSFragment.ts`, `/dash/v1/getDASHManifest.mpd`.
+session_get!(hls_master, hls_master_inner);
+session_get!(hls_media, hls_media_inner);
+session_get!(hls_init, init_inner, Protocol::Hls);
+session_get!(dash_init, init_inner, Protocol::Dash);
+session_get!(hls_fmp4, media_inner, Protocol::Hls, KIND_FMP4);
+session_get!(dash_fmp4, media_inner, Protocol::Dash, KIND_FMP4);
+session_get!(hls_ts, media_inner, Protocol::Hls, KIND_TS);
+session_get!(dash_manifest, dash_inner);
+
 /// The session and stream of a session request.
 fn open_session(
     state: &AppState,
@@ -531,14 +556,6 @@ async fn fragments_or_404(
     Ok(fragments)
 }
 
-/// `GET /hls/v1/getHLSMasterPlaylist.m3u8`.
-pub async fn hls_master(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    hls_master_inner(&state, &q).await.unwrap_or_else(|r| r)
-}
-
 async fn hls_master_inner(
     state: &AppState,
     q: &HashMap<String, String>,
@@ -587,14 +604,6 @@ fn iso8601_ms(ms: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// `GET /hls/v1/getHLSMediaPlaylist.m3u8`.
-pub async fn hls_media(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    hls_media_inner(&state, &q).await.unwrap_or_else(|r| r)
 }
 
 async fn hls_media_inner(
@@ -747,25 +756,6 @@ fn track_param(q: &HashMap<String, String>, protocol: Protocol) -> Result<Option
     }
 }
 
-/// `GET /{hls,dash}/v1/getMP4InitFragment.mp4`.
-pub async fn hls_init(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    init_inner(&state, &q, Protocol::Hls)
-        .await
-        .unwrap_or_else(|r| r)
-}
-
-pub async fn dash_init(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    init_inner(&state, &q, Protocol::Dash)
-        .await
-        .unwrap_or_else(|r| r)
-}
-
 async fn init_inner(
     state: &AppState,
     q: &HashMap<String, String>,
@@ -789,35 +779,6 @@ async fn init_inner(
         segment(state, &meta, offset, KIND_INIT, track).await?,
         "video/mp4",
     ))
-}
-
-/// `GET /{hls,dash}/v1/getMP4MediaFragment.mp4`.
-pub async fn hls_fmp4(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    media_inner(&state, &q, Protocol::Hls, KIND_FMP4)
-        .await
-        .unwrap_or_else(|r| r)
-}
-
-pub async fn dash_fmp4(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    media_inner(&state, &q, Protocol::Dash, KIND_FMP4)
-        .await
-        .unwrap_or_else(|r| r)
-}
-
-/// `GET /hls/v1/getTSFragment.ts`.
-pub async fn hls_ts(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    media_inner(&state, &q, Protocol::Hls, KIND_TS)
-        .await
-        .unwrap_or_else(|r| r)
 }
 
 async fn media_inner(
@@ -846,14 +807,6 @@ async fn media_inner(
             "video/mp4"
         },
     ))
-}
-
-/// `GET /dash/v1/getDASHManifest.mpd`.
-pub async fn dash_manifest(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    dash_inner(&state, &q).await.unwrap_or_else(|r| r)
 }
 
 fn xml_escape(s: &str) -> String {
