@@ -257,7 +257,10 @@ impl RtpSession {
             return Ok(());
         }
         while let Some((au, arrival)) = self.tracks[track].waiting.pop_front() {
-            if !self.ensure_sink().await? {
+            // The codec configuration can only change with a video key frame (new
+            // parameter sets come with it): check it then, not for every frame.
+            let check = self.sink.is_none() || (track == 0 && au.keyframe);
+            if check && !self.ensure_sink().await? {
                 // Codec configuration not known yet: nothing can be stored.
                 continue;
             }

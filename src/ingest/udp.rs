@@ -113,7 +113,7 @@ pub async fn run(
             .as_ref()
             .and_then(|s| s.next_deadline_ms())
             .map(|d| Duration::from_millis((d - clock.now_ms()).clamp(1, 1000) as u64))
-            .unwrap_or(Duration::from_millis(500));
+            .unwrap_or(Duration::from_millis(100));
         tokio::select! {
             _ = stop.changed() => break,
             got = rx.recv() => {
@@ -150,13 +150,18 @@ pub async fn run(
                 if let Err(e) = result {
                     status.set_state(FeedState::Failed, Some(e.to_string()));
                 }
-                let stats = s.stats();
-                status.session(stats.packets, stats.lost, stats.sink);
+                // The status is shared with API readers: refresh it now and then.
+                if s.stats().packets % 32 == 1 {
+                    let stats = s.stats();
+                    status.session(stats.packets, stats.lost, stats.sink);
+                }
             }
             _ = tokio::time::sleep(deadline) => {
                 let now = clock.now_ms();
                 if let Some(s) = session.as_mut() {
                     let _ = s.tick(now).await;
+                    let stats = s.stats();
+                    status.session(stats.packets, stats.lost, stats.sink);
                     if now - last_packet >= IDLE_AFTER.as_millis() as i64 {
                         let _ = s.finish(now).await;
                         let stats = s.stats();
