@@ -6,7 +6,7 @@
 //! Also the sequence parameter set syntax (ITU-T H.264 7.3.2.1.1) as far as the
 //! picture size, and the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1).
 
-use super::{Assembler, BitReader, DepacketizeError, NalKind, rbsp};
+use super::{Assembler, BitReader, DepacketizeError, NalKind, rbsp, split_aggregate};
 use crate::media::rtp::RtpPacket;
 use crate::media::sdp::RtpCodec;
 
@@ -115,20 +115,13 @@ impl H264Depacketizer {
         match header & 0x1F {
             1..=23 => self.nal(ts, payload),
             STAP_A => {
-                let mut rest = payload.get(1..).unwrap_or_default();
-                while !rest.is_empty() {
-                    let nal = match split_sized(rest) {
-                        Some((nal, tail)) if !nal.is_empty() => {
-                            rest = tail;
-                            nal
-                        }
-                        _ => {
-                            self.assembler.loss();
-                            return Err(DepacketizeError::Malformed(
-                                "STAP-A NAL unit size overruns the packet".into(),
-                            ));
-                        }
-                    };
+                let Some(nals) = split_aggregate(payload.get(1..).unwrap_or_default(), 1) else {
+                    self.assembler.loss();
+                    return Err(DepacketizeError::Malformed(
+                        "STAP-A NAL unit size overruns the packet".into(),
+                    ));
+                };
+                for nal in nals {
                     self.nal(ts, nal)?;
                 }
                 Ok(())
@@ -228,14 +221,6 @@ impl H264Depacketizer {
     pub fn pps(&self) -> impl Iterator<Item = &[u8]> {
         self.pps.iter().map(|(_, p)| p.as_slice())
     }
-}
-
-/// `size(16) | data` → (data, rest).
-pub(super) fn split_sized(data: &[u8]) -> Option<(&[u8], &[u8])> {
-    let [hi, lo, rest @ ..] = data else {
-        return None;
-    };
-    rest.split_at_checked(usize::from(u16::from_be_bytes([*hi, *lo])))
 }
 
 /// What the depacketizer reads from a sequence parameter set.

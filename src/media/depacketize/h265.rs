@@ -8,8 +8,8 @@
 //! 7.3.3) as far as the bit depths and the conformance window, and the
 //! HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1).
 
-use super::h264::{put_sized, split_sized};
-use super::{Assembler, BitReader, DepacketizeError, NalKind, rbsp};
+use super::h264::put_sized;
+use super::{Assembler, BitReader, DepacketizeError, NalKind, rbsp, split_aggregate};
 use crate::media::rtp::RtpPacket;
 use crate::media::sdp::RtpCodec;
 
@@ -134,20 +134,13 @@ impl H265Depacketizer {
         match nal_type(h0) {
             0..=47 => self.nal(ts, payload),
             AP => {
-                let mut rest = &payload[2..];
-                while !rest.is_empty() {
-                    let nal = match split_sized(rest) {
-                        Some((nal, tail)) if nal.len() >= 2 => {
-                            rest = tail;
-                            nal
-                        }
-                        _ => {
-                            self.assembler.loss();
-                            return Err(DepacketizeError::Malformed(
-                                "AP NAL unit size overruns the packet".into(),
-                            ));
-                        }
-                    };
+                let Some(nals) = split_aggregate(&payload[2..], 2) else {
+                    self.assembler.loss();
+                    return Err(DepacketizeError::Malformed(
+                        "AP NAL unit size overruns the packet".into(),
+                    ));
+                };
+                for nal in nals {
                     self.nal(ts, nal)?;
                 }
                 Ok(())

@@ -188,6 +188,25 @@ struct Fragment {
     data: Vec<u8>,
 }
 
+/// The NAL units of an aggregation packet's payload (H.264 STAP-A, RFC 6184 5.7.1;
+/// H.265 AP, RFC 7798 4.4.2): each preceded by a 16-bit size and at least `min_len`
+/// bytes long. `None` if a size overruns the packet or a unit is too short.
+fn split_aggregate(mut rest: &[u8], min_len: usize) -> Option<Vec<&[u8]>> {
+    let mut nals = Vec::new();
+    while !rest.is_empty() {
+        let [hi, lo, tail @ ..] = rest else {
+            return None;
+        };
+        let (nal, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes([*hi, *lo])))?;
+        if nal.len() < min_len {
+            return None;
+        }
+        nals.push(nal);
+        rest = tail;
+    }
+    Some(nals)
+}
+
 /// The codec-neutral part of the H.264 and H.265 depacketizers: access unit assembly,
 /// fragmentation unit reassembly, loss handling and key frame waiting.
 #[derive(Debug)]
