@@ -3,12 +3,12 @@
 //! fragments out, stored like PutMedia fragments and demuxable for playback; a loss
 //! upstream ends a fragment early and the next one waits for a key frame.
 
+mod common;
+
 use std::sync::Arc;
 
-use bytes::Bytes;
 use freshet::clock::ManualClock;
 use freshet::media::fragmenter::{FragmentPolicy, TrackSpec};
-use freshet::media::mkv::{Limits, MkvEvent, MkvReader};
 use freshet::media::samples::{Codec, demux_fragment};
 use freshet::store::catalog::RedbCatalog;
 use freshet::store::{Store, StoreConfig};
@@ -17,31 +17,6 @@ use freshet::video::{VideoConfig, VideoRef, VideoService};
 
 const SAMPLE: &[u8] = include_bytes!("../media-samples/h264-1s-gop.kvs.mkv");
 const T0: i64 = 1_700_000_000_000;
-
-/// (codec private, [(time ms, key frame, data)]) of the sample's video.
-fn sample_frames() -> (Vec<u8>, Vec<(i64, bool, Bytes)>) {
-    let events = MkvReader::new(Limits::default())
-        .read_to_end(SAMPLE)
-        .unwrap();
-    let mut private = Vec::new();
-    let mut pending = Vec::new();
-    let mut frames = Vec::new();
-    for e in events {
-        match e {
-            MkvEvent::Header(h) => private = h.tracks[0].codec_private.clone(),
-            MkvEvent::Frame(f) => pending.push(f),
-            MkvEvent::FragmentEnd(c) => {
-                for f in pending.drain(..) {
-                    let data =
-                        c.raw_cluster_bytes[f.data_offset..f.data_offset + f.data_len].to_vec();
-                    frames.push((T0 + f.timecode as i64, f.keyframe, Bytes::from(data)));
-                }
-            }
-            _ => {}
-        }
-    }
-    (private, frames)
-}
 
 #[tokio::test]
 async fn access_units_become_stored_key_frame_aligned_fragments() {
@@ -67,7 +42,7 @@ async fn access_units_become_stored_key_frame_aligned_fragments() {
     .unwrap();
     assert!(ensure_stream(&video, "cam", false, 24).await.is_err());
     ensure_stream(&video, "cam", true, 24).await.unwrap();
-    let (private, frames) = sample_frames();
+    let (private, frames) = common::sample_video_frames(SAMPLE, T0);
     assert_eq!(frames.len(), 150);
     let track = TrackSpec {
         codec: Codec::H264,

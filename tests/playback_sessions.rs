@@ -2,13 +2,13 @@
 //! `Expires` has passed, then every playlist and segment request answers
 //! `NotAuthorizedException` (401), as does a token signed by another server.
 
+mod common;
+
 use std::sync::Arc;
 
-use bytes::Bytes;
 use freshet::api::{AppState, router};
 use freshet::clock::ManualClock;
 use freshet::media::fragmenter::{FragmentPolicy, TrackSpec};
-use freshet::media::mkv::{Limits, MkvEvent, MkvReader};
 use freshet::media::samples::Codec;
 use freshet::store::catalog::RedbCatalog;
 use freshet::store::{Store, StoreConfig};
@@ -45,29 +45,7 @@ async fn server(dir: &std::path::Path, clock: Arc<ManualClock>) -> (String, Arc<
 /// Stores the sample's six fragments in `stream`, timed from the clock's now.
 async fn record(video: &Arc<VideoService>, stream: &str, t0: i64) {
     ensure_stream(video, stream, true, 24).await.unwrap();
-    let events = MkvReader::new(Limits::default())
-        .read_to_end(SAMPLE)
-        .unwrap();
-    let mut private = Vec::new();
-    let mut frames = Vec::new();
-    let mut pending = Vec::new();
-    for e in events {
-        match e {
-            MkvEvent::Header(h) => private = h.tracks[0].codec_private.clone(),
-            MkvEvent::Frame(f) => pending.push(f),
-            MkvEvent::FragmentEnd(c) => {
-                for f in pending.drain(..) {
-                    let d = &c.raw_cluster_bytes[f.data_offset..f.data_offset + f.data_len];
-                    frames.push((
-                        t0 + f.timecode as i64,
-                        f.keyframe,
-                        Bytes::copy_from_slice(d),
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
+    let (private, frames) = common::sample_video_frames(SAMPLE, t0);
     let track = TrackSpec {
         codec: Codec::H264,
         codec_private: private,

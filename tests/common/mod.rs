@@ -261,3 +261,33 @@ pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let b = b.trim_start_matches('0');
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
+
+/// The video of a sample clip as an RTP depacketizer would hand it over: the track's
+/// codec private and each frame as (time ms from `t0`, key frame, data).
+pub fn sample_video_frames(sample: &[u8], t0: i64) -> (Vec<u8>, Vec<(i64, bool, bytes::Bytes)>) {
+    use freshet::media::mkv::{Limits, MkvEvent, MkvReader};
+    let events = MkvReader::new(Limits::default())
+        .read_to_end(sample)
+        .unwrap();
+    let mut private = Vec::new();
+    let mut pending = Vec::new();
+    let mut frames = Vec::new();
+    for e in events {
+        match e {
+            MkvEvent::Header(h) => private = h.tracks[0].codec_private.clone(),
+            MkvEvent::Frame(f) => pending.push(f),
+            MkvEvent::FragmentEnd(c) => {
+                for f in pending.drain(..) {
+                    let data = &c.raw_cluster_bytes[f.data_offset..f.data_offset + f.data_len];
+                    frames.push((
+                        t0 + f.timecode as i64,
+                        f.keyframe,
+                        bytes::Bytes::copy_from_slice(data),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    (private, frames)
+}
