@@ -29,11 +29,28 @@ fn fragment(producer_ts_ms: i64) -> FragmentMeta {
     }
 }
 
+/// A video service over a store in `dir/data` and a catalog in `dir`, on `clock`.
+async fn service(
+    dir: &std::path::Path,
+    store_config: StoreConfig,
+    clock: &Arc<ManualClock>,
+) -> Arc<VideoService> {
+    let store = Store::open(&dir.join("data"), store_config, clock.clone()).unwrap();
+    let catalog = Arc::new(RedbCatalog::open(&dir.join("catalog.redb")).unwrap());
+    let config = VideoConfig {
+        state_delay_ms: 0,
+        ..VideoConfig::default()
+    };
+    VideoService::open(config, clock.clone(), catalog, store)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn old_fragments_expire_whole_segments_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
-    let store = Store::open(
+    let video = service(
         dir.path(),
         StoreConfig {
             roll: RollPolicy {
@@ -42,17 +59,9 @@ async fn old_fragments_expire_whole_segments_at_a_time() {
             },
             ..StoreConfig::default()
         },
-        clock.clone(),
+        &clock,
     )
-    .unwrap();
-    let catalog = Arc::new(RedbCatalog::open(&dir.path().join("catalog.redb")).unwrap());
-    let config = VideoConfig {
-        state_delay_ms: 0,
-        ..VideoConfig::default()
-    };
-    let video = VideoService::open(config, clock.clone(), catalog, store)
-        .await
-        .unwrap();
+    .await;
     video
         .create(CreateVideoStream {
             name: "cam".into(),
@@ -128,20 +137,7 @@ async fn size_cap_drops_the_oldest_fragments_first() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     // The store's own segments are large: the cap alone must make the log roll.
-    let store = Store::open(
-        &dir.path().join("data"),
-        StoreConfig::default(),
-        clock.clone(),
-    )
-    .unwrap();
-    let catalog = Arc::new(RedbCatalog::open(&dir.path().join("catalog.redb")).unwrap());
-    let config = VideoConfig {
-        state_delay_ms: 0,
-        ..VideoConfig::default()
-    };
-    let video = VideoService::open(config, clock.clone(), catalog, store)
-        .await
-        .unwrap();
+    let video = service(dir.path(), StoreConfig::default(), &clock).await;
     const CAP: u64 = 2 * 1024 * 1024;
     // A cap below the minimum, or not a number, is refused.
     for bad in ["1000", "two megabytes"] {
