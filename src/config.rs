@@ -56,6 +56,12 @@ pub struct ServeConfig {
     /// Size at which a shard's segment file is sealed, in MiB [default: 64]
     #[arg(long, env = "FRESHET_SEGMENT_MB")]
     pub segment_mb: Option<u64>,
+    /// Per shard or video stream, MiB of the newest data left in the OS page cache once
+    /// durable; older data is dropped from the cache (and reading it goes to disk), so
+    /// memory stays bounded and fresh writes reuse pages. 0 keeps everything cached
+    /// until the kernel reclaims it [default: 16]
+    #[arg(long, env = "FRESHET_CACHE_WINDOW_MB")]
+    pub cache_window_mb: Option<u64>,
     /// Memory all PutMedia connections together may hold for fragments still being
     /// received, in MiB (body bytes; the heap used is at most about twice that). A
     /// connection that needs more waits (its socket is not read: backpressure); one
@@ -111,6 +117,7 @@ impl ServeConfig {
             region: self.region.or(other.region),
             retention_check_secs: self.retention_check_secs.or(other.retention_check_secs),
             segment_mb: self.segment_mb.or(other.segment_mb),
+            cache_window_mb: self.cache_window_mb.or(other.cache_window_mb),
             commit_delay_us: self.commit_delay_us.or(other.commit_delay_us),
             media_memory_mb: self.media_memory_mb.or(other.media_memory_mb),
             rtsp_listen: self.rtsp_listen.or(other.rtsp_listen),

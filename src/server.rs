@@ -45,6 +45,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             commit_delay: Duration::from_micros(
                 config.commit_delay_us.unwrap_or(DEFAULT_COMMIT_DELAY_US),
             ),
+            cache_window: match config.cache_window_mb {
+                Some(0) => u64::MAX,
+                Some(mb) => mb.saturating_mul(1024 * 1024),
+                None => crate::store::DEFAULT_CACHE_WINDOW,
+            },
             ..StoreConfig::default()
         },
         clock.clone(),

@@ -27,6 +27,7 @@ async fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> Arc<StreamServi
             },
             writer_queue: 64,
             commit_delay: std::time::Duration::ZERO,
+            ..StoreConfig::default()
         },
         clock.clone(),
     )

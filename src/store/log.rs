@@ -9,6 +9,7 @@
 //! Every function here does blocking file I/O: call it from the writer thread or from
 //! `spawn_blocking`, never from an async task.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
@@ -43,8 +44,89 @@ struct Published {
 /// Writer-side state of the active segment; touched only by the writer thread.
 #[derive(Debug)]
 pub(super) struct Appender {
-    file: File,
+    file: Arc<File>,
     summary: SegmentSummary,
+    /// Written byte ranges still in the page cache, oldest first (see [`DropBehind`]).
+    cached: DropBehind,
+}
+
+/// Page-cache drop-behind for the write path.
+///
+/// Every byte appended lands in a fresh page-cache page. Left alone, the cache grows
+/// with everything ever written until the kernel reclaims it, and fresh pages are far
+/// more expensive than reused ones: allocating and zeroing them cost several times the
+/// copy itself (measured on the benchmark machine, `docs/benchmarks.md`). Once durable,
+/// data further than the log's cache window behind the end is rarely read again soon,
+/// so the log asks the kernel to drop those pages (`POSIX_FADV_DONTNEED`), and the
+/// next appends reuse them. Readers following the tail stay within the window and
+/// read from memory.
+#[derive(Debug, Default)]
+struct DropBehind {
+    spans: VecDeque<(Arc<File>, u64, u64)>,
+    bytes: u64,
+}
+
+impl DropBehind {
+    fn note(&mut self, file: &Arc<File>, start: u64, end: u64) {
+        self.bytes += end - start;
+        if let Some(last) = self.spans.back_mut()
+            && Arc::ptr_eq(&last.0, file)
+            && last.2 == start
+        {
+            last.2 = end;
+            return;
+        }
+        self.spans.push_back((file.clone(), start, end));
+    }
+
+    /// Drops durable data beyond the newest `window` bytes from the page cache.
+    fn trim(&mut self, window: u64) {
+        while self.bytes > window {
+            let Some((file, start, end)) = self.spans.pop_front() else {
+                self.bytes = 0;
+                return;
+            };
+            let excess = self.bytes - window;
+            let cut = (end - start).min(excess);
+            drop_cached(&file, start, cut);
+            self.bytes -= cut;
+            if start + cut < end {
+                self.spans.push_front((file, start + cut, end));
+            }
+        }
+    }
+}
+
+/// Advises the kernel that `len` bytes of `file` from `start` will not be needed soon.
+/// Dirty pages are not dropped (the kernel starts writing them instead). Advisory only:
+/// a failure changes nothing but memory use.
+fn drop_cached(file: &File, start: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    if len == 0 {
+        return;
+    }
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(start), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open
+    // for the duration of the call because `file` is borrowed.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        tracing::debug!(error = rc, "posix_fadvise(DONTNEED) failed");
+    }
+}
+
+/// How a read uses the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAccess {
+    /// Leave what was read in the page cache (data that is read again: video fragments
+    /// served to several players).
+    Cached,
+    /// A consumer streaming through history: what it read from outside the log's cache
+    /// window is dropped from the page cache afterwards, so catching up on a long
+    /// backlog neither evicts the hot tail nor grows the cache with data read once.
+    Scan,
 }
 
 /// Entries read from a log.
@@ -69,6 +151,9 @@ pub struct Log {
     /// a log with a size cap uses smaller segments so that whole-segment deletion keeps
     /// it close to its cap.
     segment_limit: std::sync::atomic::AtomicU64,
+    /// How many of the newest bytes stay in the page cache after they are durable
+    /// (`u64::MAX`: no drop-behind). See [`DropBehind`].
+    cache_window: std::sync::atomic::AtomicU64,
 }
 
 /// Summary figures of a log.
@@ -211,8 +296,9 @@ impl Log {
 
         let appender = match segments.last() {
             Some(last) => Appender {
-                file: OpenOptions::new().read(true).write(true).open(&last.path)?,
+                file: Arc::new(OpenOptions::new().read(true).write(true).open(&last.path)?),
                 summary: last.summary.clone(),
+                cached: DropBehind::default(),
             },
             None => {
                 let (file, summary) = create_segment(dir, 0, now_ms)?;
@@ -222,7 +308,11 @@ impl Log {
                     file: Arc::new(File::open(&path)?),
                     path,
                 });
-                Appender { file, summary }
+                Appender {
+                    file: Arc::new(file),
+                    summary,
+                    cached: DropBehind::default(),
+                }
             }
         };
         let end_offset = appender.summary.end_offset;
@@ -244,7 +334,19 @@ impl Log {
             appender: Mutex::new(Some(appender)),
             durable,
             segment_limit: std::sync::atomic::AtomicU64::new(0),
+            cache_window: std::sync::atomic::AtomicU64::new(u64::MAX),
         }))
+    }
+
+    /// Sets how many of the newest bytes stay in the page cache once durable
+    /// (`u64::MAX` keeps everything: the kernel alone decides).
+    pub fn set_cache_window(&self, bytes: u64) {
+        self.cache_window
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn cache_window(&self) -> u64 {
+        self.cache_window.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn id(&self) -> &str {
@@ -286,6 +388,7 @@ impl Log {
         from: u64,
         max_entries: usize,
         max_payload_bytes: usize,
+        access: ReadAccess,
     ) -> io::Result<ReadBatch> {
         let mut out = ReadBatch {
             entries: Vec::new(),
@@ -299,7 +402,7 @@ impl Log {
                 return Ok(out);
             }
             // Locate the segment for `next_offset` under the lock, then read without it.
-            let (file, point, seg_end, valid_len) = {
+            let (file, point, seg_end, valid_len, drop_below) = {
                 let p = self.published.read().unwrap();
                 let first = p
                     .segments
@@ -328,22 +431,30 @@ impl Log {
                     }
                 }
                 let point = seg.summary.point_for_offset(out.next_offset);
+                let drop_below = match access {
+                    ReadAccess::Cached => 0,
+                    ReadAccess::Scan => window_start(&p.segments, idx, self.cache_window()),
+                };
                 (
                     seg.file.clone(),
                     point,
                     seg.summary.end_offset.min(p.end_offset),
                     seg.summary.valid_len,
+                    drop_below,
                 )
             };
             let want_entries = max_entries - out.entries.len();
             let want_bytes = max_payload_bytes.saturating_sub(bytes);
             let got = read_segment(
                 &file,
-                point.position,
-                point.offset,
-                out.next_offset,
-                seg_end,
-                valid_len,
+                SegmentRead {
+                    position: point.position,
+                    point_offset: point.offset,
+                    from: out.next_offset,
+                    seg_end,
+                    valid_len,
+                    drop_below,
+                },
                 want_entries,
                 want_bytes,
             )?;
@@ -383,11 +494,14 @@ impl Log {
         while offset < seg_end {
             let frames = read_segment(
                 &file,
-                position,
-                offset,
-                offset,
-                seg_end,
-                valid_len,
+                SegmentRead {
+                    position,
+                    point_offset: offset,
+                    from: offset,
+                    seg_end,
+                    valid_len,
+                    drop_below: 0,
+                },
                 1024,
                 usize::MAX,
             )?;
@@ -531,6 +645,12 @@ impl Log {
             }
             return Err(e);
         }
+        appender.cached.note(
+            &appender.file,
+            start_position,
+            start_position + scratch.len() as u64,
+        );
+        let summary = &mut appender.summary;
         let mut position = start_position;
         for (i, len) in frame_lens.into_iter().enumerate() {
             summary.note_frame(first_offset + i as u64, position, timestamp, len);
@@ -540,10 +660,15 @@ impl Log {
     }
 
     /// Makes written entries durable (fdatasync of the active segment).
+    /// What is now durable and outside the cache window is dropped from the page cache.
     pub(super) fn sync(&self) -> io::Result<()> {
-        let guard = self.appender.lock().unwrap();
-        match guard.as_ref() {
-            Some(a) => a.file.sync_data(),
+        let mut guard = self.appender.lock().unwrap();
+        match guard.as_mut() {
+            Some(a) => {
+                a.file.sync_data()?;
+                a.cached.trim(self.cache_window());
+                Ok(())
+            }
             None => Err(io::Error::other("log is failed")),
         }
     }
@@ -622,7 +747,8 @@ impl Log {
                 file: read_handle,
             });
         }
-        *appender = Appender { file, summary };
+        appender.file = Arc::new(file);
+        appender.summary = summary;
         tracing::debug!(log = %self.id, base = new_base, "rolled to a new segment");
         Ok(())
     }
@@ -643,19 +769,55 @@ impl RollPolicy {
     }
 }
 
-/// Reads frames from one segment: starting at the index point (`position`,
-/// `point_offset`), skipping to `from`, never past `seg_end` or `valid_len`.
-#[allow(clippy::too_many_arguments)]
-fn read_segment(
-    file: &File,
-    mut position: u64,
+/// The position in segment `idx` below which its bytes lie outside the newest
+/// `window` bytes of the log (0: all of it is inside; `u64::MAX`: none of it is).
+fn window_start(segments: &[Segment], idx: usize, window: u64) -> u64 {
+    if window == u64::MAX {
+        return 0;
+    }
+    let newer: u64 = segments[idx + 1..]
+        .iter()
+        .map(|s| s.summary.valid_len)
+        .sum();
+    if newer >= window {
+        return u64::MAX;
+    }
+    segments[idx]
+        .summary
+        .valid_len
+        .saturating_sub(window - newer)
+}
+
+/// Where one segment read starts and stops.
+struct SegmentRead {
+    /// Index point to start parsing at: file position and the offset found there.
+    position: u64,
     point_offset: u64,
+    /// First offset wanted.
     from: u64,
+    /// Never past this offset or this file length.
     seg_end: u64,
     valid_len: u64,
+    /// Bytes read below this position are dropped from the page cache afterwards.
+    drop_below: u64,
+}
+
+/// Reads frames from one segment: starting at the index point, skipping to `from`,
+/// never past `seg_end` or `valid_len`.
+fn read_segment(
+    file: &File,
+    at: SegmentRead,
     max_entries: usize,
     max_payload_bytes: usize,
 ) -> io::Result<Vec<Frame>> {
+    let SegmentRead {
+        mut position,
+        point_offset,
+        from,
+        seg_end,
+        valid_len,
+        drop_below,
+    } = at;
     const MIN_CHUNK: u64 = 256 * 1024;
     const MAX_CHUNK: u64 = 16 * 1024 * 1024;
     let mut out = Vec::new();
@@ -667,6 +829,9 @@ fn read_segment(
         let len = chunk_len.min(valid_len - position) as usize;
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, position)?;
+        if position < drop_below {
+            drop_cached(file, position, (len as u64).min(drop_below - position));
+        }
         let chunk = Bytes::from(buf);
         let skip = if offset < from {
             (from - offset) as usize

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use log::{Log, LogBounds, ReadBatch, RollPolicy};
+pub use log::{Log, LogBounds, ReadAccess, ReadBatch, RollPolicy};
 pub use segment::Entry;
 pub use writer::{AppendAck, Durability};
 
@@ -42,6 +42,9 @@ pub enum StoreError {
     InvalidLogId(String),
 }
 
+/// Default per-log page-cache window: 16 MiB.
+pub const DEFAULT_CACHE_WINDOW: u64 = 16 * 1024 * 1024;
+
 /// Tunables of the storage engine.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreConfig {
@@ -51,6 +54,9 @@ pub struct StoreConfig {
     pub writer_queue: usize,
     /// How long a group commit waits for more appends to join it.
     pub commit_delay: std::time::Duration,
+    /// Per log, how many of the newest bytes are left in the OS page cache once durable;
+    /// older data is dropped from it (`u64::MAX`: never). See `log::DropBehind`.
+    pub cache_window: u64,
 }
 
 impl Default for StoreConfig {
@@ -63,6 +69,7 @@ impl Default for StoreConfig {
             },
             writer_queue: 1024,
             commit_delay: std::time::Duration::ZERO,
+            cache_window: DEFAULT_CACHE_WINDOW,
         }
     }
 }
@@ -73,6 +80,7 @@ pub struct Store {
     clock: SharedClock,
     logs: Mutex<HashMap<String, Arc<Log>>>,
     writer: mpsc::Sender<writer::Command>,
+    cache_window: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,6 +120,7 @@ impl Store {
             config.writer_queue,
         );
         Ok(Arc::new(Store {
+            cache_window: config.cache_window,
             root: root.to_path_buf(),
             clock,
             logs: Mutex::new(HashMap::new()),
@@ -138,6 +147,7 @@ impl Store {
             return Ok(log.clone());
         }
         let log = Log::open(id, &self.log_dir(id), self.clock.now_ms())?;
+        log.set_cache_window(self.cache_window);
         logs.insert(id.to_string(), log.clone());
         Ok(log)
     }
@@ -224,7 +234,8 @@ impl Store {
         out
     }
 
-    /// Reads entries from `from` (see [`Log::read`]) on a blocking thread.
+    /// Reads entries from `from` (see [`Log::read`]) on a blocking thread, leaving what
+    /// it read in the page cache.
     pub async fn read(
         &self,
         log: &Arc<Log>,
@@ -232,12 +243,43 @@ impl Store {
         max_entries: usize,
         max_payload_bytes: usize,
     ) -> Result<ReadBatch, StoreError> {
-        let log = log.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || log.read(from, max_entries, max_payload_bytes))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??,
+        self.read_with(
+            log,
+            from,
+            max_entries,
+            max_payload_bytes,
+            ReadAccess::Cached,
         )
+        .await
+    }
+
+    /// Reads like [`Store::read`] for a consumer streaming through the log: what it
+    /// reads from outside the cache window is dropped from the page cache afterwards.
+    pub async fn scan(
+        &self,
+        log: &Arc<Log>,
+        from: u64,
+        max_entries: usize,
+        max_payload_bytes: usize,
+    ) -> Result<ReadBatch, StoreError> {
+        self.read_with(log, from, max_entries, max_payload_bytes, ReadAccess::Scan)
+            .await
+    }
+
+    async fn read_with(
+        &self,
+        log: &Arc<Log>,
+        from: u64,
+        max_entries: usize,
+        max_payload_bytes: usize,
+        access: ReadAccess,
+    ) -> Result<ReadBatch, StoreError> {
+        let log = log.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            log.read(from, max_entries, max_payload_bytes, access)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??)
     }
 
     /// The offset of the first entry at or after `timestamp_ms`, on a blocking thread.
@@ -528,5 +570,100 @@ mod tests {
         assert!(!valid_log_id("../etc"));
         assert!(!valid_log_id("a//b"));
         assert!(!valid_log_id(""));
+    }
+
+    /// Page-cache residency of each 4 KiB page of `path` (mmap + mincore).
+    fn resident_pages(path: &Path) -> Vec<bool> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        let page = 4096;
+        let pages = len.div_ceil(page);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: a read-only shared mapping of a file we keep open, unmapped before
+        // returning; mincore writes one byte per page into `vec`, which has room.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+            libc::munmap(addr, len);
+        }
+        vec.into_iter().map(|b| b & 1 == 1).collect()
+    }
+
+    fn segment_file(dir: &Path, log: &str) -> std::path::PathBuf {
+        let mut segs: Vec<_> = std::fs::read_dir(dir.join("logs").join(log))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        segs.sort();
+        segs.pop().unwrap()
+    }
+
+    fn resident_fraction(pages: &[bool]) -> f64 {
+        pages.iter().filter(|&&r| r).count() as f64 / pages.len().max(1) as f64
+    }
+
+    #[tokio::test]
+    async fn durable_data_behind_the_cache_window_leaves_the_page_cache() {
+        let chunk = || -> Vec<Entry> {
+            (0..64)
+                .map(|i| Bytes::from(vec![i as u8; 16 * 1024]).into())
+                .collect()
+        };
+        let mib = 1024 * 1024;
+        for (window, expect_dropped) in [(2 * mib, true), (u64::MAX, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Arc::new(ManualClock::new(1_000_000));
+            let config = StoreConfig {
+                cache_window: window,
+                ..StoreConfig::default()
+            };
+            let s = Store::open(dir.path(), config, clock).unwrap();
+            let log = s.open_log("t/w").unwrap();
+            // 12 appends of 1 MiB each.
+            for _ in 0..12 {
+                s.append(&log, chunk()).await.unwrap();
+            }
+            let pages = resident_pages(&segment_file(dir.path(), "t/w"));
+            let third = pages.len() / 3;
+            let (old, new) = (&pages[..third * 2], &pages[pages.len() - 256..]);
+            if expect_dropped {
+                assert!(
+                    resident_fraction(old) < 0.05,
+                    "data behind the window is dropped: {} resident",
+                    resident_fraction(old)
+                );
+                assert!(resident_fraction(new) > 0.9, "the newest MiB stays cached");
+            } else {
+                assert!(
+                    resident_fraction(old) > 0.9,
+                    "no window: everything stays cached"
+                );
+            }
+            // Reading back is exact either way; a scan drops what it read behind the
+            // window again, a cached read leaves it in memory.
+            let all = s.scan(&log, 0, 10_000, usize::MAX).await.unwrap();
+            assert_eq!(all.entries.len(), 12 * 64);
+            for (i, e) in all.entries.iter().enumerate() {
+                assert_eq!(e.payload.len(), 16 * 1024);
+                assert!(e.payload.iter().all(|&b| b == (i % 64) as u8));
+            }
+            let after_scan = resident_pages(&segment_file(dir.path(), "t/w"));
+            if expect_dropped {
+                assert!(resident_fraction(&after_scan[..third * 2]) < 0.05);
+                s.read(&log, 0, 10_000, usize::MAX).await.unwrap();
+                let after_read = resident_pages(&segment_file(dir.path(), "t/w"));
+                assert!(resident_fraction(&after_read[..third * 2]) > 0.9);
+            }
+        }
     }
 }

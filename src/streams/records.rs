@@ -429,7 +429,7 @@ impl StreamService {
         let limit = limit.unwrap_or(10_000).clamp(1, 10_000);
         let batch = match self
             .store
-            .read(&log, pos.offset, limit, GET_RECORDS_MAX_BYTES)
+            .scan(&log, pos.offset, limit, GET_RECORDS_MAX_BYTES)
             .await
         {
             Ok(b) => b,
