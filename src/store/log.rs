@@ -79,8 +79,12 @@ impl DropBehind {
         self.spans.push_back((file.clone(), start, end));
     }
 
-    /// Drops durable data beyond the newest `window` bytes from the page cache.
+    /// Drops durable data beyond the newest `window` bytes from the page cache. It
+    /// waits until half a window more has built up, so one call covers many appends.
     fn trim(&mut self, window: u64) {
+        if self.bytes <= window.saturating_add(window / 2) {
+            return;
+        }
         while self.bytes > window {
             let Some((file, start, end)) = self.spans.pop_front() else {
                 self.bytes = 0;

@@ -101,16 +101,16 @@ impl From<Bytes> for Entry {
 pub fn encode_frame(out: &mut BytesMut, offset: u64, timestamp_ms: i64, head: &[u8], body: &[u8]) {
     let body_len = 16 + head.len() + body.len();
     out.reserve(8 + body_len);
-    let mut crc = crc32c::crc32c(&offset.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, &timestamp_ms.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, head);
-    crc = crc32c::crc32c_append(crc, body);
+    let start = out.len();
     out.put_u32_le(body_len as u32);
-    out.put_u32_le(crc);
+    out.put_u32_le(0);
     out.put_u64_le(offset);
     out.put_i64_le(timestamp_ms);
     out.put_slice(head);
     out.put_slice(body);
+    // One pass over the frame body, now contiguous, instead of one call per part.
+    let crc = crc32c::crc32c(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// One entry decoded from a frame.

@@ -138,8 +138,16 @@ impl LogWorkers {
     }
 
     /// Writes and syncs every batch, in parallel; results in the order of `batches`.
-    fn run(&self, config: &WriterConfig, batches: Vec<LogBatch>, now: i64) -> Vec<Done> {
+    /// The calling thread takes the last batch itself rather than wait idle.
+    fn run(
+        &self,
+        config: &WriterConfig,
+        mut batches: Vec<LogBatch>,
+        now: i64,
+        scratch: &mut BytesMut,
+    ) -> Vec<Done> {
         let mut out = Vec::with_capacity(batches.len());
+        let own = batches.pop().map(|batch| (batches.len(), batch));
         let mut sent = 0;
         for (index, batch) in batches.into_iter().enumerate() {
             let job = Job { index, batch, now };
@@ -157,6 +165,15 @@ impl LogWorkers {
                     });
                 }
             }
+        }
+        if let Some((index, batch)) = own {
+            let (results, synced) = write_log(config, &batch, now, scratch);
+            out.push(Done {
+                index,
+                batch,
+                results,
+                synced,
+            });
         }
         out.extend((0..sent).filter_map(|_| self.done.recv().ok()));
         out.sort_by_key(|d| d.index);
@@ -280,7 +297,7 @@ fn commit_group(
             synced,
         }]
     } else {
-        workers.run(config, batches, now)
+        workers.run(config, batches, now, scratch)
     };
     for Done {
         batch,

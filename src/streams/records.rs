@@ -87,7 +87,11 @@ fn decode_record(payload: &Bytes) -> Option<(u8, String, Bytes)> {
 impl StreamService {
     /// PutRecords (and PutRecord, as a batch of one). Fails as a whole only for
     /// request-level problems; per-record failures are reported per entry.
-    pub async fn put_records(&self, r: &StreamRef, records: Vec<RecordInput>) -> Result<PutResult> {
+    pub async fn put_records(
+        &self,
+        r: &StreamRef,
+        mut records: Vec<RecordInput>,
+    ) -> Result<PutResult> {
         let (name, state) = self.state(r)?;
         let _gate = state.gate.read().await;
         let (routes, epoch, encrypted, max_record) = {
@@ -176,7 +180,8 @@ impl StreamService {
         for (i, ordinal, range) in admitted {
             let entry = Entry {
                 head: heads.slice(range),
-                body: records[i].data.clone(),
+                // Moved, not shared: the record's data is not needed after this.
+                body: std::mem::take(&mut records[i].data),
             };
             match groups.iter_mut().find(|g| g.0 == ordinal) {
                 Some(g) => {

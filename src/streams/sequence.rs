@@ -20,6 +20,9 @@ const SUFFIX: &str = "000000009";
 /// wide enough).
 fn put_digits(slot: &mut [u8], mut n: u64) {
     for b in slot.iter_mut().rev() {
+        if n == 0 {
+            break;
+        }
         *b = b'0' + (n % 10) as u8;
         n /= 10;
     }

@@ -837,6 +837,20 @@ impl<'a> Scanner<'a> {
         Some(s)
     }
 
+    /// A string that must be base64: it ends at the first quote, since an escaped
+    /// quote would leave a backslash in it, which the base64 decoder refuses (the
+    /// request then takes the generic path). One search instead of two.
+    fn base64_string(&mut self) -> Option<&'a [u8]> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let rest = &self.b[self.i..];
+        let end = memchr::memchr(b'"', rest)?;
+        let s = &rest[..end];
+        self.i += end + 1;
+        Some(s)
+    }
+
     /// A short string (key, name): also checked for UTF-8 and control characters.
     fn string(&mut self) -> Option<&'a str> {
         let raw = self.raw_string()?;
@@ -894,7 +908,7 @@ fn scan_put_records(body: &[u8]) -> Option<FastIn<'_>> {
             loop {
                 let (mut data, mut key, mut hash) = (None, None, None);
                 sc.object(|sc, k| match k {
-                    "Data" => set_once(&mut data, sc.raw_string()?),
+                    "Data" => set_once(&mut data, sc.base64_string()?),
                     "PartitionKey" => set_once(&mut key, sc.string()?),
                     "ExplicitHashKey" => set_once(&mut hash, sc.string()?),
                     _ => None,
@@ -1116,8 +1130,10 @@ mod tests {
 
     #[test]
     fn scanner_gives_up_on_anything_unusual() {
-        let bodies: [&[u8]; 10] = [
+        let bodies: [&[u8]; 12] = [
             br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":"k","Extra":1}]}"#,
+            br#"{"StreamName":"s","Records":[{"Data":"QQ\"==","PartitionKey":"k"}]}"#,
+            br#"{"StreamName":"s","Records":[{"Data":"QUJD\","PartitionKey":"k"}]}"#,
             br#"{"StreamName":"s","StreamName":"t","Records":[{"Data":"QQ==","PartitionKey":"k"}]}"#,
             br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":null}]}"#,
             br#"{"StreamName":"s","Records":[{"Data":"QQ==","PartitionKey":"k"}]}x"#,
