@@ -85,9 +85,28 @@ fn init_logging() {
         .init();
 }
 
+/// Async worker threads: `TOKIO_WORKER_THREADS` when set, else one more than the CPUs.
+/// The storage threads (writer, log workers) run beside the async workers and take CPUs
+/// from them while they write and sync; with one worker per CPU, requests on a worker
+/// that has lost its CPU wait. One extra worker measured +7 % PutRecords throughput on
+/// two CPUs (`docs/benchmarks.md`).
+fn async_workers() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                + 1
+        })
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(async_workers())
         .enable_all()
         .build()?;
     match cli.command {
