@@ -88,8 +88,8 @@ fn init_logging() {
 /// Async worker threads: `TOKIO_WORKER_THREADS` when set, else one more than the CPUs.
 /// The storage threads (writer, log workers) run beside the async workers and take CPUs
 /// from them while they write and sync; with one worker per CPU, requests on a worker
-/// that has lost its CPU wait. One extra worker measured +7 % PutRecords throughput on
-/// two CPUs (`docs/benchmarks.md`).
+/// that has lost its CPU wait. One extra worker measured +4.5 % PutRecords throughput on
+/// two CPUs, on average over alternating runs (`docs/benchmarks.md`).
 fn async_workers() -> usize {
     std::env::var("TOKIO_WORKER_THREADS")
         .ok()

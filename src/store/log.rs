@@ -81,7 +81,13 @@ impl DropBehind {
 
     /// Drops durable data beyond the newest `window` bytes from the page cache. It
     /// waits until half a window more has built up, so one call covers many appends.
+    /// With no window (`u64::MAX`) nothing is dropped and nothing is kept track of.
     fn trim(&mut self, window: u64) {
+        if window == u64::MAX {
+            self.spans.clear();
+            self.bytes = 0;
+            return;
+        }
         if self.bytes <= window.saturating_add(window / 2) {
             return;
         }
@@ -664,16 +670,22 @@ impl Log {
     }
 
     /// Makes written entries durable (fdatasync of the active segment).
-    /// What is now durable and outside the cache window is dropped from the page cache.
     pub(super) fn sync(&self) -> io::Result<()> {
-        let mut guard = self.appender.lock().unwrap();
-        match guard.as_mut() {
-            Some(a) => {
-                a.file.sync_data()?;
-                a.cached.trim(self.cache_window());
-                Ok(())
-            }
+        let guard = self.appender.lock().unwrap();
+        match guard.as_ref() {
+            Some(a) => a.file.sync_data(),
             None => Err(io::Error::other("log is failed")),
+        }
+    }
+
+    /// Drops written data outside the cache window from the page cache; called after
+    /// each group commit. Under `fsync` durability that data is clean and is dropped;
+    /// under `unsafe-no-fsync` the kernel only starts writing it back, and it stays
+    /// cached until reclaimed. Either way the log stops tracking it, so it never holds
+    /// on to files that retention has deleted.
+    pub(super) fn drop_behind(&self) {
+        if let Some(a) = self.appender.lock().unwrap().as_mut() {
+            a.cached.trim(self.cache_window());
         }
     }
 
@@ -894,4 +906,48 @@ fn read_segment(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(dir: &Path, name: &str) -> Arc<File> {
+        let f = File::create(dir.join(name)).unwrap();
+        f.set_len(1 << 20).unwrap();
+        Arc::new(f)
+    }
+
+    #[test]
+    fn drop_behind_keeps_the_newest_window_and_lets_go_of_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (file(dir.path(), "a"), file(dir.path(), "b"));
+        let mut d = DropBehind::default();
+        d.note(&a, 0, 100);
+        d.note(&a, 100, 300);
+        assert_eq!(
+            d.spans.len(),
+            1,
+            "contiguous writes to one file make one span"
+        );
+        d.note(&b, 0, 200);
+        assert_eq!((d.spans.len(), d.bytes), (2, 500));
+        // Under one and a half windows: nothing is dropped yet.
+        d.trim(400);
+        assert_eq!(d.bytes, 500);
+        // Over it: down to exactly the window, the oldest bytes first.
+        d.trim(300);
+        assert_eq!(d.bytes, 300);
+        assert_eq!(d.spans.len(), 2);
+        assert_eq!((d.spans[0].1, d.spans[0].2), (200, 300));
+        d.trim(150);
+        assert_eq!(d.bytes, 150);
+        assert_eq!(d.spans.len(), 1, "file a is no longer referenced");
+        assert_eq!(Arc::strong_count(&a), 1);
+        assert_eq!((d.spans[0].1, d.spans[0].2), (50, 200));
+        // No window: nothing is tracked, no file is held.
+        d.trim(u64::MAX);
+        assert!(d.spans.is_empty());
+        assert_eq!(Arc::strong_count(&b), 1);
+    }
 }

@@ -248,6 +248,9 @@ fn write_log(
     } else {
         Ok(())
     };
+    if wrote && synced.is_ok() {
+        batch.log.drop_behind();
+    }
     (results, synced)
 }
 
