@@ -253,20 +253,9 @@ impl Store {
         .await
     }
 
-    /// Reads like [`Store::read`] for a consumer streaming through the log: what it
-    /// reads from outside the cache window is dropped from the page cache afterwards.
-    pub async fn scan(
-        &self,
-        log: &Arc<Log>,
-        from: u64,
-        max_entries: usize,
-        max_payload_bytes: usize,
-    ) -> Result<ReadBatch, StoreError> {
-        self.read_with(log, from, max_entries, max_payload_bytes, ReadAccess::Scan)
-            .await
-    }
-
-    async fn read_with(
+    /// Reads entries from `from` on a blocking thread, using the page cache as `access`
+    /// says: [`ReadAccess::Scan`] for a consumer streaming through the log.
+    pub async fn read_with(
         &self,
         log: &Arc<Log>,
         from: u64,
@@ -275,11 +264,7 @@ impl Store {
         access: ReadAccess,
     ) -> Result<ReadBatch, StoreError> {
         let log = log.clone();
-        Ok(tokio::task::spawn_blocking(move || {
-            log.read(from, max_entries, max_payload_bytes, access)
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))??)
+        blocking(move || log.read(from, max_entries, max_payload_bytes, access)).await
     }
 
     /// The offset of the first entry at or after `timestamp_ms`, on a blocking thread.
@@ -289,11 +274,7 @@ impl Store {
         timestamp_ms: i64,
     ) -> Result<u64, StoreError> {
         let log = log.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || log.offset_at_time(timestamp_ms))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??,
-        )
+        blocking(move || log.offset_at_time(timestamp_ms)).await
     }
 
     /// Enforces a size cap on one log: deletes its oldest whole sealed segments while it
@@ -303,11 +284,7 @@ impl Store {
             return Ok(0);
         }
         let log = log.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || log.trim_to_size(max_bytes))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??,
-        )
+        blocking(move || log.trim_to_size(max_bytes)).await
     }
 
     /// Enforces retention on one log: seals a stale active segment, then deletes whole
@@ -330,12 +307,17 @@ impl Store {
             rx.await.map_err(|_| StoreError::WriterGone)??;
         }
         let log = log.clone();
-        Ok(
-            tokio::task::spawn_blocking(move || log.trim_before(cutoff_ms))
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))??,
-        )
+        blocking(move || log.trim_before(cutoff_ms)).await
     }
+}
+
+/// Runs blocking log I/O on tokio's blocking pool, never on an async worker.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, StoreError> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))??)
 }
 
 #[cfg(test)]
@@ -651,7 +633,10 @@ mod tests {
             }
             // Reading back is exact either way; a scan drops what it read behind the
             // window again, a cached read leaves it in memory.
-            let all = s.scan(&log, 0, 10_000, usize::MAX).await.unwrap();
+            let all = s
+                .read_with(&log, 0, 10_000, usize::MAX, ReadAccess::Scan)
+                .await
+                .unwrap();
             assert_eq!(all.entries.len(), 12 * 64);
             for (i, e) in all.entries.iter().enumerate() {
                 assert_eq!(e.payload.len(), 16 * 1024);

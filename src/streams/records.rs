@@ -14,7 +14,7 @@ use super::iterator::IteratorPosition;
 use super::model::*;
 use super::sequence::SequenceNumber;
 use super::{Result, StreamError, StreamRef, StreamService, StreamStatus};
-use crate::store::{Entry, StoreError};
+use crate::store::{Entry, ReadAccess, StoreError};
 
 const FLAG_ENCRYPTED: u8 = 1;
 /// Most data GetRecords returns in one call (Kinesis: 10 MiB).
@@ -434,7 +434,13 @@ impl StreamService {
         let limit = limit.unwrap_or(10_000).clamp(1, 10_000);
         let batch = match self
             .store
-            .scan(&log, pos.offset, limit, GET_RECORDS_MAX_BYTES)
+            .read_with(
+                &log,
+                pos.offset,
+                limit,
+                GET_RECORDS_MAX_BYTES,
+                ReadAccess::Scan,
+            )
             .await
         {
             Ok(b) => b,
