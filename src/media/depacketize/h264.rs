@@ -6,7 +6,7 @@
 //! Also the sequence parameter set syntax (ITU-T H.264 7.3.2.1.1) as far as the
 //! picture size, and the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1).
 
-use super::{Assembler, BitReader, DepacketizeError, NalKind, rbsp, split_aggregate};
+use super::{Assembler, BitReader, DepacketizeError, NalKind, PpsTable, rbsp, split_aggregate};
 use crate::media::rtp::RtpPacket;
 use crate::media::sdp::RtpCodec;
 
@@ -22,9 +22,6 @@ pub const MTAP24: u8 = 27;
 pub const FU_A: u8 = 28;
 pub const FU_B: u8 = 29;
 
-/// Most picture parameter sets kept for the configuration record.
-const MAX_PPS: usize = 32;
-
 /// Depacketizes one H.264 RTP stream. Push packets in sequence order (after a
 /// [`crate::media::rtp::Reorder`]), call [`H264Depacketizer::gap`] on losses, pop
 /// access units.
@@ -33,7 +30,7 @@ pub struct H264Depacketizer {
     assembler: Assembler,
     sps: Option<Vec<u8>>,
     /// PPS NAL units by pps_id.
-    pps: Vec<(u32, Vec<u8>)>,
+    pps: PpsTable,
 }
 
 impl Default for H264Depacketizer {
@@ -48,7 +45,7 @@ impl H264Depacketizer {
         H264Depacketizer {
             assembler: Assembler::new(),
             sps: None,
-            pps: Vec::new(),
+            pps: PpsTable::default(),
         }
     }
 
@@ -76,11 +73,7 @@ impl H264Depacketizer {
                 let Some(id) = BitReader::new(&rbsp(nal.get(1..).unwrap_or_default())).ue() else {
                     return;
                 };
-                if let Some(slot) = self.pps.iter_mut().find(|(i, _)| *i == id) {
-                    slot.1 = nal.to_vec();
-                } else if self.pps.len() < MAX_PPS {
-                    self.pps.push((id, nal.to_vec()));
-                }
+                self.pps.set(id, nal);
             }
             _ => {}
         }
@@ -202,7 +195,7 @@ impl H264Depacketizer {
     /// The AVCDecoderConfigurationRecord of the current SPS and the known PPS.
     pub fn codec_private(&self) -> Option<Vec<u8>> {
         let sps = self.sps.as_deref()?;
-        let pps: Vec<&[u8]> = self.pps.iter().map(|(_, p)| p.as_slice()).collect();
+        let pps: Vec<&[u8]> = self.pps.iter().collect();
         avc_decoder_configuration_record(sps, &pps)
     }
 
@@ -219,7 +212,7 @@ impl H264Depacketizer {
 
     /// The known PPS NAL units.
     pub fn pps(&self) -> impl Iterator<Item = &[u8]> {
-        self.pps.iter().map(|(_, p)| p.as_slice())
+        self.pps.iter()
     }
 }
 

@@ -9,7 +9,7 @@
 //! HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1).
 
 use super::h264::put_sized;
-use super::{Assembler, BitReader, DepacketizeError, NalKind, rbsp, split_aggregate};
+use super::{Assembler, BitReader, DepacketizeError, NalKind, PpsTable, rbsp, split_aggregate};
 use crate::media::rtp::RtpPacket;
 use crate::media::sdp::RtpCodec;
 
@@ -21,9 +21,6 @@ pub const NAL_FILLER: u8 = 38;
 pub const AP: u8 = 48;
 pub const FU: u8 = 49;
 pub const PACI: u8 = 50;
-
-/// Most picture parameter sets kept for the configuration record.
-const MAX_PPS: usize = 32;
 
 /// The NAL unit type of a NAL unit header's first byte.
 pub fn nal_type(first_byte: u8) -> u8 {
@@ -37,7 +34,7 @@ pub struct H265Depacketizer {
     vps: Option<Vec<u8>>,
     sps: Option<Vec<u8>>,
     /// PPS NAL units by pps_pic_parameter_set_id.
-    pps: Vec<(u32, Vec<u8>)>,
+    pps: PpsTable,
 }
 
 impl Default for H265Depacketizer {
@@ -52,7 +49,7 @@ impl H265Depacketizer {
             assembler: Assembler::new(),
             vps: None,
             sps: None,
-            pps: Vec::new(),
+            pps: PpsTable::default(),
         }
     }
 
@@ -93,11 +90,7 @@ impl H265Depacketizer {
                 let Some(id) = BitReader::new(&rbsp(&nal[2..])).ue() else {
                     return;
                 };
-                if let Some(slot) = self.pps.iter_mut().find(|(i, _)| *i == id) {
-                    slot.1 = nal.to_vec();
-                } else if self.pps.len() < MAX_PPS {
-                    self.pps.push((id, nal.to_vec()));
-                }
+                self.pps.set(id, nal);
             }
             _ => {}
         }
@@ -210,7 +203,7 @@ impl H265Depacketizer {
 
     /// The HEVCDecoderConfigurationRecord of the current VPS, SPS and the known PPS.
     pub fn codec_private(&self) -> Option<Vec<u8>> {
-        let pps: Vec<&[u8]> = self.pps.iter().map(|(_, p)| p.as_slice()).collect();
+        let pps: Vec<&[u8]> = self.pps.iter().collect();
         hevc_decoder_configuration_record(self.vps.as_deref()?, self.sps.as_deref()?, &pps)
     }
 
@@ -229,7 +222,7 @@ impl H265Depacketizer {
     }
 
     pub fn pps(&self) -> impl Iterator<Item = &[u8]> {
-        self.pps.iter().map(|(_, p)| p.as_slice())
+        self.pps.iter()
     }
 }
 

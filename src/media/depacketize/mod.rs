@@ -164,6 +164,32 @@ impl Depacketizer {
     }
 }
 
+/// Picture parameter sets by id, newest per id, at most [`PpsTable::MAX`] of them: what
+/// the H.264 and H.265 configuration records carry.
+#[derive(Debug, Default)]
+pub(crate) struct PpsTable(Vec<(u32, Vec<u8>)>);
+
+impl PpsTable {
+    const MAX: usize = 32;
+
+    /// Stores `nal` as PPS `id`, replacing an older one with that id.
+    pub(crate) fn set(&mut self, id: u32, nal: &[u8]) {
+        if let Some(slot) = self.0.iter_mut().find(|(i, _)| *i == id) {
+            slot.1 = nal.to_vec();
+        } else if self.0.len() < Self::MAX {
+            self.0.push((id, nal.to_vec()));
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().map(|(_, p)| p.as_slice())
+    }
+}
+
 /// Whether a NAL unit starts a key frame and whether it is a coded slice.
 #[derive(Debug, Clone, Copy)]
 struct NalKind {
