@@ -61,6 +61,22 @@ fn not_found(message: impl Into<String>) -> Response {
     error(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
 }
 
+/// Playback needs stored fragments: streams without retention get
+/// NoDataRetentionException.
+fn require_retention(meta: &VideoStreamMeta) -> Result<(), Response> {
+    if meta.retention_hours > 0 {
+        return Ok(());
+    }
+    Err(error(
+        StatusCode::BAD_REQUEST,
+        "NoDataRetentionException",
+        format!(
+            "The stream {} does not retain data (DataRetentionInHours is 0).",
+            meta.name
+        ),
+    ))
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -321,16 +337,7 @@ async fn session_url(
     };
     let max_fragments = int_field(&doc, max_key, 1, 5000)?.unwrap_or(default_max) as u32;
 
-    if meta.retention_hours == 0 {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "NoDataRetentionException",
-            format!(
-                "The stream {} does not retain data (DataRetentionInHours is 0).",
-                meta.name
-            ),
-        ));
-    }
+    require_retention(&meta)?;
     let session = Session {
         protocol,
         stream_name: meta.name.clone(),
@@ -989,16 +996,7 @@ async fn clip_inner(state: &AppState, req: Request) -> Result<Response, Response
     if end - start > MAX_RANGE_MS {
         return Err(invalid("The timestamp range must not exceed 24 hours."));
     }
-    if meta.retention_hours == 0 {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "NoDataRetentionException",
-            format!(
-                "The stream {} does not retain data (DataRetentionInHours is 0).",
-                meta.name
-            ),
-        ));
-    }
+    require_retention(&meta)?;
     let (fragments, _) = state
         .video
         .select_fragments(
@@ -1166,16 +1164,7 @@ async fn images_inner(state: &AppState, req: Request) -> Result<Response, Respon
     let (doc, _) = read_json(state, req).await?;
     let meta = stream_of(state, &doc)?;
     let r = images_request(&doc)?;
-    if meta.retention_hours == 0 {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "NoDataRetentionException",
-            format!(
-                "The stream {} does not retain data (DataRetentionInHours is 0).",
-                meta.name
-            ),
-        ));
-    }
+    require_retention(&meta)?;
     // The sampling times of this page.
     let mut times = Vec::new();
     let mut t = r.from;
