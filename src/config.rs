@@ -65,7 +65,8 @@ pub struct ServeConfig {
     /// Memory all PutMedia connections together may hold for fragments still being
     /// received, in MiB (body bytes; the heap used is at most about twice that). A
     /// connection that needs more waits (its socket is not read: backpressure); one
-    /// that cannot get it within 10 s ends with ErrorId 5000 [default: 1024]
+    /// that has waited 10 s in all while receiving one fragment ends with ErrorId 5000
+    /// [default: 1024]
     #[arg(long, env = "FRESHET_MEDIA_MEMORY_MB")]
     pub media_memory_mb: Option<u64>,
     /// Listen for RTSP publishers (ANNOUNCE/RECORD, e.g. `ffmpeg -f rtsp

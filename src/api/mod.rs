@@ -69,8 +69,9 @@ pub struct MediaBudget {
     total_kib: usize,
 }
 
-/// How long a connection waits for budget before giving up (so that connections
-/// holding half-received fragments cannot wait on each other forever).
+/// How long, in all, a connection may wait for budget while it receives one fragment
+/// before giving up (so that connections holding half-received fragments cannot wait
+/// on each other forever, nor take turns doing so).
 pub const MEDIA_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl MediaBudget {
@@ -87,6 +88,7 @@ impl MediaBudget {
         MediaShare {
             budget: self.clone(),
             held: None,
+            waited: std::time::Duration::ZERO,
         }
     }
 
@@ -101,6 +103,8 @@ impl MediaBudget {
 pub struct MediaShare {
     budget: MediaBudget,
     held: Option<OwnedSemaphorePermit>,
+    /// Time spent waiting since the share last gave budget back (a fragment finished).
+    waited: std::time::Duration,
 }
 
 /// Why a share could not grow.
@@ -108,7 +112,8 @@ pub struct MediaShare {
 pub enum BudgetError {
     /// More than the whole budget was asked for.
     Exceeds,
-    /// Not enough was freed within [`MEDIA_BUDGET_WAIT`].
+    /// Not enough was freed within [`MEDIA_BUDGET_WAIT`] in all since the share last
+    /// gave budget back.
     TimedOut,
 }
 
@@ -118,6 +123,8 @@ impl MediaShare {
     }
 
     /// Grows the share to at least `bytes`, waiting for other connections to release.
+    /// Waits add up until the share next gives budget back: a connection that keeps
+    /// getting a little and waiting again still ends after [`MEDIA_BUDGET_WAIT`].
     pub async fn grow_to(&mut self, bytes: usize) -> Result<(), BudgetError> {
         let want = bytes.div_ceil(1024);
         let have = self.held.as_ref().map_or(0, |p| p.num_permits());
@@ -128,13 +135,15 @@ impl MediaShare {
             return Err(BudgetError::Exceeds);
         }
         let more = u32::try_from(want - have).map_err(|_| BudgetError::Exceeds)?;
-        let permit = tokio::time::timeout(
-            MEDIA_BUDGET_WAIT,
-            self.budget.semaphore.clone().acquire_many_owned(more),
-        )
-        .await
-        .map_err(|_| BudgetError::TimedOut)?
-        .map_err(|_| BudgetError::TimedOut)?;
+        let left = MEDIA_BUDGET_WAIT.saturating_sub(self.waited);
+        let started = tokio::time::Instant::now();
+        let acquired =
+            tokio::time::timeout(left, self.budget.semaphore.clone().acquire_many_owned(more))
+                .await;
+        self.waited += started.elapsed();
+        let permit = acquired
+            .map_err(|_| BudgetError::TimedOut)?
+            .map_err(|_| BudgetError::TimedOut)?;
         match &mut self.held {
             Some(held) => held.merge(permit),
             None => self.held = Some(permit),
@@ -147,6 +156,9 @@ impl MediaShare {
         let keep = bytes.div_ceil(1024);
         if let Some(held) = &mut self.held {
             let have = held.num_permits();
+            if have > keep {
+                self.waited = std::time::Duration::ZERO;
+            }
             if keep == 0 {
                 self.held = None;
             } else if have > keep {
@@ -345,5 +357,47 @@ impl http_body::Body for ChannelBody {
         self.0
             .poll_recv(cx)
             .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_waits_add_up_within_a_fragment_and_reset_when_budget_is_given_back() {
+        let budget = MediaBudget::new(4 * 1024);
+        let mut other = budget.share();
+        other.grow_to(4 * 1024).await.unwrap();
+        let mut share = budget.share();
+
+        // The other connection frees 1 KiB after 6 s: the first wait succeeds.
+        let freer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            other.shrink_to(3 * 1024);
+            other
+        });
+        let start = tokio::time::Instant::now();
+        share.grow_to(1024).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(6));
+        let mut other = freer.await.unwrap();
+
+        // Still in the same fragment: only the 4 s left of the 10 are waited.
+        let start = tokio::time::Instant::now();
+        assert_eq!(share.grow_to(2048).await, Err(BudgetError::TimedOut));
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+
+        // The fragment ends (budget given back): a new fragment has 10 s again.
+        share.shrink_to(0);
+        let freer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(9)).await;
+            other.shrink_to(0);
+        });
+        let start = tokio::time::Instant::now();
+        share.grow_to(2048).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(9));
+        freer.await.unwrap();
+        assert_eq!(share.held_bytes(), 2048);
     }
 }
