@@ -62,6 +62,11 @@ pub struct ServeConfig {
     /// until the kernel reclaims it [default: 16]
     #[arg(long, env = "FRESHET_CACHE_WINDOW_MB")]
     pub cache_window_mb: Option<u64>,
+    /// How segments are written: `direct` (O_DIRECT: from the server's buffer to the
+    /// disk, bypassing the page cache; falls back to buffered where the file system
+    /// refuses it) or `buffered` (through the page cache) [default: direct]
+    #[arg(long, env = "FRESHET_WRITE_IO", value_enum)]
+    pub write_io: Option<crate::store::WriteIo>,
     /// Memory all PutMedia connections together may hold for fragments still being
     /// received, in MiB (body bytes; the heap used is at most about twice that). A
     /// connection that needs more waits (its socket is not read: backpressure); one
@@ -119,6 +124,7 @@ impl ServeConfig {
             retention_check_secs: self.retention_check_secs.or(other.retention_check_secs),
             segment_mb: self.segment_mb.or(other.segment_mb),
             cache_window_mb: self.cache_window_mb.or(other.cache_window_mb),
+            write_io: self.write_io.or(other.write_io),
             commit_delay_us: self.commit_delay_us.or(other.commit_delay_us),
             media_memory_mb: self.media_memory_mb.or(other.media_memory_mb),
             rtsp_listen: self.rtsp_listen.or(other.rtsp_listen),

@@ -50,6 +50,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 Some(mb) => mb.saturating_mul(1024 * 1024),
                 None => crate::store::DEFAULT_CACHE_WINDOW,
             },
+            write_io: config.write_io.unwrap_or(crate::store::WriteIo::Direct),
             ..StoreConfig::default()
         },
         clock.clone(),

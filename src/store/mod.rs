@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use log::{Log, LogBounds, ReadAccess, ReadBatch, RollPolicy};
+pub use log::{Log, LogBounds, ReadAccess, ReadBatch, RollPolicy, WriteIo};
 pub use segment::Entry;
 pub use writer::{AppendAck, Durability};
 
@@ -57,6 +57,8 @@ pub struct StoreConfig {
     /// Per log, how many of the newest bytes are left in the OS page cache once durable;
     /// older data is dropped from it (`u64::MAX`: never). See `log::DropBehind`.
     pub cache_window: u64,
+    /// How logs write their segments (direct I/O unless the file system refuses it).
+    pub write_io: WriteIo,
 }
 
 impl Default for StoreConfig {
@@ -70,6 +72,7 @@ impl Default for StoreConfig {
             writer_queue: 1024,
             commit_delay: std::time::Duration::ZERO,
             cache_window: DEFAULT_CACHE_WINDOW,
+            write_io: WriteIo::Direct,
         }
     }
 }
@@ -81,6 +84,7 @@ pub struct Store {
     logs: Mutex<HashMap<String, Arc<Log>>>,
     writer: mpsc::Sender<writer::Command>,
     cache_window: u64,
+    write_io: WriteIo,
 }
 
 impl std::fmt::Debug for Store {
@@ -121,6 +125,7 @@ impl Store {
         );
         Ok(Arc::new(Store {
             cache_window: config.cache_window,
+            write_io: config.write_io,
             root: root.to_path_buf(),
             clock,
             logs: Mutex::new(HashMap::new()),
@@ -146,7 +151,7 @@ impl Store {
         if let Some(log) = logs.get(id) {
             return Ok(log.clone());
         }
-        let log = Log::open(id, &self.log_dir(id), self.clock.now_ms())?;
+        let log = Log::open(id, &self.log_dir(id), self.clock.now_ms(), self.write_io)?;
         log.set_cache_window(self.cache_window);
         logs.insert(id.to_string(), log.clone());
         Ok(log)
@@ -440,28 +445,47 @@ mod tests {
 
     #[tokio::test]
     async fn torn_tail_is_truncated_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(ManualClock::new(5));
-        let path;
-        {
-            let s = store(dir.path(), clock.clone(), 1 << 20);
+        for write_io in [WriteIo::Direct, WriteIo::Buffered] {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Arc::new(ManualClock::new(5));
+            let config = StoreConfig {
+                write_io,
+                ..StoreConfig::default()
+            };
+            let path;
+            {
+                let s = Store::open(dir.path(), config, clock.clone()).unwrap();
+                let log = s.open_log("t/c").unwrap();
+                s.append(&log, payloads(0, 10)).await.unwrap();
+                path = log.dir().join(format!("{:020}.seg", 0));
+            }
+            // Simulate a torn write: half a frame of garbage right after the last
+            // frame (direct writes also leave zero padding up to a block boundary).
+            let mut bytes = std::fs::read(&path).unwrap();
+            let good_len = segment::scan_segment(&Bytes::from(bytes.clone()))
+                .unwrap()
+                .valid_len as usize;
+            match write_io {
+                WriteIo::Direct => assert_eq!(bytes.len() % 4096, 0, "whole blocks"),
+                WriteIo::Buffered => assert_eq!(bytes.len(), good_len),
+            }
+            bytes.truncate(good_len);
+            bytes.extend_from_slice(&[0x30, 0, 0, 0, 1, 2, 3]);
+            std::fs::write(&path, &bytes).unwrap();
+            let s = Store::open(dir.path(), config, clock.clone()).unwrap();
             let log = s.open_log("t/c").unwrap();
-            s.append(&log, payloads(0, 10)).await.unwrap();
-            path = log.dir().join(format!("{:020}.seg", 0));
+            assert_eq!(log.bounds().end_offset, 10);
+            assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, good_len);
+            let ack = s.append(&log, payloads(10, 1)).await.unwrap();
+            assert_eq!(ack.first_offset, 10);
+            let all = s.read(&log, 0, 100, usize::MAX).await.unwrap();
+            assert_eq!(all.entries.len(), 11);
+            let want: Vec<Bytes> = (0..11)
+                .map(|i| Bytes::from(format!("entry-{i:06}")))
+                .collect();
+            let got: Vec<Bytes> = all.entries.into_iter().map(|f| f.payload).collect();
+            assert_eq!(got, want, "{write_io:?}");
         }
-        // Simulate a torn write: half a frame of garbage at the end.
-        let mut bytes = std::fs::read(&path).unwrap();
-        let good_len = bytes.len();
-        bytes.extend_from_slice(&[0x30, 0, 0, 0, 1, 2, 3]);
-        std::fs::write(&path, &bytes).unwrap();
-        let s = store(dir.path(), clock.clone(), 1 << 20);
-        let log = s.open_log("t/c").unwrap();
-        assert_eq!(log.bounds().end_offset, 10);
-        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, good_len);
-        let ack = s.append(&log, payloads(10, 1)).await.unwrap();
-        assert_eq!(ack.first_offset, 10);
-        let all = s.read(&log, 0, 100, usize::MAX).await.unwrap();
-        assert_eq!(all.entries.len(), 11);
     }
 
     #[tokio::test]
@@ -605,8 +629,10 @@ mod tests {
         for (window, expect_dropped) in [(2 * mib, true), (u64::MAX, false)] {
             let dir = tempfile::tempdir().unwrap();
             let clock = Arc::new(ManualClock::new(1_000_000));
+            // Drop-behind is about the page cache, which only buffered writes fill.
             let config = StoreConfig {
                 cache_window: window,
+                write_io: WriteIo::Buffered,
                 ..StoreConfig::default()
             };
             let s = Store::open(dir.path(), config, clock).unwrap();

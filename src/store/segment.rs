@@ -98,19 +98,38 @@ impl From<Bytes> for Entry {
 }
 
 /// Appends one encoded frame to `out`; the payload is `head` followed by `body`.
-pub fn encode_frame(out: &mut BytesMut, offset: u64, timestamp_ms: i64, head: &[u8], body: &[u8]) {
+pub fn encode_frame<B: BufMut + AsMut<[u8]>>(
+    out: &mut B,
+    offset: u64,
+    timestamp_ms: i64,
+    head: &[u8],
+    body: &[u8],
+) {
+    encode_frame_prefix(out, offset, timestamp_ms, head, body);
+    out.put_slice(body);
+}
+
+/// Appends everything of a frame except its `body` to `out`: the frame header (with
+/// the checksum over the whole frame, `body` included) and `head`. Writing these bytes
+/// followed by `body` gives exactly what [`encode_frame`] gives; the log writes the two
+/// parts with one vectored write, so bodies are never copied in user space.
+pub fn encode_frame_prefix<B: BufMut + AsMut<[u8]>>(
+    out: &mut B,
+    offset: u64,
+    timestamp_ms: i64,
+    head: &[u8],
+    body: &[u8],
+) {
     let body_len = 16 + head.len() + body.len();
-    out.reserve(8 + body_len);
-    let start = out.len();
+    let start = out.as_mut().len();
     out.put_u32_le(body_len as u32);
     out.put_u32_le(0);
     out.put_u64_le(offset);
     out.put_i64_le(timestamp_ms);
     out.put_slice(head);
-    out.put_slice(body);
-    // One pass over the frame body, now contiguous, instead of one call per part.
-    let crc = crc32c::crc32c(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    let frame = &mut out.as_mut()[start..];
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&frame[8..]), body);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// One entry decoded from a frame.

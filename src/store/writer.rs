@@ -16,12 +16,10 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-
 use super::segment::Entry;
 use tokio::sync::{mpsc, oneshot};
 
-use super::log::{Log, RollPolicy};
+use super::log::{Log, RollPolicy, WriteBuffers};
 use crate::clock::SharedClock;
 
 /// How appends are made durable before they are acknowledged.
@@ -117,7 +115,7 @@ impl LogWorkers {
                 std::thread::Builder::new()
                     .name(format!("freshet-log-{i}"))
                     .spawn(move || {
-                        let mut scratch = BytesMut::new();
+                        let mut scratch = WriteBuffers::default();
                         while let Ok(job) = rx.recv() {
                             let (results, synced) =
                                 write_log(&config, &job.batch, job.now, &mut scratch);
@@ -146,7 +144,7 @@ impl LogWorkers {
         config: &WriterConfig,
         mut batches: Vec<LogBatch>,
         now: i64,
-        scratch: &mut BytesMut,
+        scratch: &mut WriteBuffers,
     ) -> Vec<Done> {
         let mut out = Vec::with_capacity(batches.len());
         let own = batches.pop().map(|batch| (batches.len(), batch));
@@ -158,7 +156,7 @@ impl LogWorkers {
                 // A worker is gone (it panicked): do its share here instead.
                 Err(std::sync::mpsc::SendError(job)) => {
                     let (results, synced) =
-                        write_log(config, &job.batch, now, &mut BytesMut::new());
+                        write_log(config, &job.batch, now, &mut WriteBuffers::default());
                     out.push(Done {
                         index: job.index,
                         batch: job.batch,
@@ -185,7 +183,7 @@ impl LogWorkers {
 
 fn run(config: WriterConfig, mut rx: mpsc::Receiver<Command>) {
     let workers = LogWorkers::start(&config);
-    let mut scratch = BytesMut::new();
+    let mut scratch = WriteBuffers::default();
     let mut group: Vec<Command> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         group.clear();
@@ -231,17 +229,15 @@ fn write_log(
     config: &WriterConfig,
     batch: &LogBatch,
     now: i64,
-    scratch: &mut BytesMut,
+    scratch: &mut WriteBuffers,
 ) -> (Vec<io::Result<(u64, i64)>>, io::Result<()>) {
     let results: Vec<_> = batch
         .requests
         .iter()
         .map(|(payloads, _)| batch.log.write_batch(payloads, now, &config.roll, scratch))
         .collect();
-    // Keep big scratch buffers from pinning memory after a burst.
-    if scratch.capacity() > 8 * 1024 * 1024 {
-        *scratch = BytesMut::new();
-    }
+    // Keep big buffers from pinning memory after a burst.
+    scratch.trim();
     let wrote = results.iter().any(|r| r.is_ok());
     let synced = if wrote && config.durability == Durability::Fsync {
         batch.log.sync()
@@ -258,7 +254,7 @@ fn commit_group(
     config: &WriterConfig,
     group: &mut Vec<Command>,
     workers: &LogWorkers,
-    scratch: &mut BytesMut,
+    scratch: &mut WriteBuffers,
 ) {
     let now = config.clock.now_ms();
     let mut batches: Vec<LogBatch> = Vec::new();
