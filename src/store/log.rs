@@ -195,12 +195,15 @@ fn new_appender(path: &Path, summary: SegmentSummary, io: WriteIo) -> io::Result
 fn open_appender_file(path: &Path, io: WriteIo) -> io::Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
     if io == WriteIo::Direct {
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
+        let opened = match refused::OPEN.get() {
+            true => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            false => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path),
+        };
+        match opened {
             Ok(f) => return Ok((f, true)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::debug!(path = %path.display(), "O_DIRECT refused; buffered writes");
@@ -209,6 +212,15 @@ fn open_appender_file(path: &Path, io: WriteIo) -> io::Result<(File, bool)> {
         }
     }
     Ok((OpenOptions::new().read(true).write(true).open(path)?, false))
+}
+
+/// Stand-ins for a file system that refuses direct I/O, at open or at the first write
+/// (tests set them on their own thread; never set outside tests).
+mod refused {
+    thread_local! {
+        pub static OPEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        pub static WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
 }
 
 /// Page-cache drop-behind for the write path.
@@ -818,10 +830,13 @@ impl Log {
         if let Some(direct) = &appender.direct {
             let block_start = start_position - direct.tail.len() as u64;
             direct_from = direct.fill(&mut buffers.direct, payloads, first_offset, timestamp);
-            match appender
-                .file
-                .write_all_at(&buffers.direct[direct_from..], block_start)
-            {
+            let wrote = match refused::WRITE.get() {
+                true => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+                false => appender
+                    .file
+                    .write_all_at(&buffers.direct[direct_from..], block_start),
+            };
+            match wrote {
                 // The file system took O_DIRECT at open but refuses the write: go on
                 // with buffered writes for this segment.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -1365,5 +1380,60 @@ mod tests {
             }
         });
         assert!(log.segment_count() > 1, "the test crosses segment rolls");
+    }
+
+    #[test]
+    fn a_file_system_that_refuses_direct_io_gets_buffered_writes() {
+        let roll = RollPolicy {
+            max_segment_bytes: 4096,
+            max_segment_age_ms: i64::MAX,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open("t", dir.path(), 1_000, WriteIo::Direct).unwrap();
+        if !log.writes_direct() {
+            eprintln!(
+                "the file system under {} refuses O_DIRECT",
+                dir.path().display()
+            );
+            return;
+        }
+        let mut buffers = WriteBuffers::default();
+        let mut all = Vec::new();
+        let mut append = |log: &Log, n: usize| {
+            let payloads: Vec<Entry> = (0..n)
+                .map(|i| Bytes::from(vec![(all.len() + i) as u8; 700]).into())
+                .collect();
+            log.write_batch(&payloads, 2_000, &roll, &mut buffers)
+                .unwrap();
+            log.sync().unwrap();
+            log.publish();
+            all.extend(payloads.into_iter().map(|p| p.body));
+        };
+        append(&log, 3);
+        assert!(log.writes_direct());
+        // Refused at the first write: this batch and the rest of the segment go
+        // through the page cache.
+        refused::WRITE.set(true);
+        append(&log, 2);
+        assert!(!log.writes_direct(), "fell back at the write");
+        refused::WRITE.set(false);
+        // Refused at open: the next segment (the second batch rolls to it) is
+        // buffered from the start.
+        refused::OPEN.set(true);
+        append(&log, 8);
+        append(&log, 1);
+        assert_eq!(log.segment_count(), 2);
+        assert!(!log.writes_direct(), "fell back at the open");
+        refused::OPEN.set(false);
+        // Exactly what was appended, readable, and again after a reopen.
+        let read = |log: &Log| -> Vec<Bytes> {
+            let got = log.read(0, 1_000, usize::MAX, ReadAccess::Cached).unwrap();
+            got.entries.into_iter().map(|f| f.payload).collect()
+        };
+        assert_eq!(read(&log), all);
+        drop(log);
+        let log = Log::open("t", dir.path(), 1_000, WriteIo::Direct).unwrap();
+        assert_eq!(read(&log), all);
+        assert!(log.writes_direct(), "a new open tries direct I/O again");
     }
 }
