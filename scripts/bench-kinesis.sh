@@ -44,20 +44,8 @@ OUT="${BENCH_OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/freshet-bench.XXXXXX")}"
 mkdir -p "$OUT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-log() { printf '\n### %s\n' "$*" >&2; }
-
-SERVER_PID=""
-DATA_DIR=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; fi
-}
-trap cleanup EXIT
-
-# free_port, wait_for_port, stop_server
+# log, free_port, wait_for_port, stop_server; stops the server and deletes its data
+# directory on exit
 source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-server.sh"
 
 # Runs the load generator against 127.0.0.1:$1; $2 label, $3 put seconds.

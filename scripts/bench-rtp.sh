@@ -64,10 +64,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 RMEM_MAX_FILE=/proc/sys/net/core/rmem_max
 RMEM_DEFAULT_FILE=/proc/sys/net/core/rmem_default
 
-log() { printf '\n### %s\n' "$*" >&2; }
+# log, free_port, wait_for_port, stop_server, cleanup_server
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-server.sh"
 
-SERVER_PID=""
-DATA_DIR=""
 GST_PIDS=()
 OLD_RMEM_MAX=""
 OLD_RMEM_DEFAULT=""
@@ -82,12 +81,8 @@ stop_gst() {
     GST_PIDS=()
 }
 cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    cleanup_server
     stop_gst
-    if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; fi
     if [[ -n "$OLD_RMEM_MAX" ]]; then
         echo "$OLD_RMEM_MAX" >"$RMEM_MAX_FILE" || true
         echo "$OLD_RMEM_DEFAULT" >"$RMEM_DEFAULT_FILE" || true
@@ -95,9 +90,6 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-
-# free_port, wait_for_port, stop_server
-source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-server.sh"
 
 command -v ffmpeg >/dev/null || { echo "ffmpeg is needed to generate the camera clip" >&2; exit 1; }
 if [[ "${BENCH_SKIP_GSTREAMER:-}" != 1 ]] && ! command -v gst-launch-1.0 >/dev/null; then

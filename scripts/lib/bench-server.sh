@@ -1,5 +1,22 @@
-# Shared by the benchmark scripts (source it): a free loopback port, waiting for a
-# server to listen, and stopping it. The caller keeps the server's pid in SERVER_PID.
+# Shared by the benchmark scripts (source it): logging, a free loopback port, waiting
+# for a server to listen, stopping it, and cleaning up on exit. The caller keeps the
+# server's pid in SERVER_PID and its data directory in DATA_DIR.
+
+SERVER_PID=""
+DATA_DIR=""
+
+log() { printf '\n### %s\n' "$*" >&2; }
+
+# Stops the server (if still running) and deletes its data directory. Installed as the
+# EXIT trap below; a script with more to undo installs its own trap that calls this.
+cleanup_server() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; fi
+}
+trap cleanup_server EXIT
 
 # A free TCP port on 127.0.0.1.
 free_port() {
