@@ -6,7 +6,9 @@
 //! Also the sequence parameter set syntax (ITU-T H.264 7.3.2.1.1) as far as the
 //! picture size, and the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1).
 
-use super::{Assembler, BitReader, DepacketizeError, NalKind, PpsTable, rbsp, split_aggregate};
+use super::{
+    Assembler, BitReader, DepacketizeError, NalKind, PpsTable, VideoAssembly, rbsp, split_aggregate,
+};
 use crate::media::rtp::RtpPacket;
 use crate::media::sdp::RtpCodec;
 
@@ -77,10 +79,6 @@ impl H264Depacketizer {
             }
             _ => {}
         }
-    }
-
-    fn has_parameter_sets(&self) -> bool {
-        self.sps.is_some() && !self.pps.is_empty()
     }
 
     /// Feeds one RTP packet. On an error the packet counts as lost.
@@ -175,21 +173,6 @@ impl H264Depacketizer {
             keyframe: nal_type == NAL_IDR,
         };
         self.assembler.add_nal(ts, nal, kind)
-    }
-
-    /// Packets were lost: drop the partial access unit and wait for an IDR.
-    pub fn gap(&mut self) {
-        self.assembler.gap();
-    }
-
-    /// End of stream: emit the last access unit if complete.
-    pub fn flush(&mut self) {
-        let decodable = self.has_parameter_sets();
-        self.assembler.flush(decodable);
-    }
-
-    pub fn pop(&mut self) -> Option<super::AccessUnit> {
-        self.assembler.out.pop_front()
     }
 
     /// The AVCDecoderConfigurationRecord of the current SPS and the known PPS.
@@ -384,6 +367,16 @@ pub(super) fn put_sized(out: &mut Vec<u8>, data: &[u8]) -> Option<()> {
     out.extend_from_slice(&u16::try_from(data.len()).ok()?.to_be_bytes());
     out.extend_from_slice(data);
     Some(())
+}
+
+impl VideoAssembly for H264Depacketizer {
+    fn assembler(&mut self) -> &mut Assembler {
+        &mut self.assembler
+    }
+
+    fn has_parameter_sets(&self) -> bool {
+        self.sps.is_some() && !self.pps.is_empty()
+    }
 }
 
 #[cfg(test)]

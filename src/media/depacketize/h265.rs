@@ -9,7 +9,9 @@
 //! HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1).
 
 use super::h264::put_sized;
-use super::{Assembler, BitReader, DepacketizeError, NalKind, PpsTable, rbsp, split_aggregate};
+use super::{
+    Assembler, BitReader, DepacketizeError, NalKind, PpsTable, VideoAssembly, rbsp, split_aggregate,
+};
 use crate::media::rtp::RtpPacket;
 use crate::media::sdp::RtpCodec;
 
@@ -96,10 +98,6 @@ impl H265Depacketizer {
         }
     }
 
-    fn has_parameter_sets(&self) -> bool {
-        self.vps.is_some() && self.sps.is_some() && !self.pps.is_empty()
-    }
-
     /// Feeds one RTP packet. On an error the packet counts as lost.
     pub fn push(&mut self, packet: &RtpPacket) -> Result<(), DepacketizeError> {
         self.assembler
@@ -184,21 +182,6 @@ impl H265Depacketizer {
             keyframe: (16..=23).contains(&t),
         };
         self.assembler.add_nal(ts, nal, kind)
-    }
-
-    /// Packets were lost: drop the partial access unit and wait for an IRAP picture.
-    pub fn gap(&mut self) {
-        self.assembler.gap();
-    }
-
-    /// End of stream: emit the last access unit if complete.
-    pub fn flush(&mut self) {
-        let decodable = self.has_parameter_sets();
-        self.assembler.flush(decodable);
-    }
-
-    pub fn pop(&mut self) -> Option<super::AccessUnit> {
-        self.assembler.out.pop_front()
     }
 
     /// The HEVCDecoderConfigurationRecord of the current VPS, SPS and the known PPS.
@@ -371,6 +354,16 @@ pub fn hevc_decoder_configuration_record(vps: &[u8], sps: &[u8], pps: &[&[u8]]) 
         }
     }
     Some(out)
+}
+
+impl VideoAssembly for H265Depacketizer {
+    fn assembler(&mut self) -> &mut Assembler {
+        &mut self.assembler
+    }
+
+    fn has_parameter_sets(&self) -> bool {
+        self.vps.is_some() && self.sps.is_some() && !self.pps.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,31 @@ pub enum DepacketizeError {
 /// The largest access unit assembled (a 4K intra frame is a few MB).
 pub const MAX_ACCESS_UNIT_BYTES: usize = 16 * 1024 * 1024;
 
+/// What the H.264 and H.265 depacketizers share: an [`Assembler`] of access units that
+/// only emits once the parameter sets are known.
+trait VideoAssembly {
+    fn assembler(&mut self) -> &mut Assembler;
+
+    /// True once the sequence and picture parameter sets (and for H.265 the video
+    /// parameter set) are known, so access units can be decoded.
+    fn has_parameter_sets(&self) -> bool;
+
+    /// Packets were lost: drop the partial access unit and wait for a key frame.
+    fn gap(&mut self) {
+        self.assembler().gap();
+    }
+
+    /// End of stream: emit the last access unit if complete.
+    fn flush(&mut self) {
+        let decodable = self.has_parameter_sets();
+        self.assembler().flush(decodable);
+    }
+
+    fn pop(&mut self) -> Option<AccessUnit> {
+        self.assembler().out.pop_front()
+    }
+}
+
 /// A depacketizer for one of the supported codecs.
 #[derive(Debug)]
 pub enum Depacketizer {
