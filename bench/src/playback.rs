@@ -31,7 +31,7 @@
 use crate::http::{Conn, Response, find};
 use crate::rng::Rng;
 use crate::stats::{Latencies, RssSampler, note_error, process_cpu_secs, read_status_kib};
-use crate::video::Clip;
+use crate::video::{Clip, now_ms, putmedia_head};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -232,13 +232,6 @@ pub struct PlaybackReport {
 }
 
 // ---- HTTP plumbing -----------------------------------------------------------------
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn get_request(host: &str, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
@@ -544,16 +537,8 @@ impl Producer {
         s.set_nodelay(true)?;
         let (rd, mut wr) = s.into_split();
         let base_ms = now_ms();
-        let head = format!(
-            "POST /putMedia HTTP/1.1\r\nHost: {}\r\nx-amzn-stream-name: {stream_name}\r\n\
-             x-amzn-fragment-timecode-type: ABSOLUTE\r\n\
-             x-amzn-producer-start-timestamp: {}.{:03}\r\n\
-             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-            cfg.host,
-            base_ms / 1000,
-            base_ms % 1000
-        );
-        wr.write_all(head.as_bytes()).await?;
+        wr.write_all(putmedia_head(&cfg.host, stream_name, base_ms).as_bytes())
+            .await?;
         let acks = Arc::new(Mutex::new(Vec::new()));
         let error_acks = Arc::new(AtomicU64::new(0));
         let reader = tokio::spawn(read_acks(rd, acks.clone(), error_acks.clone()));

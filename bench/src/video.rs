@@ -184,11 +184,25 @@ struct CamResult {
     error: Option<String>,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The head of a chunked PutMedia request with absolute fragment timecodes, as the
+/// producer SDK sends it; the body follows as one chunk per write.
+pub fn putmedia_head(host: &str, stream_name: &str, start_ms: u64) -> String {
+    format!(
+        "POST /putMedia HTTP/1.1\r\nHost: {host}\r\nx-amzn-stream-name: {stream_name}\r\n\
+         x-amzn-fragment-timecode-type: ABSOLUTE\r\n\
+         x-amzn-producer-start-timestamp: {}.{:03}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        start_ms / 1000,
+        start_ms % 1000
+    )
 }
 
 fn json_request(host: &str, path: &str, body: &str) -> Vec<u8> {
@@ -246,16 +260,8 @@ async fn camera_inner(
     let (mut rd, mut wr) = stream.into_split();
     tokio::time::sleep_until(start_at.into()).await;
     let base_ms = now_ms();
-    let head = format!(
-        "POST /putMedia HTTP/1.1\r\nHost: {}\r\nx-amzn-stream-name: {name}\r\n\
-         x-amzn-fragment-timecode-type: ABSOLUTE\r\n\
-         x-amzn-producer-start-timestamp: {}.{:03}\r\n\
-         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
-        cfg.host,
-        base_ms / 1000,
-        base_ms % 1000
-    );
-    wr.write_all(head.as_bytes()).await?;
+    wr.write_all(putmedia_head(&cfg.host, name, base_ms).as_bytes())
+        .await?;
 
     let sent: SentTimes = Arc::new(Mutex::new(HashMap::new()));
     let done = Arc::new(AtomicBool::new(false));
