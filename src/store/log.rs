@@ -312,6 +312,17 @@ pub enum ReadAccess {
     Scan,
 }
 
+/// Where a read starts: a segment and the index point at or before the offset.
+struct Located {
+    file: Arc<File>,
+    point: segment::IndexPoint,
+    /// One past the last offset to read in this segment (durable and in it).
+    seg_end: u64,
+    valid_len: u64,
+    /// Positions below this are dropped from the page cache after reading.
+    drop_below: u64,
+}
+
 /// Entries read from a log.
 #[derive(Debug, Default)]
 pub struct ReadBatch {
@@ -599,46 +610,15 @@ impl Log {
                 return Ok(out);
             }
             // Locate the segment for `next_offset` under the lock, then read without it.
-            let (file, point, seg_end, valid_len, drop_below) = {
-                let p = self.published.read().unwrap();
-                let first = p
-                    .segments
-                    .first()
-                    .map(|s| s.summary.header.base_offset)
-                    .unwrap_or(0);
-                if out.next_offset < first {
-                    out.next_offset = first;
-                }
-                if out.next_offset >= p.end_offset {
-                    return Ok(out);
-                }
-                let idx = p
-                    .segments
-                    .partition_point(|s| s.summary.header.base_offset <= out.next_offset)
-                    .saturating_sub(1);
-                let seg = &p.segments[idx];
-                if out.next_offset >= seg.summary.end_offset {
-                    // A gap (should not happen) or the end of a sealed segment: move on.
-                    match p.segments.get(idx + 1) {
-                        Some(next) => {
-                            out.next_offset = next.summary.header.base_offset;
-                            continue;
-                        }
-                        None => return Ok(out),
-                    }
-                }
-                let point = seg.summary.point_for_offset(out.next_offset);
-                let drop_below = match access {
-                    ReadAccess::Cached => 0,
-                    ReadAccess::Scan => window_start(&p.segments, idx, self.cache_window()),
-                };
-                (
-                    seg.file.clone(),
-                    point,
-                    seg.summary.end_offset.min(p.end_offset),
-                    seg.summary.valid_len,
-                    drop_below,
-                )
+            let Some(Located {
+                file,
+                point,
+                seg_end,
+                valid_len,
+                drop_below,
+            }) = self.locate(&mut out.next_offset, access)
+            else {
+                return Ok(out);
             };
             let want_entries = max_entries - out.entries.len();
             let want_bytes = max_payload_bytes.saturating_sub(bytes);
@@ -663,6 +643,46 @@ impl Log {
                 out.next_offset = frame.offset + 1;
                 out.entries.push(frame);
             }
+        }
+    }
+
+    /// Finds the segment holding `next` (moved to the trim horizon if it is older, or
+    /// to the next segment's base at the end of a sealed one), with the nearest index
+    /// point. `None` at the durable end.
+    fn locate(&self, next: &mut u64, access: ReadAccess) -> Option<Located> {
+        let p = self.published.read().unwrap();
+        let first = p
+            .segments
+            .first()
+            .map(|s| s.summary.header.base_offset)
+            .unwrap_or(0);
+        if *next < first {
+            *next = first;
+        }
+        loop {
+            if *next >= p.end_offset {
+                return None;
+            }
+            let idx = p
+                .segments
+                .partition_point(|s| s.summary.header.base_offset <= *next)
+                .saturating_sub(1);
+            let seg = &p.segments[idx];
+            if *next >= seg.summary.end_offset {
+                // A gap (should not happen) or the end of a sealed segment: move on.
+                *next = p.segments.get(idx + 1)?.summary.header.base_offset;
+                continue;
+            }
+            return Some(Located {
+                file: seg.file.clone(),
+                point: seg.summary.point_for_offset(*next),
+                seg_end: seg.summary.end_offset.min(p.end_offset),
+                valid_len: seg.summary.valid_len,
+                drop_below: match access {
+                    ReadAccess::Cached => 0,
+                    ReadAccess::Scan => window_start(&p.segments, idx, self.cache_window()),
+                },
+            });
         }
     }
 
