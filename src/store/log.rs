@@ -57,6 +57,58 @@ pub(super) struct Appender {
     direct: Option<DirectTail>,
 }
 
+impl Appender {
+    /// Writes `payloads` as frames at the segment's valid end (not yet synced):
+    /// directly, or through the page cache where direct I/O is off or refused.
+    fn write_frames(
+        &mut self,
+        log_id: &str,
+        dir: &Path,
+        payloads: &[Entry],
+        first_offset: u64,
+        timestamp_ms: i64,
+        buffers: &mut WriteBuffers,
+    ) -> io::Result<()> {
+        let position = self.summary.valid_len;
+        let frames: usize = payloads.iter().map(|p| FRAME_OVERHEAD + p.len()).sum();
+        if let Some(direct) = &mut self.direct {
+            let block_start = position - direct.tail.len() as u64;
+            let from = direct.fill(&mut buffers.direct, payloads, first_offset, timestamp_ms);
+            let wrote = match refused::WRITE.get() {
+                true => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+                false => self.file.write_all_at(&buffers.direct[from..], block_start),
+            };
+            match wrote {
+                Ok(()) => {
+                    direct.written(&buffers.direct[from..], frames);
+                    return Ok(());
+                }
+                // The file system took O_DIRECT at open but refuses the write: go on
+                // with buffered writes for this segment.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::warn!(log = log_id, error = %e, "direct write refused; buffered writes");
+                    let path = segment_path(dir, self.summary.header.base_offset);
+                    self.file = Arc::new(OpenOptions::new().read(true).write(true).open(path)?);
+                    self.direct = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let frame_headers = &mut buffers.headers;
+        write_frames_buffered(
+            &self.file,
+            payloads,
+            first_offset,
+            timestamp_ms,
+            position,
+            frame_headers,
+        )?;
+        self.cached
+            .note(&self.file, position, position + frames as u64);
+        Ok(())
+    }
+}
+
 /// How a log writes its segments.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
@@ -844,41 +896,14 @@ impl Log {
             .iter()
             .map(|p| (FRAME_OVERHEAD + p.len()) as u64)
             .collect();
-        let written: u64 = frame_lens.iter().sum();
-        let mut direct_from = 0;
-        let mut result = None;
-        if let Some(direct) = &appender.direct {
-            let block_start = start_position - direct.tail.len() as u64;
-            direct_from = direct.fill(&mut buffers.direct, payloads, first_offset, timestamp);
-            let wrote = match refused::WRITE.get() {
-                true => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-                false => appender
-                    .file
-                    .write_all_at(&buffers.direct[direct_from..], block_start),
-            };
-            match wrote {
-                // The file system took O_DIRECT at open but refuses the write: go on
-                // with buffered writes for this segment.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::warn!(log = %self.id, error = %e, "direct write refused; buffered writes");
-                    let path = segment_path(&self.dir, appender.summary.header.base_offset);
-                    appender.file = Arc::new(OpenOptions::new().read(true).write(true).open(path)?);
-                    appender.direct = None;
-                }
-                done => result = Some(done),
-            }
-        }
-        let result = result.unwrap_or_else(|| {
-            write_frames(
-                &appender.file,
-                payloads,
-                first_offset,
-                timestamp,
-                start_position,
-                &mut buffers.headers,
-            )
-        });
-        if let Err(e) = result {
+        if let Err(e) = appender.write_frames(
+            &self.id,
+            &self.dir,
+            payloads,
+            first_offset,
+            timestamp,
+            buffers,
+        ) {
             // Nothing was published. Cut off whatever part of the batch reached the
             // file, so that a later, shorter batch cannot leave stale frames with
             // matching offsets behind it for recovery to resurrect.
@@ -886,12 +911,6 @@ impl Log {
                 *guard = None;
             }
             return Err(e);
-        }
-        match appender.direct.as_mut() {
-            Some(direct) => direct.written(&buffers.direct[direct_from..], written as usize),
-            None => appender
-                .cached
-                .note(&appender.file, start_position, start_position + written),
         }
         let summary = &mut appender.summary;
         let mut position = start_position;
@@ -1007,7 +1026,7 @@ impl Log {
 
 /// Writes `payloads` as frames at `position` through the page cache: frame headers
 /// from `scratch`, bodies from where they are, in one vectored write.
-fn write_frames(
+fn write_frames_buffered(
     file: &File,
     payloads: &[Entry],
     first_offset: u64,

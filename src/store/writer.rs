@@ -287,7 +287,7 @@ fn commit_group(
         return;
     }
     // Each log is written and synced on its own worker when there are several: the
-    // copies into the page cache and the fsyncs then overlap.
+    // writes and the fsyncs then overlap.
     let outcomes: Vec<Done> = if batches.len() == 1 {
         let batch = batches.pop().expect("one batch");
         let (results, synced) = write_log(config, &batch, now, scratch);
