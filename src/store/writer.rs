@@ -30,8 +30,10 @@ use crate::clock::SharedClock;
 pub enum Durability {
     /// fdatasync before acknowledging (the default; survives power loss).
     Fsync,
-    /// Acknowledge after the write reaches the OS page cache. Survives a process crash
-    /// but NOT a machine crash or power loss. For benchmarks and throwaway data only.
+    /// Acknowledge once the write returns, without fdatasync: the data is with the
+    /// kernel (page cache) or, with direct I/O, with the disk, whose volatile cache
+    /// is not flushed. Survives a process crash but NOT a machine crash or power loss.
+    /// For benchmarks and throwaway data only.
     UnsafeNoFsync,
 }
 
