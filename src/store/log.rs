@@ -73,7 +73,13 @@ impl Appender {
         let frames: usize = payloads.iter().map(|p| FRAME_OVERHEAD + p.len()).sum();
         if let Some(direct) = &mut self.direct {
             let block_start = position - direct.tail.len() as u64;
-            let from = direct.fill(&mut buffers.direct, payloads, first_offset, timestamp_ms);
+            let from = direct.fill(
+                &mut buffers.direct,
+                payloads,
+                frames,
+                first_offset,
+                timestamp_ms,
+            );
             let wrote = match refused::WRITE.get() {
                 true => Err(io::Error::from_raw_os_error(libc::EINVAL)),
                 false => self.file.write_all_at(&buffers.direct[from..], block_start),
@@ -179,19 +185,19 @@ impl DirectTail {
         Ok(Self { tail })
     }
 
-    /// Lays out the last partial block and `payloads` as frames in `buf`, padded to
-    /// whole blocks, from a block-aligned address on. Returns where in `buf` that is:
-    /// from there on are the bytes to write at the position where the last partial
-    /// block starts. Once they are on disk, [`DirectTail::written`] takes the new tail
-    /// from them.
+    /// Lays out the last partial block and `payloads` (`frames` bytes once framed) in
+    /// `buf`, padded to whole blocks, from a block-aligned address on. Returns where in
+    /// `buf` that is: from there on are the bytes to write at the position where the
+    /// last partial block starts. Once they are on disk, [`DirectTail::written`] takes
+    /// the new tail from them.
     fn fill(
         &self,
         buf: &mut Vec<u8>,
         payloads: &[Entry],
+        frames: usize,
         first_offset: u64,
         timestamp_ms: i64,
     ) -> usize {
-        let frames: usize = payloads.iter().map(|p| FRAME_OVERHEAD + p.len()).sum();
         let used = self.tail.len() + frames;
         let padded = used.next_multiple_of(DIRECT_ALIGN);
         if buf.capacity() < padded + DIRECT_ALIGN {
@@ -507,22 +513,20 @@ impl Log {
                         ));
                     };
                     let dropped = &image[(summary.valid_len as usize).min(image.len())..];
-                    if !dropped.is_empty()
-                        && dropped.len() < DIRECT_ALIGN
-                        && dropped.iter().all(|&b| b == 0)
-                    {
-                        // The zero padding of a direct write's last block.
-                        let f = OpenOptions::new().write(true).open(&path)?;
-                        f.set_len(summary.valid_len)?;
-                        f.sync_all()?;
-                    } else if !dropped.is_empty() {
-                        tracing::warn!(
-                            log = id,
-                            segment = %path.display(),
-                            kept = summary.valid_len,
-                            dropped = image.len() as u64 - summary.valid_len,
-                            "truncating torn or corrupt tail"
-                        );
+                    if !dropped.is_empty() {
+                        // The zero padding of a direct write's last block is expected;
+                        // anything else is a torn or damaged tail.
+                        let padding =
+                            dropped.len() < DIRECT_ALIGN && dropped.iter().all(|&b| b == 0);
+                        if !padding {
+                            tracing::warn!(
+                                log = id,
+                                segment = %path.display(),
+                                kept = summary.valid_len,
+                                dropped = dropped.len(),
+                                "truncating torn or corrupt tail"
+                            );
+                        }
                         let f = OpenOptions::new().write(true).open(&path)?;
                         f.set_len(summary.valid_len)?;
                         f.sync_all()?;
