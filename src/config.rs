@@ -18,6 +18,12 @@ pub struct ServeConfig {
     /// Address to listen on [default: 127.0.0.1:4570]
     #[arg(long, env = "FRESHET_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// The URL clients reach this server at (`http://host:port`, optionally with a
+    /// path prefix), handed out as GetDataEndpoint's DataEndpoint and in HLS/DASH
+    /// session URLs. Set it behind a proxy or load balancer [default: the request's
+    /// Host header when it has a port, else the address the connection arrived on]
+    #[arg(long, env = "FRESHET_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Directory for all data (created if missing) [default: ./freshet-data]
     #[arg(long, env = "FRESHET_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -113,6 +119,7 @@ impl ServeConfig {
     pub fn or(self, other: ServeConfig) -> ServeConfig {
         ServeConfig {
             listen: self.listen.or(other.listen),
+            advertise_url: self.advertise_url.or(other.advertise_url),
             data_dir: self.data_dir.or(other.data_dir),
             durability: self.durability.or(other.durability),
             state_delay_ms: self.state_delay_ms.or(other.state_delay_ms),

@@ -31,7 +31,7 @@ enum Command {
         #[arg(long, short, env = "FRESHET_CONFIG")]
         config: Option<std::path::PathBuf>,
         #[command(flatten)]
-        settings: ServeConfig,
+        settings: Box<ServeConfig>,
     },
     /// Create, list, describe or delete data streams
     Stream {
@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             init_logging();
             let settings = match config {
                 Some(path) => settings.or(ServeConfig::from_file(&path)?),
-                None => settings,
+                None => *settings,
             };
             runtime.block_on(freshet::server::run(settings))
         }

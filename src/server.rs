@@ -24,6 +24,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let advertise_url = config
+        .advertise_url
+        .as_deref()
+        .map(api::endpoint::parse_advertise_url)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -161,6 +167,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     state.feeds = Some(feeds.clone());
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
+    state.advertise_url = advertise_url.map(Arc::from);
     let app = api::router(state);
     let addr = config.listen();
     let listener = tokio::net::TcpListener::bind(addr)
@@ -171,7 +178,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // On SIGTERM/SIGINT stop accepting, let in-flight requests finish, but do not wait
     // more than SHUTDOWN_GRACE for long-lived ones (followed reads).
     let stopping = Arc::new(tokio::sync::Notify::new());
-    let serve = axum::serve(listener, app).with_graceful_shutdown({
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<api::endpoint::ConnInfo>(),
+    )
+    .with_graceful_shutdown({
         let stopping = stopping.clone();
         async move {
             shutdown_signal().await;

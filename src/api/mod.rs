@@ -13,6 +13,7 @@
 
 pub mod cbor;
 pub mod console;
+pub mod endpoint;
 pub mod error;
 pub mod feeds;
 pub mod getmedia;
@@ -58,6 +59,9 @@ pub struct AppState {
     pub feeds: Option<Arc<crate::ingest::FeedManager>>,
     /// Remuxed playback segments (HLS/DASH), shared by all players.
     pub segments: Arc<playback::SegmentCache>,
+    /// The public base URL (`--advertise-url`), checked and without a trailing `/`;
+    /// `None` derives URLs from each request ([`endpoint::base_url`]).
+    pub advertise_url: Option<Arc<str>>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -180,7 +184,17 @@ impl AppState {
             media_budget: MediaBudget::new(1024 * 1024 * 1024),
             segments: Arc::new(playback::SegmentCache::default()),
             feeds: None,
+            advertise_url: None,
         }
+    }
+
+    /// The base URL to hand out in the response to a request with these parts.
+    pub fn base_url(&self, parts: &axum::http::request::Parts) -> String {
+        endpoint::request_base_url(
+            self.advertise_url.as_deref(),
+            &parts.headers,
+            &parts.extensions,
+        )
     }
 }
 

@@ -135,14 +135,10 @@ impl SegmentCache {
     }
 }
 
+/// The request's JSON document, and the base URL to hand out in the response.
 async fn read_json(state: &AppState, req: Request) -> Result<(Value, String), Response> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_string();
     let (parts, body) = req.into_parts();
+    let base = state.base_url(&parts);
     let body = read_body(state, &parts.headers, body, 1024 * 1024)
         .await
         .map_err(|e| invalid(e.message))?;
@@ -151,7 +147,7 @@ async fn read_json(state: &AppState, req: Request) -> Result<(Value, String), Re
     if !doc.is_object() {
         return Err(invalid("The request body must be a JSON object."));
     }
-    Ok((doc, host))
+    Ok((doc, base))
 }
 
 fn stream_of(state: &AppState, doc: &Value) -> Result<VideoStreamMeta, Response> {
@@ -244,7 +240,7 @@ async fn session_url(
     req: Request,
     protocol: Protocol,
 ) -> Result<Response, Response> {
-    let (doc, host) = read_json(&state, req).await?;
+    let (doc, base) = read_json(&state, req).await?;
     let meta = stream_of(&state, &doc)?;
     let (selector_key, max_key) = match protocol {
         Protocol::Hls => ("HLSFragmentSelector", "MaxMediaPlaylistFragmentResults"),
@@ -373,10 +369,7 @@ async fn session_url(
         Protocol::Hls => ("HLSStreamingSessionURL", "hls/v1/getHLSMasterPlaylist.m3u8"),
         Protocol::Dash => ("DASHStreamingSessionURL", "dash/v1/getDASHManifest.mpd"),
     };
-    Ok(
-        axum::Json(json!({ key: format!("http://{host}/{path}?SessionToken={token}") }))
-            .into_response(),
-    )
+    Ok(axum::Json(json!({ key: format!("{base}/{path}?SessionToken={token}") })).into_response())
 }
 
 /// The newest fragment of a LIVE selection if it arrived in the last 30 s.

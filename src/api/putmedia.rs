@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use crate::media::mkv::{Limits, MkvEvent, MkvReader, kvs_tags};
+use crate::video::VideoRef;
 use crate::video::fragments::FragmentMeta;
-use crate::video::{VideoRef, VideoStatus};
 
 /// An IDLE ack is sent after this long without data.
 const IDLE_EVERY: Duration = Duration::from_secs(3);
@@ -140,11 +140,9 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         next_offset: None,
     };
     tokio::spawn(async move {
-        if ingest.meta.status != VideoStatus::Active {
-            let _ = ingest
-                .tx
-                .send(ack("ERROR", None, None, Some(ERR_STREAM_NOT_ACTIVE)))
-                .await;
+        if !ingest.meta.accepts_media() {
+            let reason = format!("the stream is {}", ingest.meta.status.as_str());
+            ingest.fail(None, ERR_STREAM_NOT_ACTIVE, &reason).await;
             return;
         }
         let mut reader = MkvReader::new(Limits::default());
@@ -175,18 +173,13 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
                     if ingest.process(&mut events).await
                         && let Err(e) = result
                     {
-                        let _ = ingest
-                            .tx
-                            .send(ack("ERROR", None, None, Some(e.error_id())))
-                            .await;
+                        ingest.fail(None, e.error_id(), &e.to_string()).await;
                     }
                     return;
                 }
-                Some(Err(_)) => {
-                    let _ = ingest
-                        .tx
-                        .send(ack("ERROR", None, None, Some(ERR_STREAM_READ)))
-                        .await;
+                Some(Err(e)) => {
+                    let reason = format!("reading the request body failed: {e}");
+                    ingest.fail(None, ERR_STREAM_READ, &reason).await;
                     return;
                 }
                 Some(Ok(f)) => {
@@ -194,16 +187,11 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
                     // The reader may keep all of this chunk: hold budget for it first
                     // (waiting here leaves the socket unread: backpressure).
                     if let Err(e) = share.grow_to(reader.held_bytes() + chunk.len()).await {
-                        tracing::warn!(
-                            stream = ingest.meta.name,
-                            held = share.held_bytes(),
-                            reason = ?e,
-                            "PutMedia ended: media memory budget exhausted"
+                        let reason = format!(
+                            "media memory budget exhausted ({e:?}, {} bytes held)",
+                            share.held_bytes()
                         );
-                        let _ = ingest
-                            .tx
-                            .send(ack("ERROR", None, None, Some(ERR_INTERNAL)))
-                            .await;
+                        ingest.fail(None, ERR_INTERNAL, &reason).await;
                         return;
                     }
                     let result = reader.feed(&chunk, &mut events);
@@ -213,11 +201,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
                     }
                     share.shrink_to(reader.held_bytes());
                     if let Err(e) = result {
-                        tracing::info!(stream = ingest.meta.name, error = %e, "PutMedia refused");
-                        let _ = ingest
-                            .tx
-                            .send(ack("ERROR", None, None, Some(e.error_id())))
-                            .await;
+                        ingest.fail(None, e.error_id(), &e.to_string()).await;
                         return;
                     }
                 }
@@ -252,6 +236,20 @@ struct Ingest {
 impl Ingest {
     async fn send(&self, line: Bytes) -> bool {
         self.tx.send(line).await.is_ok()
+    }
+
+    /// Ends the upload with an ERROR ack, logged with the stream, the ErrorId and why.
+    async fn fail(&self, timecode: Option<u64>, error_id: u32, reason: &str) {
+        tracing::warn!(
+            stream = self.meta.name,
+            error_id,
+            fragment_timecode = timecode,
+            reason,
+            "PutMedia ERROR ack"
+        );
+        let _ = self
+            .send(ack("ERROR", timecode, None, Some(error_id)))
+            .await;
     }
 
     async fn expected_number(&mut self) -> Option<String> {
@@ -327,9 +325,8 @@ impl Ingest {
             tc_ms
         };
         if producer_ts_ms < 0 {
-            let _ = self
-                .send(ack("ERROR", Some(tc), None, Some(ERR_INVALID_TIMESTAMP)))
-                .await;
+            let reason = format!("producer timestamp {producer_ts_ms} ms is before the epoch");
+            self.fail(Some(tc), ERR_INVALID_TIMESTAMP, &reason).await;
             return false;
         }
         let number = self.expected_number().await;
@@ -371,9 +368,8 @@ impl Ingest {
             }
             Err(e) => {
                 tracing::error!(stream = self.meta.name, error = %e, "could not persist fragment");
-                let _ = self
-                    .send(ack("ERROR", Some(tc), None, Some(ERR_PERSIST)))
-                    .await;
+                let reason = format!("could not persist the fragment: {e}");
+                self.fail(Some(tc), ERR_PERSIST, &reason).await;
                 false
             }
         }

@@ -226,12 +226,6 @@ async fn run(state: &AppState, op_path: &str, req: Request) -> Result<Response, 
             message: format!("Unknown operation {op_path}."),
         });
     };
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1")
-        .to_string();
     let (parts, body) = req.into_parts();
     let body = read_body(state, &parts.headers, body, MAX_BODY).await?;
     let mut doc: Value = if body.bytes.iter().all(|b| b.is_ascii_whitespace()) {
@@ -336,8 +330,9 @@ async fn run(state: &AppState, op_path: &str, req: Request) -> Result<Response, 
         "GetDataEndpoint" => {
             let t: Target = parse(doc)?;
             svc.get(&t.video_ref())?;
-            // Every data-plane API is served by this same server.
-            ok(json!({ "DataEndpoint": format!("http://{host}") }))
+            // Every data-plane API is served by this same server, at the URL the
+            // client can reach (never a Host header stripped of its port).
+            ok(json!({ "DataEndpoint": state.base_url(&parts) }))
         }
         "TagStream" => {
             let i: TagStreamIn = parse(doc)?;

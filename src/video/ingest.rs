@@ -196,8 +196,9 @@ impl IngestSink {
     }
 }
 
-/// Makes sure `stream` exists and is ACTIVE, creating it (with `retention_hours`) when
-/// `create` allows; waits out a CREATING state.
+/// Makes sure `stream` exists and takes media, creating it (with `retention_hours`)
+/// when `create` allows. A stream still CREATING takes media at once
+/// ([`super::VideoStreamMeta::accepts_media`]).
 pub async fn ensure_stream(
     video: &Arc<VideoService>,
     stream: &str,
@@ -226,13 +227,10 @@ pub async fn ensure_stream(
             Err(e) => return Err(e),
         }
     }
-    for _ in 0..200 {
-        if video.get(&r)?.status == super::VideoStatus::Active {
-            return Ok(());
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    if video.get(&r)?.accepts_media() {
+        return Ok(());
     }
     Err(VideoError::ResourceInUse(format!(
-        "The video stream {stream} is not ACTIVE."
+        "The video stream {stream} is being deleted."
     )))
 }

@@ -124,6 +124,18 @@ pub enum VideoStatus {
     Deleting,
 }
 
+impl VideoStatus {
+    /// The status as the API spells it (`CREATING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VideoStatus::Creating => "CREATING",
+            VideoStatus::Active => "ACTIVE",
+            VideoStatus::Updating => "UPDATING",
+            VideoStatus::Deleting => "DELETING",
+        }
+    }
+}
+
 /// A video stream as stored in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoStreamMeta {
@@ -162,6 +174,14 @@ pub struct StreamInfo {
 }
 
 impl VideoStreamMeta {
+    /// Whether media may be put into the stream now. A stream takes media as soon as
+    /// CreateStream has returned: the producer SDK calls CreateStream, GetDataEndpoint
+    /// and PutMedia within milliseconds without waiting for ACTIVE (CREATING stays
+    /// visible in DescribeStream for waiters). Only a stream being deleted refuses.
+    pub fn accepts_media(&self) -> bool {
+        self.status != VideoStatus::Deleting
+    }
+
     pub fn info(&self) -> StreamInfo {
         StreamInfo {
             device_name: self.device_name.clone(),
