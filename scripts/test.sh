@@ -2,7 +2,8 @@
 # The whole test suite, exactly what CI runs. Installs what it needs (system packages,
 # a Python venv with boto3 and the AWS CLI), then runs:
 #   1. cargo test: unit tests, the storage/retention tests, the aws-sdk-rust end-to-end
-#      tests and the SIGKILL crash tests against the real binary;
+#      tests and the SIGKILL crash tests against the real binary; then cargo check of
+#      the bench crate and of the fuzz targets;
 #   2. tests/e2e: the boto3 / AWS CLI / raw-protocol conformance suite against the real
 #      binary (scripts/e2e.sh).
 set -euo pipefail
@@ -14,6 +15,10 @@ scripts/deps.sh test
 echo "== cargo test"
 cargo build --bin freshet
 cargo test --package freshet --all-targets
+
+echo "== cargo check: the bench crate and the fuzz targets (so that they cannot rot)"
+cargo check --package freshet-bench --all-targets
+cargo check --manifest-path fuzz/Cargo.toml --bins
 
 echo "== end-to-end suite (boto3, AWS CLI, raw HTTP)"
 FRESHET_BIN="${CARGO_TARGET_DIR:-target}/debug/freshet" scripts/e2e.sh -q -p no:cacheprovider

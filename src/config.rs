@@ -93,12 +93,36 @@ pub struct ServeConfig {
     /// DataRetentionInHours of video streams created by RTSP/RTP ingest [default: 24]
     #[arg(long, env = "FRESHET_INGEST_RETENTION_HOURS")]
     pub ingest_retention_hours: Option<u32>,
+    /// Browser access to the APIs and playback URLs (config file: a `[cors]` table)
+    #[command(flatten)]
+    #[serde(default)]
+    pub cors: CorsSettings,
     /// Camera feeds to run (config file only): `[[feeds]]` tables with `stream`, and
     /// `rtsp_url`, or `rtp_port` with `sdp` / `codec` (+ `payload_type`); optional
     /// `fragment_ms`. They are stored like feeds added through the API.
     #[arg(skip)]
     #[serde(default)]
     pub feeds: Vec<FeedEntry>,
+}
+
+/// Which web pages may call Freshet from a browser (`[cors]` in the config file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins (`scheme://host[:port]`, or `*`) whose pages may call the APIs while
+    /// authentication is off; repeat the flag or separate with commas. Requests from
+    /// other origins are refused with 403 [default: only the server's own pages]
+    #[arg(
+        long = "cors-origin",
+        env = "FRESHET_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Access-Control-Allow-Origin of playback URLs (HLS/DASH playlists and
+    /// segments, which carry a session token) [default: *]
+    #[arg(long = "cors-playback-origin", env = "FRESHET_CORS_PLAYBACK_ORIGIN")]
+    pub playback_origin: Option<String>,
 }
 
 /// A camera feed in the config file.
@@ -137,6 +161,14 @@ impl ServeConfig {
             rtsp_listen: self.rtsp_listen.or(other.rtsp_listen),
             ingest_no_auto_create: self.ingest_no_auto_create || other.ingest_no_auto_create,
             ingest_retention_hours: self.ingest_retention_hours.or(other.ingest_retention_hours),
+            cors: CorsSettings {
+                origins: if self.cors.origins.is_empty() {
+                    other.cors.origins
+                } else {
+                    self.cors.origins
+                },
+                playback_origin: self.cors.playback_origin.or(other.cors.playback_origin),
+            },
             feeds: if self.feeds.is_empty() {
                 other.feeds
             } else {
@@ -184,6 +216,12 @@ mod tests {
         assert_eq!(merged.shard_limit, Some(9));
         assert_eq!(merged.durability, Some(Durability::UnsafeNoFsync));
         assert!(toml::from_str::<ServeConfig>("bogus = 1").is_err());
+        let file: ServeConfig =
+            toml::from_str("[cors]\norigins = [\"https://a.example\"]\n").unwrap();
+        assert_eq!(file.cors.origins, ["https://a.example"]);
+        let merged = ServeConfig::default().or(file);
+        assert_eq!(merged.cors.origins, ["https://a.example"]);
+        assert_eq!(merged.cors.playback_origin, None);
         assert_eq!(ServeConfig::default().listen().port(), DEFAULT_PORT);
     }
 }

@@ -168,6 +168,16 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
     state.advertise_url = advertise_url.map(Arc::from);
+    state.cors = Arc::new(
+        api::cors::CorsPolicy::new(
+            config.cors.origins.clone(),
+            config.cors.playback_origin.clone(),
+            // Authentication is not configurable yet: every request is let in, so only
+            // the configured origins may drive the APIs from a browser.
+            false,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
     let app = api::router(state);
     let addr = config.listen();
     let listener = tokio::net::TcpListener::bind(addr)

@@ -13,6 +13,7 @@
 
 pub mod cbor;
 pub mod console;
+pub mod cors;
 pub mod endpoint;
 pub mod error;
 pub mod feeds;
@@ -62,6 +63,8 @@ pub struct AppState {
     /// The public base URL (`--advertise-url`), checked and without a trailing `/`;
     /// `None` derives URLs from each request ([`endpoint::base_url`]).
     pub advertise_url: Option<Arc<str>>,
+    /// Which browser pages may call (`[cors]`).
+    pub cors: Arc<cors::CorsPolicy>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -185,6 +188,7 @@ impl AppState {
             segments: Arc::new(playback::SegmentCache::default()),
             feeds: None,
             advertise_url: None,
+            cors: Arc::new(cors::CorsPolicy::default()),
         }
     }
 
@@ -238,6 +242,10 @@ pub fn router(state: AppState) -> Router {
         .merge(rest::routes())
         .merge(feeds::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.cors.clone(),
+            cors::layer,
+        ))
         .layer(middleware::from_fn(request_ids))
         .with_state(state)
 }
