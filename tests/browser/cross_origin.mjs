@@ -17,10 +17,7 @@
 // 2 on bad arguments.
 
 import { createServer } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { browserRun } from './chromium.mjs';
 
 const USAGE = 'usage: cross_origin.mjs PAGE_PORT FRESHET_ENDPOINT HLS_URL [--seconds N] ' +
   '[--min-advance S] [--screenshot FILE] [--chromium PATH]';
@@ -97,40 +94,14 @@ const result = {
   samples: [], advance: null, ended: false, hlsErrors: [], api: null,
   consoleErrors: [], pageErrors: [], failures: [],
 };
-const profile = mkdtempSync(join(tmpdir(), 'freshet-chromium-'));
-let context = null;
-const watchdog = setTimeout(() => {
-  result.failures.push('timed out');
-  finish(1);
-}, (args.seconds + 90) * 1000);
-
-async function finish(code) {
-  clearTimeout(watchdog);
-  try {
-    if (context) await context.close();
-  } catch (_) {
-    // already gone
-  }
-  server.close();
-  rmSync(profile, { recursive: true, force: true });
-  process.stdout.write(JSON.stringify(result, null, 1) + '\n');
-  process.exit(code);
-}
+const { finish, launch } = browserRun(result, args.seconds, () => server.close());
 
 async function run() {
   await new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(args.port, '127.0.0.1', resolve);
   });
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: args.chromium,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    viewport: { width: 800, height: 600 },
-  });
+  const context = await launch(args.chromium, { width: 800, height: 600 });
   const page = context.pages()[0] || await context.newPage();
   page.on('console', (msg) => {
     if (msg.type() === 'error') result.consoleErrors.push(msg.text());

@@ -21,10 +21,7 @@
 // by at least --min-advance seconds (default 1) and there was no media error, no fatal
 // hls.js error, no console or page error; 1 otherwise; 2 on bad arguments.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { browserRun } from './chromium.mjs';
 
 const USAGE = 'usage: play.mjs ENDPOINT STREAM live|ondemand START END|replay START ' +
   '[--seconds N] [--min-advance S] [--screenshot FILE] [--chromium PATH] [--player native]';
@@ -94,25 +91,8 @@ const result = {
   failedRequests: [],
 };
 
-const profile = mkdtempSync(join(tmpdir(), 'freshet-chromium-'));
-let context = null;
 // Never hang: the whole run is bounded.
-const watchdog = setTimeout(() => {
-  result.failures.push('timed out');
-  finish(1);
-}, (args.seconds + 90) * 1000);
-
-async function finish(code) {
-  clearTimeout(watchdog);
-  try {
-    if (context) await context.close();
-  } catch (_) {
-    // already gone
-  }
-  rmSync(profile, { recursive: true, force: true });
-  process.stdout.write(JSON.stringify(result, null, 1) + '\n');
-  process.exit(code);
-}
+const { finish, launch } = browserRun(result, args.seconds);
 
 // The console's state and the <video> element, read in the page.
 function snapshot() {
@@ -133,15 +113,7 @@ function snapshot() {
 }
 
 async function run() {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: args.chromium,
-    headless: true,
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-    viewport: { width: 1280, height: 800 },
-  });
+  const context = await launch(args.chromium, { width: 1280, height: 800 });
   result.browser = context.browser() ? context.browser().version() : null;
   const page = context.pages()[0] || await context.newPage();
   page.on('console', (msg) => {

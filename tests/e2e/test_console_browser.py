@@ -150,44 +150,60 @@ def session_url(endpoint: str, body: dict) -> requests.Response:
     return requests.post(endpoint + "/getHLSStreamingSessionURL", json=body, timeout=10)
 
 
+class LiveCamera:
+    """A live camera: GStreamer's test pattern at real time (1 s GOPs), piped into
+    `freshet video push -` (which creates the stream); 90 s at most. A context manager
+    that stops both processes on exit."""
+
+    def __init__(self, endpoint: str, name: str, log_path):
+        self.endpoint, self.name, self.log_path = endpoint, name, log_path
+        self.gst = subprocess.Popen(
+            ["gst-launch-1.0", "-q", "videotestsrc", "is-live=true", f"num-buffers={90 * FPS}", "!",
+             f"video/x-raw,width={WIDTH},height={HEIGHT},framerate={FPS}/1", "!",
+             "x264enc", f"key-int-max={FPS}", "bframes=0", "tune=zerolatency", "!", "h264parse", "!",
+             "video/x-h264,stream-format=avc", "!", "matroskamux", "streamable=true", "!", "fdsink"],
+            stdout=subprocess.PIPE)
+        with open(log_path, "wb") as log:
+            self.push = subprocess.Popen([str(freshet_bin()), "video", "push", "-", "--stream", name,
+                                          "--endpoint", endpoint], stdin=self.gst.stdout, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        self.gst.stdout.close()
+
+    def pushing(self) -> bool:
+        return self.gst.poll() is None and self.push.poll() is None
+
+    def live_session_url(self, timeout: float = 30) -> str:
+        """Waits for the first fragment (LIVE answers once one arrived in the last 30 s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = session_url(self.endpoint, {"StreamName": self.name, "PlaybackMode": "LIVE"})
+            if r.status_code == 200:
+                return r.json()["HLSStreamingSessionURL"]
+            assert self.push.poll() is None, f"the producer stopped:\n{self.log_path.read_text()}"
+            assert time.monotonic() < deadline, f"no LIVE session after {timeout} s: {r.status_code} {r.text}"
+            time.sleep(0.2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.gst.terminate()
+        self.gst.wait(timeout=30)
+        try:
+            self.push.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.push.kill()
+            self.push.wait()
+
+
 @pytest.mark.timeout(240)
 def test_live_plays_in_chromium_while_a_producer_pushes(endpoint, tmp_path):
     browser_tools()
     name = unique_name("console-live")
-    # A live camera: GStreamer's test pattern at real time, piped into `freshet video
-    # push -` (which creates the stream). 90 s at most; stopped when the test is done.
-    gst = subprocess.Popen(
-        ["gst-launch-1.0", "-q", "videotestsrc", "is-live=true", f"num-buffers={90 * FPS}", "!",
-         f"video/x-raw,width={WIDTH},height={HEIGHT},framerate={FPS}/1", "!",
-         "x264enc", f"key-int-max={FPS}", "bframes=0", "tune=zerolatency", "!", "h264parse", "!",
-         "video/x-h264,stream-format=avc", "!", "matroskamux", "streamable=true", "!", "fdsink"],
-        stdout=subprocess.PIPE)
-    push_log = tmp_path / "push.log"
-    with open(push_log, "wb") as log:
-        push = subprocess.Popen([str(freshet_bin()), "video", "push", "-", "--stream", name,
-                                 "--endpoint", endpoint], stdin=gst.stdout, stdout=log, stderr=subprocess.STDOUT)
-    gst.stdout.close()
-    try:
-        # Wait for the first fragment: LIVE answers once one arrived in the last 30 s.
-        deadline = time.monotonic() + 30
-        while True:
-            r = session_url(endpoint, {"StreamName": name, "PlaybackMode": "LIVE"})
-            if r.status_code == 200:
-                break
-            assert push.poll() is None, f"the producer stopped:\n{push_log.read_text()}"
-            assert time.monotonic() < deadline, f"no LIVE session after 30 s: {r.status_code} {r.text}"
-            time.sleep(0.2)
-
+    with LiveCamera(endpoint, name, tmp_path / "push.log") as camera:
+        camera.live_session_url()
         code, result = play(endpoint, name, "live", seconds=6, min_advance=3)
-        still_pushing = gst.poll() is None and push.poll() is None
-    finally:
-        gst.terminate()
-        gst.wait(timeout=30)
-        try:
-            push.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            push.kill()
-            push.wait()
+        still_pushing = camera.pushing()
     assert code == 0, summary(result)
     assert still_pushing, "the producer ended before the browser had played"
     assert_played_cleanly(result)

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from conftest import REPO_ROOT, free_port, freshet_bin, unique_name
-from test_console_browser import CHROMIUM, FPS, HEIGHT, WIDTH, browser_tools
+from test_console_browser import CHROMIUM, LiveCamera, browser_tools
 
 pytestmark = pytest.mark.freshet_only
 
@@ -96,35 +96,9 @@ def test_live_hls_plays_from_another_origin(start_server, page_ports, tmp_path):
     server = start_server()
     ep = server.endpoint
     browser_tools()
-    name = unique_name("cors-live")
-    gst = subprocess.Popen(
-        ["gst-launch-1.0", "-q", "videotestsrc", "is-live=true", f"num-buffers={90 * FPS}", "!",
-         f"video/x-raw,width={WIDTH},height={HEIGHT},framerate={FPS}/1", "!",
-         "x264enc", f"key-int-max={FPS}", "bframes=0", "tune=zerolatency", "!", "h264parse", "!",
-         "video/x-h264,stream-format=avc", "!", "matroskamux", "streamable=true", "!", "fdsink"],
-        stdout=subprocess.PIPE)
-    push = subprocess.Popen([str(freshet_bin()), "video", "push", "-", "--stream", name, "--endpoint", ep],
-                            stdin=gst.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    gst.stdout.close()
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            r = hls_url(ep, {"StreamName": name, "PlaybackMode": "LIVE"})
-            if r.status_code == 200:
-                break
-            assert push.poll() is None, "the producer stopped"
-            assert time.monotonic() < deadline, f"no LIVE session after 30 s: {r.status_code} {r.text}"
-            time.sleep(0.2)
-        result = page_run(allowed, ep, r.json()["HLSStreamingSessionURL"], tmp_path, seconds=6)
-        still_pushing = gst.poll() is None and push.poll() is None
-    finally:
-        gst.terminate()
-        gst.wait(timeout=30)
-        try:
-            push.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            push.kill()
-            push.wait()
+    with LiveCamera(ep, unique_name("cors-live"), tmp_path / "push.log") as camera:
+        result = page_run(allowed, ep, camera.live_session_url(), tmp_path, seconds=6)
+        still_pushing = camera.pushing()
     assert still_pushing
     assert_played(result, 3)
     assert not result["ended"]
