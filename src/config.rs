@@ -73,6 +73,17 @@ pub struct ServeConfig {
     /// refuses it) or `buffered` (through the page cache) [default: direct]
     #[arg(long, env = "FRESHET_WRITE_IO", value_enum)]
     pub write_io: Option<crate::store::WriteIo>,
+    /// Most HTTP connections open at once; more are answered 503 and closed
+    /// [default: the open-files limit less 512, at most 100000]
+    #[arg(long, env = "FRESHET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most HTTP connections open at once from one IP address [default: 1024]
+    #[arg(long, env = "FRESHET_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds a client has to send a request's headers, and that a kept-alive
+    /// connection may stay idle between requests [default: 30]
+    #[arg(long, env = "FRESHET_HTTP_HEADER_TIMEOUT_SECS")]
+    pub http_header_timeout_secs: Option<u64>,
     /// Memory all PutMedia connections together may hold for fragments still being
     /// received, in MiB (body bytes; the heap used is at most about twice that). A
     /// connection that needs more waits (its socket is not read: backpressure); one
@@ -157,6 +168,11 @@ impl ServeConfig {
             cache_window_mb: self.cache_window_mb.or(other.cache_window_mb),
             write_io: self.write_io.or(other.write_io),
             commit_delay_us: self.commit_delay_us.or(other.commit_delay_us),
+            max_connections: self.max_connections.or(other.max_connections),
+            max_connections_per_ip: self.max_connections_per_ip.or(other.max_connections_per_ip),
+            http_header_timeout_secs: self
+                .http_header_timeout_secs
+                .or(other.http_header_timeout_secs),
             media_memory_mb: self.media_memory_mb.or(other.media_memory_mb),
             rtsp_listen: self.rtsp_listen.or(other.rtsp_listen),
             ingest_no_auto_create: self.ingest_no_auto_create || other.ingest_no_auto_create,

@@ -185,27 +185,34 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %data_dir.display(), ?durability, "freshet listening on {local}");
+    let fd_limit = api::listener::raise_fd_limit();
+    let mut listener_limits = api::listener::ListenerLimits::for_fd_limit(fd_limit);
+    if let Some(n) = config.max_connections {
+        listener_limits.max_connections = n.max(1);
+    }
+    if let Some(n) = config.max_connections_per_ip {
+        listener_limits.max_connections_per_ip = n.max(1);
+    }
+    if let Some(secs) = config.http_header_timeout_secs {
+        listener_limits.header_read_timeout = Duration::from_secs(secs.max(1));
+    }
+    tracing::info!(
+        fd_limit,
+        max_connections = listener_limits.max_connections,
+        max_connections_per_ip = listener_limits.max_connections_per_ip,
+        header_read_timeout = ?listener_limits.header_read_timeout,
+        "HTTP limits"
+    );
     // On SIGTERM/SIGINT stop accepting, let in-flight requests finish, but do not wait
     // more than SHUTDOWN_GRACE for long-lived ones (followed reads).
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let serve = axum::serve(
+    api::listener::serve(
         listener,
-        app.into_make_service_with_connect_info::<api::endpoint::ConnInfo>(),
+        app,
+        listener_limits,
+        shutdown_signal(),
+        SHUTDOWN_GRACE,
     )
-    .with_graceful_shutdown({
-        let stopping = stopping.clone();
-        async move {
-            shutdown_signal().await;
-            stopping.notify_one();
-        }
-    });
-    tokio::select! {
-        result = serve => result?,
-        _ = async {
-            stopping.notified().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them"),
-    }
+    .await?;
     sweeper.abort();
     if let Some(rtsp) = rtsp {
         rtsp.abort();

@@ -52,6 +52,20 @@ impl ApiError {
         )
     }
 
+    /// A request body that arrived slower than [`super::MIN_BODY_BYTES_PER_SEC`].
+    pub fn body_too_slow(received: usize, after: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "RequestTimeoutException",
+            format!(
+                "The request body arrived too slowly ({received} bytes in {:.1} s); \
+                 send it at {} bytes/s or more.",
+                after.as_secs_f64(),
+                super::MIN_BODY_BYTES_PER_SEC
+            ),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod feeds;
 pub mod getmedia;
 pub mod kinesis;
+pub mod listener;
 pub mod playback;
 pub mod putmedia;
 pub mod rest;
@@ -317,9 +318,22 @@ pub struct LimitedBody {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// How long a request body may take before [`MIN_BODY_BYTES_PER_SEC`] applies.
+pub const BODY_RATE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The slowest a request body may arrive on average once [`BODY_RATE_GRACE`] has
+/// passed: 1 KiB/s, a hundredth of a slow mobile link, and far above what a
+/// slowloris client sends.
+pub const MIN_BODY_BYTES_PER_SEC: u64 = 1024;
+
 /// Reads a request body of at most `limit` bytes. A body declared larger than `limit`
 /// is refused without being stored; one that turns out larger while streaming is
 /// refused as soon as it crosses the limit.
+///
+/// Budget is taken from the server-wide in-flight budget as bytes arrive, not for the
+/// declared length up front, so a client that declares 10 MiB and sends nothing holds
+/// nothing. A body must arrive within [`BODY_RATE_GRACE`] plus its length at
+/// [`MIN_BODY_BYTES_PER_SEC`]; a slower one is answered 408 and its connection closed,
+/// so that slow clients cannot hold budget, workers or sockets that others need.
 pub async fn read_body(
     state: &AppState,
     headers: &HeaderMap,
@@ -337,29 +351,51 @@ pub async fn read_body(
         // the response, since the rest of the body is never read.
         return Err(ApiError::too_large(limit));
     }
-    let reserve = declared.map(|l| l as usize).unwrap_or(limit).max(1);
-    let permits = reserve.div_ceil(1024) as u32;
-    let permit = state
-        .body_budget
-        .clone()
-        .acquire_many_owned(permits)
-        .await
-        .map_err(|_| ApiError::unavailable("server is shutting down"))?;
-    let mut buf = BytesMut::with_capacity(declared.map(|l| l as usize).unwrap_or(64 * 1024));
+    let started = tokio::time::Instant::now();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut buf =
+        BytesMut::with_capacity(declared.map(|l| l as usize).unwrap_or(64 * 1024).min(limit));
     let mut body = body;
-    while let Some(frame) = body.frame().await {
+    loop {
+        // The deadline grows with what has arrived: grace + bytes / minimum rate.
+        let deadline = started
+            + BODY_RATE_GRACE
+            + std::time::Duration::from_millis(buf.len() as u64 * 1000 / MIN_BODY_BYTES_PER_SEC);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => return Err(ApiError::body_too_slow(buf.len(), started.elapsed())),
+        };
         let frame = frame
             .map_err(|e| ApiError::serialization(format!("could not read request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(ApiError::too_large(limit));
-            }
-            buf.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            return Err(ApiError::too_large(limit));
         }
+        // Hold budget for what is held (in KiB, rounded up) before keeping it.
+        let want = (buf.len() + data.len()).div_ceil(1024).max(1);
+        let have = permit.as_ref().map_or(0, |p| p.num_permits());
+        if want > have {
+            let more = state
+                .body_budget
+                .clone()
+                .acquire_many_owned((want - have) as u32);
+            let got = tokio::time::timeout_at(deadline, more)
+                .await
+                .map_err(|_| ApiError::unavailable("The server is busy; retry the request."))?
+                .map_err(|_| ApiError::unavailable("server is shutting down"))?;
+            match &mut permit {
+                Some(p) => p.merge(got),
+                None => permit = Some(got),
+            }
+        }
+        buf.extend_from_slice(&data);
     }
     Ok(LimitedBody {
         bytes: buf.freeze(),
-        _permit: Some(permit),
+        _permit: permit,
     })
 }
 
