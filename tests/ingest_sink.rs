@@ -79,6 +79,11 @@ async fn access_units_become_stored_key_frame_aligned_fragments() {
     let stored = video.read_fragments(&meta, 0, 100).await.unwrap();
     let starts: Vec<i64> = stored.iter().map(|f| f.2.producer_ts_ms).collect();
     assert_eq!(starts, [T0, T0 + 2000, T0 + 5000]);
+    // Each lasts to the end of its last frame: the first up to the key frame that
+    // started the next one; the one cut by the loss and the last one (50 and 25
+    // frames 40 ms apart) one frame spacing past their last frame.
+    let durations: Vec<u64> = stored.iter().map(|f| f.2.duration_ms).collect();
+    assert_eq!(durations, [2000, 2000, 1000]);
     let mut total = 0;
     for (_, _, m, cluster) in &stored {
         let d = demux_fragment(
@@ -87,10 +92,18 @@ async fn access_units_become_stored_key_frame_aligned_fragments() {
             m.producer_ts_ms,
             m.cluster_timecode,
             m.timecode_scale,
+            Some(m.duration_ms),
         )
         .unwrap();
         assert!(d.samples[0].keyframe);
         assert_eq!(d.samples.len() as u32, m.frame_count);
+        // The samples end where the stored duration says.
+        let last = d.samples.last().unwrap();
+        let end_ns = last.dts_ns + last.duration_ns as i64;
+        assert_eq!(
+            end_ns,
+            (m.producer_ts_ms + m.duration_ms as i64) * 1_000_000
+        );
         total += d.samples.len();
     }
     assert_eq!(total, 100 + 25);

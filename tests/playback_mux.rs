@@ -71,6 +71,7 @@ fn fragments(file: &str) -> Vec<FragmentSamples> {
                     EPOCH_MS + cluster_ms,
                     fragment.cluster_timecode,
                     header.timecode_scale,
+                    None,
                 )
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
                 // Zero copy: every sample lies inside the stored Cluster.

@@ -168,6 +168,7 @@ fn demux_clip(name: &str, epoch_ms: i64) -> Clip {
                     producer_ms,
                     fragment.cluster_timecode,
                     h.timecode_scale,
+                    None,
                 )
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
                 tracks.get_or_insert(demuxed.tracks);

@@ -3,7 +3,8 @@
 //! with `Expect: 100-continue`, while the acknowledgements are read as they stream back.
 //! Checks the `100 Continue`, the BUFFERING / RECEIVED / PERSISTED order per fragment,
 //! timecodes echoed from the MKV, increasing fragment numbers, that PERSISTED fragments
-//! survive a SIGKILL, and the ERROR acks for malformed bodies.
+//! survive a SIGKILL, the ERROR acks for malformed bodies, and that the stored fragment
+//! lengths add up to the media pushed (ffprobe of the body).
 
 mod common;
 
@@ -875,4 +876,176 @@ async fn media_memory_budget_bounds_what_uploads_hold_and_recovers() {
     }
     let (_, acks) = put_media(&ep, "after", &body, &mut Rng::new(99)).await;
     assert_eq!(persisted_count(&acks), 3, "{acks:?}");
+}
+
+/// What ffprobe says of a body's video: (from the first frame to the end of the last,
+/// one frame), in seconds.
+fn probe_video_duration(path: &std::path::Path) -> (f64, f64) {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["packet=pts_time,duration_time", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe is installed by scripts/test.sh");
+    assert!(out.status.success());
+    let mut packets: Vec<(f64, f64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let mut fields = line.split(',');
+            let pts = fields.next().unwrap().parse().unwrap();
+            let duration = fields.next().and_then(|d| d.parse().ok()).unwrap_or(0.0);
+            (pts, duration)
+        })
+        .collect();
+    packets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut steps: Vec<f64> = packets.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    steps.sort_by(f64::total_cmp);
+    let frame = steps[steps.len() / 2];
+    let (first, last) = (packets[0], packets[packets.len() - 1]);
+    let last_duration = if last.1 > 0.0 { last.1 } else { frame };
+    (last.0 + last_duration - first.0, frame)
+}
+
+/// The kvssink body (30 fps, no DefaultDuration) and one more fragment: a lone key
+/// frame one frame after its last, as a stream that stops just after a key frame.
+fn fixture_with_a_lone_last_frame() -> Vec<u8> {
+    use freshet::media::fragmenter::{Block, build_cluster};
+    let events = MkvReader::new(Limits::default())
+        .read_to_end(FIXTURE)
+        .unwrap();
+    let frames: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            MkvEvent::Frame(f) => Some(*f),
+            _ => None,
+        })
+        .collect();
+    let first_cluster = events
+        .iter()
+        .find_map(|e| match e {
+            MkvEvent::FragmentEnd(f) => Some(f),
+            _ => None,
+        })
+        .unwrap();
+    let key = frames[0];
+    let data = first_cluster.raw_cluster_bytes[key.data_offset..][..key.data_len].to_vec();
+    let at = frames.iter().map(|f| f.timecode).max().unwrap() as i64 + 33;
+    let lone = Block {
+        track: 1,
+        time_ms: at,
+        keyframe: true,
+        data: bytes::Bytes::from(data),
+    };
+    let mut body = FIXTURE.to_vec();
+    body.extend(build_cluster(at, &[lone], 0).cluster);
+    body
+}
+
+#[tokio::test]
+async fn stored_fragment_lengths_add_up_to_the_media_pushed() {
+    let server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(17);
+    let bodies: [(&str, Vec<u8>); 5] = [
+        ("h264-1s-gop", SAMPLE.to_vec()),
+        (
+            "h264-aac",
+            include_bytes!("../media-samples/h264-aac.kvs.mkv").to_vec(),
+        ),
+        (
+            "h265-2s-gop",
+            include_bytes!("../media-samples/h265-2s-gop.kvs.mkv").to_vec(),
+        ),
+        ("kvssink", FIXTURE.to_vec()),
+        ("kvssink-lone", fixture_with_a_lone_last_frame()),
+    ];
+    for (name, body) in bodies {
+        create_video_stream(&ep, name, 2).await;
+        put_media(&ep, name, &body, &mut rng).await;
+        let listed: Value = post_json(
+            &ep,
+            "listFragments",
+            serde_json::json!({"StreamName": name}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        let mut fragments: Vec<(String, f64, u64)> = listed["Fragments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["FragmentNumber"].as_str().unwrap().to_string(),
+                    f["ProducerTimestamp"].as_f64().unwrap(),
+                    f["FragmentLengthInMilliseconds"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        fragments.sort_by(|a, b| a.0.cmp(&b.0));
+        let lengths: Vec<u64> = fragments.iter().map(|f| f.2).collect();
+        let path = dir.path().join(format!("{name}.mkv"));
+        std::fs::write(&path, &body).unwrap();
+        let (media, frame) = probe_video_duration(&path);
+        let total = lengths.iter().sum::<u64>() as f64 / 1000.0;
+        assert!(
+            (total - media).abs() <= frame + 1e-6,
+            "{name}: fragments {lengths:?} last {total} s, the media {media} s"
+        );
+        // Each lasts up to the next one's start.
+        for (f, next) in fragments.iter().zip(&fragments[1..]) {
+            let end_ms = f.1 * 1000.0 + f.2 as f64;
+            assert!(
+                (end_ms - next.1 * 1000.0).abs() <= 1.0,
+                "{name}: {fragments:?}"
+            );
+        }
+        match name {
+            "h265-2s-gop" => assert_eq!(lengths, [2000; 3]),
+            "kvssink" => assert_eq!(lengths, [1000; 3]),
+            // Not 0 ms: as long as a frame of the fragments before it.
+            "kvssink-lone" => assert_eq!(lengths, [1000, 1000, 1000, 33]),
+            _ => assert_eq!(lengths, [1000; 6], "{name}"),
+        }
+    }
+
+    // The HLS playlist says the same, down to the lone frame (not `#EXTINF:0.001`).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let session: Value = post_json(
+        &ep,
+        "getHLSStreamingSessionURL",
+        serde_json::json!({
+            "StreamName": "kvssink-lone",
+            "PlaybackMode": "ON_DEMAND",
+            "HLSFragmentSelector": {
+                "FragmentSelectorType": "SERVER_TIMESTAMP",
+                "TimestampRange": {"StartTimestamp": now - 600.0, "EndTimestamp": now + 60.0}
+            }
+        }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let url = session["HLSStreamingSessionURL"].as_str().unwrap();
+    let playlist = reqwest::get(url.replace("getHLSMasterPlaylist", "getHLSMediaPlaylist"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let extinf: Vec<&str> = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .collect();
+    assert_eq!(
+        extinf,
+        ["1.000,", "1.000,", "1.000,", "0.033,"],
+        "{playlist}"
+    );
 }

@@ -98,6 +98,7 @@ fuzz_target!(|data: &[u8]| {
         producer_ts_ms,
         cluster_timecode,
         timecode_scale,
+        Some(u64::from(control >> 2) * 100),
     ) {
         check(&fragment);
     }

@@ -75,6 +75,13 @@ fuzz_target!(|data: &[u8]| {
             MkvEvent::Header(h) => header = Some(h),
             MkvEvent::FragmentEnd(fragment) => {
                 let header = header.expect("a fragment comes after its header");
+                // Durations are total functions of any accepted fragment.
+                let known = vec![Some(u64::from(*seed) * 1_000_000); fragment.tracks.len()];
+                let _ = (
+                    fragment.span(),
+                    fragment.duration_ns(&[]),
+                    fragment.duration_ns(&known),
+                );
                 let document = FragmentDocument {
                     ebml_header: Some(&header.ebml_header_bytes),
                     info_and_tracks: &header.info_and_tracks_bytes,

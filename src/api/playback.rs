@@ -218,6 +218,7 @@ fn demux(
         meta.producer_ts_ms,
         meta.cluster_timecode,
         meta.timecode_scale,
+        Some(meta.duration_ms),
     )
     .map_err(|e| error(StatusCode::BAD_REQUEST, e.aws_error(), e.to_string()))
 }

@@ -9,6 +9,11 @@
 //! fragment store, IDLE while the producer is silent, ERROR (with its ErrorId) and the
 //! end of the response when something is wrong. Memory per connection is bounded by the
 //! reader's limits.
+//!
+//! A fragment is stored with its duration to the nearest millisecond, its last frame
+//! included ([`crate::media::mkv::Fragment::duration_ns`]); a fragment that cannot tell
+//! how long its last frame lasts (a lone frame without DefaultDuration) counts it as
+//! long as the frames of earlier fragments on the same connection.
 
 use std::time::Duration;
 
@@ -138,6 +143,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         relative,
         start_ms,
         next_offset: None,
+        frame_durations_ns: Vec::new(),
     };
     tokio::spawn(async move {
         if !ingest.meta.accepts_media() {
@@ -231,6 +237,11 @@ struct Ingest {
     /// The log offset the next fragment is expected to get (for the numbers in
     /// BUFFERING/RECEIVED acks; PERSISTED carries the number actually assigned).
     next_offset: Option<u64>,
+    /// Per track of the current document (like its Tracks), how long a frame lasted in
+    /// the latest fragment that told: the duration of a fragment whose own frames do
+    /// not (a lone frame without DefaultDuration, at the end of a stream say) counts
+    /// its last frame this long ([`crate::media::mkv::Fragment::duration_ns`]).
+    frame_durations_ns: Vec<Option<u64>>,
 }
 
 impl Ingest {
@@ -271,6 +282,7 @@ impl Ingest {
             match event {
                 MkvEvent::Header(h) => {
                     self.timecode_scale = h.timecode_scale.max(1);
+                    self.frame_durations_ns = vec![None; h.tracks.len()];
                     self.ebml_header = Bytes::from(h.ebml_header_bytes);
                     self.info_and_tracks = Bytes::from(h.info_and_tracks_bytes);
                 }
@@ -336,11 +348,19 @@ impl Ingest {
         {
             return false;
         }
+        let duration_ns = fragment.duration_ns(&self.frame_durations_ns);
+        self.frame_durations_ns.resize(fragment.tracks.len(), None);
+        for (known, timing) in self.frame_durations_ns.iter_mut().zip(&fragment.tracks) {
+            if let Some(d) = timing.last_frame_duration_ns(fragment.timecode_scale) {
+                *known = Some(d);
+            }
+        }
         let fm = FragmentMeta {
             producer_ts_ms,
             cluster_timecode: tc,
             timecode_scale: self.timecode_scale,
-            duration_ms: (fragment.duration as u128 * scale / 1_000_000) as u64,
+            // To the nearest millisecond: consecutive fragments still add up.
+            duration_ms: duration_ns.saturating_add(500_000) / 1_000_000,
             frame_count: fragment.frame_count as u32,
             ebml_header: self.ebml_header.clone(),
             info_and_tracks: self.info_and_tracks.clone(),

@@ -12,6 +12,12 @@
 //! fragment spans the target duration; at a discontinuity (loss upstream) the frames
 //! so far form a fragment and nothing is kept until the next key frame. Pure: no I/O,
 //! times are passed in.
+//!
+//! A fragment's duration runs from its key frame to the end of its last video frame,
+//! as for PutMedia fragments (`media::mkv::Fragment::duration_ns`): up to the key frame
+//! that starts the next fragment when that is what ended it, else one mean video frame
+//! spacing past the last video frame (a lone frame: the spacing of the fragment
+//! before), so consecutive fragments tile the timeline.
 
 use bytes::Bytes;
 
@@ -105,17 +111,17 @@ pub struct Block {
 pub struct BuiltFragment {
     /// Cluster timecode = producer timestamp of the fragment, ms.
     pub start_ms: i64,
-    /// First to last frame, ms.
+    /// From the first frame to the end of the last, ms.
     pub duration_ms: u64,
     pub frame_count: u32,
     /// The Cluster element (8-byte size) with its Timecode and SimpleBlocks.
     pub cluster: Vec<u8>,
 }
 
-/// Builds a Cluster from blocks (in decode order) starting at `start_ms`. Block times
-/// are written relative to it; they must lie within ±32.767 s (the fragmenter cuts
-/// long before).
-pub fn build_cluster(start_ms: i64, blocks: &[Block]) -> BuiltFragment {
+/// Builds a Cluster from blocks (in decode order) starting at `start_ms`, lasting
+/// `duration_ms`. Block times are written relative to it; they must lie within
+/// ±32.767 s (the fragmenter cuts long before).
+pub fn build_cluster(start_ms: i64, blocks: &[Block], duration_ms: u64) -> BuiltFragment {
     let mut payload = Vec::with_capacity(blocks.iter().map(|b| b.data.len() + 16).sum());
     ebml::write_uint_element(&mut payload, ids::TIMECODE, start_ms.max(0) as u64);
     for b in blocks {
@@ -134,11 +140,9 @@ pub fn build_cluster(start_ms: i64, blocks: &[Block]) -> BuiltFragment {
     let mut cluster = Vec::with_capacity(payload.len() + 12);
     ebml::write_element_fixed(&mut cluster, ids::CLUSTER, &payload, 8)
         .expect("a cluster length fits 8 bytes");
-    let first = blocks.iter().map(|b| b.time_ms).min().unwrap_or(start_ms);
-    let last = blocks.iter().map(|b| b.time_ms).max().unwrap_or(start_ms);
     BuiltFragment {
         start_ms,
-        duration_ms: (last - first).max(0) as u64,
+        duration_ms,
         frame_count: blocks.len() as u32,
         cluster,
     }
@@ -184,6 +188,9 @@ pub struct Fragmenter {
     pending: Vec<Block>,
     pending_bytes: usize,
     start_ms: Option<i64>,
+    /// The mean video frame spacing (ms) of the latest fragment with more than one
+    /// video frame: how long a lone last frame lasts.
+    frame_ms: Option<i64>,
     stats: FragmenterStats,
 }
 
@@ -207,7 +214,7 @@ impl Fragmenter {
         if video && block.keyframe {
             let span = self.start_ms.map(|s| block.time_ms - s);
             if span.is_some_and(|s| s >= self.policy.target_ms) {
-                done = self.finish();
+                done = self.finish(Some(block.time_ms));
             }
             if self.start_ms.is_none() {
                 self.start_ms = Some(block.time_ms);
@@ -238,15 +245,17 @@ impl Fragmenter {
     /// Upstream lost data: what is complete so far becomes a fragment, and nothing is
     /// kept until the next key frame.
     pub fn discontinuity(&mut self) -> Option<BuiltFragment> {
-        self.finish()
+        self.finish(None)
     }
 
     /// The stream ended: the last fragment, if any.
     pub fn flush(&mut self) -> Option<BuiltFragment> {
-        self.finish()
+        self.finish(None)
     }
 
-    fn finish(&mut self) -> Option<BuiltFragment> {
+    /// Ends the pending fragment; `next_key_ms` is the time of the key frame that
+    /// starts the next one, if that is what ends it.
+    fn finish(&mut self, next_key_ms: Option<i64>) -> Option<BuiltFragment> {
         let start = self.start_ms.take()?;
         let blocks = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -254,7 +263,32 @@ impl Fragmenter {
             return None;
         }
         self.stats.fragments += 1;
-        Some(build_cluster(start, &blocks))
+        let duration_ms = self.duration_ms(start, &blocks, next_key_ms);
+        Some(build_cluster(start, &blocks, duration_ms))
+    }
+
+    /// From `start` (the key frame) to the end of the last video frame; see the module
+    /// documentation.
+    fn duration_ms(&mut self, start: i64, blocks: &[Block], next_key_ms: Option<i64>) -> u64 {
+        let video = || blocks.iter().filter(|b| b.track == 1).map(|b| b.time_ms);
+        let frames = video().count() as i64;
+        let last = video().max().unwrap_or(start).max(start);
+        let end = match next_key_ms.filter(|&next| next > last) {
+            Some(next) => {
+                self.frame_ms = Some((next - start) / frames.max(1)).filter(|&d| d > 0);
+                next
+            }
+            None => {
+                let spacing = (frames > 1)
+                    .then(|| ((last - start) * 2 + frames - 1) / (2 * (frames - 1)))
+                    .filter(|&d| d > 0);
+                if spacing.is_some() {
+                    self.frame_ms = spacing;
+                }
+                last + spacing.or(self.frame_ms).unwrap_or(0)
+            }
+        };
+        (end - start).max(0) as u64
     }
 
     fn abandon(&mut self) {
@@ -403,8 +437,13 @@ mod tests {
         let starts: Vec<i64> = out.iter().map(|f| f.start_ms).collect();
         assert_eq!(starts, [1000, 3000, 5000]);
         assert_eq!(out[0].frame_count, 100);
-        assert_eq!(out[0].duration_ms, 1965);
+        // Up to the next fragment's key frame (not 1965 ms, first to last block).
+        assert_eq!(out[0].duration_ms, 2000);
         assert_eq!(out[2].frame_count, 50);
+        // The last one: 25 video frames and one spacing (40 ms) past the last.
+        assert_eq!(out[2].duration_ms, 1000);
+        let total: u64 = out.iter().map(|f| f.duration_ms).sum();
+        assert_eq!(total, 125 * 40);
     }
 
     #[test]
@@ -414,10 +453,13 @@ mod tests {
         assert!(f.push(video(40, false)).is_none());
         let cut = f.discontinuity().unwrap();
         assert_eq!((cut.start_ms, cut.frame_count), (0, 2));
+        assert_eq!(cut.duration_ms, 80);
         assert!(f.push(video(120, false)).is_none());
         assert!(f.push(video(160, true)).is_none());
         let next = f.flush().unwrap();
         assert_eq!((next.start_ms, next.frame_count), (160, 1));
+        // A lone frame lasts the frame spacing of the fragment before.
+        assert_eq!(next.duration_ms, 40);
         assert_eq!(f.stats().dropped_blocks, 1);
     }
 
@@ -473,7 +515,7 @@ mod tests {
     fn built_fragments_read_back_as_putmedia_fragments() {
         let (ebml_header, info_and_tracks) = stream_header(&tracks(), "cam");
         let blocks = [video(1000, true), audio(1005), video(1040, false)];
-        let built = build_cluster(1000, &blocks);
+        let built = build_cluster(1000, &blocks, 80);
         let mut doc = ebml_header.clone();
         doc.extend_from_slice(&SEGMENT_UNKNOWN_SIZE_HEADER);
         doc.extend_from_slice(&info_and_tracks);

@@ -20,9 +20,21 @@
 //! └─ Cluster             known or unknown size; one Cluster = one fragment
 //!    ├─ Timecode         must come before any block
 //!    ├─ SimpleBlock      track number, relative timecode, key-frame flag
-//!    ├─ BlockGroup/Block key frame = no ReferenceBlock
+//!    ├─ BlockGroup/Block key frame = no ReferenceBlock; BlockDuration
 //!    └─ anything else    kept in the raw bytes, not interpreted
 //! ```
+//!
+//! A fragment's duration ([`Fragment::duration_ns`], what ListFragments reports as
+//! `FragmentLengthInMilliseconds`) runs from the first frame of its reference track
+//! (the first video track, else the first track) to the end of that track's last
+//! frame, so that consecutive fragments tile the timeline. The last frame lasts its
+//! BlockDuration, else the track's DefaultDuration, else the track's mean frame
+//! spacing in the fragment, else what the caller knows from earlier fragments of the
+//! stream (a lone frame without DefaultDuration), else nothing. Frames evenly spaced
+//! at the DefaultDuration last exactly that each, whatever the rounding of their
+//! timecodes. Audio frames that overhang the video's cut by less than one audio frame
+//! do not lengthen a fragment. The duration limit (4002) applies to the span of all
+//! frame timecodes, last frame excluded, as in Kinesis Video.
 //!
 //! An unknown-size Cluster ends where an element that cannot be its child starts (the
 //! next Cluster, Tags, any other Segment child, an EBML header), so the producer's
@@ -142,8 +154,8 @@ pub struct Limits {
     /// Largest fragment: the Cluster with its 12-byte header (Kinesis Video: 50 MB,
     /// error 4001).
     pub max_fragment_bytes: usize,
-    /// Longest fragment, from its earliest to its latest frame timecode (Kinesis Video:
-    /// 10 s, error 4002).
+    /// Longest fragment, from its earliest to its latest frame timecode, whatever the
+    /// track (Kinesis Video: 10 s, error 4002).
     pub max_fragment_duration_ns: u64,
     /// Most SimpleTags in one Tags element (a memory guard; error 4009).
     pub max_tags: usize,
@@ -235,6 +247,9 @@ pub struct Frame {
     /// Whether the block uses lacing: then the data holds the lace header and several
     /// frames (the Kinesis Video producer never laces).
     pub laced: bool,
+    /// The BlockDuration of a BlockGroup, in TimecodeScale units (a SimpleBlock has
+    /// none).
+    pub duration: Option<u64>,
     /// Where the frame data lies in the fragment's [`Fragment::raw_cluster_bytes`].
     pub data_offset: usize,
     pub data_len: usize,
@@ -249,13 +264,139 @@ pub struct Fragment {
     pub first_timecode: u64,
     /// Absolute timecode of the last frame in stream order.
     pub last_timecode: u64,
-    /// Latest minus earliest frame timecode (TimecodeScale units).
-    pub duration: u64,
+    /// Nanoseconds per timecode unit of the document the fragment belongs to.
+    pub timecode_scale: u64,
     pub frame_count: u64,
     pub has_keyframe_first: bool,
+    /// The frame timing of each track, in the order of the header's Tracks.
+    pub tracks: Vec<TrackTiming>,
     /// The Cluster with a known size in the fixed 8-byte form (whatever form it
     /// arrived in), followed by its children exactly as received.
     pub raw_cluster_bytes: Vec<u8>,
+}
+
+/// When one track's frames of a fragment lie (timecodes in TimecodeScale units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackTiming {
+    /// The TrackNumber.
+    pub track: u64,
+    /// Whether the track is a video track (TrackType 1).
+    pub video: bool,
+    /// The track's DefaultDuration (nanoseconds), if it declares one.
+    pub default_duration_ns: Option<u64>,
+    /// Frames of this track in the fragment.
+    pub frames: u64,
+    /// Earliest and latest frame timecode (both 0 without frames).
+    pub min_timecode: u64,
+    pub max_timecode: u64,
+    /// The BlockDuration of the latest frame, if it has one.
+    pub last_block_duration: Option<u64>,
+}
+
+impl TrackTiming {
+    fn new(track: &Track) -> Self {
+        Self {
+            track: track.number,
+            video: track.track_type == TRACK_TYPE_VIDEO,
+            default_duration_ns: track.default_duration_ns,
+            frames: 0,
+            min_timecode: 0,
+            max_timecode: 0,
+            last_block_duration: None,
+        }
+    }
+
+    fn add_frame(&mut self, timecode: u64, block_duration: Option<u64>) {
+        if self.frames == 0 || timecode < self.min_timecode {
+            self.min_timecode = timecode;
+        }
+        if self.frames == 0 || timecode >= self.max_timecode {
+            self.max_timecode = timecode;
+            self.last_block_duration = block_duration;
+        }
+        self.frames += 1;
+    }
+
+    /// How long the latest frame lasts, in nanoseconds, as far as this fragment tells:
+    /// its BlockDuration, else the track's DefaultDuration, else the mean spacing of
+    /// the track's frames. `None` for a lone frame without either duration.
+    pub fn last_frame_duration_ns(&self, timecode_scale: u64) -> Option<u64> {
+        let block = self
+            .last_block_duration
+            .map(|d| d.saturating_mul(timecode_scale));
+        let spacing = || {
+            (self.frames > 1).then(|| {
+                (self.max_timecode - self.min_timecode).saturating_mul(timecode_scale)
+                    / (self.frames - 1)
+            })
+        };
+        block
+            .filter(|&d| d > 0)
+            .or(self.default_duration_ns.filter(|&d| d > 0))
+            .or_else(|| spacing().filter(|&d| d > 0))
+    }
+
+    /// From the track's first frame to the end of its last, in nanoseconds: the span
+    /// of its timecodes plus [`TrackTiming::last_frame_duration_ns`] (else `known_ns`,
+    /// else nothing). When the last frame lasts the DefaultDuration and the frames are
+    /// evenly spaced at it (their span differs from it by no more than the rounding of
+    /// timecodes, one TimecodeScale unit), the frames last exactly `frames x
+    /// DefaultDuration`: timecodes rounded to the TimecodeScale (producers write
+    /// milliseconds) would otherwise make each fragment up to one unit short or long,
+    /// which adds up over a stream.
+    pub fn duration_ns(&self, timecode_scale: u64, known_ns: Option<u64>) -> u64 {
+        if self.frames == 0 {
+            return 0;
+        }
+        let span = (self.max_timecode - self.min_timecode).saturating_mul(timecode_scale);
+        let block = self.last_block_duration.filter(|&d| d > 0);
+        if let (None, Some(default)) = (block, self.default_duration_ns.filter(|&d| d > 0)) {
+            let even = (self.frames - 1).saturating_mul(default);
+            // One unit of rounding, and a nanosecond per frame of DefaultDuration's own.
+            if span.abs_diff(even) <= timecode_scale.saturating_add(self.frames) {
+                return even.saturating_add(default);
+            }
+        }
+        let last = self
+            .last_frame_duration_ns(timecode_scale)
+            .or(known_ns)
+            .unwrap_or(0);
+        span.saturating_add(last)
+    }
+}
+
+impl Fragment {
+    /// The track whose timeline the fragment's duration follows: the first video track,
+    /// else the first track (an index into [`Fragment::tracks`]).
+    pub fn reference_track(&self) -> usize {
+        self.tracks.iter().position(|t| t.video).unwrap_or(0)
+    }
+
+    /// Earliest to latest frame timecode over all tracks (TimecodeScale units): what
+    /// the duration limit (4002) measures.
+    pub fn span(&self) -> u64 {
+        let with_frames = || self.tracks.iter().filter(|t| t.frames > 0);
+        let max = with_frames().map(|t| t.max_timecode).max().unwrap_or(0);
+        let min = with_frames().map(|t| t.min_timecode).min().unwrap_or(0);
+        max.saturating_sub(min)
+    }
+
+    /// The fragment's duration in nanoseconds, its last frame included: from the first
+    /// frame of the reference track ([`Fragment::reference_track`]) to the end of its
+    /// last frame ([`TrackTiming::duration_ns`]). `known_ns` holds, per track (like
+    /// [`Fragment::tracks`]), how long a frame lasted in earlier fragments of the
+    /// stream: it is used when this fragment does not tell (a lone frame without
+    /// DefaultDuration); without it such a frame adds nothing.
+    pub fn duration_ns(&self, known_ns: &[Option<u64>]) -> u64 {
+        let reference = self.reference_track();
+        match self.tracks.get(reference).filter(|t| t.frames > 0) {
+            Some(timing) => timing.duration_ns(
+                self.timecode_scale,
+                known_ns.get(reference).copied().flatten(),
+            ),
+            None => self.span().saturating_mul(self.timecode_scale),
+        }
+    }
 }
 
 /// What the reader recognised, in stream order.
@@ -402,12 +543,13 @@ struct ClusterState {
     timecode: Option<u64>,
     first_timecode: u64,
     last_timecode: u64,
+    /// Earliest and latest frame timecode of any track (for the duration limit).
     min_timecode: u64,
     max_timecode: u64,
     frame_count: u64,
     first_frame_key: bool,
-    /// Frames per track, indexed like `Document::tracks`.
-    frames_per_track: Vec<u64>,
+    /// Frame timing per track, indexed like `Document::tracks`.
+    tracks: Vec<TrackTiming>,
 }
 
 /// The push reader. See the module documentation.
@@ -854,7 +996,7 @@ impl MkvReader {
             max_timecode: 0,
             frame_count: 0,
             first_frame_key: false,
-            frames_per_track: vec![0; self.doc.tracks.len()],
+            tracks: self.doc.tracks.iter().map(TrackTiming::new).collect(),
         });
         Ok(())
     }
@@ -1012,7 +1154,7 @@ impl MkvReader {
                     parse_block(payload).map_err(|reason| invalid(payload_offset, reason))?;
                 let keyframe = block.flags & 0x80 != 0;
                 let data = payload_start + block.header_len..payload_start + payload.len();
-                self.on_frame(block, keyframe, data, payload_offset, events)?;
+                self.on_frame(block, keyframe, None, data, payload_offset, events)?;
             }
             ids::BLOCK_GROUP => {
                 let group =
@@ -1022,7 +1164,14 @@ impl MkvReader {
                     parse_block(block_bytes).map_err(|reason| invalid(payload_offset, reason))?;
                 let data = payload_start + group.block.start + block.header_len
                     ..payload_start + group.block.end;
-                self.on_frame(block, !group.has_reference, data, payload_offset, events)?;
+                self.on_frame(
+                    block,
+                    !group.has_reference,
+                    group.duration,
+                    data,
+                    payload_offset,
+                    events,
+                )?;
             }
             _ => {}
         }
@@ -1033,6 +1182,7 @@ impl MkvReader {
         &mut self,
         block: BlockHeader,
         keyframe: bool,
+        duration: Option<u64>,
         data: std::ops::Range<usize>,
         offset: u64,
         events: &mut Vec<MkvEvent>,
@@ -1068,7 +1218,9 @@ impl MkvReader {
         cluster.max_timecode = cluster.max_timecode.max(timecode);
         cluster.last_timecode = timecode;
         cluster.frame_count += 1;
-        cluster.frames_per_track[track_index] += 1;
+        if let Some(timing) = cluster.tracks.get_mut(track_index) {
+            timing.add_frame(timecode, duration);
+        }
         let span = cluster.max_timecode - cluster.min_timecode;
         let limit_ns = self.limits.max_fragment_duration_ns;
         match span.checked_mul(scale) {
@@ -1086,6 +1238,7 @@ impl MkvReader {
             timecode,
             keyframe,
             laced: block.flags & 0x06 != 0,
+            duration,
             data_offset: data.start,
             data_len: data.len(),
         }));
@@ -1099,11 +1252,11 @@ impl MkvReader {
         let Some(cluster_timecode) = cluster.timecode else {
             return Err(invalid(cluster.start, "Cluster without a Timecode"));
         };
-        for (track, &frames) in self.doc.tracks.iter().zip(&cluster.frames_per_track) {
-            if frames == 0 {
+        for timing in &cluster.tracks {
+            if timing.frames == 0 {
                 return Err(MkvError::FramesMissingForTrack {
                     cluster_timecode,
-                    track: track.number,
+                    track: timing.track,
                 });
             }
         }
@@ -1117,9 +1270,10 @@ impl MkvReader {
             cluster_timecode,
             first_timecode: cluster.first_timecode,
             last_timecode: cluster.last_timecode,
-            duration: cluster.max_timecode - cluster.min_timecode,
+            timecode_scale: self.timecode_scale(),
             frame_count: cluster.frame_count,
             has_keyframe_first: cluster.first_frame_key,
+            tracks: cluster.tracks,
             raw_cluster_bytes: bytes,
         }));
         Ok(())
@@ -1484,17 +1638,21 @@ struct BlockGroup {
     /// The Block's payload within the BlockGroup payload.
     block: std::ops::Range<usize>,
     has_reference: bool,
+    /// BlockDuration (TimecodeScale units).
+    duration: Option<u64>,
 }
 
 fn parse_block_group(payload: &[u8]) -> Result<BlockGroup, String> {
     let mut block = None;
     let mut has_reference = false;
+    let mut duration = None;
     for child in children(payload) {
         let child = child?;
         match child.id {
             ids::BLOCK if block.is_some() => return Err("BlockGroup with two Blocks".into()),
             ids::BLOCK => block = Some(child.offset..child.offset + child.payload.len()),
             ids::REFERENCE_BLOCK => has_reference = true,
+            ids::BLOCK_DURATION => duration = Some(uint(child.payload)?),
             _ => {}
         }
     }
@@ -1502,6 +1660,7 @@ fn parse_block_group(payload: &[u8]) -> Result<BlockGroup, String> {
     Ok(BlockGroup {
         block,
         has_reference,
+        duration,
     })
 }
 
@@ -1565,7 +1724,9 @@ mod tests {
         assert_eq!((frames[1].timecode, frames[1].keyframe), (1033, false));
         let fragment = fragments(&events)[0];
         assert_eq!(fragment.frame_count, 2);
-        assert_eq!(fragment.duration, 33);
+        assert_eq!(fragment.span(), 33);
+        // The last frame lasts as long as the frames before it: 66 ms in all.
+        assert_eq!(fragment.duration_ns(&[]), 66_000_000);
         assert!(fragment.has_keyframe_first);
         // Frame data is where the Frame event says, inside the raw cluster bytes.
         let raw = &fragment.raw_cluster_bytes;
@@ -1616,8 +1777,8 @@ mod tests {
         body.extend(cluster(
             0,
             &[
-                synthetic::block_group(1, 0, None, 4),
-                synthetic::block_group(1, 10, Some(-10), 4),
+                synthetic::block_group(1, 0, None, None, 4),
+                synthetic::block_group(1, 10, Some(-10), Some(33), 4),
             ],
         ));
         let frames = frames(&read(&body).unwrap());
@@ -1625,6 +1786,177 @@ mod tests {
         assert!(frames[0].keyframe);
         assert!(!frames[1].keyframe);
         assert_eq!(frames[1].timecode, 10);
+        assert_eq!((frames[0].duration, frames[1].duration), (None, Some(33)));
+    }
+
+    /// The fragment's duration in whole milliseconds (rounded), as PutMedia stores it.
+    fn duration_ms(fragment: &Fragment, known_ns: &[Option<u64>]) -> u64 {
+        (fragment.duration_ns(known_ns) + 500_000) / 1_000_000
+    }
+
+    /// Key frame first, then `frames - 1` frames at `fps`, with millisecond timecodes
+    /// relative to their Cluster (as a producer with TimecodeScale 1 ms writes them:
+    /// 0, 33, 67, 100, ... at 30 fps).
+    fn video_blocks(fps: u64, frames: u64) -> Vec<Vec<u8>> {
+        (0..frames)
+            .map(|i| block(1, ((i * 1000 + fps / 2) / fps) as i16, i == 0, 3))
+            .collect()
+    }
+
+    #[test]
+    fn thirty_frames_at_30_fps_last_one_second() {
+        // 120 one-second fragments, 33/34 ms apart: each lasts 1000 ms (not the 967 ms
+        // from first to last frame), and together they last 120 s.
+        let mut body = stream_header(&[1]);
+        for second in 0..120 {
+            body.extend(cluster(second * 1000, &video_blocks(30, 30)));
+        }
+        let events = read(&body).unwrap();
+        let fragments = fragments(&events);
+        assert_eq!(fragments.len(), 120);
+        for fragment in &fragments {
+            assert_eq!(fragment.span(), 967);
+            assert_eq!(duration_ms(fragment, &[]), 1000);
+        }
+        let total: u64 = fragments.iter().map(|f| duration_ms(f, &[])).sum();
+        assert_eq!(total, 120_000);
+        let timing = fragments[0].tracks[0];
+        assert_eq!((timing.track, timing.frames), (1, 30));
+        assert_eq!((timing.min_timecode, timing.max_timecode), (0, 967));
+        // 967 ms / 29 intervals.
+        assert_eq!(timing.last_frame_duration_ns(1_000_000), Some(33_344_827));
+    }
+
+    #[test]
+    fn block_duration_of_the_latest_frame_is_honoured() {
+        let entry = synthetic::track_entry(1, TRACK_TYPE_VIDEO, Some(40_000_000));
+        let mut body = synthetic::stream_header_of(&[entry]);
+        body.extend(cluster(
+            0,
+            &[
+                synthetic::block_group(1, 0, None, Some(40), 3),
+                synthetic::block_group(1, 40, Some(-40), Some(100), 3),
+            ],
+        ));
+        // A B-frame shown before the frame above: the latest frame's BlockDuration counts.
+        body.extend(cluster(
+            1000,
+            &[
+                synthetic::block_group(1, 0, None, Some(40), 3),
+                synthetic::block_group(1, 80, Some(-40), Some(60), 3),
+                synthetic::block_group(1, 40, Some(-80), Some(10), 3),
+            ],
+        ));
+        let events = read(&body).unwrap();
+        let fragments = fragments(&events);
+        // BlockDuration wins over the DefaultDuration.
+        assert_eq!(fragments[0].duration_ns(&[]), 140_000_000);
+        assert_eq!(fragments[1].duration_ns(&[]), 140_000_000);
+        assert_eq!(fragments[1].tracks[0].last_block_duration, Some(60));
+        // Not a BlockDuration of 0: then the DefaultDuration.
+        let entry = synthetic::track_entry(1, TRACK_TYPE_VIDEO, Some(40_000_000));
+        let mut body = synthetic::stream_header_of(&[entry]);
+        body.extend(cluster(
+            0,
+            &[synthetic::block_group(1, 0, None, Some(0), 3)],
+        ));
+        assert_eq!(fragments_of(&body)[0].duration_ns(&[]), 40_000_000);
+    }
+
+    fn fragments_of(body: &[u8]) -> Vec<Fragment> {
+        fragments(&read(body).unwrap())
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn default_duration_is_honoured() {
+        let entry = synthetic::track_entry(1, TRACK_TYPE_VIDEO, Some(33_333_333));
+        let mut body = synthetic::stream_header_of(&[entry]);
+        body.extend(cluster(0, &video_blocks(30, 3)));
+        // A producer that truncates times to milliseconds: 4, 37, 70, ... 970 ms.
+        let truncated: Vec<Vec<u8>> = (0..30)
+            .map(|i| block(1, (4 + i * 100 / 3) as i16, i == 0, 3))
+            .collect();
+        body.extend(cluster(1000, &truncated));
+        // Frames 40 ms apart despite the DefaultDuration: their own spacing counts.
+        body.extend(cluster(
+            2000,
+            &[block(1, 0, true, 3), block(1, 40, false, 3)],
+        ));
+        let fragments = fragments_of(&body);
+        // 0, 33, 67 ms: three frames of 33.333333 ms (not 67 ms and one more frame).
+        assert_eq!(fragments[0].duration_ns(&[]), 99_999_999);
+        // 966 ms from first to last, yet 30 frames of 1/30 s: one second.
+        assert_eq!(fragments[1].span(), 966);
+        assert_eq!(duration_ms(&fragments[1], &[]), 1000);
+        // Not evenly spaced at the DefaultDuration: the span and one DefaultDuration.
+        assert_eq!(fragments[2].duration_ns(&[]), 73_333_333);
+        // Even for a lone frame, and whatever earlier fragments said.
+        let entry = synthetic::track_entry(1, TRACK_TYPE_VIDEO, Some(33_333_333));
+        let mut body = synthetic::stream_header_of(&[entry]);
+        body.extend(cluster(0, &[block(1, 0, true, 3)]));
+        let fragment = &fragments_of(&body)[0];
+        assert_eq!(fragment.duration_ns(&[Some(40_000_000)]), 33_333_333);
+    }
+
+    #[test]
+    fn a_lone_frame_lasts_what_earlier_fragments_said() {
+        let mut body = stream_header(&[1]);
+        body.extend(cluster(0, &video_blocks(30, 30)));
+        body.extend(cluster(1000, &[block(1, 0, true, 3)]));
+        let fragments = fragments_of(&body);
+        let lone = &fragments[1];
+        assert_eq!(lone.span(), 0);
+        assert_eq!(lone.tracks[0].last_frame_duration_ns(1_000_000), None);
+        // Nothing known: the frame adds nothing.
+        assert_eq!(lone.duration_ns(&[]), 0);
+        assert_eq!(lone.duration_ns(&[None]), 0);
+        // What the previous fragment of the stream told.
+        let known = fragments[0].tracks[0].last_frame_duration_ns(1_000_000);
+        assert_eq!(lone.duration_ns(&[known]), 33_344_827);
+        assert_eq!(duration_ms(lone, &[known]), 33);
+        // A fallback never overrides what the fragment itself tells.
+        assert_eq!(duration_ms(&fragments[0], &[Some(1)]), 1000);
+    }
+
+    #[test]
+    fn audio_and_video_follow_the_video() {
+        // Audio is track 1, video track 2: the video still sets the duration. 25 fps
+        // video from 0 to 960 ms; AAC frames every 21.33 ms, the last one starting
+        // after the last video frame (it ends 2 ms after the next key frame, where the
+        // next fragment starts).
+        let audio = synthetic::track_entry(1, TRACK_TYPE_AUDIO, None);
+        let video = synthetic::track_entry(2, TRACK_TYPE_VIDEO, Some(40_000_000));
+        let mut body = synthetic::stream_header_of(&[audio, video]);
+        for second in 0..3u64 {
+            let mut blocks = Vec::new();
+            for i in 0..25u64 {
+                blocks.push(block(2, (i * 40) as i16, i == 0, 3));
+                for j in (0..47u64).filter(|j| j * 8 / 15 == i) {
+                    blocks.push(block(1, ((j * 64_000 / 3 + 500) / 1000) as i16, true, 2));
+                }
+            }
+            body.extend(cluster(second * 1000, &blocks));
+        }
+        let fragments = fragments_of(&body);
+        assert_eq!(fragments.len(), 3);
+        for fragment in &fragments {
+            assert_eq!(fragment.reference_track(), 1);
+            let audio = fragment.tracks[0];
+            assert_eq!((audio.track, audio.video, audio.frames), (1, false, 47));
+            assert_eq!(audio.max_timecode % 1000, 981);
+            assert_eq!(fragment.span(), 981);
+            assert_eq!(fragment.duration_ns(&[]), 1_000_000_000);
+        }
+        // An audio-only stream follows its (first) track.
+        let mut body =
+            synthetic::stream_header_of(&[synthetic::track_entry(1, TRACK_TYPE_AUDIO, None)]);
+        body.extend(cluster(0, &[block(1, 0, true, 2), block(1, 21, true, 2)]));
+        let fragment = &fragments_of(&body)[0];
+        assert_eq!(fragment.reference_track(), 0);
+        assert_eq!(fragment.duration_ns(&[]), 42_000_000);
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! and durations, so that the ISO BMFF (ISO/IEC 14496-12) and MPEG-TS
 //! (ISO/IEC 13818-1) writers never look at Matroska.
 //!
+//! A sample lasts until the next sample of its track; the last one of each track as
+//! long as the Matroska reader says a fragment's last frame lasts (BlockDuration, else
+//! DefaultDuration, else the track's mean frame spacing; `media::mkv`), except that
+//! the video track ends where the stored fragment duration says (which follows the
+//! same rule) when that is within half a frame of it. So a segment lasts what
+//! ListFragments, the HLS playlist and the DASH manifest say.
+//!
 //! Sample data stays in the form Matroska and MP4 share: H.264/H.265 access units as
 //! length-prefixed NAL units (4-byte lengths, as the CodecPrivate configuration record
 //! says), AAC as raw access units without ADTS headers.
@@ -141,9 +148,13 @@ const AAC_FRAME_SAMPLES: u64 = 1024;
 /// times in decode order; each track's DTS is derived from them so that it never
 /// decreases and never exceeds the PTS: `dts[i] = sorted_pts[i] - shift` with
 /// `shift = max(0, max_i(sorted_pts[i] - pts[i]))` (equal to the PTS without
-/// B-frames). A sample lasts until the next DTS of its track; the last one of a track
-/// gets the track's DefaultDuration, else its predecessor's duration, else (audio) one
-/// AAC frame, else 40 ms.
+/// B-frames). A sample lasts until the next DTS of its track. The last one of a track
+/// lasts the BlockDuration of the track's latest frame, else the track's
+/// DefaultDuration, else the track's mean frame spacing, else (audio) one AAC frame,
+/// else 40 ms; but the first (video) track's lasts up to the end of the fragment when
+/// `fragment_duration_ms` (the stored duration, from the track's first frame to the
+/// end of its last, [`crate::video::fragments::FragmentMeta::duration_ms`]) leaves it
+/// a positive duration within half a frame of that (or nothing else is known).
 ///
 /// Sample data shares `cluster`'s memory (no copy), except for H.264/H.265 tracks
 /// whose configuration record declares 1- or 2-byte NAL unit lengths: their samples
@@ -159,6 +170,7 @@ pub fn demux_fragment(
     producer_ts_ms: i64,
     cluster_timecode: u64,
     timecode_scale: u64,
+    fragment_duration_ms: Option<u64>,
 ) -> Result<FragmentSamples, DemuxError> {
     use super::mkv::{Limits, MkvEvent, MkvReader};
     use super::mkv_writer::{SEGMENT_UNKNOWN_SIZE_HEADER, default_ebml_header};
@@ -221,6 +233,8 @@ pub fn demux_fragment(
     }
 
     let mut per_track: Vec<Vec<Sample>> = vec![Vec::new(); tracks.len()];
+    // Per track: the latest presentation time seen and its block's BlockDuration (ns).
+    let mut latest: Vec<Option<(i64, Option<u64>)>> = vec![None; tracks.len()];
     for event in &events {
         let MkvEvent::Frame(frame) = event else {
             continue;
@@ -273,6 +287,15 @@ pub fn demux_fragment(
         let Some(track_samples) = per_track.get_mut(index) else {
             continue;
         };
+        let block_duration = frame
+            .duration
+            .map(|d| d.saturating_mul(timecode_scale))
+            .filter(|&d| d > 0);
+        if let Some(slot) = latest.get_mut(index)
+            && slot.is_none_or(|(pts, _)| pts_ns >= pts)
+        {
+            *slot = Some((pts_ns, block_duration));
+        }
         track_samples.push(Sample {
             track: index,
             dts_ns: pts_ns,
@@ -284,17 +307,23 @@ pub fn demux_fragment(
     }
 
     let mut samples = Vec::new();
-    for ((track, mkv_track), mut track_samples) in tracks.iter().zip(&mkv_tracks).zip(per_track) {
+    for (index, ((track, mkv_track), mut track_samples)) in
+        tracks.iter().zip(&mkv_tracks).zip(per_track).enumerate()
+    {
         let fallback = if track.codec.is_video() || track.sample_rate == 0 {
             FALLBACK_FRAME_DURATION_NS
         } else {
             AAC_FRAME_SAMPLES * 1_000_000_000 / u64::from(track.sample_rate)
         };
-        assign_decode_times(
-            &mut track_samples,
-            mkv_track.default_duration_ns.filter(|&d| d > 0),
-            fallback,
-        );
+        let known = latest
+            .get(index)
+            .copied()
+            .flatten()
+            .and_then(|(_, block_duration)| block_duration)
+            .or(mkv_track.default_duration_ns.filter(|&d| d > 0));
+        let fragment_end = fragment_duration_ms.filter(|_| index == 0);
+        let last = last_sample_duration(&track_samples, known, fragment_end, fallback);
+        assign_decode_times(&mut track_samples, last);
         samples.append(&mut track_samples);
     }
     // Stable: each track's decode order survives, ties keep the Cluster's order.
@@ -302,9 +331,40 @@ pub fn demux_fragment(
     Ok(FragmentSamples { tracks, samples })
 }
 
+/// How long the last sample of a track lasts (its samples with `pts_ns` set): the rest
+/// of the fragment when its duration from the track's first frame is given
+/// (`fragment_duration_ms`) and that is within half a frame of the estimate, `known`
+/// (BlockDuration or DefaultDuration) else the mean spacing of the samples; else the
+/// estimate; else `fallback`. See [`demux_fragment`].
+fn last_sample_duration(
+    samples: &[Sample],
+    known: Option<u64>,
+    fragment_duration_ms: Option<u64>,
+    fallback: u64,
+) -> u64 {
+    let first = samples.iter().map(|s| i128::from(s.pts_ns)).min();
+    let last = samples.iter().map(|s| i128::from(s.pts_ns)).max();
+    let (Some(first), Some(last)) = (first, last) else {
+        return known.unwrap_or(fallback);
+    };
+    let spacing = (samples.len() > 1)
+        .then(|| (last - first) / (samples.len() as i128 - 1))
+        .and_then(|d| u64::try_from(d).ok())
+        .filter(|&d| d > 0);
+    let estimate = known.or(spacing);
+    let to_fragment_end = fragment_duration_ms.and_then(|ms| {
+        let end = first + i128::from(ms) * 1_000_000;
+        u64::try_from(end - last)
+            .ok()
+            .filter(|&d| d > 0 && estimate.is_none_or(|e| d.abs_diff(e) <= e / 2))
+    });
+    to_fragment_end.or(estimate).unwrap_or(fallback)
+}
+
 /// Sets `dts_ns` and `duration_ns` of one track's samples (in decode order, `pts_ns`
-/// set): DTS never decreases and never exceeds the PTS. See [`demux_fragment`].
-fn assign_decode_times(samples: &mut [Sample], default_duration: Option<u64>, fallback: u64) {
+/// set): DTS never decreases and never exceeds the PTS; the last sample lasts
+/// `last_duration`. See [`demux_fragment`].
+fn assign_decode_times(samples: &mut [Sample], last_duration: u64) {
     let mut sorted: Vec<i64> = samples.iter().map(|s| s.pts_ns).collect();
     sorted.sort_unstable();
     let shift = samples
@@ -318,14 +378,11 @@ fn assign_decode_times(samples: &mut [Sample], default_duration: Option<u64>, fa
         // p - shift <= p fits above; saturating below keeps the order and dts <= pts.
         sample.dts_ns = i64::try_from(i128::from(p) - shift).unwrap_or(i64::MIN);
     }
-    let mut previous: Option<u64> = None;
     for i in 0..samples.len() {
-        let duration = match samples.get(i + 1) {
+        samples[i].duration_ns = match samples.get(i + 1) {
             Some(next) => next.dts_ns.abs_diff(samples[i].dts_ns),
-            None => default_duration.or(previous).unwrap_or(fallback),
+            None => last_duration,
         };
-        samples[i].duration_ns = duration;
-        previous = Some(duration);
     }
 }
 
@@ -683,6 +740,20 @@ mod tests {
         out
     }
 
+    /// A BlockGroup (a delta frame) with a BlockDuration in ms.
+    fn block_group(track: u64, relative_timecode: i16, duration: u64, data: &[u8]) -> Vec<u8> {
+        let simple = block(track, relative_timecode, false, data);
+        // The same payload, as a Block.
+        let header_len = ebml::read_header(&simple).unwrap().unwrap().header_len;
+        let mut group = Vec::new();
+        ebml::write_element(&mut group, ids::BLOCK, &simple[header_len..]);
+        ebml::write_uint_element(&mut group, ids::BLOCK_DURATION, duration);
+        ebml::write_int_element(&mut group, ids::REFERENCE_BLOCK, -1);
+        let mut out = Vec::new();
+        ebml::write_element(&mut out, ids::BLOCK_GROUP, &group);
+        out
+    }
+
     /// One NAL unit of `len` bytes with a 4-byte length.
     fn nal(len: usize) -> Vec<u8> {
         let mut out = (len as u32).to_be_bytes().to_vec();
@@ -722,6 +793,7 @@ mod tests {
             EPOCH_MS,
             cluster_timecode,
             1_000_000,
+            None,
         )
     }
 
@@ -837,14 +909,15 @@ mod tests {
                 data: Bytes::new(),
             })
             .collect();
-        assign_decode_times(&mut samples, None, 7);
+        let last = last_sample_duration(&samples, None, None, 7);
+        assign_decode_times(&mut samples, last);
         let dts: Vec<i64> = samples.iter().map(|s| s.dts_ns).collect();
         assert_eq!(dts, [i64::MIN, i64::MIN, i64::MAX - 1]);
-        assert_eq!(samples[2].duration_ns, u64::MAX - 1); // its predecessor's
+        assert_eq!(samples[2].duration_ns, i64::MAX as u64); // the mean spacing
     }
 
     fn assert_decode_order(samples: &mut [Sample], pattern: &[i64]) {
-        assign_decode_times(samples, None, 7);
+        assign_decode_times(samples, 7);
         for pair in samples.windows(2) {
             assert!(pair[0].dts_ns <= pair[1].dts_ns, "{pattern:?}");
             assert_eq!(pair[0].duration_ns, pair[1].dts_ns.abs_diff(pair[0].dts_ns));
@@ -867,7 +940,7 @@ mod tests {
 
     #[test]
     fn last_sample_durations() {
-        // DefaultDuration wins, then the previous sample, then one AAC frame, then 40 ms.
+        // DefaultDuration wins, then the mean spacing, then one AAC frame, then 40 ms.
         let mut default = track_entry(1, TRACK_TYPE_VIDEO, "V_MPEG4/ISO/AVC", Some(&AVCC));
         let mut entry = Vec::new();
         ebml::write_uint_element(&mut entry, ids::TRACK_NUMBER, 1);
@@ -918,6 +991,73 @@ mod tests {
         );
         let fragment = demux(&header, &cluster, 9).unwrap();
         assert_eq!(fragment.samples[0].duration_ns, 40_000_000);
+        // ... unless the stored fragment duration says how long it lasts (a stored
+        // duration of 0 says nothing).
+        let with_duration = |ms| {
+            demux_fragment(&header, &cluster, EPOCH_MS, 9, 1_000_000, ms)
+                .unwrap()
+                .samples
+        };
+        assert_eq!(with_duration(Some(33))[0].duration_ns, 33_000_000);
+        assert_eq!(with_duration(Some(0))[0].duration_ns, 40_000_000);
+    }
+
+    #[test]
+    fn last_samples_follow_the_fragment_rule() {
+        // The rule of `mkv::Fragment::duration_ns`: BlockDuration of the latest frame,
+        // else DefaultDuration, else the mean spacing of the track's frames; for the
+        // video, the stored fragment's end when it agrees within half a frame.
+        let header = video_and_audio();
+        let durations = |blocks: &[Vec<u8>], fragment_ms: Option<u64>| -> Vec<(usize, u64)> {
+            let cluster = stored_cluster(&header, &synthetic::cluster(0, blocks));
+            demux_fragment(&header, &cluster, EPOCH_MS, 0, 1_000_000, fragment_ms)
+                .unwrap()
+                .samples
+                .iter()
+                .map(|s| (s.track, s.duration_ns / 1000))
+                .collect()
+        };
+        // 30 fps in ms timecodes: 33.5 ms on average for the last frame; audio 21 ms.
+        let blocks = [
+            block(1, 0, true, &nal(3)),
+            block(2, 0, true, &[1]),
+            block(1, 33, false, &nal(3)),
+            block(2, 21, true, &[1]),
+            block(1, 67, false, &nal(3)),
+        ];
+        assert_eq!(
+            durations(&blocks, None),
+            [
+                (0, 33_000),
+                (1, 21_000),
+                (1, 21_000),
+                (0, 34_000),
+                (0, 33_500)
+            ]
+        );
+        // The stored duration (100 ms) ends the video; audio keeps its spacing.
+        assert_eq!(
+            durations(&blocks, Some(100))[3..],
+            [(0, 34_000), (0, 33_000)]
+        );
+        assert_eq!(
+            durations(&blocks, Some(100))[1..3],
+            [(1, 21_000), (1, 21_000)]
+        );
+        // A stored duration that ends before the last frame does is ignored.
+        assert_eq!(durations(&blocks, Some(60))[4], (0, 33_500));
+        // BlockDuration wins over the spacing, and over a stored duration far from it.
+        let blocks = [
+            block(1, 0, true, &nal(3)),
+            block(2, 0, true, &[1]),
+            block_group(1, 40, 25, &nal(3)),
+        ];
+        assert_eq!(
+            durations(&blocks, Some(1000)),
+            [(0, 40_000), (1, 21_333), (0, 25_000)]
+        );
+        // The stored duration (rounded to the millisecond) ends the video.
+        assert_eq!(durations(&blocks, Some(66))[2], (0, 26_000));
     }
 
     #[test]
@@ -936,11 +1076,11 @@ mod tests {
         let cluster = stored_cluster(&header, &cluster);
         // 100 us per unit (the stored scale wins over nothing: Info says 1 ms, but
         // the argument is what the fragment store recorded).
-        let fragment = demux_fragment(&header, &cluster, 2_000, 100, 100_000).unwrap();
+        let fragment = demux_fragment(&header, &cluster, 2_000, 100, 100_000, None).unwrap();
         let pts: Vec<i64> = fragment.samples.iter().map(|s| s.pts_ns).collect();
         assert_eq!(pts, [2_000 * MS - 500_000, 2_000 * MS + 1_000_000]);
         // Out of i64 nanoseconds.
-        let err = demux_fragment(&header, &cluster, i64::MAX / 1000, 100, 1).unwrap_err();
+        let err = demux_fragment(&header, &cluster, i64::MAX / 1000, 100, 1, None).unwrap_err();
         assert!(matches!(err, DemuxError::InvalidFrame(_)), "{err}");
     }
 
@@ -1193,7 +1333,7 @@ mod tests {
             (i64::MAX, 0, u64::MAX),
             (0, 5000, 0),
         ] {
-            let _ = demux_fragment(&header, &cluster, ts, timecode, scale);
+            let _ = demux_fragment(&header, &cluster, ts, timecode, scale, Some(timecode));
         }
     }
 

@@ -62,6 +62,42 @@ pub fn stream_header(track_numbers: &[u64]) -> Vec<u8> {
     out
 }
 
+/// A TrackEntry: H.264 video (TrackType 1) or AAC audio (2, 48 kHz), with an optional
+/// DefaultDuration in nanoseconds.
+pub fn track_entry(number: u64, track_type: u64, default_duration_ns: Option<u64>) -> Vec<u8> {
+    let mut entry = Vec::new();
+    ebml::write_uint_element(&mut entry, ids::TRACK_NUMBER, number);
+    ebml::write_uint_element(&mut entry, ids::TRACK_UID, number);
+    ebml::write_uint_element(&mut entry, ids::TRACK_TYPE, track_type);
+    if track_type == TRACK_TYPE_VIDEO {
+        ebml::write_string_element(&mut entry, ids::CODEC_ID, "V_MPEG4/ISO/AVC");
+    } else {
+        ebml::write_string_element(&mut entry, ids::CODEC_ID, "A_AAC");
+        let mut audio = Vec::new();
+        ebml::write_float_element(&mut audio, ids::SAMPLING_FREQUENCY, 48_000.0);
+        ebml::write_uint_element(&mut audio, ids::CHANNELS, 2);
+        ebml::write_element(&mut entry, ids::AUDIO, &audio);
+    }
+    if let Some(duration) = default_duration_ns {
+        ebml::write_uint_element(&mut entry, ids::DEFAULT_DURATION, duration);
+    }
+    let mut out = Vec::new();
+    ebml::write_element(&mut out, ids::TRACK_ENTRY, &entry);
+    out
+}
+
+/// EBML header, unknown-size Segment, Info (ms timecodes) and Tracks of these
+/// TrackEntries ([`track_entry`]).
+pub fn stream_header_of(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = ebml_header("matroska");
+    out.extend(segment_unknown());
+    out.extend(info(1_000_000));
+    let mut out_tracks = Vec::new();
+    ebml::write_element(&mut out_tracks, ids::TRACKS, &entries.concat());
+    out.extend(out_tracks);
+    out
+}
+
 fn block_payload(track: u64, relative_timecode: i16, flags: u8, len: usize) -> Vec<u8> {
     let mut payload = Vec::new();
     ebml::write_size(&mut payload, track).expect("small track number");
@@ -83,11 +119,13 @@ pub fn block(track: u64, relative_timecode: i16, keyframe: bool, len: usize) -> 
     out
 }
 
-/// A BlockGroup; `reference` adds a ReferenceBlock (a delta frame).
+/// A BlockGroup; `reference` adds a ReferenceBlock (a delta frame), `duration` a
+/// BlockDuration (TimecodeScale units).
 pub fn block_group(
     track: u64,
     relative_timecode: i16,
     reference: Option<i64>,
+    duration: Option<u64>,
     len: usize,
 ) -> Vec<u8> {
     let mut payload = Vec::new();
@@ -96,7 +134,9 @@ pub fn block_group(
         ids::BLOCK,
         &block_payload(track, relative_timecode, 0, len),
     );
-    ebml::write_uint_element(&mut payload, ids::BLOCK_DURATION, 33);
+    if let Some(duration) = duration {
+        ebml::write_uint_element(&mut payload, ids::BLOCK_DURATION, duration);
+    }
     if let Some(reference) = reference {
         ebml::write_int_element(&mut payload, ids::REFERENCE_BLOCK, reference);
     }

@@ -211,7 +211,10 @@ fn putmedia_body_fragments_match_ffprobe() {
         assert_eq!(fragment.cluster_timecode, cluster_timecode);
         assert_eq!(fragment.first_timecode, cluster_timecode);
         assert_eq!(fragment.last_timecode, last);
-        assert_eq!(fragment.duration, last - cluster_timecode);
+        assert_eq!(fragment.span(), last - cluster_timecode);
+        // 30 frames 33/34 ms apart and no DefaultDuration: one second, the last frame
+        // included (its mean spacing, 967 ms / 29), so the three fragments tile.
+        assert_eq!((fragment.duration_ns(&[]) + 500_000) / 1_000_000, 1000);
         assert_eq!(fragment.frame_count, 30);
         assert!(fragment.has_keyframe_first);
     }
@@ -359,6 +362,8 @@ fn get_media_output_is_a_sequence_of_documents() {
         assert_eq!(fragment.cluster_timecode, start);
         assert_eq!(fragment.first_timecode, start);
         assert_eq!(fragment.last_timecode, start + 1967);
+        // 60 frames of the DefaultDuration (1/30 s) up to 1967 ms: 2 s.
+        assert_eq!(fragment.duration_ns(&[]), 1_999_999_980);
         assert_eq!(fragment.frame_count, 60);
         assert!(fragment.has_keyframe_first);
     }
@@ -508,9 +513,9 @@ fn mixed_tags_are_extracted() {
         (0..10).map(|i| i * 5000).collect::<Vec<_>>()
     );
     assert!(
-        fragments
-            .iter()
-            .all(|f| f.frame_count == 10 && f.duration == 4500)
+        fragments.iter().all(|f| f.frame_count == 10
+            && f.span() == 4500
+            && f.duration_ns(&[]) == 5_000_000_000)
     );
     assert_eq!(frames(&events).len(), 100);
     assert_eq!(frames(&events).iter().filter(|f| f.keyframe).count(), 10);

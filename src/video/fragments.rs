@@ -8,6 +8,11 @@
 //! CodecPrivate may change between PutMedia connections and GetMedia re-emits it with
 //! every fragment. The server timestamp is the log entry's own (arrival) timestamp.
 //!
+//! Header version 2 stores the duration from the first frame to the end of the last
+//! (`media::mkv::Fragment::duration_ns`). Version 1 (same layout) stored first to last
+//! frame timecode; such entries are read with the last frame estimated as the mean
+//! frame interval, `duration + duration / (frames - 1)`, what playback assumed of them.
+//!
 //! Fragment numbers are decimal strings: `91` | stream id (20 digits) | log offset (20
 //! digits). They increase within a stream and are unique across streams.
 
@@ -20,7 +25,9 @@ pub struct FragmentMeta {
     /// The Cluster Timecode as sent, in TimecodeScale units.
     pub cluster_timecode: u64,
     pub timecode_scale: u64,
+    /// From the first frame to the end of the last (what ListFragments reports).
     pub duration_ms: u64,
+    /// Frames of all tracks.
     pub frame_count: u32,
     /// The EBML header as the producer sent it.
     pub ebml_header: Bytes,
@@ -30,7 +37,10 @@ pub struct FragmentMeta {
     pub producer_tags: Vec<(String, String)>,
 }
 
-const VERSION: u8 = 1;
+/// The header version written.
+const VERSION: u8 = 2;
+/// Entries written before durations included the last frame.
+const VERSION_FIRST_TO_LAST: u8 = 1;
 
 impl FragmentMeta {
     pub fn encode(&self) -> Bytes {
@@ -59,14 +69,24 @@ impl FragmentMeta {
     /// Splits a stored entry into its metadata and its Cluster bytes (sharing memory).
     pub fn decode(entry: &Bytes) -> Option<(FragmentMeta, Bytes)> {
         let mut b = entry.clone();
-        if b.remaining() < 41 || b.get_u8() != VERSION {
+        if b.remaining() < 41 {
+            return None;
+        }
+        let version = b.get_u8();
+        if version != VERSION && version != VERSION_FIRST_TO_LAST {
             return None;
         }
         let producer_ts_ms = b.get_i64_le();
         let cluster_timecode = b.get_u64_le();
         let timecode_scale = b.get_u64_le();
-        let duration_ms = b.get_u64_le();
+        let stored_ms = b.get_u64_le();
         let frame_count = b.get_u32_le();
+        let duration_ms = match version {
+            VERSION_FIRST_TO_LAST if frame_count > 1 => {
+                stored_ms + stored_ms / (u64::from(frame_count) - 1)
+            }
+            _ => stored_ms,
+        };
         let ebml_len = b.get_u32_le() as usize;
         if b.remaining() < ebml_len + 4 {
             return None;
@@ -153,6 +173,54 @@ mod tests {
         assert_eq!(&cluster[..], b"cluster");
         assert!(FragmentMeta::decode(&Bytes::from_static(b"\x02rest")).is_none());
         assert!(FragmentMeta::decode(&meta.encode().slice(..20)).is_none());
+        let mut unknown = meta.encode().to_vec();
+        unknown[0] = 3;
+        assert!(FragmentMeta::decode(&Bytes::from(unknown)).is_none());
+    }
+
+    #[test]
+    fn version_1_entries_get_their_last_frame_estimated() {
+        // Stored before durations included the last frame: 25 fps, 1 s fragments
+        // stored as 960 ms (first to last of 25 frames) read as 1000 ms.
+        let meta = FragmentMeta {
+            producer_ts_ms: 5_000,
+            cluster_timecode: 5_000,
+            timecode_scale: 1_000_000,
+            duration_ms: 960,
+            frame_count: 25,
+            ebml_header: Bytes::from_static(b"ebml"),
+            info_and_tracks: Bytes::from_static(b"tracks"),
+            producer_tags: Vec::new(),
+        };
+        let mut v1 = meta.encode().to_vec();
+        assert_eq!(v1[0], 2);
+        v1[0] = 1;
+        v1.extend_from_slice(b"cluster");
+        let (back, cluster) = FragmentMeta::decode(&Bytes::from(v1)).unwrap();
+        assert_eq!(back.duration_ms, 1000);
+        assert_eq!(
+            FragmentMeta {
+                duration_ms: 960,
+                ..back
+            },
+            meta
+        );
+        assert_eq!(&cluster[..], b"cluster");
+        // A lone frame: nothing to estimate from.
+        let lone = FragmentMeta {
+            duration_ms: 0,
+            frame_count: 1,
+            ..meta
+        };
+        let mut v1 = lone.encode().to_vec();
+        v1[0] = 1;
+        assert_eq!(
+            FragmentMeta::decode(&Bytes::from(v1))
+                .unwrap()
+                .0
+                .duration_ms,
+            0
+        );
     }
 
     #[test]

@@ -161,7 +161,8 @@ pub struct FragmentInfo {
     pub offset: u64,
     pub server_ms: i64,
     pub producer_ms: i64,
-    /// First to last frame, as stored.
+    /// From the first frame to the end of the last, as stored
+    /// ([`super::fragments::FragmentMeta::duration_ms`]).
     pub duration_ms: u64,
     pub frame_count: u32,
     pub size: usize,
@@ -180,16 +181,6 @@ impl FragmentInfo {
             self.producer_ms
         } else {
             self.server_ms
-        }
-    }
-
-    /// Duration including the last frame's own duration (estimated as the average
-    /// frame interval), for when the next fragment's start is unknown.
-    pub fn full_duration_ms(&self) -> u64 {
-        if self.frame_count > 1 {
-            self.duration_ms + self.duration_ms / (self.frame_count as u64 - 1)
-        } else {
-            self.duration_ms.max(1)
         }
     }
 }
@@ -214,14 +205,17 @@ pub struct Selection {
     pub max: usize,
 }
 
-/// Playback durations of consecutive fragments in milliseconds: up to the next
-/// fragment's start when it follows closely, else the fragment's own full duration.
+/// Playback durations of consecutive fragments in milliseconds (HLS `#EXTINF`, DASH
+/// segment durations, bandwidth): up to the next fragment's start when it follows
+/// closely, so that segments tile the timeline, else the fragment's own stored duration
+/// (its last frame included). Never 0: a fragment whose duration is unknown (a lone
+/// frame with nothing to tell its length) counts 1 ms.
 pub fn durations_ms(fragments: &[FragmentInfo]) -> Vec<u64> {
     fragments
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let own = f.full_duration_ms();
+            let own = f.duration_ms.max(1);
             match fragments.get(i + 1) {
                 Some(next) => {
                     let gap = next.producer_ms - f.producer_ms;
@@ -456,15 +450,25 @@ mod tests {
     }
 
     #[test]
-    fn durations_follow_the_next_fragment_and_estimate_the_last() {
-        // 25 fps, 1 s fragments: 960 ms first-to-last frame, 1000 ms each.
-        let f = [info(0, 960, 25), info(1000, 960, 25), info(5000, 960, 25)];
+    fn durations_follow_the_next_fragment_and_keep_the_last() {
+        // 25 fps, 1 s fragments, stored as 1000 ms each (the last frame included).
+        let f = [
+            info(0, 1000, 25),
+            info(1000, 1000, 25),
+            info(5000, 1000, 25),
+        ];
         assert_eq!(durations_ms(&f), [1000, 1000, 1000]);
         assert!(!is_discontinuous(&f[0], 1000, &f[1]));
         assert!(is_discontinuous(&f[1], 1000, &f[2]));
-        let mut other = info(2000, 960, 25);
+        let mut other = info(2000, 1000, 25);
         other.header_hash = 2;
         assert!(is_discontinuous(&f[1], 1000, &other));
-        assert_eq!(info(0, 0, 1).full_duration_ms(), 1);
+        // A fragment that starts a little late stretches its predecessor's segment.
+        let late = [info(0, 1000, 25), info(1030, 1000, 25)];
+        assert_eq!(durations_ms(&late), [1030, 1000]);
+        // A one-frame fragment at the end of a 30 fps stream lasts one frame.
+        let end = [info(0, 1000, 30), info(1000, 33, 1)];
+        assert_eq!(durations_ms(&end), [1000, 33]);
+        assert_eq!(durations_ms(&[info(0, 0, 1)]), [1]);
     }
 }
