@@ -5,7 +5,9 @@
 #      tests and the SIGKILL crash tests against the real binary; then cargo check of
 #      the bench crate and of the fuzz targets;
 #   2. tests/e2e: the boto3 / AWS CLI / raw-protocol conformance suite against the real
-#      binary (scripts/e2e.sh).
+#      binary (scripts/e2e.sh);
+#   3. a few seconds of every fuzz target where a nightly toolchain is installed
+#      (scripts/fuzz-smoke.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR=never
@@ -22,3 +24,6 @@ cargo check --manifest-path fuzz/Cargo.toml --bins
 
 echo "== end-to-end suite (boto3, AWS CLI, raw HTTP)"
 FRESHET_BIN="${CARGO_TARGET_DIR:-target}/debug/freshet" scripts/e2e.sh -q -p no:cacheprovider
+
+echo "== short fuzz runs of every target (nightly toolchain)"
+scripts/fuzz-smoke.sh
