@@ -696,24 +696,34 @@ async fn sigkill_during_concurrent_uploads_loses_no_persisted_fragment() {
         // Every fragment acknowledged PERSISTED is listed and reads back whole.
         for (c, numbers) in persisted.iter().enumerate() {
             let stream = format!("crash-{c}");
-            let listed: Value = post_json(
-                &ep,
-                "listFragments",
-                serde_json::json!({"StreamName": stream}),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-            let listed: std::collections::HashSet<&str> = listed["Fragments"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f["FragmentNumber"].as_str().unwrap())
-                .collect();
+            // ListFragments answers 1000 at most per page: follow NextToken.
+            let mut listed = std::collections::HashSet::new();
+            let mut token: Option<String> = None;
+            loop {
+                let mut request = serde_json::json!({"StreamName": stream});
+                if let Some(t) = &token {
+                    request["NextToken"] = serde_json::json!(t);
+                }
+                let page: Value = post_json(&ep, "listFragments", request)
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                listed.extend(
+                    page["Fragments"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|f| f["FragmentNumber"].as_str().unwrap().to_string()),
+                );
+                match page["NextToken"].as_str() {
+                    Some(t) => token = Some(t.to_string()),
+                    None => break,
+                }
+            }
             for n in numbers {
                 assert!(
-                    listed.contains(n.as_str()),
+                    listed.contains(n),
                     "cycle {cycle}: persisted fragment {n} of {stream} is missing"
                 );
             }
