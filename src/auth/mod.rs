@@ -28,6 +28,9 @@ mod error;
 pub mod sigv4;
 mod timestamp;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::AuthError;
 pub use sigv4::{
     AuthForm, CredentialScope, PayloadHash, RequestParts, Secret, SecretLookup, SigningParams,
