@@ -2,6 +2,7 @@
 //! protocols. See `docs/ARCHITECTURE.md` for how the modules fit together.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
