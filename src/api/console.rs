@@ -132,11 +132,9 @@ pub async fn page(headers: HeaderMap) -> Response {
 pub async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().position(|a| a.path == path) {
         Some(i) => serve(i + 1, &ASSETS[i], &headers),
-        None => super::error::rest_json_error(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFoundException",
-            format!("No console file {path}"),
-        ),
+        None => {
+            super::error::ApiError::not_found(format!("No console file {path}")).into_rest_json()
+        }
     }
 }
 

@@ -201,11 +201,13 @@ pub async fn layer(State(policy): State<Arc<CorsPolicy>>, req: Request, next: Ne
             path,
             "cross-origin request refused (add the origin to cors.origins to allow it)"
         );
-        return super::error::rest_json_error(
-            StatusCode::FORBIDDEN,
+        // Not an AWS API error: a refusal at the edge, 403 whatever the API.
+        return super::error::ApiError::new(
+            crate::error::ErrorKind::NotAuthorized,
             "AccessDeniedException",
             format!("Cross-origin requests from {origin} are not allowed."),
-        );
+        )
+        .into_rest();
     }
     // Every origin is allowed when authentication is on; answer `*` then, as AWS does.
     let allow_origin = if policy.any_origin_for_apis {

@@ -1,44 +1,133 @@
 //! The one place where errors become wire responses.
 //!
-//! Every API family has its own error shape: the Kinesis JSON/CBOR protocol answers
-//! `{"__type": ..., "message": ...}` (AWS JSON 1.1 protocol), the REST API answers
-//! `{"error": ..., "message": ...}`. The HTTP status comes from the error kind only:
-//! caller mistakes are 4xx, our own failures 5xx, never the other way round.
+//! An [`ApiError`] carries an [`ErrorKind`], the AWS exception name and a message;
+//! [`status`] is the only function that turns a kind into an HTTP status, per protocol
+//! family ([`Family`]):
+//!
+//! | kind | Kinesis (JSON 1.1 / CBOR) | Kinesis Video (REST-JSON) | Freshet REST API |
+//! |---|---|---|---|
+//! | NotFound | 400 | 404 | 404 |
+//! | InUse | 400 | 400 | 409 |
+//! | InvalidArgument | 400 | 400 | 400 |
+//! | LimitExceeded | 400 | 400 | 429 |
+//! | Throttled | 400 | 400 | 429 |
+//! | NotAuthorized | 400 (AccessDenied) / 403 | 401 | 403 |
+//! | TooLarge | 413 | 413 | 413 |
+//! | TimedOut | 408 | 408 | 408 |
+//! | Unavailable | 503 | 503 | 503 |
+//! | Internal | 500 | 500 | 500 |
+//!
+//! The Kinesis column is AWS's JSON 1.1 protocol (every client error is a 400); the
+//! Kinesis Video column is the `httpStatusCode` of each exception in the official API
+//! models (`src/api/models/kinesisvideo.json` and the media models; checked by a test
+//! below). Bodies: `{"__type", "message"}` (JSON 1.1, or its CBOR form),
+//! `{"Message"}` with `x-amzn-ErrorType` (REST-JSON), `{"error", "message"}` (the REST
+//! API). Internal failures never send their text: the client gets "Internal service
+//! failure." and the request id; the text goes to the log with the same request id
+//! (see [`InternalDetail`] and `api::request_ids`). `docs/errors.md` lists every error.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::error::{Classified, ErrorKind};
 use crate::streams::StreamError;
+use crate::video::VideoError;
+
+/// The protocol family of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Kinesis Data Streams: AWS JSON 1.1 (or CBOR).
+    Kinesis,
+    /// Kinesis Video Streams, its media and archived-media APIs: REST-JSON.
+    KinesisVideo,
+    /// Freshet's own REST API (`/v1/...`).
+    Rest,
+}
+
+/// The HTTP status of an error of `kind` (AWS exception `code`) in `family`.
+pub fn status(family: Family, kind: ErrorKind, code: &str) -> StatusCode {
+    use ErrorKind::*;
+    match (family, kind) {
+        (_, Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        (_, Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        (_, TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+        (_, TimedOut) => StatusCode::REQUEST_TIMEOUT,
+        // SigV4 failures are 403 on AWS; a policy denial is an ordinary 400.
+        (Family::Kinesis, NotAuthorized) if code != "AccessDeniedException" => {
+            StatusCode::FORBIDDEN
+        }
+        (Family::Kinesis, _) => StatusCode::BAD_REQUEST,
+        (Family::KinesisVideo, NotFound) => StatusCode::NOT_FOUND,
+        (Family::KinesisVideo, NotAuthorized) => StatusCode::UNAUTHORIZED,
+        (Family::KinesisVideo, _) => StatusCode::BAD_REQUEST,
+        (Family::Rest, NotFound) => StatusCode::NOT_FOUND,
+        (Family::Rest, InUse) => StatusCode::CONFLICT,
+        (Family::Rest, LimitExceeded | Throttled) => StatusCode::TOO_MANY_REQUESTS,
+        (Family::Rest, NotAuthorized) => StatusCode::FORBIDDEN,
+        (Family::Rest, InvalidArgument) => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// The message clients get for internal failures.
+pub const INTERNAL_MESSAGE: &str = "Internal service failure.";
+
+/// An internal failure's text, riding on the response to the request-id middleware,
+/// which logs it with the request id and removes it.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
 
 /// An error on its way to the wire.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    /// AWS error type name (`__type`).
-    pub kind: &'static str,
+    pub kind: ErrorKind,
+    /// AWS error type name (`__type`, `x-amzn-ErrorType`).
+    pub code: &'static str,
     pub message: String,
+    /// What went wrong inside, for the log only.
+    pub detail: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    /// An error of `kind`; an internal one keeps `message` for the log only.
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        if kind == ErrorKind::Internal {
+            return Self::internal(message.into());
+        }
         Self {
-            status,
             kind,
+            code,
             message: message.into(),
+            detail: None,
         }
     }
 
     pub fn serialization(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "SerializationException", message)
+        Self::new(
+            ErrorKind::InvalidArgument,
+            "SerializationException",
+            message,
+        )
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "ValidationException", message)
+        Self::new(ErrorKind::InvalidArgument, "ValidationException", message)
+    }
+
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(
+            ErrorKind::InvalidArgument,
+            "InvalidArgumentException",
+            message,
+        )
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, "ResourceNotFoundException", message)
     }
 
     pub fn unknown_operation(message: impl Into<String>) -> Self {
         Self::new(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidArgument,
             "UnknownOperationException",
             message,
         )
@@ -46,7 +135,7 @@ impl ApiError {
 
     pub fn too_large(limit: usize) -> Self {
         Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::TooLarge,
             "ValidationException",
             format!("Request body exceeds the maximum size of {limit} bytes."),
         )
@@ -55,7 +144,7 @@ impl ApiError {
     /// A request body that arrived slower than [`super::MIN_BODY_BYTES_PER_SEC`].
     pub fn body_too_slow(received: usize, after: std::time::Duration) -> Self {
         Self::new(
-            StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::TimedOut,
             "RequestTimeoutException",
             format!(
                 "The request body arrived too slowly ({received} bytes in {:.1} s); \
@@ -66,27 +155,41 @@ impl ApiError {
         )
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalFailure",
-            message,
-        )
+    /// A failure of ours: the client sees [`INTERNAL_MESSAGE`], the log `detail`.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self {
+            kind: ErrorKind::Internal,
+            code: "InternalFailure",
+            message: INTERNAL_MESSAGE.into(),
+            detail: Some(detail.to_string()),
+        }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
+            ErrorKind::Unavailable,
+            "ServiceUnavailableException",
             message,
         )
+    }
+
+    /// Any service error.
+    pub fn from_service(e: &(impl Classified + std::fmt::Display)) -> Self {
+        if e.kind() == ErrorKind::Internal {
+            return Self::internal(e);
+        }
+        Self::new(e.kind(), e.aws_type(), e.to_string())
+    }
+
+    pub fn status(&self, family: Family) -> StatusCode {
+        status(family, self.kind, self.code)
     }
 
     /// The Kinesis JSON 1.1 error body. As AWS does, SerializationException spells its
     /// message `Message` and leaves it out when empty.
     pub fn json_body(&self) -> Vec<u8> {
-        let mut body = serde_json::json!({ "__type": self.kind });
-        if self.kind == "SerializationException" {
+        let mut body = serde_json::json!({ "__type": self.code });
+        if self.code == "SerializationException" {
             if !self.message.is_empty() {
                 body["Message"] = self.message.clone().into();
             }
@@ -99,15 +202,40 @@ impl ApiError {
     /// A response in the AWS JSON 1.1 shape.
     pub fn into_aws_json(self) -> Response {
         let body = self.json_body();
-        self.with_body(body, "application/x-amz-json-1.1")
+        self.with_body(Family::Kinesis, body, "application/x-amz-json-1.1")
     }
 
-    pub fn with_body(self, body: Vec<u8>, content_type: &'static str) -> Response {
-        let mut resp = (self.status, body).into_response();
+    /// A response in the REST-JSON shape of the Kinesis Video APIs: `{"Message"}` and
+    /// the type in `x-amzn-ErrorType`. Those APIs have no Serialization or Validation
+    /// exceptions: such errors are InvalidArgumentException there.
+    pub fn into_rest_json(mut self) -> Response {
+        if matches!(self.code, "SerializationException" | "ValidationException") {
+            self.code = "InvalidArgumentException";
+        }
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "Message": self.message })).unwrap_or_default();
+        self.with_body(Family::KinesisVideo, body, "application/json")
+    }
+
+    /// A response in the shape of Freshet's REST API: `{"error", "message"}`.
+    pub fn into_rest(self) -> Response {
+        let body =
+            serde_json::to_vec(&serde_json::json!({"error": self.code, "message": self.message}))
+                .unwrap_or_default();
+        self.with_body(Family::Rest, body, "application/json")
+    }
+
+    /// `body` with the family's status, `x-amzn-ErrorType`, and for internal failures
+    /// the detail for the log.
+    pub fn with_body(self, family: Family, body: Vec<u8>, content_type: &'static str) -> Response {
+        let mut resp = (self.status(family), body).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let Ok(v) = HeaderValue::from_str(self.kind) {
+        if let Ok(v) = HeaderValue::from_str(self.code) {
             headers.insert("x-amzn-ErrorType", v);
+        }
+        if let Some(detail) = self.detail {
+            resp.extensions_mut().insert(InternalDetail(detail));
         }
         resp
     }
@@ -115,18 +243,13 @@ impl ApiError {
 
 impl From<StreamError> for ApiError {
     fn from(e: StreamError) -> Self {
-        let status = if e.is_internal() {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        let message = if e.is_internal() {
-            // Details go to the log (see the From impls in streams::error), not the caller.
-            "Internal service failure.".to_string()
-        } else {
-            e.to_string()
-        };
-        Self::new(status, e.aws_type(), message)
+        Self::from_service(&e)
+    }
+}
+
+impl From<VideoError> for ApiError {
+    fn from(e: VideoError) -> Self {
+        Self::from_service(&e)
     }
 }
 
@@ -136,19 +259,130 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error in the REST-JSON shape of the Kinesis Video APIs: the type in
-/// `x-amzn-ErrorType`, the status from the API model, and `{"Message": ...}`.
-pub fn rest_json_error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    let body =
-        serde_json::to_vec(&serde_json::json!({ "Message": message.into() })).unwrap_or_default();
-    let mut resp = (status, body).into_response();
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(v) = HeaderValue::from_str(kind) {
-        headers.insert("x-amzn-ErrorType", v);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every exception the Kinesis Video APIs can send, with the kind Freshet gives it.
+    const VIDEO_ERRORS: &[(ErrorKind, &str)] = &[
+        (ErrorKind::NotFound, "ResourceNotFoundException"),
+        (ErrorKind::InUse, "ResourceInUseException"),
+        (ErrorKind::InUse, "VersionMismatchException"),
+        (ErrorKind::InvalidArgument, "InvalidArgumentException"),
+        (ErrorKind::InvalidArgument, "NoDataRetentionException"),
+        (
+            ErrorKind::InvalidArgument,
+            "InvalidCodecPrivateDataException",
+        ),
+        (
+            ErrorKind::InvalidArgument,
+            "MissingCodecPrivateDataException",
+        ),
+        (ErrorKind::InvalidArgument, "InvalidMediaFrameException"),
+        (
+            ErrorKind::InvalidArgument,
+            "UnsupportedStreamMediaTypeException",
+        ),
+        (
+            ErrorKind::LimitExceeded,
+            "TagsPerResourceExceededLimitException",
+        ),
+        (
+            ErrorKind::LimitExceeded,
+            "AccountStreamLimitExceededException",
+        ),
+        (ErrorKind::Throttled, "ClientLimitExceededException"),
+        (ErrorKind::Throttled, "ConnectionLimitExceededException"),
+        (ErrorKind::NotAuthorized, "NotAuthorizedException"),
+        (ErrorKind::NotAuthorized, "AccessDeniedException"),
+    ];
+
+    #[test]
+    fn kinesis_video_statuses_are_the_api_models() {
+        let mut statuses = std::collections::HashMap::new();
+        for model in [
+            include_str!("models/kinesisvideo.json"),
+            include_str!("models/kinesis-video-media.json"),
+            include_str!("models/kinesis-video-archived-media.json"),
+        ] {
+            let m: serde_json::Value = serde_json::from_str(model).unwrap();
+            for (name, shape) in m["shapes"].as_object().unwrap() {
+                if shape["exception"] == true {
+                    let code = shape["error"]["httpStatusCode"].as_u64().unwrap_or(400);
+                    statuses.insert(name.clone(), code as u16);
+                }
+            }
+        }
+        for (kind, code) in VIDEO_ERRORS {
+            let model = statuses
+                .get(*code)
+                .unwrap_or_else(|| panic!("{code} is not in the models"));
+            assert_eq!(
+                status(Family::KinesisVideo, *kind, code).as_u16(),
+                *model,
+                "{code}"
+            );
+        }
+        // And the service errors' own kinds agree.
+        for e in [
+            VideoError::ResourceNotFound(String::new()),
+            VideoError::ResourceInUse(String::new()),
+            VideoError::VersionMismatch(String::new()),
+            VideoError::InvalidArgument(String::new()),
+            VideoError::TagsPerResourceExceededLimit(String::new()),
+            VideoError::AccountStreamLimitExceeded(String::new()),
+        ] {
+            let code = e.aws_type();
+            assert_eq!(
+                ApiError::from(e).status(Family::KinesisVideo).as_u16(),
+                statuses[code],
+                "{code}"
+            );
+        }
     }
-    resp
+
+    #[test]
+    fn kinesis_client_errors_are_400_and_ours_5xx() {
+        for e in [
+            StreamError::ResourceNotFound(String::new()),
+            StreamError::ResourceInUse(String::new()),
+            StreamError::LimitExceeded(String::new()),
+            StreamError::ProvisionedThroughputExceeded(String::new()),
+            StreamError::ExpiredIterator(String::new()),
+            StreamError::AccessDenied(String::new()),
+        ] {
+            assert_eq!(ApiError::from(e).status(Family::Kinesis), 400);
+        }
+        let internal = ApiError::from(StreamError::Internal("disk on fire".into()));
+        assert_eq!(internal.status(Family::Kinesis), 500);
+        assert_eq!(internal.message, INTERNAL_MESSAGE);
+        assert_eq!(internal.detail.as_deref(), Some("disk on fire"));
+        assert_eq!(ApiError::unavailable("x").status(Family::Kinesis), 503);
+        assert_eq!(ApiError::too_large(1).status(Family::KinesisVideo), 413);
+    }
+
+    #[test]
+    fn internal_text_never_reaches_the_body() {
+        let resp = ApiError::from(VideoError::Internal("/data/x: EIO".into())).into_rest_json();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(
+            resp.extensions().get::<InternalDetail>().unwrap().0,
+            "/data/x: EIO"
+        );
+        assert_eq!(resp.headers()["x-amzn-errortype"], "InternalFailure");
+    }
+
+    #[test]
+    fn the_rest_api_uses_plain_http_statuses() {
+        assert_eq!(
+            ApiError::from(StreamError::ResourceInUse(String::new())).status(Family::Rest),
+            409
+        );
+        assert_eq!(
+            ApiError::from(StreamError::ProvisionedThroughputExceeded(String::new()))
+                .status(Family::Rest),
+            429
+        );
+        assert_eq!(ApiError::not_found("x").status(Family::Rest), 404);
+    }
 }

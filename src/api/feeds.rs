@@ -16,9 +16,10 @@
 // Helpers return a ready error `Response` as their `Err`: built at most once per request.
 #![allow(clippy::result_large_err)]
 
+use super::error::ApiError;
+use crate::error::ErrorKind;
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -35,28 +36,18 @@ pub fn routes() -> Router<AppState> {
     )
 }
 
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(json!({ "error": kind, "message": message.into() })),
-    )
-        .into_response()
+fn error(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(kind, code, message).into_rest()
 }
 
 fn video_error(e: VideoError) -> Response {
-    let status = match e {
-        VideoError::ResourceNotFound(_) => StatusCode::NOT_FOUND,
-        VideoError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        VideoError::ResourceInUse(_) => StatusCode::CONFLICT,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    error(status, e.aws_type(), e.to_string())
+    ApiError::from(e).into_rest()
 }
 
 fn manager(state: &AppState) -> Result<&std::sync::Arc<FeedManager>, Response> {
     state.feeds.as_ref().ok_or_else(|| {
         error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unavailable,
             "ServiceUnavailableException",
             "Camera ingest is not running on this server.",
         )
@@ -78,7 +69,7 @@ async fn describe(State(state): State<AppState>, Path(stream): Path<String>) -> 
     match m.get(&stream) {
         Some(info) => axum::Json(info).into_response(),
         None => error(
-            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             "ResourceNotFoundException",
             format!("No ingest feed is configured for stream {stream}."),
         ),
@@ -104,13 +95,13 @@ async fn put(State(state): State<AppState>, Path(stream): Path<String>, req: Req
     let (parts, body) = req.into_parts();
     let body = match read_body(&state, &parts.headers, body, 256 * 1024).await {
         Ok(b) => b,
-        Err(e) => return error(e.status, e.kind, e.message),
+        Err(e) => return e.into_rest(),
     };
     let input: PutFeed = match serde_json::from_slice(&body.bytes) {
         Ok(i) => i,
         Err(e) => {
             return error(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::InvalidArgument,
                 "SerializationException",
                 format!("The feed is not valid JSON of the expected shape: {e}"),
             );
@@ -120,7 +111,7 @@ async fn put(State(state): State<AppState>, Path(stream): Path<String>, req: Req
         (Some(url), None) => {
             if input.sdp.is_some() || input.codec.is_some() || input.payload_type.is_some() {
                 return error(
-                    StatusCode::BAD_REQUEST,
+                    ErrorKind::InvalidArgument,
                     "InvalidArgumentException",
                     "Sdp, Codec and PayloadType apply to RTP feeds (RtpPort), not to RtspUrl.",
                 );
@@ -135,7 +126,7 @@ async fn put(State(state): State<AppState>, Path(stream): Path<String>, req: Req
         },
         _ => {
             return error(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::InvalidArgument,
                 "InvalidArgumentException",
                 "Give exactly one of RtspUrl and RtpPort.",
             );

@@ -17,6 +17,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
+
+use super::error::ApiError;
+use crate::error::ErrorKind;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -31,12 +34,16 @@ use crate::video::{VideoRef, VideoService, VideoStreamMeta};
 /// GetMedia ends after this long without a new fragment.
 const LIVE_IDLE_LIMIT: Duration = Duration::from_secs(30);
 
-fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
-    super::error::rest_json_error(status, kind, message)
+fn error(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(kind, code, message).into_rest_json()
 }
 
 fn invalid(message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, "InvalidArgumentException", message)
+    error(
+        ErrorKind::InvalidArgument,
+        "InvalidArgumentException",
+        message,
+    )
 }
 
 async fn read_json(state: &AppState, req: Request) -> Result<Value, Response> {
@@ -53,14 +60,10 @@ fn stream_of(state: &AppState, doc: &Value) -> Result<VideoStreamMeta, Response>
         name: doc["StreamName"].as_str().map(str::to_string),
         arn: doc["StreamARN"].as_str().map(str::to_string),
     };
-    state.video.get(&r).map_err(|e| {
-        let kind = e.aws_type();
-        error(
-            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-            kind,
-            e.to_string(),
-        )
-    })
+    state
+        .video
+        .get(&r)
+        .map_err(|e| ApiError::from(e).into_rest_json())
 }
 
 /// The JSON body of a request and the video stream it names.
@@ -104,16 +107,13 @@ async fn offset_at_producer_time(
     let (first, end) = video
         .fragment_bounds(meta)
         .await
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| ApiError::from(e).into_rest_json())?;
     let mut at = first;
     while at < end {
-        let batch = video.read_fragments(meta, at, 256).await.map_err(|e| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ClientLimitExceededException",
-                e.to_string(),
-            )
-        })?;
+        let batch = video
+            .read_fragments(meta, at, 256)
+            .await
+            .map_err(|e| ApiError::from(e).into_rest_json())?;
         if batch.is_empty() {
             break;
         }
@@ -146,11 +146,7 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
     let (first, end) = match video.fragment_bounds(&meta).await {
         Ok(b) => b,
         Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalFailure",
-                e.to_string(),
-            );
+            return ApiError::from(e).into_rest_json();
         }
     };
     let own_number = |text: &str| {
@@ -182,11 +178,7 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
             Some(ms) => match video.offset_at_server_time(&meta, ms).await {
                 Ok(o) => o,
                 Err(e) => {
-                    return error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "InternalFailure",
-                        e.to_string(),
-                    );
+                    return ApiError::from(e).into_rest_json();
                 }
             },
             None => return invalid("StartTimestamp is required for SERVER_TIMESTAMP."),
@@ -314,11 +306,7 @@ pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Resp
     let (first, end) = match video.fragment_bounds(&meta).await {
         Ok(b) => b,
         Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalFailure",
-                e.to_string(),
-            );
+            return ApiError::from(e).into_rest_json();
         }
     };
     let mut at = match doc["NextToken"].as_str() {
@@ -334,11 +322,7 @@ pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Resp
         let batch = match video.read_fragments(&meta, at, 256).await {
             Ok(b) => b,
             Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalFailure",
-                    e.to_string(),
-                );
+                return ApiError::from(e).into_rest_json();
             }
         };
         if batch.is_empty() {
@@ -404,7 +388,7 @@ pub async fn get_media_for_fragment_list(State(state): State<AppState>, req: Req
             Some((_, o)) => offsets.push(o),
             None => {
                 return error(
-                    StatusCode::NOT_FOUND,
+                    ErrorKind::NotFound,
                     "ResourceNotFoundException",
                     format!("Fragment {v} was not found."),
                 );
@@ -424,17 +408,13 @@ pub async fn get_media_for_fragment_list(State(state): State<AppState>, req: Req
             }
             Ok(_) => {
                 return error(
-                    StatusCode::NOT_FOUND,
+                    ErrorKind::NotFound,
                     "ResourceNotFoundException",
                     "A listed fragment is no longer available.",
                 );
             }
             Err(e) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "InternalFailure",
-                    e.to_string(),
-                );
+                return ApiError::from(e).into_rest_json();
             }
         }
     }

@@ -282,18 +282,25 @@ async fn root(headers: HeaderMap) -> Response {
 }
 
 async fn not_found(State(_): State<AppState>, req: Request) -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "ResourceNotFoundException",
-        format!("No route for {} {}", req.method(), req.uri().path()),
-    )
-    .into_response()
+    ApiError::not_found(format!(
+        "No route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_rest_json()
 }
 
 /// Adds `x-amzn-RequestId` and `x-amz-id-2` to every response, as AWS does.
+/// Internal failures are logged here, with the request id the client got (and their
+/// text never reaches the client: [`error::InternalDetail`]).
 async fn request_ids(req: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
     let mut resp = next.run(req).await;
+    if let Some(error::InternalDetail(detail)) = resp.extensions_mut().remove() {
+        tracing::error!(request_id = %id, %method, path, status = resp.status().as_u16(), detail, "internal failure");
+    }
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         headers.insert("x-amzn-RequestId", v);

@@ -24,7 +24,10 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
+
+use super::error::ApiError;
+use crate::error::ErrorKind;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -49,16 +52,20 @@ const MAX_RANGE_MS: i64 = 24 * 3_600_000;
 const CLIP_MAX_FRAGMENTS: usize = 200;
 const CLIP_MAX_BYTES: usize = 100 * 1024 * 1024;
 
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    super::error::rest_json_error(status, kind, message)
+fn error(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::new(kind, code, message).into_rest_json()
 }
 
 fn invalid(message: impl Into<String>) -> Response {
-    error(StatusCode::BAD_REQUEST, "InvalidArgumentException", message)
+    error(
+        ErrorKind::InvalidArgument,
+        "InvalidArgumentException",
+        message,
+    )
 }
 
 fn not_found(message: impl Into<String>) -> Response {
-    error(StatusCode::NOT_FOUND, "ResourceNotFoundException", message)
+    error(ErrorKind::NotFound, "ResourceNotFoundException", message)
 }
 
 /// Playback needs stored fragments: streams without retention get
@@ -68,7 +75,7 @@ fn require_retention(meta: &VideoStreamMeta) -> Result<(), Response> {
         return Ok(());
     }
     Err(error(
-        StatusCode::BAD_REQUEST,
+        ErrorKind::InvalidArgument,
         "NoDataRetentionException",
         format!(
             "The stream {} does not retain data (DataRetentionInHours is 0).",
@@ -78,19 +85,11 @@ fn require_retention(meta: &VideoStreamMeta) -> Result<(), Response> {
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "InternalFailure",
-        e.to_string(),
-    )
+    ApiError::internal(e).into_rest_json()
 }
 
 fn video_error(e: crate::video::VideoError) -> Response {
-    error(
-        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
-        e.aws_type(),
-        e.to_string(),
-    )
+    ApiError::from(e).into_rest_json()
 }
 
 /// Remuxed segments by (stream id, fragment offset, kind), newest kept.
@@ -220,7 +219,7 @@ fn demux(
         meta.timecode_scale,
         Some(meta.duration_ms),
     )
-    .map_err(|e| error(StatusCode::BAD_REQUEST, e.aws_error(), e.to_string()))
+    .map_err(|e| error(ErrorKind::InvalidArgument, e.aws_error(), e.to_string()))
 }
 
 /// `POST /getHLSStreamingSessionURL` and `POST /getDASHStreamingSessionURL`.
@@ -485,12 +484,12 @@ fn open_session(
     let session = Session::decode(state.video.session_key(), token, state.video.now_ms()).map_err(
         |e| match e {
             TokenError::Expired => error(
-                StatusCode::UNAUTHORIZED,
+                ErrorKind::NotAuthorized,
                 "NotAuthorizedException",
                 "The session token has expired.",
             ),
             TokenError::Invalid => error(
-                StatusCode::UNAUTHORIZED,
+                ErrorKind::NotAuthorized,
                 "NotAuthorizedException",
                 "The session token is not valid.",
             ),
@@ -721,7 +720,7 @@ async fn segment(
             KIND_TS => {
                 ts_segment(&d.tracks, &d.samples, &mut TsContinuity::new()).map_err(|e| {
                     error(
-                        StatusCode::BAD_REQUEST,
+                        ErrorKind::InvalidArgument,
                         "InvalidMediaFrameException",
                         e.to_string(),
                     )
@@ -1253,7 +1252,7 @@ async fn decode_at(
         tokio::time::timeout(images::DECODE_WAIT, images::DECODE_SLOTS.acquire()).await
     else {
         return Err(error(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::Throttled,
             "ClientLimitExceededException",
             "Too many images are being generated; try again later.",
         ));

@@ -19,7 +19,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
+
+use super::error::ApiError;
+use crate::error::ErrorKind;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -43,8 +46,8 @@ const ERR_PERSIST: u32 = 5001;
 /// The server's memory for fragments being received is exhausted.
 const ERR_INTERNAL: u32 = 5000;
 
-fn rest_error(status: StatusCode, kind: &'static str, message: &str) -> Response {
-    super::error::rest_json_error(status, kind, message)
+fn rest_error(kind: ErrorKind, code: &'static str, message: &str) -> Response {
+    ApiError::new(kind, code, message).into_rest_json()
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -81,25 +84,19 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         Ok(m) => m,
         Err(e) if r.name.is_none() && r.arn.is_none() => {
             return rest_error(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::InvalidArgument,
                 "InvalidArgumentException",
                 &e.to_string(),
             );
         }
-        Err(e) => {
-            return rest_error(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFoundException",
-                &e.to_string(),
-            );
-        }
+        Err(e) => return ApiError::from(e).into_rest_json(),
     };
     let relative = match header_str(h, "x-amzn-fragment-timecode-type") {
         None | Some("ABSOLUTE") => false,
         Some("RELATIVE") => true,
         Some(other) => {
             return rest_error(
-                StatusCode::BAD_REQUEST,
+                ErrorKind::InvalidArgument,
                 "InvalidArgumentException",
                 &format!(
                     "x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE, not {other}."
@@ -113,7 +110,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
             Ok(secs) if secs.is_finite() && secs >= 0.0 => Some((secs * 1000.0).round() as i64),
             _ => {
                 return rest_error(
-                    StatusCode::BAD_REQUEST,
+                    ErrorKind::InvalidArgument,
                     "InvalidArgumentException",
                     "x-amzn-producer-start-timestamp must be seconds since the epoch.",
                 );
@@ -122,7 +119,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     };
     if relative && start_ms.is_none() {
         return rest_error(
-            StatusCode::BAD_REQUEST,
+            ErrorKind::InvalidArgument,
             "InvalidArgumentException",
             "RELATIVE timecodes need x-amzn-producer-start-timestamp.",
         );

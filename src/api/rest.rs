@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
@@ -51,28 +51,17 @@ impl From<ApiError> for RestError {
 
 impl From<StreamError> for RestError {
     fn from(e: StreamError) -> Self {
-        let not_found = matches!(e, StreamError::ResourceNotFound(_));
-        let mut api = ApiError::from(e);
-        if not_found {
-            api.status = StatusCode::NOT_FOUND;
-        }
-        Self(api)
+        Self(ApiError::from(e))
     }
 }
 
 fn bad_request(message: impl Into<String>) -> RestError {
-    RestError(ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "InvalidArgumentException",
-        message,
-    ))
+    RestError(ApiError::invalid_argument(message))
 }
 
 impl IntoResponse for RestError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&json!({"error": self.0.kind, "message": self.0.message}))
-            .unwrap_or_default();
-        self.0.with_body(body, "application/json")
+        self.0.into_rest()
     }
 }
 
@@ -266,7 +255,11 @@ async fn read_loop(
             let out = match svc.get_records(&it, Some(want)).await {
                 Ok(o) => o,
                 Err(e) => {
-                    let line = json!({"error": e.aws_type(), "message": e.to_string()});
+                    let e = ApiError::from(e);
+                    if let Some(detail) = &e.detail {
+                        tracing::error!(detail, "followed read failed");
+                    }
+                    let line = json!({"error": e.code, "message": e.message});
                     let _ = tx.send(Bytes::from(format!("{line}\n"))).await;
                     return;
                 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -40,55 +40,30 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("ListTagsForResource", "ListTagsForResource"),
 ];
 
-/// An error in the REST-JSON shape.
-pub struct VideoApiError {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-}
+/// The control plane's errors: [`ApiError`] in the REST-JSON shape.
+pub struct VideoApiError(ApiError);
 
 impl VideoApiError {
     fn invalid(message: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            kind: "InvalidArgumentException",
-            message: message.into(),
-        }
+        Self(ApiError::invalid_argument(message))
     }
 }
 
 impl From<VideoError> for VideoApiError {
     fn from(e: VideoError) -> Self {
-        let internal = matches!(e, VideoError::Internal(_));
-        Self {
-            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            kind: e.aws_type(),
-            message: if internal {
-                "Internal service failure.".into()
-            } else {
-                e.to_string()
-            },
-        }
+        Self(ApiError::from(e))
     }
 }
 
 impl From<ApiError> for VideoApiError {
     fn from(e: ApiError) -> Self {
-        Self {
-            status: e.status,
-            kind: if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-                "InvalidArgumentException"
-            } else {
-                e.kind
-            },
-            message: e.message,
-        }
+        Self(e)
     }
 }
 
 impl IntoResponse for VideoApiError {
     fn into_response(self) -> Response {
-        super::error::rest_json_error(self.status, self.kind, self.message)
+        self.0.into_rest_json()
     }
 }
 
@@ -220,11 +195,11 @@ pub async fn handle(
 
 async fn run(state: &AppState, op_path: &str, req: Request) -> Result<Response, VideoApiError> {
     let Some(&(_, op_name)) = OPERATIONS.iter().find(|(p, _)| *p == op_path) else {
-        return Err(VideoApiError {
-            status: StatusCode::NOT_FOUND,
-            kind: "UnknownOperationException",
-            message: format!("Unknown operation {op_path}."),
-        });
+        return Err(VideoApiError(ApiError::new(
+            crate::error::ErrorKind::NotFound,
+            "UnknownOperationException",
+            format!("Unknown operation {op_path}."),
+        )));
     };
     let (parts, body) = req.into_parts();
     let body = read_body(state, &parts.headers, body, MAX_BODY).await?;

@@ -2,6 +2,7 @@
 //! is the text AWS returns. The API layer turns them into wire errors in one place
 //! (`api::error`); nothing here knows about HTTP.
 
+use crate::error::{Classified, ErrorKind};
 use crate::store::StoreError;
 use crate::store::catalog::CatalogError;
 
@@ -33,6 +34,32 @@ pub enum StreamError {
 impl StreamError {
     /// The AWS error type name (`__type`).
     pub fn aws_type(&self) -> &'static str {
+        Classified::aws_type(self)
+    }
+
+    /// True for failures of the server rather than of the request.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Internal(_))
+    }
+}
+
+impl Classified for StreamError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::ResourceNotFound(_) => ErrorKind::NotFound,
+            Self::ResourceInUse(_) => ErrorKind::InUse,
+            Self::InvalidArgument(_)
+            | Self::ExpiredIterator(_)
+            | Self::ExpiredNextToken(_)
+            | Self::Validation(_) => ErrorKind::InvalidArgument,
+            Self::LimitExceeded(_) => ErrorKind::LimitExceeded,
+            Self::ProvisionedThroughputExceeded(_) => ErrorKind::Throttled,
+            Self::AccessDenied(_) => ErrorKind::NotAuthorized,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn aws_type(&self) -> &'static str {
         match self {
             Self::ResourceNotFound(_) => "ResourceNotFoundException",
             Self::ResourceInUse(_) => "ResourceInUseException",
@@ -45,11 +72,6 @@ impl StreamError {
             Self::AccessDenied(_) => "AccessDeniedException",
             Self::Internal(_) => "InternalFailure",
         }
-    }
-
-    /// True for failures of the server rather than of the request.
-    pub fn is_internal(&self) -> bool {
-        matches!(self, Self::Internal(_))
     }
 }
 

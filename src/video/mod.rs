@@ -20,6 +20,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
+use crate::error::{Classified, ErrorKind};
 use crate::store::catalog::{Catalog, CatalogError};
 use crate::store::{Entry, Log, Store, StoreError};
 use fragments::FragmentMeta;
@@ -78,6 +79,24 @@ pub enum VideoError {
 
 impl VideoError {
     pub fn aws_type(&self) -> &'static str {
+        Classified::aws_type(self)
+    }
+}
+
+impl Classified for VideoError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::ResourceNotFound(_) => ErrorKind::NotFound,
+            Self::ResourceInUse(_) | Self::VersionMismatch(_) => ErrorKind::InUse,
+            Self::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Self::TagsPerResourceExceededLimit(_) | Self::AccountStreamLimitExceeded(_) => {
+                ErrorKind::LimitExceeded
+            }
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn aws_type(&self) -> &'static str {
         match self {
             Self::ResourceNotFound(_) => "ResourceNotFoundException",
             Self::ResourceInUse(_) => "ResourceInUseException",
@@ -86,15 +105,6 @@ impl VideoError {
             Self::TagsPerResourceExceededLimit(_) => "TagsPerResourceExceededLimitException",
             Self::AccountStreamLimitExceeded(_) => "AccountStreamLimitExceededException",
             Self::Internal(_) => "InternalFailure",
-        }
-    }
-
-    /// HTTP status, as the Kinesis Video API model gives it per error.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::ResourceNotFound(_) => 404,
-            Self::Internal(_) => 500,
-            _ => 400,
         }
     }
 }

@@ -20,7 +20,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, Family};
 use super::{AppState, MAX_KINESIS_BODY, cbor, read_body};
 
 const TARGET_PREFIX: &str = "Kinesis_20131202.";
@@ -61,14 +61,14 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
 }
 
 fn error_response(e: ApiError, encoding: Encoding) -> Response {
-    if e.status.is_server_error() {
-        tracing::warn!(kind = e.kind, message = %e.message, "request failed");
+    if e.status(Family::Kinesis).is_server_error() {
+        tracing::warn!(code = e.code, message = %e.message, "request failed");
     }
     match encoding {
         Encoding::Json => e.into_aws_json(),
         Encoding::Cbor => {
-            let body = cbor::error_to_cbor(e.kind, &e.message);
-            e.with_body(body, CBOR_TYPE)
+            let body = cbor::error_to_cbor(e.code, &e.message);
+            e.with_body(Family::Kinesis, body, CBOR_TYPE)
         }
     }
 }
