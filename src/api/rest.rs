@@ -151,6 +151,7 @@ async fn put(
             PutRecordsEntry::Failed {
                 error_code,
                 error_message,
+                ..
             } => json!({"errorCode": error_code, "errorMessage": error_message}),
         })
         .collect();

@@ -36,6 +36,9 @@ pub enum PutRecordsEntry {
     Failed {
         error_code: &'static str,
         error_message: String,
+        /// For internal failures: what went wrong, for the log only (a single
+        /// PutRecord reports it as its error's detail).
+        detail: Option<String>,
     },
 }
 
@@ -162,6 +165,7 @@ impl StreamService {
                 )
             {
                 entries[i] = Some(PutRecordsEntry::Failed {
+                    detail: None,
                     error_code: "ProvisionedThroughputExceededException",
                     error_message: format!(
                         "Rate exceeded for shard {} in stream {name} under account {}.",
@@ -227,6 +231,7 @@ impl StreamService {
                         entries[i] = Some(PutRecordsEntry::Failed {
                             error_code: "InternalFailure",
                             error_message: "Internal service failure.".into(),
+                            detail: Some(format!("append to shard {ordinal} failed: {e}")),
                         });
                     }
                 }
@@ -275,10 +280,11 @@ impl StreamService {
             Some(PutRecordsEntry::Failed {
                 error_code,
                 error_message,
+                detail,
             }) => Err(if error_code == "ProvisionedThroughputExceededException" {
                 StreamError::ProvisionedThroughputExceeded(error_message)
             } else {
-                StreamError::Internal(error_message)
+                StreamError::Internal(detail.unwrap_or(error_message))
             }),
             None => Err(StreamError::Internal("no result".into())),
         }

@@ -751,6 +751,7 @@ pub async fn put_records(
             PutRecordsEntry::Failed {
                 error_code,
                 error_message,
+                ..
             } => {
                 out.push_str(
                     &serde_json::to_string(
