@@ -307,6 +307,15 @@ fn tags_of(events: &[MkvEvent]) -> Vec<Vec<(String, String)>> {
         .collect()
 }
 
+/// ListFragments' JSON answer.
+async fn list_fragments(ep: &str, body: serde_json::Value) -> Value {
+    post_json(ep, "listFragments", body)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn post_json(ep: &str, path: &str, body: serde_json::Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{ep}/{path}"))
@@ -427,15 +436,11 @@ async fn get_media_list_fragments_and_fragment_lists_replay_what_was_pushed() {
     let page: Value = page.json().await.unwrap();
     assert_eq!(page["Fragments"].as_array().unwrap().len(), 4);
     let next = page["NextToken"].as_str().unwrap();
-    let rest: Value = post_json(
+    let rest: Value = list_fragments(
         &ep,
-        "listFragments",
         serde_json::json!({"StreamName": "replay", "NextToken": next}),
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     let listed: Vec<&str> = page["Fragments"]
         .as_array()
         .unwrap()
@@ -447,7 +452,7 @@ async fn get_media_list_fragments_and_fragment_lists_replay_what_was_pushed() {
         listed,
         numbers.iter().map(String::as_str).collect::<Vec<_>>()
     );
-    let ranged: Value = post_json(&ep, "listFragments", serde_json::json!({"StreamName": "replay", "FragmentSelector": {"FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {"StartTimestamp": 2.0, "EndTimestamp": 4.0}}})).await.json().await.unwrap();
+    let ranged: Value = list_fragments(&ep, serde_json::json!({"StreamName": "replay", "FragmentSelector": {"FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {"StartTimestamp": 2.0, "EndTimestamp": 4.0}}})).await;
     let ranged: Vec<&str> = ranged["Fragments"]
         .as_array()
         .unwrap()
@@ -639,15 +644,7 @@ async fn a_stream_without_retention_stores_nothing_but_serves_live_readers() {
         150
     );
     // Nothing was kept.
-    let listed: Value = post_json(
-        &ep,
-        "listFragments",
-        serde_json::json!({"StreamName": "ephemeral"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let listed: Value = list_fragments(&ep, serde_json::json!({"StreamName": "ephemeral"})).await;
     assert_eq!(listed["Fragments"].as_array().unwrap().len(), 0);
 }
 
@@ -777,15 +774,7 @@ async fn non_increasing_timecodes_end_with_error_4004_after_the_good_fragments()
     assert_eq!(last["EventType"], "ERROR");
     assert_eq!(last["ErrorId"], 4004);
     // The stored fragments are intact.
-    let listed: Value = post_json(
-        &ep,
-        "listFragments",
-        serde_json::json!({"StreamName": "backwards"}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let listed: Value = list_fragments(&ep, serde_json::json!({"StreamName": "backwards"})).await;
     assert_eq!(listed["Fragments"].as_array().unwrap().len(), 2);
 }
 
@@ -858,15 +847,7 @@ async fn media_memory_budget_bounds_what_uploads_hold_and_recovers() {
             assert_eq!(last["ErrorId"], 5000, "{name}: {acks:?}");
         }
         total_persisted += persisted;
-        let listed: Value = post_json(
-            &ep,
-            "listFragments",
-            serde_json::json!({"StreamName": name}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        let listed: Value = list_fragments(&ep, serde_json::json!({"StreamName": name})).await;
         assert_eq!(
             listed["Fragments"].as_array().unwrap().len(),
             persisted,
@@ -973,15 +954,7 @@ async fn stored_fragment_lengths_add_up_to_the_media_pushed() {
     for (name, body) in bodies {
         create_video_stream(&ep, name, 2).await;
         put_media(&ep, name, &body, &mut rng).await;
-        let listed: Value = post_json(
-            &ep,
-            "listFragments",
-            serde_json::json!({"StreamName": name}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        let listed: Value = list_fragments(&ep, serde_json::json!({"StreamName": name})).await;
         let mut fragments: Vec<(String, f64, u64)> = listed["Fragments"]
             .as_array()
             .unwrap()

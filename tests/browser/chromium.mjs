@@ -46,3 +46,28 @@ export function browserRun(result, seconds, beforeExit = () => {}) {
 
   return { finish, launch };
 }
+
+// The options the scripts share: --seconds N, --min-advance S, --screenshot FILE,
+// --chromium PATH (default $CHROMIUM or /usr/bin/chromium), plus `extra` ones
+// (`{ '--player': 'player' }`: a flag and the option it sets). Returns the positional
+// arguments and the options; throws on an unknown option or a missing value.
+export function parseOptions(argv, extra = {}) {
+  const positional = [];
+  const opts = { seconds: 6, minAdvance: 1, screenshot: null, chromium: process.env.CHROMIUM || '/usr/bin/chromium' };
+  for (const key of Object.values(extra)) opts[key] = null;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === '--seconds') opts.seconds = Number(value());
+    else if (a === '--min-advance') opts.minAdvance = Number(value());
+    else if (a === '--screenshot') opts.screenshot = value();
+    else if (a === '--chromium') opts.chromium = value();
+    else if (a in extra) opts[extra[a]] = value();
+    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
+    else positional.push(a);
+  }
+  return { positional, opts };
+}

@@ -17,27 +17,13 @@
 // 2 on bad arguments.
 
 import { createServer } from 'node:http';
-import { browserRun } from './chromium.mjs';
+import { browserRun, parseOptions } from './chromium.mjs';
 
 const USAGE = 'usage: cross_origin.mjs PAGE_PORT FRESHET_ENDPOINT HLS_URL [--seconds N] ' +
   '[--min-advance S] [--screenshot FILE] [--chromium PATH]';
 
 function parseArgs(argv) {
-  const positional = [];
-  const opts = { seconds: 6, minAdvance: 1, screenshot: null, chromium: process.env.CHROMIUM || '/usr/bin/chromium' };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === '--seconds') opts.seconds = Number(value());
-    else if (a === '--min-advance') opts.minAdvance = Number(value());
-    else if (a === '--screenshot') opts.screenshot = value();
-    else if (a === '--chromium') opts.chromium = value();
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
-    else positional.push(a);
-  }
+  const { positional, opts } = parseOptions(argv);
   const [port, endpoint, hlsUrl] = positional;
   if (!Number.isInteger(Number(port)) || !endpoint || !hlsUrl || !(opts.seconds > 0)) throw new Error(USAGE);
   return { port: Number(port), endpoint: endpoint.replace(/\/+$/, ''), hlsUrl, ...opts };

@@ -21,28 +21,13 @@
 // by at least --min-advance seconds (default 1) and there was no media error, no fatal
 // hls.js error, no console or page error; 1 otherwise; 2 on bad arguments.
 
-import { browserRun } from './chromium.mjs';
+import { browserRun, parseOptions } from './chromium.mjs';
 
 const USAGE = 'usage: play.mjs ENDPOINT STREAM live|ondemand START END|replay START ' +
   '[--seconds N] [--min-advance S] [--screenshot FILE] [--chromium PATH] [--player native]';
 
 function parseArgs(argv) {
-  const positional = [];
-  const opts = { seconds: 6, minAdvance: 1, screenshot: null, player: null, chromium: process.env.CHROMIUM || '/usr/bin/chromium' };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`);
-      return argv[++i];
-    };
-    if (a === '--seconds') opts.seconds = Number(value());
-    else if (a === '--min-advance') opts.minAdvance = Number(value());
-    else if (a === '--screenshot') opts.screenshot = value();
-    else if (a === '--chromium') opts.chromium = value();
-    else if (a === '--player') opts.player = value();
-    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
-    else positional.push(a);
-  }
+  const { positional, opts } = parseOptions(argv, { '--player': 'player' });
   const [endpoint, stream, mode, start, end] = positional;
   if (!endpoint || !stream || !['live', 'ondemand', 'replay'].includes(mode)) throw new Error(USAGE);
   if (mode !== 'live' && !Number.isFinite(Number(start))) throw new Error(`${mode} needs START (epoch seconds)`);

@@ -390,6 +390,18 @@ def error_message(body: dict):
 # Stream helpers
 # --------------------------------------------------------------------------
 
+def wait_for(predicate, timeout: float, what: str, every: float = 0.1):
+    """Polls `predicate` until it returns something true (returned), failing after
+    `timeout` seconds with `what` in the message."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_status(client, name: str, want: str = "ACTIVE", timeout: float = 20.0,
                 arn: bool = False) -> dict:
     """Poll DescribeStreamSummary (as real clients do) until StreamStatus == want."""

@@ -19,7 +19,7 @@ import pytest
 import requests
 from botocore.config import Config
 
-from conftest import REGION, free_port, freshet_bin, unique_name
+from conftest import REGION, free_port, freshet_bin, unique_name, wait_for
 
 pytestmark = pytest.mark.freshet_only
 
@@ -32,16 +32,6 @@ def client(endpoint, service):
     return boto3.session.Session().client(
         service, endpoint_url=endpoint, region_name=REGION,
         aws_access_key_id="test", aws_secret_access_key="test", config=cfg)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def create_stream(endpoint, name):

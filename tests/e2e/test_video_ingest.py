@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import free_port, freshet_bin, unique_name
+from conftest import free_port, freshet_bin, unique_name, wait_for
 
 pytestmark = pytest.mark.freshet_only
 
@@ -482,16 +482,6 @@ class Camera:
             self.proc.kill()
             self.proc.wait(timeout=10)
             self.proc = None
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_rtsp_pull_with_digest_auth_survives_the_camera_going_away(endpoint, tmp_path):
