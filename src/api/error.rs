@@ -166,11 +166,7 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            ErrorKind::Unavailable,
-            "ServiceUnavailableException",
-            message,
-        )
+        Self::new(ErrorKind::Unavailable, "ServiceUnavailable", message)
     }
 
     /// Any service error.

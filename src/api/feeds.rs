@@ -48,7 +48,7 @@ fn manager(state: &AppState) -> Result<&std::sync::Arc<FeedManager>, Response> {
     state.feeds.as_ref().ok_or_else(|| {
         error(
             ErrorKind::Unavailable,
-            "ServiceUnavailableException",
+            "ServiceUnavailable",
             "Camera ingest is not running on this server.",
         )
     })

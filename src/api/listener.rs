@@ -166,7 +166,7 @@ impl RateLimitedLog {
     }
 }
 
-const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\nx-amzn-errortype: ServiceUnavailableException\r\ncontent-length: 63\r\n\r\n{\"message\":\"Too many connections; retry with fewer at a time.\"}";
+const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\nx-amzn-errortype: ServiceUnavailable\r\ncontent-length: 63\r\n\r\n{\"message\":\"Too many connections; retry with fewer at a time.\"}";
 
 /// Answers a connection over a cap without reading it, and closes it.
 fn refuse(tcp: TcpStream) {

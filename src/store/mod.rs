@@ -42,6 +42,14 @@ pub enum StoreError {
     InvalidLogId(String),
 }
 
+impl StoreError {
+    /// The file system is full (ENOSPC) or the quota is used up (EDQUOT): writes fail
+    /// until space is freed, but nothing stored is damaged and reads go on.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StoreError::Io(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)))
+    }
+}
+
 /// Default per-log page-cache window: 16 MiB.
 pub const DEFAULT_CACHE_WINDOW: u64 = 16 * 1024 * 1024;
 

@@ -26,6 +26,10 @@ pub enum StreamError {
     Validation(String),
     #[error("{0}")]
     AccessDenied(String),
+    /// The server cannot take the request now (its storage is full); retrying later
+    /// works.
+    #[error("{0}")]
+    Unavailable(String),
     /// A failure of ours, not the caller's: storage or catalog errors.
     #[error("{0}")]
     Internal(String),
@@ -55,6 +59,7 @@ impl Classified for StreamError {
             Self::LimitExceeded(_) => ErrorKind::LimitExceeded,
             Self::ProvisionedThroughputExceeded(_) => ErrorKind::Throttled,
             Self::AccessDenied(_) => ErrorKind::NotAuthorized,
+            Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -70,14 +75,22 @@ impl Classified for StreamError {
             Self::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
             Self::Validation(_) => "ValidationException",
             Self::AccessDenied(_) => "AccessDeniedException",
+            Self::Unavailable(_) => "ServiceUnavailable",
             Self::Internal(_) => "InternalFailure",
         }
     }
 }
 
+/// What a write refused for a full disk answers.
+pub const STORAGE_FULL: &str =
+    "The server's storage is full: nothing was stored. Retry once space has been freed.";
+
 impl From<StoreError> for StreamError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage failure");
+        if e.is_out_of_space() {
+            return Self::Unavailable(STORAGE_FULL.into());
+        }
         Self::Internal(e.to_string())
     }
 }

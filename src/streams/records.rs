@@ -39,6 +39,8 @@ pub enum PutRecordsEntry {
         /// For internal failures: what went wrong, for the log only (a single
         /// PutRecord reports it as its error's detail).
         detail: Option<String>,
+        /// The storage was full: a single PutRecord answers ServiceUnavailable.
+        out_of_space: bool,
     },
 }
 
@@ -166,6 +168,7 @@ impl StreamService {
             {
                 entries[i] = Some(PutRecordsEntry::Failed {
                     detail: None,
+                    out_of_space: false,
                     error_code: "ProvisionedThroughputExceededException",
                     error_message: format!(
                         "Rate exceeded for shard {} in stream {name} under account {}.",
@@ -227,11 +230,19 @@ impl StreamService {
                 }
                 Err(e) => {
                     tracing::error!(stream = name, shard = ordinal, error = %e, "append failed");
+                    let out_of_space = e.is_out_of_space();
                     for i in indexes {
                         entries[i] = Some(PutRecordsEntry::Failed {
+                            // PutRecords' per-record codes are this one and the
+                            // throughput one only.
                             error_code: "InternalFailure",
-                            error_message: "Internal service failure.".into(),
+                            error_message: if out_of_space {
+                                super::error::STORAGE_FULL.into()
+                            } else {
+                                "Internal service failure.".into()
+                            },
                             detail: Some(format!("append to shard {ordinal} failed: {e}")),
+                            out_of_space,
                         });
                     }
                 }
@@ -281,8 +292,11 @@ impl StreamService {
                 error_code,
                 error_message,
                 detail,
+                out_of_space,
             }) => Err(if error_code == "ProvisionedThroughputExceededException" {
                 StreamError::ProvisionedThroughputExceeded(error_message)
+            } else if out_of_space {
+                StreamError::Unavailable(error_message)
             } else {
                 StreamError::Internal(detail.unwrap_or(error_message))
             }),

@@ -1,9 +1,13 @@
-"""One error mapping: statuses per protocol family as docs/errors.md lists them, and a
-real storage failure (the data directory on a full tmpfs the test mounts) answered as
-a 500 InternalFailure whose text stays in the log, under the request id the client got.
+"""One error mapping: statuses per protocol family as docs/errors.md lists them; a full
+disk (the data directory on a small tmpfs the test mounts) refuses writes with 503
+ServiceUnavailable, keeps every acknowledged record readable, and takes writes again
+once space is freed; a real storage failure (a shard's files deleted under the running
+server) is a 500 InternalFailure whose text stays in the log, under the request id the
+client got.
 """
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -11,7 +15,7 @@ import time
 import pytest
 import requests
 
-from conftest import TARGET_PREFIX, make_client, unique_name, wait_active
+from conftest import TARGET_PREFIX, make_client, unique_name, wait_active, wait_for
 
 pytestmark = pytest.mark.freshet_only
 
@@ -37,46 +41,84 @@ def full_disk():
         os.rmdir(path)
 
 
-def test_a_storage_failure_is_a_500_with_its_text_only_in_the_log(start_server, full_disk):
+def put_until_refused(ep: str, name: str, limit: int = 200) -> tuple[int, requests.Response]:
+    """PutRecord of 256 KiB records until one is refused: (records stored, refusal)."""
+    data = "QUFB" * 87381  # base64 of 262,143 bytes
+    for i in range(limit):
+        r = kinesis_call(ep, "PutRecord", {"StreamName": name, "PartitionKey": str(i), "Data": data})
+        if r.status_code != 200:
+            return i, r
+    raise AssertionError(f"{limit} records of 256 KiB were all stored")
+
+
+def read_all(k, name: str) -> int:
+    it = k.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000",
+                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    got = 0
+    for _ in range(200):
+        out = k.get_records(ShardIterator=it, Limit=10)
+        got += len(out["Records"])
+        if not out["Records"] and out.get("MillisBehindLatest", 0) == 0:
+            return got
+        it = out["NextShardIterator"]
+    raise AssertionError("GetRecords never reached the end")
+
+
+def test_a_full_disk_refuses_writes_with_503_and_they_resume_once_space_is_freed(start_server, full_disk):
+    # Most of the 6 MiB taken by a file of someone else's.
+    filler = os.path.join(full_disk, "filler")
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (3 * 1024 * 1024))
     server = start_server(data_dir=full_disk, extra_args=["--segment-mb", "1"])
     ep = server.endpoint
     k = make_client(ep)
     name = unique_name("full")
     k.create_stream(StreamName=name, ShardCount=1)
     wait_active(k, name)
-    # 256 KiB records until the file system is full (6 MiB: a few dozen at most).
-    data = "QUFB" * 87381  # base64 of 262,143 bytes
-    failed = None
-    for i in range(200):
-        r = kinesis_call(ep, "PutRecord", {"StreamName": name, "PartitionKey": str(i), "Data": data})
-        if r.status_code != 200:
-            failed = r
-            break
-    assert failed is not None, "the 6 MiB file system never filled"
+    stored, refused = put_until_refused(ep, name)
+    assert stored > 0
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["__type"] == "ServiceUnavailable"
+    assert "storage is full" in refused.json()["message"]
+    # PutRecords answers per record, with the same words.
+    r = kinesis_call(ep, "PutRecords", {"StreamName": name, "Records": [
+        {"PartitionKey": "p", "Data": "QUFB" * 87381}]})
+    assert r.status_code == 200 and r.json()["FailedRecordCount"] == 1, r.text
+    assert "storage is full" in r.json()["Records"][0]["ErrorMessage"]
+    # Reads go on: everything acknowledged is there.
+    assert read_all(k, name) == stored
+    # Space comes back: writes resume without a restart, and nothing was lost.
+    os.unlink(filler)
+    for i in range(3):
+        r = kinesis_call(ep, "PutRecord", {"StreamName": name, "PartitionKey": f"after{i}", "Data": "QUFB"})
+        assert r.status_code == 200, r.text
+    assert read_all(k, name) == stored + 3
+
+
+def test_a_storage_failure_is_a_500_with_its_text_only_in_the_log(start_server):
+    server = start_server(extra_args=["--segment-mb", "1"])
+    ep = server.endpoint
+    k = make_client(ep)
+    name = unique_name("broken")
+    k.create_stream(StreamName=name, ShardCount=1)
+    wait_active(k, name)
+    assert kinesis_call(ep, "PutRecord", {"StreamName": name, "PartitionKey": "a", "Data": "QUFB"}).status_code == 200
+    # Someone deletes the shard's files under the running server: the next segment
+    # cannot be created.
+    logs = [os.path.join(root, d) for root, dirs, _ in os.walk(os.path.join(server.data_dir, "logs"))
+            for d in dirs if name in d]
+    assert logs, os.listdir(os.path.join(server.data_dir, "logs"))
+    for d in logs:
+        shutil.rmtree(d)
+    _, failed = put_until_refused(ep, name, limit=20)
     assert failed.status_code == 500, failed.text
-    body = failed.json()
-    assert body == {"__type": "InternalFailure", "message": "Internal service failure."}
+    assert failed.json() == {"__type": "InternalFailure", "message": "Internal service failure."}
     assert failed.headers["x-amzn-ErrorType"] == "InternalFailure"
     request_id = failed.headers["x-amzn-RequestId"]
-    deadline = time.monotonic() + 10
-    while True:
-        lines = [l for l in server.log_text().splitlines() if "internal failure" in l and request_id in l]
-        if lines:
-            break
-        assert time.monotonic() < deadline, server.log_text()[-3000:]
-        time.sleep(0.05)
-    assert "No space left" in lines[0] or "os error 28" in lines[0], lines[0]
-    # Reads keep working: everything acknowledged is there.
-    it = k.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000",
-                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-    got = 0
-    for _ in range(100):
-        out = k.get_records(ShardIterator=it, Limit=10)
-        got += len(out["Records"])
-        if not out["Records"] and out.get("MillisBehindLatest", 0) == 0:
-            break
-        it = out["NextShardIterator"]
-    assert got == i
+    line = wait_for(lambda: next((l for l in server.log_text().splitlines()
+                                  if "internal failure" in l and request_id in l), None),
+                    10, f"the log line of request {request_id}")
+    assert "No such file" in line or "os error 2" in line, line
 
 
 def test_statuses_follow_the_protocol_family(endpoint):
