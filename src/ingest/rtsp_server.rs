@@ -52,7 +52,11 @@ pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>) {
         let feeds = feeds.clone();
         tokio::spawn(async move {
             let _ = socket.set_nodelay(true);
-            let mut conn = Connection::new(feeds, peer);
+            let local_ip = socket
+                .local_addr()
+                .map(|a| a.ip())
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            let mut conn = Connection::new(feeds, peer, local_ip);
             if let Err(e) = conn.run(socket).await {
                 tracing::info!(%peer, error = %e, "RTSP connection ended");
             }
@@ -72,6 +76,9 @@ struct Setup {
 struct Connection {
     feeds: Arc<FeedManager>,
     peer: SocketAddr,
+    /// The address the client reached: UDP ports for RTP are bound on it (not on
+    /// every interface).
+    local_ip: std::net::IpAddr,
     session_id: String,
     stream: Option<String>,
     /// The announced URL (base for control URLs).
@@ -90,11 +97,12 @@ fn now_ms(feeds: &FeedManager) -> i64 {
 }
 
 impl Connection {
-    fn new(feeds: Arc<FeedManager>, peer: SocketAddr) -> Self {
+    fn new(feeds: Arc<FeedManager>, peer: SocketAddr, local_ip: std::net::IpAddr) -> Self {
         let (udp_tx, udp_rx) = mpsc::channel(1024);
         Self {
             feeds,
             peer,
+            local_ip,
             session_id: format!("{:016X}", rand_u64()),
             stream: None,
             base: String::new(),
@@ -324,6 +332,15 @@ impl Connection {
             // A media the session cannot store (a second video, say): refuse it.
             return reply(404);
         };
+        // One transport per media: a repeated SETUP replaces the earlier one (and
+        // closes its UDP sockets), so a session holds at most two sockets a media.
+        if let Some(i) = self.setups.iter().position(|s| s.track == track) {
+            let old = self.setups.remove(i);
+            for task in old.udp_tasks {
+                task.abort();
+            }
+            self.channels.retain(|_, (t, _)| *t != track);
+        }
         let Some(header) = req.headers.get("Transport") else {
             return reply(461);
         };
@@ -347,7 +364,7 @@ impl Connection {
                 return self.with_session(reply(200).with_header("Transport", answer.to_string()));
             }
             if !t.is_tcp() {
-                let Ok((rtp_sock, rtcp_sock, port)) = bind_udp_pair().await else {
+                let Ok((rtp_sock, rtcp_sock, port)) = bind_udp_pair(self.local_ip).await else {
                     return reply(453);
                 };
                 let mut tasks = Vec::new();
@@ -408,19 +425,19 @@ fn stream_name(uri: &str) -> Option<String> {
     .then(|| name.to_string())
 }
 
-/// An even UDP port and the one above it, both bound.
-async fn bind_udp_pair() -> std::io::Result<(UdpSocket, UdpSocket, u16)> {
+/// An even UDP port and the one above it, both bound on `ip`.
+async fn bind_udp_pair(ip: std::net::IpAddr) -> std::io::Result<(UdpSocket, UdpSocket, u16)> {
     for _ in 0..64 {
-        let probe = UdpSocket::bind("0.0.0.0:0").await?;
+        let probe = UdpSocket::bind((ip, 0)).await?;
         let port = probe.local_addr()?.port() & !1;
         drop(probe);
         if port < 1024 || port == u16::MAX - 1 {
             continue;
         }
-        let Ok(rtp) = UdpSocket::bind(("0.0.0.0", port)).await else {
+        let Ok(rtp) = UdpSocket::bind((ip, port)).await else {
             continue;
         };
-        let Ok(rtcp) = UdpSocket::bind(("0.0.0.0", port + 1)).await else {
+        let Ok(rtcp) = UdpSocket::bind((ip, port + 1)).await else {
             continue;
         };
         return Ok((rtp, rtcp, port));

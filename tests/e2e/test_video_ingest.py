@@ -3,6 +3,7 @@ feed (`freshet video ingest add`); the result is read back with GetMedia and HLS
 decoded with ffmpeg (frame counts, 40 ms timestamps). Loss and reordering are injected
 by a UDP relay; garbage datagrams and bad configurations get clear errors."""
 import json
+import os
 import random
 import re
 import socket
@@ -521,3 +522,56 @@ def test_rtsp_pull_with_digest_auth_survives_the_camera_going_away(endpoint, tmp
     finally:
         camera.stop()
         stop_feed(endpoint, bad)
+
+
+def udp_sockets_of(pid: int) -> list[str]:
+    """Local addresses (ip:port, hex as in /proc/net/udp) of a process's UDP sockets."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[9] in inodes:
+                    found.append(cols[1])
+    return found
+
+
+def test_rtsp_setups_bind_few_sockets_and_only_on_the_listener_address(start_server):
+    rtsp_port = free_port()
+    server = start_server(state_delay_ms=0, extra_args=["--rtsp-listen", f"127.0.0.1:{rtsp_port}"])
+    base = f"rtsp://127.0.0.1:{rtsp_port}"
+    name = unique_name("setups")
+    sdp = (b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           b"m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:streamid=0\r\n")
+    before = len(udp_sockets_of(server.proc.pid))
+    messages = [(f"ANNOUNCE {base}/{name} RTSP/1.0\r\nCSeq: 1\r\nContent-Type: application/sdp\r\n"
+                 f"Content-Length: {len(sdp)}\r\n\r\n").encode() + sdp]
+    # 300 SETUPs of the one media over UDP on one connection.
+    messages += [(f"SETUP {base}/{name}/streamid=0 RTSP/1.0\r\nCSeq: {2 + i}\r\n"
+                  f"Transport: RTP/AVP;unicast;client_port={20000 + 2 * i}-{20001 + 2 * i};mode=record\r\n\r\n").encode()
+                 for i in range(300)]
+    host, port = "127.0.0.1", rtsp_port
+    with socket.create_connection((host, port), timeout=10) as s:
+        answers = []
+        for m in messages:
+            s.sendall(m)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                assert chunk, f"closed after {len(answers)} answers"
+                data += chunk
+            answers.append(data)
+        assert all(a.startswith(b"RTSP/1.0 200") for a in answers), {a[:20] for a in answers}
+        # While the session is open: one RTP/RTCP pair, on the listener's address.
+        sockets = udp_sockets_of(server.proc.pid)
+    assert len(sockets) - before == 2, sockets
+    # Bound on 127.0.0.1 (0100007F), as the RTSP listener is, not on 0.0.0.0.
+    assert all(addr.startswith("0100007F:") for addr in sockets), sockets
