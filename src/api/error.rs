@@ -11,7 +11,7 @@
 //! | InvalidArgument | 400 | 400 | 400 |
 //! | LimitExceeded | 400 | 400 | 429 |
 //! | Throttled | 400 | 400 | 429 |
-//! | NotAuthorized | 400 (AccessDenied) / 403 | 401 | 403 |
+//! | NotAuthorized | 400 | 401 (a policy), 403 (a signature) | 403 |
 //! | TooLarge | 413 | 413 | 413 |
 //! | TimedOut | 408 | 408 | 408 |
 //! | Unavailable | 503 | 503 | 503 |
@@ -52,12 +52,15 @@ pub fn status(family: Family, kind: ErrorKind, code: &str) -> StatusCode {
         (_, Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
         (_, TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
         (_, TimedOut) => StatusCode::REQUEST_TIMEOUT,
-        // SigV4 failures are 403 on AWS; a policy denial is an ordinary 400.
-        (Family::Kinesis, NotAuthorized) if code != "AccessDeniedException" => {
-            StatusCode::FORBIDDEN
-        }
+        // AWS JSON 1.1 answers every client error 400, signature failures included
+        // (UnrecognizedClientException and the like come back as 400 from Kinesis).
         (Family::Kinesis, _) => StatusCode::BAD_REQUEST,
         (Family::KinesisVideo, NotFound) => StatusCode::NOT_FOUND,
+        // REST-JSON services answer signature failures 403; the Kinesis Video models
+        // give their own NotAuthorized/AccessDenied exceptions 401.
+        (Family::KinesisVideo, NotAuthorized) if is_signature_failure(code) => {
+            StatusCode::FORBIDDEN
+        }
         (Family::KinesisVideo, NotAuthorized) => StatusCode::UNAUTHORIZED,
         (Family::KinesisVideo, _) => StatusCode::BAD_REQUEST,
         (Family::Rest, NotFound) => StatusCode::NOT_FOUND,
@@ -66,6 +69,18 @@ pub fn status(family: Family, kind: ErrorKind, code: &str) -> StatusCode {
         (Family::Rest, NotAuthorized) => StatusCode::FORBIDDEN,
         (Family::Rest, InvalidArgument) => StatusCode::BAD_REQUEST,
     }
+}
+
+/// The errors of SigV4 verification (as opposed to a policy's denial).
+fn is_signature_failure(code: &str) -> bool {
+    matches!(
+        code,
+        "MissingAuthenticationTokenException"
+            | "IncompleteSignatureException"
+            | "InvalidSignatureException"
+            | "UnrecognizedClientException"
+            | "SignatureDoesNotMatch"
+    )
 }
 
 /// The message clients get for internal failures.
@@ -354,6 +369,17 @@ mod tests {
         assert_eq!(internal.message, INTERNAL_MESSAGE);
         assert_eq!(internal.detail.as_deref(), Some("disk on fire"));
         assert_eq!(ApiError::unavailable("x").status(Family::Kinesis), 503);
+        // Signature failures: 400 in AWS JSON 1.1, 403 in REST-JSON.
+        for code in [
+            "UnrecognizedClientException",
+            "MissingAuthenticationTokenException",
+        ] {
+            assert_eq!(status(Family::Kinesis, ErrorKind::NotAuthorized, code), 400);
+            assert_eq!(
+                status(Family::KinesisVideo, ErrorKind::NotAuthorized, code),
+                403
+            );
+        }
         assert_eq!(ApiError::too_large(1).status(Family::KinesisVideo), 413);
     }
 
