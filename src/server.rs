@@ -185,6 +185,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %data_dir.display(), ?durability, "freshet listening on {local}");
+    tracing::warn!(
+        "authentication: none. Every request is accepted: anyone who can reach {local} can \
+         read, write and delete every stream (docs/security.md)"
+    );
     let fd_limit = api::listener::raise_fd_limit();
     let mut listener_limits = api::listener::ListenerLimits::for_fd_limit(fd_limit);
     if let Some(n) = config.max_connections {

@@ -251,8 +251,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> &'static str {
-    "ok"
+/// `GET /health`: up, and how requests are authenticated (loudly: not at all, yet).
+async fn health() -> Response {
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "authentication": "none",
+        "warning": "requests are not authenticated: anyone who can reach this port can read, write and delete every stream (docs/security.md)",
+    }))
+    .into_response()
 }
 
 /// `GET /`: browsers (`Accept: text/html`) are sent to the console; other clients get

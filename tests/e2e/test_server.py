@@ -14,6 +14,10 @@ from conftest import (all_shards, make_client, shard_id, stream_arn, unique_name
 def test_health(endpoint):
     r = requests.get(endpoint + "/health", timeout=5)
     assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok"
+    # Said loudly while requests are not authenticated.
+    assert body["authentication"] == "none" and "not authenticated" in body["warning"]
 
 
 def test_logs_listening_line(session_server):
