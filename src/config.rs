@@ -104,6 +104,10 @@ pub struct ServeConfig {
     /// DataRetentionInHours of video streams created by RTSP/RTP ingest [default: 24]
     #[arg(long, env = "FRESHET_INGEST_RETENTION_HOURS")]
     pub ingest_retention_hours: Option<u32>,
+    /// Who may call (config file: an `[auth]` table with `[[auth.keys]]`)
+    #[command(flatten)]
+    #[serde(default)]
+    pub auth: AuthSettings,
     /// Browser access to the APIs and playback URLs (config file: a `[cors]` table)
     #[command(flatten)]
     #[serde(default)]
@@ -114,6 +118,97 @@ pub struct ServeConfig {
     #[arg(skip)]
     #[serde(default)]
     pub feeds: Vec<FeedEntry>,
+}
+
+/// How requests are authenticated (`[auth]` in the config file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `sigv4`: every API request must be signed with a configured key (AWS Signature
+    /// Version 4; HTTP Basic or a bearer token `ID:SECRET` for the REST API and the
+    /// console); `none`: every request is accepted [default: sigv4 when keys are
+    /// configured, else none]
+    #[arg(long = "auth-mode", env = "FRESHET_AUTH_MODE", value_enum)]
+    pub mode: Option<AuthMode>,
+    /// A TOML file with `[[auth.keys]]` tables (as in the config file), kept apart from
+    /// the rest of the configuration
+    #[arg(long = "auth-keys-file", env = "FRESHET_AUTH_KEYS_FILE")]
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    /// The keys (config file only): `access_key_id`, `secret_access_key`, and optional
+    /// `allow` (action patterns, `kinesis:PutRecord*`) and `resources` (stream-name
+    /// patterns)
+    #[arg(skip)]
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+}
+
+/// `[auth] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Sigv4,
+    None,
+}
+
+/// One `[[auth.keys]]` table.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl AuthSettings {
+    /// The keyring in force, `None` when authentication is off. Keys come from the
+    /// config file and from `keys_file`.
+    pub fn keyring(&self) -> anyhow::Result<Option<crate::auth::Keyring>> {
+        let mut entries = self.keys.clone();
+        if let Some(path) = &self.keys_file {
+            let file = ServeConfig::from_file(path)?;
+            entries.extend(file.auth.keys);
+        }
+        let mode = self.mode.unwrap_or(if entries.is_empty() {
+            AuthMode::None
+        } else {
+            AuthMode::Sigv4
+        });
+        match mode {
+            AuthMode::None => Ok(None),
+            AuthMode::Sigv4 if entries.is_empty() => Err(anyhow::anyhow!(
+                "auth mode sigv4 needs at least one [[auth.keys]] entry"
+            )),
+            AuthMode::Sigv4 => {
+                let keys = entries
+                    .into_iter()
+                    .map(|e| {
+                        crate::auth::AccessKey::new(
+                            e.access_key_id,
+                            e.secret_access_key,
+                            e.allow,
+                            e.resources,
+                        )
+                    })
+                    .collect();
+                crate::auth::Keyring::new(keys)
+                    .map(Some)
+                    .map_err(|e| anyhow::anyhow!(e))
+            }
+        }
+    }
 }
 
 /// Which web pages may call Freshet from a browser (`[cors]` in the config file).
@@ -177,6 +272,15 @@ impl ServeConfig {
             rtsp_listen: self.rtsp_listen.or(other.rtsp_listen),
             ingest_no_auto_create: self.ingest_no_auto_create || other.ingest_no_auto_create,
             ingest_retention_hours: self.ingest_retention_hours.or(other.ingest_retention_hours),
+            auth: AuthSettings {
+                mode: self.auth.mode.or(other.auth.mode),
+                keys_file: self.auth.keys_file.or(other.auth.keys_file),
+                keys: if self.auth.keys.is_empty() {
+                    other.auth.keys
+                } else {
+                    self.auth.keys
+                },
+            },
             cors: CorsSettings {
                 origins: if self.cors.origins.is_empty() {
                     other.cors.origins

@@ -16,7 +16,9 @@ pub enum ErrorKind {
     InvalidArgument,
     /// An account or resource limit would be exceeded.
     LimitExceeded,
-    /// The caller is not allowed to do this (or did not say who it is).
+    /// The caller did not prove who it is (no signature, a wrong one, an unknown key).
+    Unauthenticated,
+    /// The caller is known but not allowed to do this.
     NotAuthorized,
     /// The caller sends faster than allowed; retrying later will work.
     Throttled,

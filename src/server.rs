@@ -81,6 +81,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         shard_throughput_limits: config.shard_throughput_limits,
         ..defaults
     };
+    let service_account = service_config.account_id.clone();
+    let service_region = service_config.region.clone();
     let catalog: Arc<dyn crate::store::catalog::Catalog> = Arc::new(catalog);
     let video = VideoService::open(
         VideoConfig {
@@ -168,13 +170,21 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
     state.advertise_url = advertise_url.map(Arc::from);
+    let state_auth = config.auth.keyring()?.map(|keys| {
+        Arc::new(api::auth::EdgeAuth {
+            keys,
+            account_id: service_account.clone(),
+            region: service_region.clone(),
+        })
+    });
+    state.auth = state_auth.clone();
     state.cors = Arc::new(
         api::cors::CorsPolicy::new(
             config.cors.origins.clone(),
             config.cors.playback_origin.clone(),
-            // Authentication is not configurable yet: every request is let in, so only
-            // the configured origins may drive the APIs from a browser.
-            false,
+            // With authentication a signature grants access, so every origin may call
+            // (as on AWS); without, only the configured origins may drive the APIs.
+            state.auth.is_some(),
         )
         .map_err(|e| anyhow::anyhow!(e))?,
     );
@@ -185,10 +195,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     tracing::info!(data_dir = %data_dir.display(), ?durability, "freshet listening on {local}");
-    tracing::warn!(
-        "authentication: none. Every request is accepted: anyone who can reach {local} can \
-         read, write and delete every stream (docs/security.md)"
-    );
+    match &state_auth {
+        Some(auth) => tracing::info!(keys = auth.keys.len(), "authentication: SigV4"),
+        None => tracing::warn!(
+            "authentication: none. Every request is accepted: anyone who can reach {local} can \
+             read, write and delete every stream (docs/security.md)"
+        ),
+    }
     let fd_limit = api::listener::raise_fd_limit();
     let mut listener_limits = api::listener::ListenerLimits::for_fd_limit(fd_limit);
     if let Some(n) = config.max_connections {

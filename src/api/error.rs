@@ -11,7 +11,8 @@
 //! | InvalidArgument | 400 | 400 | 400 |
 //! | LimitExceeded | 400 | 400 | 429 |
 //! | Throttled | 400 | 400 | 429 |
-//! | NotAuthorized | 400 | 401 (a policy), 403 (a signature) | 403 |
+//! | Unauthenticated | 400 | 403 | 401 |
+//! | NotAuthorized | 400 | 401 | 403 |
 //! | TooLarge | 413 | 413 | 413 |
 //! | TimedOut | 408 | 408 | 408 |
 //! | Unavailable | 503 | 503 | 503 |
@@ -44,8 +45,8 @@ pub enum Family {
     Rest,
 }
 
-/// The HTTP status of an error of `kind` (AWS exception `code`) in `family`.
-pub fn status(family: Family, kind: ErrorKind, code: &str) -> StatusCode {
+/// The HTTP status of an error of `kind` in `family`.
+pub fn status(family: Family, kind: ErrorKind) -> StatusCode {
     use ErrorKind::*;
     match (family, kind) {
         (_, Internal) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -58,29 +59,16 @@ pub fn status(family: Family, kind: ErrorKind, code: &str) -> StatusCode {
         (Family::KinesisVideo, NotFound) => StatusCode::NOT_FOUND,
         // REST-JSON services answer signature failures 403; the Kinesis Video models
         // give their own NotAuthorized/AccessDenied exceptions 401.
-        (Family::KinesisVideo, NotAuthorized) if is_signature_failure(code) => {
-            StatusCode::FORBIDDEN
-        }
+        (Family::KinesisVideo, Unauthenticated) => StatusCode::FORBIDDEN,
         (Family::KinesisVideo, NotAuthorized) => StatusCode::UNAUTHORIZED,
         (Family::KinesisVideo, _) => StatusCode::BAD_REQUEST,
         (Family::Rest, NotFound) => StatusCode::NOT_FOUND,
         (Family::Rest, InUse) => StatusCode::CONFLICT,
         (Family::Rest, LimitExceeded | Throttled) => StatusCode::TOO_MANY_REQUESTS,
+        (Family::Rest, Unauthenticated) => StatusCode::UNAUTHORIZED,
         (Family::Rest, NotAuthorized) => StatusCode::FORBIDDEN,
         (Family::Rest, InvalidArgument) => StatusCode::BAD_REQUEST,
     }
-}
-
-/// The errors of SigV4 verification (as opposed to a policy's denial).
-fn is_signature_failure(code: &str) -> bool {
-    matches!(
-        code,
-        "MissingAuthenticationTokenException"
-            | "IncompleteSignatureException"
-            | "InvalidSignatureException"
-            | "UnrecognizedClientException"
-            | "SignatureDoesNotMatch"
-    )
 }
 
 /// The message clients get for internal failures.
@@ -193,7 +181,7 @@ impl ApiError {
     }
 
     pub fn status(&self, family: Family) -> StatusCode {
-        status(family, self.kind, self.code)
+        status(family, self.kind)
     }
 
     /// The Kinesis JSON 1.1 error body. As AWS does, SerializationException spells its
@@ -329,7 +317,7 @@ mod tests {
                 .get(*code)
                 .unwrap_or_else(|| panic!("{code} is not in the models"));
             assert_eq!(
-                status(Family::KinesisVideo, *kind, code).as_u16(),
+                status(Family::KinesisVideo, *kind).as_u16(),
                 *model,
                 "{code}"
             );
@@ -369,17 +357,13 @@ mod tests {
         assert_eq!(internal.message, INTERNAL_MESSAGE);
         assert_eq!(internal.detail.as_deref(), Some("disk on fire"));
         assert_eq!(ApiError::unavailable("x").status(Family::Kinesis), 503);
-        // Signature failures: 400 in AWS JSON 1.1, 403 in REST-JSON.
-        for code in [
-            "UnrecognizedClientException",
-            "MissingAuthenticationTokenException",
-        ] {
-            assert_eq!(status(Family::Kinesis, ErrorKind::NotAuthorized, code), 400);
-            assert_eq!(
-                status(Family::KinesisVideo, ErrorKind::NotAuthorized, code),
-                403
-            );
-        }
+        // Signature failures: 400 in AWS JSON 1.1, 403 in REST-JSON, 401 in the REST API.
+        assert_eq!(status(Family::Kinesis, ErrorKind::Unauthenticated), 400);
+        assert_eq!(status(Family::Rest, ErrorKind::Unauthenticated), 401);
+        assert_eq!(
+            status(Family::KinesisVideo, ErrorKind::Unauthenticated),
+            403
+        );
         assert_eq!(ApiError::too_large(1).status(Family::KinesisVideo), 413);
     }
 

@@ -11,6 +11,7 @@
 //! memory) and under a global in-flight byte budget, so memory stays bounded however
 //! many clients push at once.
 
+pub mod auth;
 pub mod cbor;
 pub mod console;
 pub mod cors;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub advertise_url: Option<Arc<str>>,
     /// Which browser pages may call (`[cors]`).
     pub cors: Arc<cors::CorsPolicy>,
+    /// The keys requests must be signed with; `None`: every request is accepted.
+    pub auth: Option<Arc<auth::EdgeAuth>>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -190,6 +193,7 @@ impl AppState {
             feeds: None,
             advertise_url: None,
             cors: Arc::new(cors::CorsPolicy::default()),
+            auth: None,
         }
     }
 
@@ -243,6 +247,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rest::routes())
         .merge(feeds::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::layer))
         .layer(middleware::from_fn_with_state(
             state.cors.clone(),
             cors::layer,
@@ -252,14 +257,22 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// `GET /health`: up, and how requests are authenticated (loudly: not at all, yet).
-async fn health() -> Response {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "authentication": "none",
-        "warning": "requests are not authenticated: anyone who can reach this port can read, write and delete every stream (docs/security.md)",
-    }))
-    .into_response()
+async fn health(State(state): State<AppState>) -> Response {
+    let body = match &state.auth {
+        Some(auth) => serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "authentication": "sigv4",
+            "keys": auth.keys.len(),
+        }),
+        None => serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "authentication": "none",
+            "warning": "requests are not authenticated: anyone who can reach this port can read, write and delete every stream (docs/security.md)",
+        }),
+    };
+    axum::Json(body).into_response()
 }
 
 /// `GET /`: browsers (`Accept: text/html`) are sent to the console; other clients get

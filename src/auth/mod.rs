@@ -25,6 +25,7 @@
 
 mod canonical;
 mod error;
+pub mod keys;
 pub mod sigv4;
 mod timestamp;
 
@@ -32,6 +33,7 @@ mod timestamp;
 mod tests;
 
 pub use error::AuthError;
+pub use keys::{AccessKey, Keyring};
 pub use sigv4::{
     AuthForm, CredentialScope, PayloadHash, RequestParts, Secret, SecretLookup, SigningParams,
     StreamingPayload, Verified, payload_hash, presign, sign, verify,

@@ -27,6 +27,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 from conftest import CREDENTIALS, REGION, unique_name
 
@@ -56,15 +57,19 @@ def recv_until(sock: socket.socket, buf: bytearray, marker: bytes, deadline: flo
     return buf.index(marker) + len(marker)
 
 
-def signed_head(method: str, path: str, host: str, body: bytes, headers: dict) -> dict:
-    """SigV4 as the SDK signs: over the Host header it sends (no port)."""
+def signed_head(method: str, path: str, host: str, body: bytes, headers: dict,
+                credentials=None) -> dict:
+    """SigV4 as the SDK signs: over the Host header it sends (no port), for
+    PutMedia over an empty body (producer-c signs the headers only)."""
     req = AWSRequest(method=method, url=f"http://{host}{path}", data=body,
                      headers={"host": host, **headers})
-    SigV4Auth(CREDENTIALS, "kinesisvideo", REGION).add_auth(req)
+    creds = CREDENTIALS if credentials is None else Credentials(*credentials)
+    SigV4Auth(creds, "kinesisvideo", REGION).add_auth(req)
     return dict(req.headers.items())
 
 
-def control_call(base: str, op: str, body: str, host: str = "127.0.0.1") -> tuple[int, str, dict]:
+def control_call(base: str, op: str, body: str, host: str = "127.0.0.1",
+                 credentials=None) -> tuple[int, str, dict]:
     """One control-plane call as producer-c makes it (its JSON templates, its headers).
     Returns (status, x-amzn-ErrorType, body)."""
     addr = base.removeprefix("http://").rstrip("/")
@@ -72,7 +77,7 @@ def control_call(base: str, op: str, body: str, host: str = "127.0.0.1") -> tupl
     data = body.encode()
     headers = signed_head("POST", f"/{op}", host, data, {
         "user-agent": USER_AGENT, "content-type": "application/json", "accept": "*/*",
-        "content-length": str(len(data))})
+        "content-length": str(len(data))}, credentials)
     head = f"POST /{op} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     with socket.create_connection((h, int(p)), timeout=10) as s:
         s.sendall(head.encode() + data)
