@@ -185,10 +185,13 @@ impl ApiError {
     }
 
     /// The Kinesis JSON 1.1 error body. As AWS does, SerializationException spells its
-    /// message `Message` and leaves it out when empty.
+    /// message `Message` and leaves it out when empty, and UnknownOperationException
+    /// has no message at all.
     pub fn json_body(&self) -> Vec<u8> {
         let mut body = serde_json::json!({ "__type": self.code });
-        if self.code == "SerializationException" {
+        if self.code == "UnknownOperationException" {
+            // Nothing but the type.
+        } else if self.code == "SerializationException" {
             if !self.message.is_empty() {
                 body["Message"] = self.message.clone().into();
             }

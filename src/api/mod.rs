@@ -326,13 +326,13 @@ async fn request_ids(req: Request, next: Next) -> Response {
         headers.insert("x-amzn-RequestId", v);
     }
     use base64::Engine;
-    let id2 = base64::engine::general_purpose::STANDARD.encode(
-        id.as_bytes()
-            .iter()
-            .chain(uuid::Uuid::new_v4().as_bytes())
-            .copied()
-            .collect::<Vec<u8>>(),
-    );
+    // AWS's x-amz-id-2 decodes to 64-80 bytes: the request id and 48 random bytes.
+    let mut raw = Vec::with_capacity(64);
+    raw.extend_from_slice(id.as_bytes());
+    for _ in 0..3 {
+        raw.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    }
+    let id2 = base64::engine::general_purpose::STANDARD.encode(raw);
     if let Ok(v) = HeaderValue::from_str(&id2) {
         headers.insert("x-amz-id-2", v);
     }

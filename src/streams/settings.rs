@@ -123,6 +123,12 @@ impl StreamService {
     }
 
     pub async fn remove_tags(&self, r: &StreamRef, keys: &[String]) -> Result<()> {
+        // Keys are checked as AddTagsToStream checks them (as AWS does).
+        if keys.iter().any(|k| !tag_chars_ok(k)) {
+            return Err(StreamError::InvalidArgument(
+                "Some tags contain invalid characters. Valid characters: Unicode letters, digits, white space, _ . / = + - % @.".into(),
+            ));
+        }
         self.update_meta(r, |meta| {
             for k in keys {
                 meta.tags.remove(k);

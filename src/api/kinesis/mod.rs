@@ -136,7 +136,12 @@ pub enum Output {
 }
 
 fn respond(out: Output, op: &model::Operation<'_>, encoding: Encoding) -> Response {
+    // Operations without an output shape (CreateStream, DeleteStream, AddTagsToStream,
+    // ...) answer with an empty body, as AWS does.
+    let no_output = op.output_shape().is_none();
     let (body, content_type) = match (encoding, out) {
+        (Encoding::Json, _) if no_output => (Vec::new(), JSON_TYPE),
+        (Encoding::Cbor, _) if no_output => (Vec::new(), CBOR_TYPE),
         (Encoding::Json, Output::Doc(v)) => (serde_json::to_vec(&v).unwrap_or_default(), JSON_TYPE),
         (Encoding::Json, Output::Rendered(b)) => (b, JSON_TYPE),
         (Encoding::Cbor, Output::Doc(v)) => (cbor::json_to_cbor_output(&v, op), CBOR_TYPE),
