@@ -84,6 +84,12 @@ impl Kinesis {
             .bytes()
             .await
             .map_err(|e| CallError::Transport(e.to_string()))?;
+        // Operations without output answer an empty body.
+        let bytes = if bytes.is_empty() {
+            bytes::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             CallError::Transport(format!(
                 "{op}: unparseable answer ({status}): {e}: {:?}",
