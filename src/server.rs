@@ -188,20 +188,6 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!(e))?,
     );
-    let app = api::router(state);
-    let addr = config.listen();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    tracing::info!(data_dir = %data_dir.display(), ?durability, "freshet listening on {local}");
-    match &state_auth {
-        Some(auth) => tracing::info!(keys = auth.keys.len(), "authentication: SigV4"),
-        None => tracing::warn!(
-            "authentication: none. Every request is accepted: anyone who can reach {local} can \
-             read, write and delete every stream (docs/security.md)"
-        ),
-    }
     let fd_limit = api::listener::raise_fd_limit();
     let mut listener_limits = api::listener::ListenerLimits::for_fd_limit(fd_limit);
     if let Some(n) = config.max_connections {
@@ -220,12 +206,29 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         header_read_timeout = ?listener_limits.header_read_timeout,
         "HTTP limits"
     );
+    let gauge = api::listener::ConnectionGauge::new(listener_limits.max_connections);
+    state.connections = Some(gauge.clone());
+    let app = api::router(state);
+    let addr = config.listen();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(data_dir = %data_dir.display(), ?durability, "freshet listening on {local}");
+    match &state_auth {
+        Some(auth) => tracing::info!(keys = auth.keys.len(), "authentication: SigV4"),
+        None => tracing::warn!(
+            "authentication: none. Every request is accepted: anyone who can reach {local} can \
+             read, write and delete every stream (docs/security.md)"
+        ),
+    }
     // On SIGTERM/SIGINT stop accepting, let in-flight requests finish, but do not wait
     // more than SHUTDOWN_GRACE for long-lived ones (followed reads).
     api::listener::serve(
         listener,
         app,
         listener_limits,
+        gauge,
         shutdown_signal(),
         SHUTDOWN_GRACE,
     )

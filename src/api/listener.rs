@@ -175,16 +175,40 @@ fn refuse(tcp: TcpStream) {
     let _ = tcp.try_write(OVER_CAP_RESPONSE);
 }
 
+/// The connections open at once, for `/ready`: the listener's slots and their number.
+#[derive(Debug, Clone)]
+pub struct ConnectionGauge {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionGauge {
+    pub fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// (open, most allowed).
+    pub fn open(&self) -> (usize, usize) {
+        (self.max - self.slots.available_permits(), self.max)
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish for at most `grace`.
+/// finish for at most `grace`. `gauge` holds the connection slots
+/// (`limits.max_connections` of them).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ListenerLimits,
+    gauge: ConnectionGauge,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    debug_assert_eq!(gauge.max, limits.max_connections);
+    let connections = gauge.slots.clone();
     let per_ip = Arc::new(PerIp::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a sender; all are gone once every task has ended.

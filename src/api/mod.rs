@@ -69,6 +69,8 @@ pub struct AppState {
     pub cors: Arc<cors::CorsPolicy>,
     /// The keys requests must be signed with; `None`: every request is accepted.
     pub auth: Option<Arc<auth::EdgeAuth>>,
+    /// The HTTP listener's connections, for `/ready` (`None` without a listener).
+    pub connections: Option<listener::ConnectionGauge>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -106,6 +108,11 @@ impl MediaBudget {
     /// KiB not held by any connection.
     pub fn available_kib(&self) -> usize {
         self.semaphore.available_permits()
+    }
+
+    /// The whole budget, in KiB.
+    pub fn total_kib(&self) -> usize {
+        self.total_kib
     }
 }
 
@@ -194,6 +201,7 @@ impl AppState {
             advertise_url: None,
             cors: Arc::new(cors::CorsPolicy::default()),
             auth: None,
+            connections: None,
         }
     }
 
@@ -212,6 +220,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", post(kinesis::handle).get(root))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/console", get(console::page))
         .route("/console/", get(console::page))
         .route("/console/{*asset}", get(console::asset))
@@ -273,6 +282,40 @@ async fn health(State(state): State<AppState>) -> Response {
         }),
     };
     axum::Json(body).into_response()
+}
+
+/// `GET /ready`: 200 while the server takes requests, 503 with the reasons when it is
+/// saturated: nine tenths of its connections open, or less than a tenth of the
+/// request-body or PutMedia memory budget free.
+async fn ready(State(state): State<AppState>) -> Response {
+    let mut reasons = Vec::new();
+    if let Some(gauge) = &state.connections {
+        let (open, max) = gauge.open();
+        if open * 10 >= max * 9 {
+            reasons.push(format!("{open} of {max} connections are open"));
+        }
+    }
+    let body_free = state.body_budget.available_permits();
+    if body_free * 10 < BODY_BUDGET_BYTES / 1024 {
+        reasons.push(format!(
+            "{body_free} KiB of the request-body budget are free"
+        ));
+    }
+    let media_free = state.media_budget.available_kib();
+    if media_free * 10 < state.media_budget.total_kib() {
+        reasons.push(format!("{media_free} KiB of the PutMedia budget are free"));
+    }
+    let ready = reasons.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "ready": ready, "reasons": reasons })),
+    )
+        .into_response()
 }
 
 /// `GET /`: browsers (`Accept: text/html`) are sent to the console; other clients get

@@ -17,10 +17,11 @@ import threading
 import time
 
 import boto3
+import requests
 import pytest
 from botocore.config import Config
 
-from conftest import REGION, unique_name
+from conftest import REGION, unique_name, wait_for
 
 pytestmark = pytest.mark.freshet_only
 
@@ -272,3 +273,23 @@ def test_oversized_headers_get_431(start_server):
                 break
             got += chunk
     assert got.startswith(b"HTTP/1.1 431"), got[:100]
+
+
+def test_ready_reports_saturation_and_recovers(start_server):
+    server = start_server(extra_args=["--max-connections", "20", "--max-connections-per-ip", "20"])
+    r = requests.get(server.endpoint + "/ready", timeout=5)
+    assert (r.status_code, r.json()) == (200, {"ready": True, "reasons": []})
+    crowd = Crowd()
+    try:
+        # 18 idle connections from another address, plus the probe's own: 19 of 20 open.
+        crowd.open(server.port, "127.0.0.2", b"", 18)
+        def saturated():
+            r = requests.get(server.endpoint + "/ready", timeout=5)
+            return r.json() if r.status_code == 503 else None  # (a 503 Response is falsy)
+        body = wait_for(saturated, 10, "/ready to report saturation")
+        assert body["ready"] is False
+        assert any("connections are open" in reason for reason in body["reasons"]), body
+    finally:
+        crowd.close()
+    wait_for(lambda: requests.get(server.endpoint + "/ready", timeout=5).status_code == 200, 10,
+             "/ready to recover")
