@@ -272,32 +272,9 @@ async fn authenticate(
     req: Request,
 ) -> Result<Request, ApiError> {
     let (parts, body) = req.into_parts();
-    // HTTP Basic / bearer first: the console and the REST API, and browsers' calls.
-    if let Some(found) = basic_or_bearer(&auth.keys, &parts.headers) {
-        let key = found?;
-        let (req, stream) = match &route {
-            Route::Aws {
-                streaming: false, ..
-            } => {
-                let bytes = read_body(state, &parts.headers, body, MAX_KINESIS_BODY)
-                    .await?
-                    .bytes;
-                let stream = stream_of_body(&parts.headers, &bytes);
-                (Request::from_parts(parts, Body::from(bytes)), stream)
-            }
-            Route::Aws {
-                streaming: true, ..
-            } => {
-                let stream = putmedia_stream(&parts.headers);
-                (Request::from_parts(parts, body), stream)
-            }
-            Route::Rest { stream, .. } => (Request::from_parts(parts, body), stream.clone()),
-            Route::Console | Route::Exempt => (Request::from_parts(parts, body), None),
-        };
-        check_policy(auth, key, &route, stream.as_deref())?;
-        return Ok(req);
-    }
-    if route == Route::Console {
+    // HTTP Basic / bearer: the console and the REST API, and browsers' calls.
+    let basic = basic_or_bearer(&auth.keys, &parts.headers);
+    if basic.is_none() && route == Route::Console {
         // Browsers cannot sign: ask for Basic credentials.
         return Err(ApiError::new(
             ErrorKind::Unauthenticated,
@@ -305,54 +282,64 @@ async fn authenticate(
             "Sign in with an access key id and its secret.",
         ));
     }
-    let now = std::time::UNIX_EPOCH
-        + std::time::Duration::from_millis(state.video.now_ms().max(0) as u64);
-    if let Route::Aws {
-        streaming: true,
-        service,
-        ..
-    } = &route
-    {
-        // PutMedia producers sign the headers only, over the hash of an empty body
-        // (or what X-Amz-Content-SHA256 declares).
-        let verified = verify(
-            &RequestParts::from(&parts),
-            Some(&payload_hash(b"")),
-            now,
-            &auth.keys,
-        )
-        .map_err(auth_error)?;
-        verified.require_service(service).map_err(auth_error)?;
-        let key = signer(auth, &verified.access_key_id)?;
-        check_policy(
-            auth,
-            key,
-            &route,
-            putmedia_stream(&parts.headers).as_deref(),
-        )?;
-        return Ok(Request::from_parts(parts, body));
-    }
-    let bytes = read_body(state, &parts.headers, body, MAX_KINESIS_BODY)
-        .await?
-        .bytes;
-    let verified = verify(
-        &RequestParts::from(&parts),
-        Some(&payload_hash(&bytes)),
-        now,
-        &auth.keys,
-    )
-    .map_err(auth_error)?;
-    if let Route::Aws { service, .. } = &route {
-        verified.require_service(service).map_err(auth_error)?;
-    }
-    verified.payload.check_body(&bytes).map_err(auth_error)?;
-    let key = signer(auth, &verified.access_key_id)?;
+    // The body is read where it names the stream (the AWS APIs but PutMedia) or is
+    // signed (any SigV4 request but PutMedia, whose producers sign the headers only).
+    let streaming = matches!(
+        route,
+        Route::Aws {
+            streaming: true,
+            ..
+        }
+    );
+    let read = !streaming && (matches!(route, Route::Aws { .. }) || basic.is_none());
+    let (body, bytes) = if read {
+        let bytes = read_body(state, &parts.headers, body, MAX_KINESIS_BODY)
+            .await?
+            .bytes;
+        (Body::from(bytes.clone()), Some(bytes))
+    } else {
+        (body, None)
+    };
+    let key = match basic {
+        Some(found) => found?,
+        None => verify_sigv4(state, auth, &route, &parts, bytes.as_deref())?,
+    };
     let stream = match &route {
         Route::Rest { stream, .. } => stream.clone(),
-        _ => stream_of_body(&parts.headers, &bytes),
+        Route::Aws {
+            streaming: true, ..
+        } => putmedia_stream(&parts.headers),
+        Route::Aws { .. } => bytes
+            .as_deref()
+            .and_then(|b| stream_of_body(&parts.headers, b)),
+        Route::Console | Route::Exempt => None,
     };
     check_policy(auth, key, &route, stream.as_deref())?;
-    Ok(Request::from_parts(parts, Body::from(bytes)))
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Checks a SigV4 signature over `body` (for PutMedia, `None`: the hash of an empty
+/// body is what producers sign, or what X-Amz-Content-SHA256 declares) and returns
+/// the key that made it.
+fn verify_sigv4<'a>(
+    state: &AppState,
+    auth: &'a EdgeAuth,
+    route: &Route,
+    parts: &axum::http::request::Parts,
+    body: Option<&[u8]>,
+) -> Result<&'a AccessKey, ApiError> {
+    let now = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(state.video.now_ms().max(0) as u64);
+    let hash = payload_hash(body.unwrap_or_default());
+    let verified =
+        verify(&RequestParts::from(parts), Some(&hash), now, &auth.keys).map_err(auth_error)?;
+    if let Route::Aws { service, .. } = route {
+        verified.require_service(service).map_err(auth_error)?;
+    }
+    if let Some(body) = body {
+        verified.payload.check_body(body).map_err(auth_error)?;
+    }
+    signer(auth, &verified.access_key_id)
 }
 
 /// The key a verified signature was made with.

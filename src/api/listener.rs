@@ -168,8 +168,23 @@ impl RateLimitedLog {
 
 const OVER_CAP_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-type: application/json\r\nx-amzn-errortype: ServiceUnavailable\r\ncontent-length: 63\r\n\r\n{\"message\":\"Too many connections; retry with fewer at a time.\"}";
 
-/// Answers a connection over a cap without reading it, and closes it.
-fn refuse(tcp: TcpStream) {
+/// Answers a connection over the `cap` connection limit without reading it, and closes
+/// it; logged through `log`.
+fn refuse(
+    tcp: TcpStream,
+    remote: std::net::SocketAddr,
+    log: &mut RateLimitedLog,
+    limit: usize,
+    cap: &str,
+) {
+    if let Some(suppressed) = log.admit() {
+        tracing::warn!(
+            %remote,
+            limit,
+            suppressed,
+            "connection refused: {cap} connection limit reached"
+        );
+    }
     // Best effort: the socket buffer of a new connection takes this at once; a client
     // that does not read it just sees the close.
     let _ = tcp.try_write(OVER_CAP_RESPONSE);
@@ -234,27 +249,18 @@ pub async fn serve(
             },
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            if let Some(suppressed) = server_cap_refusals.admit() {
-                tracing::warn!(
-                    %remote,
-                    limit = limits.max_connections,
-                    suppressed,
-                    "connection refused: server-wide connection limit reached"
-                );
-            }
-            refuse(tcp);
+            refuse(
+                tcp,
+                remote,
+                &mut server_cap_refusals,
+                limits.max_connections,
+                "server-wide",
+            );
             continue;
         };
         let Some(slot) = PerIp::take(&per_ip, remote.ip(), limits.max_connections_per_ip) else {
-            if let Some(suppressed) = address_cap_refusals.admit() {
-                tracing::warn!(
-                    %remote,
-                    limit = limits.max_connections_per_ip,
-                    suppressed,
-                    "connection refused: per-address connection limit reached"
-                );
-            }
-            refuse(tcp);
+            let limit = limits.max_connections_per_ip;
+            refuse(tcp, remote, &mut address_cap_refusals, limit, "per-address");
             continue;
         };
         let _ = tcp.set_nodelay(true);
