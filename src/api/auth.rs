@@ -210,6 +210,7 @@ fn render(e: ApiError, family: Family, ask_for_basic: bool) -> Response {
         Family::Kinesis => e.into_aws_json(),
         Family::KinesisVideo => e.into_rest_json(),
         Family::Rest => e.into_rest(),
+        Family::KinesisFrontEnd => e.into_front_end_xml(),
     };
     if ask_for_basic && resp.status() == axum::http::StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(

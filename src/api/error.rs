@@ -43,6 +43,10 @@ pub enum Family {
     KinesisVideo,
     /// Freshet's own REST API (`/v1/...`).
     Rest,
+    /// What AWS's front end answers for a Kinesis request before the JSON 1.1 / CBOR
+    /// protocol is reached: another Content-Type (an XML document) or plain
+    /// `application/json` (the JSON 1.0 `{"Output", "Version"}` envelope).
+    KinesisFrontEnd,
 }
 
 /// The HTTP status of an error of `kind` in `family`.
@@ -68,6 +72,9 @@ pub fn status(family: Family, kind: ErrorKind) -> StatusCode {
         (Family::Rest, Unauthenticated) => StatusCode::UNAUTHORIZED,
         (Family::Rest, NotAuthorized) => StatusCode::FORBIDDEN,
         (Family::Rest, InvalidArgument) => StatusCode::BAD_REQUEST,
+        (Family::KinesisFrontEnd, NotFound) => StatusCode::NOT_FOUND,
+        (Family::KinesisFrontEnd, NotAuthorized | Unauthenticated) => StatusCode::FORBIDDEN,
+        (Family::KinesisFrontEnd, _) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -128,12 +135,10 @@ impl ApiError {
         Self::new(ErrorKind::NotFound, "ResourceNotFoundException", message)
     }
 
+    /// No such operation (JSON 1.1 answers it 400 like every client error; AWS's
+    /// front end 404).
     pub fn unknown_operation(message: impl Into<String>) -> Self {
-        Self::new(
-            ErrorKind::InvalidArgument,
-            "UnknownOperationException",
-            message,
-        )
+        Self::new(ErrorKind::NotFound, "UnknownOperationException", message)
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -219,6 +224,32 @@ impl ApiError {
         self.with_body(Family::KinesisVideo, body, "application/json")
     }
 
+    /// AWS's front-end XML error document: `<Type/>` when there is no message, else
+    /// `<Type>` with a `<Message>`.
+    pub fn into_front_end_xml(self) -> Response {
+        let body = if self.message.is_empty() {
+            format!("<{}/>\n", self.code)
+        } else {
+            format!(
+                "<{0}>\n  <Message>{1}</Message>\n</{0}>\n",
+                self.code,
+                xml_escape(&self.message)
+            )
+        };
+        self.with_body(Family::KinesisFrontEnd, body.into_bytes(), "text/xml")
+    }
+
+    /// The JSON 1.0 envelope `{"Output": {"__type": "com.amazon.coral.service#T"},
+    /// "Version": "1.0"}` AWS answers `application/json` requests with.
+    pub fn into_json_1_0(self) -> Response {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "Output": { "__type": format!("com.amazon.coral.service#{}", self.code) },
+            "Version": "1.0",
+        }))
+        .unwrap_or_default();
+        self.with_body(Family::KinesisFrontEnd, body, "application/json")
+    }
+
     /// A response in the shape of Freshet's REST API: `{"error", "message"}`.
     pub fn into_rest(self) -> Response {
         let body =
@@ -259,6 +290,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.into_aws_json()
     }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -193,19 +193,23 @@ impl StreamService {
                 service.finish_delete(&meta).await?;
                 continue;
             }
-            if meta.status != StreamStatus::Active {
-                meta.status = StreamStatus::Active;
-                service.persist(&meta).await?;
-            }
             for c in &mut meta.consumers {
                 c.active = true;
             }
             let logs = service.open_logs(&meta).await?;
+            let state = StreamState::new(meta.clone(), logs);
+            // A reshard that was UPDATING completes now, on the recovered logs.
+            service.finish_reshard(&state, &mut meta).await?;
+            if meta.status != StreamStatus::Active {
+                meta.status = StreamStatus::Active;
+                service.persist(&meta).await?;
+            }
+            *state.meta.write().unwrap() = meta.clone();
             service
                 .streams
                 .write()
                 .unwrap()
-                .insert(meta.name.clone(), StreamState::new(meta, logs));
+                .insert(meta.name.clone(), state);
         }
         Ok(service)
     }
@@ -347,6 +351,10 @@ impl StreamService {
             if meta.epoch != epoch || meta.status == StreamStatus::Deleting {
                 return;
             }
+            if let Err(e) = service.finish_reshard(&state, &mut meta).await {
+                tracing::error!(stream = name, error = %e, "could not finish reshard");
+                return;
+            }
             meta.status = StreamStatus::Active;
             for c in &mut meta.consumers {
                 c.active = true;
@@ -476,6 +484,7 @@ impl StreamService {
             shard_level_metrics: Vec::new(),
             consumers: Vec::new(),
             max_record_size_kib: 1024,
+            pending_reshard: None,
         };
         let logs = self.open_logs(&meta).await?;
         self.persist(&meta).await?;
@@ -503,6 +512,10 @@ impl StreamService {
                         "Stream {} under account {} has registered consumers. Use EnforceConsumerDeletion to delete the stream with its consumers.",
                         meta.name, self.config.account_id
                     )));
+                }
+                // As Kinesis: a stream deleted while CREATING never shows shards.
+                if meta.status == StreamStatus::Creating {
+                    meta.shards.clear();
                 }
                 meta.status = StreamStatus::Deleting;
                 Ok(())

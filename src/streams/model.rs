@@ -58,13 +58,49 @@ pub fn shard_id(ordinal: u32) -> String {
     format!("shardId-{ordinal:012}")
 }
 
-/// Parses `shardId-000000000007` (or a bare number, as AWS also accepts) into 7.
+/// Reads a shard id as Kinesis does: any `<prefix>-N` (or a bare `N`) names shard N,
+/// for N in 0..=2^31-1 written in decimal digits (`shardId-000000000007`, `shard-7`,
+/// `7` and `x-0007` are all shard 7). `None` for anything else.
 pub fn parse_shard_id(text: &str) -> Option<u32> {
-    let digits = text.strip_prefix("shardId-").unwrap_or(text);
-    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // As Kinesis: the text between the first and second '-', or all of it when that
+    // is empty.
+    let digits = match text.split('-').nth(1) {
+        Some(part) if !part.is_empty() => part,
+        _ => text,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    let significant = digits.trim_start_matches('0');
+    if significant.len() > 10 {
+        return None;
+    }
+    let n: u64 = if significant.is_empty() {
+        0
+    } else {
+        significant.parse().ok()?
+    };
+    (n <= i32::MAX as u64).then_some(n as u32)
+}
+
+/// A SplitShard, MergeShards or UpdateShardCount accepted while the stream is
+/// UPDATING: Kinesis keeps the old shards (listed, taking writes) until the change
+/// completes, then switches. Shards are ordinals; applied by
+/// `StreamService::apply_reshard`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op")]
+pub enum Reshard {
+    Split {
+        shard: u32,
+        new_starting_hash_key: String,
+    },
+    Merge {
+        shard: u32,
+        adjacent: u32,
+    },
+    Count {
+        target: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +127,10 @@ pub struct StreamMeta {
     pub shard_level_metrics: Vec<String>,
     pub consumers: Vec<ConsumerMeta>,
     pub max_record_size_kib: u32,
+    /// A reshard waiting for the end of UPDATING (none when the change was applied
+    /// at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reshard: Option<Reshard>,
 }
 
 impl StreamMeta {
@@ -278,5 +318,29 @@ mod tests {
         assert_eq!(parse_shard_id("7"), Some(7));
         assert_eq!(parse_shard_id("shardId-"), None);
         assert_eq!(parse_shard_id("shardId-x"), None);
+    }
+
+    /// The shard ids Kinesis reads (and refuses), from a conformance suite run
+    /// against AWS.
+    #[test]
+    fn shard_ids_are_read_as_kinesis_reads_them() {
+        for (text, want) in [
+            ("shardId-5", Some(5)),
+            ("shard-0", Some(0)),
+            ("x-0007", Some(7)),
+            ("2147483647", Some(2_147_483_647)),
+            ("a-00002147483647", Some(2_147_483_647)),
+            ("-00002147483647", Some(2_147_483_647)),
+            ("stream-name-3", None),
+            ("2147483648", None),
+            ("shardId-002147483648", None),
+            ("ABKLFD8", None),
+            ("2.14E4", None),
+            ("", None),
+            ("shardId-99999999999999999999999", None),
+            ("shardId-00000000000000000000001", Some(1)),
+        ] {
+            assert_eq!(parse_shard_id(text), want, "{text}");
+        }
     }
 }

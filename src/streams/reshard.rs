@@ -35,31 +35,168 @@ struct ListShardsToken {
 const NEXT_TOKEN_TTL_MS: i64 = 300_000;
 
 impl StreamService {
-    async fn reshard<T>(
-        self: &Arc<Self>,
-        r: &StreamRef,
-        change: impl FnOnce(&mut StreamMeta, &dyn Fn(u32) -> u64, i64) -> Result<T>,
-    ) -> Result<(T, StreamMeta)> {
+    /// Runs a reshard: checks it against the stream as it is now (errors are answered
+    /// at once), then either applies it at once or, when state changes take time
+    /// (`state_delay_ms`), marks the stream UPDATING and keeps the current shards
+    /// (listed, taking writes) until the delay ends and [`Self::finish_reshard`]
+    /// switches, as Kinesis does. Returns the open shard count before the change.
+    async fn reshard(self: &Arc<Self>, r: &StreamRef, op: Reshard) -> Result<(u32, StreamMeta)> {
         let _control = self.control.lock().await;
         let (_, state) = self.state(r)?;
+        let now = self.now_ms();
+        if self.config.state_delay_ms > 0 {
+            let mut meta = state.meta.read().unwrap().clone();
+            self.require_active(&meta)?;
+            let current = self.apply_reshard(&mut meta.clone(), &op, &|_| 0, now, true)?;
+            meta.status = StreamStatus::Updating;
+            meta.pending_reshard = Some(op);
+            self.persist(&meta).await?;
+            *state.meta.write().unwrap() = meta.clone();
+            self.schedule_active(meta.name.clone(), meta.epoch);
+            return Ok((current, meta));
+        }
         let _gate = state.gate.write().await;
         let mut meta = state.meta.read().unwrap().clone();
         self.require_active(&meta)?;
-        let now = self.now_ms();
         let ends = |o: u32| state.log(o).map(|l| l.bounds().end_offset).unwrap_or(0);
-        let out = change(&mut meta, &ends, now)?;
-        let delayed = self.config.state_delay_ms > 0;
-        if delayed {
-            meta.status = StreamStatus::Updating;
-        }
+        let current = self.apply_reshard(&mut meta, &op, &ends, now, true)?;
         let logs = self.open_logs(&meta).await?;
         self.persist(&meta).await?;
         *state.logs.write().unwrap() = logs;
         *state.meta.write().unwrap() = meta.clone();
-        if delayed {
-            self.schedule_active(meta.name.clone(), meta.epoch);
+        Ok((current, meta))
+    }
+
+    /// Applies the reshard a stream has been UPDATING for (the caller holds the
+    /// control lock): waits for puts in flight so that the parents' ending sequence
+    /// numbers are final, switches the topology, opens the children's logs and
+    /// persists. A change that no longer applies is dropped with an error in the log;
+    /// the stream stays as it was.
+    pub(crate) async fn finish_reshard(
+        &self,
+        state: &Arc<StreamState>,
+        meta: &mut StreamMeta,
+    ) -> Result<()> {
+        let Some(op) = meta.pending_reshard.take() else {
+            return Ok(());
+        };
+        let _gate = state.gate.write().await;
+        let now = self.now_ms();
+        let ends = |o: u32| state.log(o).map(|l| l.bounds().end_offset).unwrap_or(0);
+        let mut changed = meta.clone();
+        match self.apply_reshard(&mut changed, &op, &ends, now, false) {
+            Ok(_) => {
+                let logs = self.open_logs(&changed).await?;
+                *state.logs.write().unwrap() = logs;
+                *meta = changed;
+            }
+            Err(e) => {
+                tracing::error!(stream = meta.name, ?op, error = %e, "reshard dropped: it no longer applies");
+            }
         }
-        Ok((out, meta))
+        Ok(())
+    }
+
+    /// Edits `meta` for `op`: closes parents (at the log ends `ends` gives) and opens
+    /// children. Refuses what Kinesis refuses; `check_limit` also checks the account's
+    /// shard limit (at request time; not again when a pending change is applied).
+    pub(crate) fn apply_reshard(
+        &self,
+        meta: &mut StreamMeta,
+        op: &Reshard,
+        ends: &dyn Fn(u32) -> u64,
+        now: i64,
+        check_limit: bool,
+    ) -> Result<u32> {
+        let account = &self.config.account_id;
+        let current = meta.open_shards().count() as u32;
+        match op {
+            Reshard::Split {
+                shard,
+                new_starting_hash_key,
+            } => {
+                let idx = self.open_shard_index(meta, *shard)?;
+                let (start, end) = meta.shards[idx].range();
+                let sid = meta.shards[idx].shard_id();
+                let key = hashing::parse_hash_key(new_starting_hash_key)
+                    .filter(|k| *k > start.saturating_add(1) && *k < end)
+                    .ok_or_else(|| {
+                        StreamError::InvalidArgument(format!(
+                            "NewStartingHashKey {new_starting_hash_key} used in SplitShard() on shard {sid} in stream {} under account {account} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
+                            meta.name
+                        ))
+                    })?;
+                if check_limit {
+                    self.check_shard_limit(1)?;
+                }
+                Self::close_shard(&mut meta.shards[idx], ends(*shard), now);
+                Self::new_shard(meta, (start, key - 1), (Some(*shard), None), now);
+                Self::new_shard(meta, (key, end), (Some(*shard), None), now);
+            }
+            Reshard::Merge { shard, adjacent } => {
+                let a = self.open_shard_index(meta, *shard)?;
+                let b = self.open_shard_index(meta, *adjacent)?;
+                let (a_start, a_end) = meta.shards[a].range();
+                let (b_start, b_end) = meta.shards[b].range();
+                // As in Kinesis, ShardToMerge must be the lower of the two ranges.
+                let adjacent_pair = a != b && a_end.checked_add(1) == Some(b_start);
+                if !adjacent_pair {
+                    return Err(StreamError::InvalidArgument(format!(
+                        "Shards {} and {} in stream {} under account {account} are not an adjacent pair of shards eligible for merging",
+                        meta.shards[a].shard_id(),
+                        meta.shards[b].shard_id(),
+                        meta.name
+                    )));
+                }
+                Self::close_shard(&mut meta.shards[a], ends(*shard), now);
+                Self::close_shard(&mut meta.shards[b], ends(*adjacent), now);
+                Self::new_shard(
+                    meta,
+                    (a_start.min(b_start), a_end.max(b_end)),
+                    (Some(*shard), Some(*adjacent)),
+                    now,
+                );
+            }
+            Reshard::Count { target } => {
+                let target = *target;
+                if target > current * 2 {
+                    return Err(StreamError::LimitExceeded(format!(
+                        "UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {current} Target shard count: {target}"
+                    )));
+                }
+                if target < current.div_ceil(2) {
+                    return Err(StreamError::LimitExceeded(format!(
+                        "UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: {current} Target shard count: {target}"
+                    )));
+                }
+                if check_limit && target > current {
+                    self.check_shard_limit(target - current)?;
+                }
+                let open: Vec<usize> = (0..meta.shards.len())
+                    .filter(|&i| meta.shards[i].is_open())
+                    .collect();
+                let parents: Vec<(u32, (u128, u128))> = open
+                    .iter()
+                    .map(|&i| (meta.shards[i].ordinal, meta.shards[i].range()))
+                    .collect();
+                for &i in &open {
+                    let o = meta.shards[i].ordinal;
+                    Self::close_shard(&mut meta.shards[i], ends(o), now);
+                }
+                // Each new shard names the (up to two) first parents whose ranges
+                // overlap it; each parent lists all overlapping children.
+                for (start, end) in hashing::uniform_ranges(target) {
+                    let mut overlapping = parents
+                        .iter()
+                        .filter(|(_, (ps, pe))| *ps <= end && start <= *pe)
+                        .map(|(o, _)| *o);
+                    let first = overlapping.next();
+                    let second = overlapping.next();
+                    Self::new_shard(meta, (start, end), (first, second), now);
+                }
+            }
+        }
+        Ok(current)
     }
 
     fn shard_missing(&self, stream: &str, shard: &str) -> StreamError {
@@ -69,10 +206,21 @@ impl StreamService {
         ))
     }
 
-    fn open_shard_index(&self, meta: &StreamMeta, shard: &str) -> Result<usize> {
-        let idx = parse_shard_id(shard)
-            .and_then(|o| meta.shards.iter().position(|s| s.ordinal == o))
-            .ok_or_else(|| self.shard_missing(&meta.name, shard))?;
+    /// Reads a shard id named in SplitShard or MergeShards. As Kinesis, an id that
+    /// cannot name a shard is refused before the stream is looked up.
+    fn reshard_target(&self, r: &StreamRef, shard: &str) -> Result<u32> {
+        parse_shard_id(shard).ok_or_else(|| {
+            let stream = r.name.clone().or_else(|| r.arn.clone()).unwrap_or_default();
+            self.shard_missing(&stream, shard)
+        })
+    }
+
+    fn open_shard_index(&self, meta: &StreamMeta, ordinal: u32) -> Result<usize> {
+        let idx = meta
+            .shards
+            .iter()
+            .position(|s| s.ordinal == ordinal)
+            .ok_or_else(|| self.shard_missing(&meta.name, &shard_id(ordinal)))?;
         if !meta.shards[idx].is_open() {
             return Err(StreamError::InvalidArgument(format!(
                 "Shard {} in stream {} under account {} has already been merged or split, and thus is not eligible for merging or splitting.",
@@ -116,27 +264,12 @@ impl StreamService {
         shard: &str,
         new_starting_hash_key: &str,
     ) -> Result<()> {
-        let account = self.config.account_id.clone();
-        self.reshard(r, |meta, ends, now| {
-            let idx = self.open_shard_index(meta, shard)?;
-            let (start, end) = meta.shards[idx].range();
-            let sid = meta.shards[idx].shard_id();
-            let key = hashing::parse_hash_key(new_starting_hash_key)
-                .filter(|k| *k > start.saturating_add(1) && *k < end)
-                .ok_or_else(|| {
-                    StreamError::InvalidArgument(format!(
-                        "NewStartingHashKey {new_starting_hash_key} used in SplitShard() on shard {sid} in stream {} under account {account} is not both greater than one plus the shard's StartingHashKey {start} and less than the shard's EndingHashKey {end}.",
-                        meta.name
-                    ))
-                })?;
-            self.check_shard_limit(1)?;
-            let ordinal = meta.shards[idx].ordinal;
-            Self::close_shard(&mut meta.shards[idx], ends(ordinal), now);
-            Self::new_shard(meta, (start, key - 1), (Some(ordinal), None), now);
-            Self::new_shard(meta, (key, end), (Some(ordinal), None), now);
-            Ok(())
-        })
-        .await?;
+        let shard = self.reshard_target(r, shard)?;
+        let op = Reshard::Split {
+            shard,
+            new_starting_hash_key: new_starting_hash_key.to_string(),
+        };
+        self.reshard(r, op).await?;
         Ok(())
     }
 
@@ -147,75 +280,20 @@ impl StreamService {
         shard: &str,
         adjacent: &str,
     ) -> Result<()> {
-        let account = self.config.account_id.clone();
-        self.reshard(r, |meta, ends, now| {
-            let a = self.open_shard_index(meta, shard)?;
-            let b = self.open_shard_index(meta, adjacent)?;
-            let (a_start, a_end) = meta.shards[a].range();
-            let (b_start, b_end) = meta.shards[b].range();
-            // As in Kinesis, ShardToMerge must be the lower of the two ranges.
-            let adjacent_pair = a != b && a_end.checked_add(1) == Some(b_start);
-            if !adjacent_pair {
-                return Err(StreamError::InvalidArgument(format!(
-                    "Shards {} and {} in stream {} under account {account} are not an adjacent pair of shards eligible for merging",
-                    meta.shards[a].shard_id(),
-                    meta.shards[b].shard_id(),
-                    meta.name
-                )));
-            }
-            let (oa, ob) = (meta.shards[a].ordinal, meta.shards[b].ordinal);
-            Self::close_shard(&mut meta.shards[a], ends(oa), now);
-            Self::close_shard(&mut meta.shards[b], ends(ob), now);
-            Self::new_shard(meta, (a_start.min(b_start), a_end.max(b_end)), (Some(oa), Some(ob)), now);
-            Ok(())
-        })
-        .await?;
+        let shard = self.reshard_target(r, shard)?;
+        let adjacent = self.reshard_target(r, adjacent)?;
+        self.reshard(r, Reshard::Merge { shard, adjacent }).await?;
         Ok(())
     }
 
     /// UpdateShardCount with UNIFORM_SCALING: every open shard closes and `target`
-    /// uniform shards open; each new shard names the (up to two) first parents whose
-    /// ranges overlap it, and each parent lists all overlapping children.
+    /// uniform shards open.
     pub async fn update_shard_count(
         self: &Arc<Self>,
         r: &StreamRef,
         target: u32,
     ) -> Result<(u32, StreamMeta)> {
-        let (current, meta) = self
-            .reshard(r, |meta, ends, now| {
-                let open: Vec<usize> = (0..meta.shards.len()).filter(|&i| meta.shards[i].is_open()).collect();
-                let current = open.len() as u32;
-                if target > current * 2 {
-                    return Err(StreamError::LimitExceeded(format!(
-                        "UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {current} Target shard count: {target}"
-                    )));
-                }
-                if target < current.div_ceil(2) {
-                    return Err(StreamError::LimitExceeded(format!(
-                        "UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: {current} Target shard count: {target}"
-                    )));
-                }
-                if target > current {
-                    self.check_shard_limit(target - current)?;
-                }
-                let parents: Vec<(u32, (u128, u128))> = open.iter().map(|&i| (meta.shards[i].ordinal, meta.shards[i].range())).collect();
-                for &i in &open {
-                    let o = meta.shards[i].ordinal;
-                    Self::close_shard(&mut meta.shards[i], ends(o), now);
-                }
-                for (start, end) in hashing::uniform_ranges(target) {
-                    let mut overlapping = parents
-                        .iter()
-                        .filter(|(_, (ps, pe))| *ps <= end && start <= *pe)
-                        .map(|(o, _)| *o);
-                    let first = overlapping.next();
-                    let second = overlapping.next();
-                    Self::new_shard(meta, (start, end), (first, second), now);
-                }
-                Ok(current)
-            })
-            .await?;
-        Ok((current, meta))
+        self.reshard(r, Reshard::Count { target }).await
     }
 
     /// Forgets closed shards whose data has all expired (closed before `cutoff`).

@@ -304,9 +304,9 @@ def _error_type(resp, allow_cbor):
         return None
     if isinstance(body, dict) and isinstance(body.get("__type"), str):
         return body["__type"]
-    # kinesalite (like AWS) answers plain application/json in the old
+    # AWS answers plain application/json in the old
     # {"Output": {"__type": ...}, "Version": "1.0"} envelope.
-    if IS_KINESALITE and isinstance(body, dict) and isinstance(body.get("Output"), dict):
+    if isinstance(body, dict) and isinstance(body.get("Output"), dict):
         return body["Output"].get("__type")
     return None
 
@@ -328,10 +328,11 @@ def test_junk_requests_get_4xx_and_server_survives(raw, endpoint, kinesis):
             problems.append(f"#{i} ({ctype}, {target!r:.60}, body {body[:40]!r}): missing x-amzn-RequestId "
                             f"or x-amz-id-2 header")
             continue
-        if _error_type(r, allow_cbor=(ctype == AMZ_CBOR) or IS_KINESALITE) is None:
-            # AWS itself (and kinesalite, which mirrors it) answers some of these,
-            # e.g. an unsupported Content-Type, with an XML error document.
-            if IS_KINESALITE and r.content.startswith(b"<"):
+        # AWS answers empty bodies in CBOR unless the request was JSON 1.1.
+        if _error_type(r, allow_cbor=(ctype != AMZ_JSON)) is None:
+            # AWS answers an unsupported Content-Type with an XML error document.
+            if (ctype or "").split(";")[0] not in (AMZ_JSON, AMZ_CBOR, "application/json") \
+                    and r.content.startswith(b"<"):
                 continue
             problems.append(f"#{i} ({ctype}, {target!r:.60}, body {body[:40]!r}): no error body decodable "
                             f"as its Content-Type {r.headers.get('Content-Type')!r}: "

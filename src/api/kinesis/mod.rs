@@ -15,7 +15,6 @@
 pub mod model;
 mod ops;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,31 +32,109 @@ pub enum Encoding {
     Cbor,
 }
 
+/// What a request's Content-Type (without parameters) selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentType {
+    /// `application/x-amz-json-1.1` or `application/x-amz-cbor-1.1`.
+    Protocol(Encoding),
+    /// `application/json`: AWS parses it, then answers in the JSON 1.0 envelope.
+    Json10,
+    /// Anything else, or none.
+    Other,
+}
+
+fn content_type(headers: &axum::http::HeaderMap) -> ContentType {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match ct.split(';').next().unwrap_or("").trim() {
+        JSON_TYPE => ContentType::Protocol(Encoding::Json),
+        CBOR_TYPE => ContentType::Protocol(Encoding::Cbor),
+        "application/json" => ContentType::Json10,
+        _ => ContentType::Other,
+    }
+}
+
 /// The entry point for `POST /`.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let encoding = match parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(ct)
-            if ct.starts_with("application/x-amz-cbor") || ct.starts_with("application/cbor") =>
-        {
-            Encoding::Cbor
-        }
-        _ => Encoding::Json,
-    };
+    let content = content_type(&parts.headers);
     let target = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    match run(&state, &parts.headers, &target, encoding, body).await {
+    // Read the body even for requests we refuse, so the connection stays usable.
+    let body = match read_body(&state, &parts.headers, body, MAX_KINESIS_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let encoding = match content {
+                ContentType::Protocol(e) => e,
+                _ => Encoding::Json,
+            };
+            return error_response(e, encoding);
+        }
+    };
+    let encoding = match content {
+        // As AWS: an empty body is a SerializationException (UnknownOperation for an
+        // unknown target), in JSON for JSON 1.1 requests and in CBOR otherwise.
+        _ if body.bytes.is_empty() => {
+            let encoding = match content {
+                ContentType::Protocol(Encoding::Json) => Encoding::Json,
+                _ => Encoding::Cbor,
+            };
+            let e = match operation_name(&target) {
+                Ok(_) => ApiError::serialization(""),
+                Err(_) => ApiError::unknown_operation(""),
+            };
+            return error_response(e, encoding);
+        }
+        ContentType::Protocol(encoding) => encoding,
+        ContentType::Json10 => return json_1_0(&body.bytes),
+        ContentType::Other => {
+            let named = target
+                .split_once('.')
+                .is_some_and(|(svc, op)| !svc.is_empty() && !op.is_empty());
+            let e = if named {
+                ApiError::unknown_operation("")
+            } else {
+                ApiError::new(
+                    crate::error::ErrorKind::NotAuthorized,
+                    "AccessDeniedException",
+                    "Unable to determine service/operation name to be authorized",
+                )
+            };
+            return e.into_front_end_xml();
+        }
+    };
+    match run(&state, &target, encoding, body).await {
         Ok(resp) => resp,
         Err(e) => error_response(e, encoding),
     }
+}
+
+/// `application/json`: AWS parses the body and goes no further.
+fn json_1_0(bytes: &[u8]) -> Response {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v) if v.is_object() || v.is_array() => ApiError::unknown_operation("").into_json_1_0(),
+        _ => ApiError::serialization("").into_json_1_0(),
+    }
+}
+
+/// The operation an `X-Amz-Target` names.
+fn operation_name(target: &str) -> Result<model::Operation<'static>, ApiError> {
+    let Some(op_name) = target.strip_prefix(TARGET_PREFIX) else {
+        return Err(ApiError::unknown_operation(if target.is_empty() {
+            "Missing X-Amz-Target header.".to_string()
+        } else {
+            format!("Unknown operation {target}.")
+        }));
+    };
+    model::kinesis()
+        .operation(op_name)
+        .ok_or_else(|| ApiError::unknown_operation(format!("Unknown operation {op_name}.")))
 }
 
 fn error_response(e: ApiError, encoding: Encoding) -> Response {
@@ -75,25 +152,13 @@ fn error_response(e: ApiError, encoding: Encoding) -> Response {
 
 async fn run(
     state: &AppState,
-    headers: &axum::http::HeaderMap,
     target: &str,
     encoding: Encoding,
-    body: Body,
+    body: super::LimitedBody,
 ) -> Result<Response, ApiError> {
-    // Read the body even for requests we refuse, so the connection stays usable.
-    let body = read_body(state, headers, body, MAX_KINESIS_BODY).await?;
-    let Some(op_name) = target.strip_prefix(TARGET_PREFIX) else {
-        return Err(ApiError::unknown_operation(if target.is_empty() {
-            "Missing X-Amz-Target header.".to_string()
-        } else {
-            format!("Unknown operation {target}.")
-        }));
-    };
-    let Some(op) = model::kinesis().operation(op_name) else {
-        return Err(ApiError::unknown_operation(format!(
-            "Unknown operation {op_name}."
-        )));
-    };
+    let op = operation_name(target)?;
+    let op_name = op.name().to_string();
+    let op_name = op_name.as_str();
 
     // Fast path: well-formed JSON PutRecords.
     if encoding == Encoding::Json
