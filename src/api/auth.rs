@@ -31,7 +31,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::{ApiError, Family};
-use super::{AppState, MAX_KINESIS_BODY, read_body};
+use super::{AppState, MAX_KINESIS_BODY, ReadAhead, read_body_from};
 use crate::auth::{AccessKey, AuthError, Keyring, RequestParts, payload_hash, verify};
 use crate::error::ErrorKind;
 
@@ -293,11 +293,14 @@ async fn authenticate(
         }
     );
     let read = !streaming && (matches!(route, Route::Aws { .. }) || basic.is_none());
+    // Read under the cap of the handler it goes to, and handed over with its budget
+    // (`ReadAhead`), so that it is neither read nor budgeted twice.
+    let (mut parts, body) = (parts, body);
     let (body, bytes) = if read {
-        let bytes = read_body(state, &parts.headers, body, MAX_KINESIS_BODY)
-            .await?
-            .bytes;
-        (Body::from(bytes.clone()), Some(bytes))
+        let read = read_body_from(state, &parts.headers, body, body_cap(&route)).await?;
+        let bytes = read.bytes.clone();
+        parts.extensions.insert(ReadAhead::new(read));
+        (Body::empty(), Some(bytes))
     } else {
         (body, None)
     };
@@ -317,6 +320,19 @@ async fn authenticate(
     };
     check_policy(auth, key, &route, stream.as_deref())?;
     Ok(Request::from_parts(parts, body))
+}
+
+/// The most body a route's handler takes (what authentication reads at most).
+fn body_cap(route: &Route) -> usize {
+    match route {
+        Route::Aws {
+            family: Family::Kinesis,
+            ..
+        } => MAX_KINESIS_BODY,
+        // The Kinesis Video control plane, archived media and GetMedia take 1 MiB.
+        Route::Aws { .. } => 1024 * 1024,
+        _ => super::rest::MAX_REST_BODY,
+    }
 }
 
 /// Checks a SigV4 signature over `body` (for PutMedia, `None`: the hash of an empty

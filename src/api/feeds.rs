@@ -92,8 +92,8 @@ async fn put(State(state): State<AppState>, Path(stream): Path<String>, req: Req
         Ok(m) => m.clone(),
         Err(r) => return r,
     };
-    let (parts, body) = req.into_parts();
-    let body = match read_body(&state, &parts.headers, body, 256 * 1024).await {
+    let (mut parts, body) = req.into_parts();
+    let body = match read_body(&state, &mut parts, body, 256 * 1024).await {
         Ok(b) => b,
         Err(e) => return e.into_rest(),
     };

@@ -47,8 +47,8 @@ fn invalid(message: impl Into<String>) -> Response {
 }
 
 async fn read_json(state: &AppState, req: Request) -> Result<Value, Response> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(state, &parts.headers, body, 1024 * 1024)
+    let (mut parts, body) = req.into_parts();
+    let body = read_body(state, &mut parts, body, 1024 * 1024)
         .await
         .map_err(|e| invalid(e.message))?;
     serde_json::from_slice(&body.bytes)

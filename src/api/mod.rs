@@ -406,6 +406,39 @@ pub const MIN_BODY_BYTES_PER_SEC: u64 = 1024;
 /// so that slow clients cannot hold budget, workers or sockets that others need.
 pub async fn read_body(
     state: &AppState,
+    parts: &mut axum::http::request::Parts,
+    body: Body,
+    limit: usize,
+) -> Result<LimitedBody, ApiError> {
+    // The authentication layer may have read it already (to check its signature);
+    // it hands the body over with its budget rather than reading it twice.
+    if let Some(ahead) = parts.extensions.remove::<ReadAhead>()
+        && let Some(read) = ahead.take()
+    {
+        if read.bytes.len() > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        return Ok(read);
+    }
+    read_body_from(state, &parts.headers, body, limit).await
+}
+
+/// A body read ahead of the handler (by the authentication layer), with its budget.
+#[derive(Clone)]
+pub struct ReadAhead(Arc<std::sync::Mutex<Option<LimitedBody>>>);
+
+impl ReadAhead {
+    pub fn new(body: LimitedBody) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(body))))
+    }
+    fn take(&self) -> Option<LimitedBody> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// [`read_body`] from the wire.
+pub async fn read_body_from(
+    state: &AppState,
     headers: &HeaderMap,
     body: Body,
     limit: usize,

@@ -136,9 +136,9 @@ impl SegmentCache {
 
 /// The request's JSON document, and the base URL to hand out in the response.
 async fn read_json(state: &AppState, req: Request) -> Result<(Value, String), Response> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let base = state.base_url(&parts);
-    let body = read_body(state, &parts.headers, body, 1024 * 1024)
+    let body = read_body(state, &mut parts, body, 1024 * 1024)
         .await
         .map_err(|e| invalid(e.message))?;
     let doc: Value = serde_json::from_slice(&body.bytes)

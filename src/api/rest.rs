@@ -120,8 +120,8 @@ async fn put(
     Path(name): Path<String>,
     req: Request,
 ) -> Result<Response, RestError> {
-    let (parts, body) = req.into_parts();
-    let body = read_body(&state, &parts.headers, body, MAX_REST_BODY).await?;
+    let (mut parts, body) = req.into_parts();
+    let body = read_body(&state, &mut parts, body, MAX_REST_BODY).await?;
     let doc: Value = serde_json::from_slice(&body.bytes)
         .map_err(|e| bad_request(format!("body is not valid JSON: {e}")))?;
     drop(body);

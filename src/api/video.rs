@@ -201,8 +201,8 @@ async fn run(state: &AppState, op_path: &str, req: Request) -> Result<Response, 
             format!("Unknown operation {op_path}."),
         )));
     };
-    let (parts, body) = req.into_parts();
-    let body = read_body(state, &parts.headers, body, MAX_BODY).await?;
+    let (mut parts, body) = req.into_parts();
+    let body = read_body(state, &mut parts, body, MAX_BODY).await?;
     let mut doc: Value = if body.bytes.iter().all(|b| b.is_ascii_whitespace()) {
         json!({})
     } else {

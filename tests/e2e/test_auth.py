@@ -213,3 +213,84 @@ def test_rest_api_and_console_take_basic_credentials(server):
     assert r.status_code == 200, r.text
     # Playback URLs stay capability URLs; /health stays open.
     assert requests.get(ep + "/health", timeout=5).status_code == 200
+
+
+def presigned_get(url, key, expires=300):
+    """A GET URL presigned by botocore (query-string SigV4), as one shares a link."""
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    req = AWSRequest(method="GET", url=url)
+    SigV4QueryAuth(Credentials(*key), "kinesis", REGION, expires=expires).add_auth(req)
+    return req.prepare().url
+
+
+def test_presigned_urls(server):
+    """A presigned URL to read a stream's records over the REST API: works as is, and
+    not tampered with, expired, for an unknown key or beyond the key's policy."""
+    ep = server.endpoint
+    k = client(ep, "kinesis", ADMIN)
+    name = unique_name("orders-presigned")
+    make_stream(k, name)
+    k.put_record(StreamName=name, Data=b"shared", PartitionKey="p")
+    url = f"{ep}/v1/streams/{name}/records?start=TRIM_HORIZON"
+    assert requests.get(url, timeout=10).status_code == 401
+    link = presigned_get(url, ADMIN)
+    assert "X-Amz-Signature=" in link
+    r = requests.get(link, timeout=10)
+    assert r.status_code == 200, r.text
+    assert "shared" in r.text or base64.b64encode(b"shared").decode() in r.text, r.text
+    # Another stream with the same signature: the path is signed.
+    r = requests.get(link.replace(name, name + "x"), timeout=10)
+    assert (r.status_code, r.json()["error"]) == (401, "InvalidSignatureException"), r.text
+    sig = link.split("X-Amz-Signature=")[1][:64]
+    r = requests.get(link.replace(sig, ("0" if sig[0] != "0" else "1") + sig[1:]), timeout=10)
+    assert (r.status_code, r.json()["error"]) == (401, "InvalidSignatureException"), r.text
+    r = requests.get(presigned_get(url, ("AKIAUNKNOWN000000000", "x")), timeout=10)
+    assert (r.status_code, r.json()["error"]) == (401, "UnrecognizedClientException"), r.text
+    # Presigned 10 minutes ago for 5 minutes: expired.
+    past = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=10)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=past):
+        old = presigned_get(url, ADMIN, expires=300)
+    r = requests.get(old, timeout=10)
+    assert r.status_code in (401, 403), r.text
+    assert "expired" in r.json()["message"].lower(), r.text
+    # The limited key may not read records (its policy allows PutRecord* and Describe*).
+    r = requests.get(presigned_get(url, LIMITED), timeout=10)
+    assert (r.status_code, r.json()["error"]) == (403, "AccessDeniedException"), r.text
+
+
+def send(pre):
+    """Send a botocore-prepared request as it is."""
+    return requests.request(pre.method, pre.url, data=pre.body, headers=dict(pre.headers.items()),
+                            timeout=10)
+
+
+def test_a_signed_request_replayed_within_the_window_is_accepted_and_outside_refused(server):
+    """SigV4 has no nonce: AWS accepts a replay inside the 15-minute window (that is
+    what TLS is for) and refuses it once the signature is older than that."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    ep = server.endpoint
+
+    def signed(at):
+        req = AWSRequest(method="POST", url=ep + "/", data="{}",
+                         headers={"Content-Type": "application/x-amz-json-1.1",
+                                  "X-Amz-Target": TARGET_PREFIX + "ListStreams"})
+        with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+            SigV4Auth(Credentials(*ADMIN), "kinesis", REGION).add_auth(req)
+        return req.prepare()
+
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    fresh = signed(now - datetime.timedelta(minutes=14))
+    for _ in range(2):
+        r = send(fresh)
+        assert r.status_code == 200, r.text
+    stale = signed(now - datetime.timedelta(minutes=16))
+    r = send(stale)
+    assert (r.status_code, r.json()["__type"]) == (400, "InvalidSignatureException"), r.text
+    assert r.json()["message"].startswith("Signature expired:")
+    future = signed(now + datetime.timedelta(minutes=16))
+    r = send(future)
+    assert (r.status_code, r.json()["__type"]) == (400, "InvalidSignatureException"), r.text

@@ -58,7 +58,7 @@ fn content_type(headers: &axum::http::HeaderMap) -> ContentType {
 
 /// The entry point for `POST /`.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let content = content_type(&parts.headers);
     let target = parts
         .headers
@@ -67,7 +67,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         .unwrap_or("")
         .to_string();
     // Read the body even for requests we refuse, so the connection stays usable.
-    let body = match read_body(&state, &parts.headers, body, MAX_KINESIS_BODY).await {
+    let body = match read_body(&state, &mut parts, body, MAX_KINESIS_BODY).await {
         Ok(b) => b,
         Err(e) => {
             let encoding = match content {
