@@ -29,10 +29,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
 
 use super::error::{ApiError, Family};
 use super::{AppState, MAX_KINESIS_BODY, ReadAhead, read_body_from};
-use crate::auth::{AccessKey, AuthError, Keyring, RequestParts, payload_hash, verify};
+use crate::auth::{
+    AccessKey, AuthError, ChunkVerifier, Keyring, RequestParts, Verified, payload_hash, verify,
+};
 use crate::error::ErrorKind;
 
 /// The keys in force and what messages need to name resources.
@@ -304,9 +307,32 @@ async fn authenticate(
     } else {
         (body, None)
     };
-    let key = match basic {
-        Some(found) => found?,
-        None => verify_sigv4(state, auth, &route, &parts, bytes.as_deref())?,
+    let (key, body) = match basic {
+        Some(found) => (found?, body),
+        None => {
+            let (key, verified) = verify_sigv4(state, auth, &route, &parts, bytes.as_deref())?;
+            // A signed chunked payload: its chunks are checked as they arrive (PutMedia)
+            // or now (a body already read), and only verified bytes go on.
+            let body = match ChunkVerifier::for_request(&verified).map_err(auth_error)? {
+                None => body,
+                Some(verifier) if streaming => Body::new(ChunkedBody::new(body, verifier)),
+                Some(mut verifier) => {
+                    let ahead = parts.extensions.remove::<ReadAhead>();
+                    let mut read = ahead
+                        .and_then(|a| a.take())
+                        .ok_or_else(|| ApiError::internal("the signed body was not read ahead"))?;
+                    let mut out = Vec::new();
+                    verifier
+                        .push(&read.bytes, &mut out)
+                        .and_then(|()| verifier.finish())
+                        .map_err(auth_error)?;
+                    read.bytes = out.concat().into();
+                    parts.extensions.insert(ReadAhead::new(read));
+                    body
+                }
+            };
+            (key, body)
+        }
     };
     let stream = match &route {
         Route::Rest { stream, .. } => stream.clone(),
@@ -344,7 +370,7 @@ fn verify_sigv4<'a>(
     route: &Route,
     parts: &axum::http::request::Parts,
     body: Option<&[u8]>,
-) -> Result<&'a AccessKey, ApiError> {
+) -> Result<(&'a AccessKey, Verified), ApiError> {
     let now = std::time::UNIX_EPOCH
         + std::time::Duration::from_millis(state.video.now_ms().max(0) as u64);
     let hash = payload_hash(body.unwrap_or_default());
@@ -356,7 +382,82 @@ fn verify_sigv4<'a>(
     if let Some(body) = body {
         verified.payload.check_body(body).map_err(auth_error)?;
     }
-    signer(auth, &verified.access_key_id)
+    Ok((signer(auth, &verified.access_key_id)?, verified))
+}
+
+/// A request body in the signed chunked encoding, yielding only payload bytes whose
+/// chunk signatures have been checked; a bad chunk ends the body with an error (for
+/// PutMedia an ERROR ack: nothing after the last good chunk is stored).
+struct ChunkedBody {
+    inner: Body,
+    verifier: ChunkVerifier,
+    ready: std::collections::VecDeque<Bytes>,
+    /// A bad chunk: reported once the verified bytes before it have gone.
+    failed: Option<AuthError>,
+    ended: bool,
+}
+
+impl ChunkedBody {
+    fn new(inner: Body, verifier: ChunkVerifier) -> Self {
+        Self {
+            inner,
+            verifier,
+            ready: Default::default(),
+            failed: None,
+            ended: false,
+        }
+    }
+}
+
+impl http_body::Body for ChunkedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if let Some(data) = this.ready.pop_front() {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+            }
+            if let Some(e) = this.failed.take() {
+                return Poll::Ready(Some(Err(axum::Error::new(e))));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            let frame = match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(f) => f,
+            };
+            let result = match frame {
+                None => {
+                    this.ended = true;
+                    this.verifier.finish()
+                }
+                Some(Err(e)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let mut out = Vec::new();
+                        let r = this.verifier.push(&data, &mut out);
+                        this.ready.extend(out);
+                        r
+                    }
+                    Err(_) => Ok(()),
+                },
+            };
+            if let Err(e) = result {
+                this.ended = true;
+                this.failed = Some(e);
+            }
+        }
+    }
 }
 
 /// The key a verified signature was made with.

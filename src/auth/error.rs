@@ -62,6 +62,14 @@ pub enum AuthError {
         now: AmzDate,
     },
 
+    /// A chunk of a signed streaming payload (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`)
+    /// does not carry the signature its bytes and the chain call for (`chunk` counts
+    /// from 0).
+    #[error(
+        "The chunk signature we calculated does not match the signature you provided (chunk {chunk})."
+    )]
+    ChunkSignatureMismatch { chunk: u64 },
+
     /// The signed `X-Amz-Content-SHA256` is not the hash of the body received.
     #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
     ContentSha256Mismatch,
@@ -77,7 +85,8 @@ impl AuthError {
             | Self::InvalidSignature { .. }
             | Self::SignatureExpired { .. }
             | Self::SignatureNotYetCurrent { .. }
-            | Self::ContentSha256Mismatch => "InvalidSignatureException",
+            | Self::ContentSha256Mismatch
+            | Self::ChunkSignatureMismatch { .. } => "InvalidSignatureException",
             Self::UnrecognizedClient => "UnrecognizedClientException",
             Self::PresignedUrlExpired { .. } => "AccessDeniedException",
         }

@@ -24,6 +24,7 @@
 //! (`tests/fixtures/sigv4/`).
 
 mod canonical;
+pub mod chunked;
 mod error;
 pub mod keys;
 pub mod sigv4;
@@ -32,6 +33,7 @@ mod timestamp;
 #[cfg(test)]
 mod tests;
 
+pub use chunked::ChunkVerifier;
 pub use error::AuthError;
 pub use keys::{AccessKey, Keyring};
 pub use sigv4::{

@@ -233,7 +233,41 @@ pub enum PayloadHash {
     Streaming {
         kind: StreamingPayload,
         seed_signature: String,
+        /// The request's signing key, which signs each chunk
+        /// ([`super::chunked::ChunkVerifier`]).
+        signing_key: SigningKey,
     },
+}
+
+/// A derived SigV4 signing key (`kSigning`): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey([u8; 32]);
+
+impl SigningKey {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
+/// The signing key of `secret_access_key` for a day, region and service.
+pub fn signing_key_for(
+    secret_access_key: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> SigningKey {
+    SigningKey(signing_key(
+        &Secret::new(secret_access_key),
+        date,
+        region,
+        service,
+    ))
 }
 
 impl PayloadHash {
@@ -373,6 +407,7 @@ pub fn verify<S: SecretLookup + ?Sized>(
         PayloadHash::Streaming {
             kind,
             seed_signature: claim.signature.to_ascii_lowercase(),
+            signing_key: SigningKey(signing_key),
         }
     } else {
         match body_sha256 {
