@@ -208,8 +208,12 @@ fn basic_or_bearer<'a>(
     })
 }
 
-fn render(e: ApiError, family: Family, ask_for_basic: bool) -> Response {
+fn render(e: ApiError, family: Family, ask_for_basic: bool, cbor: bool) -> Response {
     let mut resp = match family {
+        Family::Kinesis if cbor => {
+            let body = super::cbor::error_to_cbor(e.code, &e.message);
+            e.with_body(Family::Kinesis, body, "application/x-amz-cbor-1.1")
+        }
         Family::Kinesis => e.into_aws_json(),
         Family::KinesisVideo => e.into_rest_json(),
         Family::Rest => e.into_rest(),
@@ -252,6 +256,12 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         return next.run(req).await;
     };
     let route = classify(req.method(), req.uri().path(), req.headers());
+    // A CBOR request (the Java SDK, KCL, KPL) is answered in CBOR, as AWS does.
+    let cbor = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-amz-cbor-1.1"));
     let (family, ask_for_basic) = match &route {
         Route::Exempt => return next.run(req).await,
         Route::Console => (Family::Rest, true),
@@ -262,7 +272,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         Ok(req) => next.run(req).await,
         Err(e) => {
             tracing::info!(code = e.code, message = %e.message, "request refused by authentication");
-            render(e, family, ask_for_basic)
+            render(e, family, ask_for_basic, cbor)
         }
     }
 }

@@ -126,6 +126,13 @@ def test_bad_signatures_get_aws_errors_before_any_work(server):
                                "X-Amz-Target": TARGET_PREFIX + "CreateStream"})
     assert (r.status_code, r.json()["__type"]) == (400, "MissingAuthenticationTokenException")
     assert r.json()["message"] == "Missing Authentication Token"
+    # A CBOR request (the Java SDK, KCL, KPL) is answered in CBOR.
+    import cbor2
+    r = requests.post(ep + "/", data=cbor2.dumps({"StreamName": name, "ShardCount": 1}), timeout=10,
+                      headers={"Content-Type": "application/x-amz-cbor-1.1",
+                               "X-Amz-Target": TARGET_PREFIX + "CreateStream"})
+    assert r.status_code == 400 and r.headers["Content-Type"] == "application/x-amz-cbor-1.1"
+    assert cbor2.loads(r.content)["__type"] == "MissingAuthenticationTokenException"
     r = requests.post(ep + "/createStream", json={"StreamName": name}, timeout=10)
     assert (r.status_code, r.headers["x-amzn-ErrorType"]) == (403, "MissingAuthenticationTokenException")
     # A wrong secret, an unknown key.
