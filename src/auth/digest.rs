@@ -9,8 +9,9 @@
 //! and issues and checks nonces ([`NonceKey`]): a nonce is a timestamp and an
 //! HMAC-SHA256 of it under a per-process key, so the server keeps no state, forged
 //! nonces are recognised and nonces expire after [`NONCE_LIFETIME_SECS`] (answered
-//! with `stale=true`, so clients retry without asking the user). [`authenticate`]
-//! puts it together: header in, the key it proves (or why not) out.
+//! with `stale=true`, so clients retry without asking the user), except on the
+//! connection that already authenticated with them ([`RtspRequest::session_nonce`]).
+//! [`authenticate`] puts it together: header in, the key it proves (or why not) out.
 //!
 //! What it never does: no I/O, no clock reads (time is passed in), no logging.
 //! Secrets, the response hash and the Basic token never appear in an error or in
@@ -401,6 +402,18 @@ pub struct RtspRequest<'a> {
     pub uri: &'a str,
     /// Whether the connection is encrypted (Basic is accepted only then).
     pub secure: bool,
+    /// The nonce an earlier request on this connection authenticated with: it does
+    /// not expire on this connection (a publishing session lasts for hours and its
+    /// keep-alives reuse the nonce), but must still be one of ours.
+    pub session_nonce: Option<&'a str>,
+}
+
+/// A request's proof.
+#[derive(Debug, Clone)]
+pub struct Authenticated<'k> {
+    pub key: &'k AccessKey,
+    /// The Digest nonce it answered (`None` for Basic).
+    pub nonce: Option<String>,
 }
 
 /// The key a request proves, or why it does not.
@@ -409,7 +422,7 @@ pub fn authenticate<'k>(
     nonces: &NonceKey,
     request: RtspRequest<'_>,
     now_secs: u64,
-) -> Result<&'k AccessKey, DigestError> {
+) -> Result<Authenticated<'k>, DigestError> {
     let value = request.authorization.ok_or(DigestError::Missing)?;
     match parse_authorization(value)? {
         Presented::Basic {
@@ -423,7 +436,7 @@ pub fn authenticate<'k>(
                 .get(&access_key_id)
                 .ok_or_else(|| DigestError::UnknownKey(access_key_id.clone()))?;
             if key.secret_matches(&secret) {
-                Ok(key)
+                Ok(Authenticated { key, nonce: None })
             } else {
                 Err(DigestError::WrongCredentials(access_key_id))
             }
@@ -448,6 +461,7 @@ pub fn authenticate<'k>(
             }
             match nonces.check(&d.nonce, now_secs) {
                 NonceState::Fresh => {}
+                NonceState::Stale if request.session_nonce == Some(d.nonce.as_str()) => {}
                 NonceState::Stale => return Err(DigestError::StaleNonce),
                 NonceState::Forged => return Err(DigestError::ForgedNonce),
             }
@@ -470,7 +484,10 @@ pub fn authenticate<'k>(
             );
             let given = d.response.to_ascii_lowercase();
             if bool::from(expected.as_bytes().ct_eq(given.as_bytes())) {
-                Ok(key)
+                Ok(Authenticated {
+                    key,
+                    nonce: Some(d.nonce),
+                })
             } else {
                 Err(DigestError::WrongCredentials(d.username))
             }
@@ -621,6 +638,7 @@ mod tests {
             method: "ANNOUNCE",
             uri,
             secure: false,
+            session_nonce: None,
         }
     }
 
@@ -655,9 +673,9 @@ mod tests {
         let uri = "rtsp://127.0.0.1:8554/cam";
         for qop in [true, false] {
             let h = digest_header("SECRET", &nonce, uri, qop);
-            let key =
-                authenticate(&ring, &nonces, req(&h, "rtsp://127.0.0.1:8554/cam"), now).unwrap();
-            assert_eq!(key.access_key_id, "AKID");
+            let ok = authenticate(&ring, &nonces, req(&h, uri), now).unwrap();
+            assert_eq!(ok.key.access_key_id, "AKID");
+            assert_eq!(ok.nonce.as_deref(), Some(nonce.as_str()));
             // Wrong secret, wrong method, another URL, expired nonce.
             let h = digest_header("WRONG", &nonce, uri, qop);
             let e = authenticate(&ring, &nonces, req(&h, "rtsp://127.0.0.1:8554/cam"), now);
@@ -668,13 +686,21 @@ mod tests {
             assert!(authenticate(&ring, &nonces, other_method, now).is_err());
             let e = authenticate(&ring, &nonces, req(&h, "rtsp://127.0.0.1:8554/other"), now);
             assert_eq!(e.unwrap_err(), DigestError::UriMismatch);
-            let e = authenticate(
-                &ring,
-                &nonces,
-                req(&h, "rtsp://127.0.0.1:8554/cam"),
-                now + 301,
-            );
+            let e = authenticate(&ring, &nonces, req(&h, uri), now + 301);
             assert!(e.as_ref().unwrap_err().is_stale() && !e.unwrap_err().is_failed_attempt());
+            // ...except on the connection that already authenticated with it.
+            let same_connection = RtspRequest {
+                session_nonce: Some(&nonce),
+                ..req(&h, uri)
+            };
+            assert!(authenticate(&ring, &nonces, same_connection, now + 86_400).is_ok());
+            let other_nonce = nonces.issue(now + 1);
+            let elsewhere = RtspRequest {
+                session_nonce: Some(&other_nonce),
+                ..same_connection
+            };
+            let e = authenticate(&ring, &nonces, elsewhere, now + 301);
+            assert_eq!(e.unwrap_err(), DigestError::StaleNonce);
         }
         // Only the path in the Digest uri is fine; an unknown key and a forged nonce are not.
         let h = digest_header("SECRET", &nonce, "/cam", true);

@@ -117,6 +117,9 @@ struct Connection {
     secure: bool,
     /// Failed authentication attempts so far.
     auth_failures: u32,
+    /// The Digest nonce the last authenticated request answered: it stays good on
+    /// this connection (keep-alives of a long session), not on others.
+    session_nonce: Option<String>,
     peer: SocketAddr,
     /// The address the client reached: UDP ports for RTP are bound on it (not on
     /// every interface).
@@ -151,6 +154,7 @@ impl Connection {
             auth,
             secure: false,
             auth_failures: 0,
+            session_nonce: None,
             peer,
             local_ip,
             session_id: format!("{:016X}", rand_u64()),
@@ -321,9 +325,16 @@ impl Connection {
             method: &req.method,
             uri: &req.uri,
             secure: self.secure,
+            session_nonce: self.session_nonce.as_deref(),
         };
         let error = match digest::authenticate(&auth.keyring, &auth.nonces, request, now_secs) {
-            Ok(key) => return Ok(Some(key.clone())),
+            Ok(proof) => {
+                let key = proof.key.clone();
+                if proof.nonce.is_some() {
+                    self.session_nonce = proof.nonce;
+                }
+                return Ok(Some(key));
+            }
             Err(e) => e,
         };
         if error.is_failed_attempt() {
