@@ -155,6 +155,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen for RTSP on {addr}"))?;
             tracing::info!(
+                authentication = if keyring.is_some() { "digest" } else { "none" },
                 "RTSP publishing accepted on rtsp://{}",
                 listener.local_addr()?
             );
