@@ -231,8 +231,9 @@ pub struct CorsSettings {
     pub playback_origin: Option<String>,
 }
 
-/// A camera feed in the config file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// A camera feed in the config file. `Debug` shows the camera URL without its
+/// password.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedEntry {
     pub stream: String,
@@ -242,6 +243,21 @@ pub struct FeedEntry {
     pub codec: Option<String>,
     pub payload_type: Option<u8>,
     pub fragment_ms: Option<u32>,
+}
+
+impl std::fmt::Debug for FeedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedEntry")
+            .field("stream", &self.stream)
+            .field(
+                "rtsp_url",
+                &self.rtsp_url.as_deref().map(crate::ingest::redact_url),
+            )
+            .field("rtp_port", &self.rtp_port)
+            .field("codec", &self.codec)
+            .field("fragment_ms", &self.fragment_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServeConfig {

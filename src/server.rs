@@ -148,18 +148,21 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("config file feed for {}: {e}", entry.stream))?;
     }
+    let keyring = config.auth.keyring()?;
     let rtsp = match config.rtsp_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for RTSP on {addr}"))?;
             tracing::info!(
+                authentication = if keyring.is_some() { "digest" } else { "none" },
                 "RTSP publishing accepted on rtsp://{}",
                 listener.local_addr()?
             );
             Some(tokio::spawn(crate::ingest::rtsp_server::serve(
                 listener,
                 feeds.clone(),
+                keyring.clone(),
             )))
         }
         None => None,
@@ -170,7 +173,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
     state.advertise_url = advertise_url.map(Arc::from);
-    let state_auth = config.auth.keyring()?.map(|keys| {
+    let state_auth = keyring.map(|keys| {
         Arc::new(api::auth::EdgeAuth {
             keys,
             account_id: service_account.clone(),

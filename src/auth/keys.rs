@@ -61,6 +61,11 @@ impl AccessKey {
         action_ok && resource_ok
     }
 
+    /// The secret itself, for Digest authentication (which hashes it).
+    pub(super) fn secret(&self) -> &str {
+        &self.secret_access_key
+    }
+
     /// Whether `secret` is this key's secret (constant time).
     pub fn secret_matches(&self, secret: &str) -> bool {
         use subtle::ConstantTimeEq;

@@ -22,9 +22,13 @@
 //! parameters), the non-S3 rules (path normalised and URI-encoded twice). Checked
 //! against the AWS SigV4 test suite and requests signed by botocore
 //! (`tests/fixtures/sigv4/`).
+//!
+//! [`digest`] authenticates RTSP requests with the same keys: Digest (RFC 2617 /
+//! RFC 7616, MD5) and, over TLS only, Basic.
 
 mod canonical;
 pub mod chunked;
+pub mod digest;
 mod error;
 pub mod keys;
 pub mod sigv4;

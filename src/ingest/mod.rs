@@ -34,8 +34,9 @@ use crate::video::{VideoError, VideoService};
 
 const NAMESPACE: &str = "video-ingest";
 
-/// Where a feed's media comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a feed's media comes from. `Debug` shows camera URLs without their password
+/// (serialising keeps it: that is how feeds are stored).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "Type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FeedSource {
     /// Freshet connects to a camera's RTSP URL (`rtsp://user:pass@host:port/path`).
@@ -59,6 +60,28 @@ pub enum FeedSource {
         )]
         payload_type: Option<u8>,
     },
+}
+
+impl std::fmt::Debug for FeedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RtspPull { url } => f
+                .debug_struct("RtspPull")
+                .field("url", &redact_url(url))
+                .finish(),
+            Self::RtpUdp {
+                port,
+                codec,
+                payload_type,
+                ..
+            } => f
+                .debug_struct("RtpUdp")
+                .field("port", port)
+                .field("codec", codec)
+                .field("payload_type", payload_type)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// A configured feed.
@@ -500,10 +523,19 @@ mod tests {
         assert_eq!(redact_url("rtsp://admin@cam/live"), "rtsp://admin@cam/live");
         assert_eq!(redact_url("rtsp://cam/live"), "rtsp://cam/live");
         assert_eq!(redact_url("rtsp://u:p@ss@cam/x@y"), "rtsp://u:***@cam/x@y");
-        let json = serde_json::to_string(&redacted(&FeedSource::RtspPull {
+        let source = FeedSource::RtspPull {
             url: "rtsp://a:b@c/d".into(),
-        }))
-        .unwrap();
+        };
+        let json = serde_json::to_string(&redacted(&source)).unwrap();
         assert!(!json.contains(":b@"));
+        assert_eq!(
+            format!("{source:?}"),
+            r#"RtspPull { url: "rtsp://a:***@c/d" }"#
+        );
+        let entry = crate::config::FeedEntry {
+            rtsp_url: Some("rtsp://a:b@c/d".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{entry:?}").contains(":b@"));
     }
 }

@@ -7,6 +7,14 @@
 //!
 //! ffmpeg (`-f rtsp -rtsp_transport tcp|udp`) and GStreamer (`rtspclientsink`) are the
 //! reference clients; Transport headers are parsed leniently (`media::rtsp`).
+//!
+//! With keys configured, every request but OPTIONS must authenticate
+//! ([`crate::auth::digest`]: Digest with the access key id and secret, Basic only on
+//! an encrypted connection); a 401 carries a fresh challenge, and a connection that
+//! fails [`MAX_AUTH_FAILURES`] times is closed. ANNOUNCE and RECORD to stream `S` need
+//! the key to allow `kinesisvideo:PutMedia` on `S`, and an ANNOUNCE that would create
+//! `S` also `kinesisvideo:CreateStream` (else 403). A session SETUPs only media it
+//! announced, one transport each, of at most [`MAX_TRACKS`] announced media.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,9 +28,12 @@ use tokio::sync::mpsc;
 
 use super::FeedManager;
 use super::session::{RtpSession, select_media};
+use crate::auth::digest::{self, NonceKey, RtspRequest};
+use crate::auth::{AccessKey, Keyring};
 use crate::media::fragmenter::FragmentPolicy;
 use crate::media::rtsp::{Message, Request, Response, Transport, parse_message};
 use crate::media::sdp::{MediaDescription, SessionDescription};
+use crate::video::VideoRef;
 use crate::video::ingest::ensure_stream;
 
 /// A connection with no RTSP request and no media for this long is closed.
@@ -32,9 +43,32 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BUFFER: usize = 256 * 1024;
 /// Publishing connections at once.
 const MAX_CONNECTIONS: usize = 1024;
+/// Failed authentication attempts (wrong key or secret, forged nonce, malformed
+/// header) after which a connection is closed.
+pub const MAX_AUTH_FAILURES: u32 = 5;
+/// Most media an ANNOUNCE may describe (a session stores at most one video and one
+/// audio of them, and SETUPs only those).
+pub const MAX_TRACKS: usize = 8;
 
-/// Accepts publishers until the task is aborted.
-pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>) {
+/// Who may publish: the configured keys and the key nonces are made with.
+#[derive(Debug)]
+pub struct PublishAuth {
+    keyring: Keyring,
+    nonces: NonceKey,
+}
+
+impl PublishAuth {
+    pub fn new(keyring: Keyring) -> Self {
+        Self {
+            keyring,
+            nonces: NonceKey::random(),
+        }
+    }
+}
+
+/// Accepts publishers until the task is aborted. `keyring`: `None` accepts everyone.
+pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>, keyring: Option<Keyring>) {
+    let auth = keyring.map(|k| Arc::new(PublishAuth::new(k)));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -50,13 +84,14 @@ pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>) {
             continue;
         };
         let feeds = feeds.clone();
+        let auth = auth.clone();
         tokio::spawn(async move {
             let _ = socket.set_nodelay(true);
             let local_ip = socket
                 .local_addr()
                 .map(|a| a.ip())
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-            let mut conn = Connection::new(feeds, peer, local_ip);
+            let mut conn = Connection::new(feeds, auth, peer, local_ip);
             if let Err(e) = conn.run(socket).await {
                 tracing::info!(%peer, error = %e, "RTSP connection ended");
             }
@@ -75,6 +110,16 @@ struct Setup {
 
 struct Connection {
     feeds: Arc<FeedManager>,
+    /// `None`: authentication is off.
+    auth: Option<Arc<PublishAuth>>,
+    /// Whether the connection is encrypted: only then is Basic (the secret itself on
+    /// the wire) accepted and offered. Plain TCP for now.
+    secure: bool,
+    /// Failed authentication attempts so far.
+    auth_failures: u32,
+    /// The Digest nonce the last authenticated request answered: it stays good on
+    /// this connection (keep-alives of a long session), not on others.
+    session_nonce: Option<String>,
     peer: SocketAddr,
     /// The address the client reached: UDP ports for RTP are bound on it (not on
     /// every interface).
@@ -97,10 +142,19 @@ fn now_ms(feeds: &FeedManager) -> i64 {
 }
 
 impl Connection {
-    fn new(feeds: Arc<FeedManager>, peer: SocketAddr, local_ip: std::net::IpAddr) -> Self {
+    fn new(
+        feeds: Arc<FeedManager>,
+        auth: Option<Arc<PublishAuth>>,
+        peer: SocketAddr,
+        local_ip: std::net::IpAddr,
+    ) -> Self {
         let (udp_tx, udp_rx) = mpsc::channel(1024);
         Self {
             feeds,
+            auth,
+            secure: false,
+            auth_failures: 0,
+            session_nonce: None,
             peer,
             local_ip,
             session_id: format!("{:016X}", rand_u64()),
@@ -223,7 +277,16 @@ impl Connection {
 
     async fn request(&mut self, req: &Request) -> (Response, bool) {
         let reply = |status: u16| Response::to_request(req, status);
-        match req.method.to_ascii_uppercase().as_str() {
+        let method = req.method.to_ascii_uppercase();
+        let key = if method == "OPTIONS" {
+            None
+        } else {
+            match self.authenticate(req) {
+                Ok(key) => key,
+                Err(refusal) => return refusal,
+            }
+        };
+        match method.as_str() {
             "OPTIONS" => (
                 reply(200).with_header(
                     "Public",
@@ -231,9 +294,9 @@ impl Connection {
                 ),
                 false,
             ),
-            "ANNOUNCE" => (self.announce(req).await, false),
+            "ANNOUNCE" => (self.announce(req, key.as_ref()).await, false),
             "SETUP" => (self.setup(req).await, false),
-            "RECORD" => (self.record(req).await, false),
+            "RECORD" => (self.record(req, key.as_ref()), false),
             "TEARDOWN" => {
                 self.finish().await;
                 (self.with_session(reply(200)), true)
@@ -250,11 +313,76 @@ impl Connection {
         }
     }
 
+    /// The key a request proves (`None` with authentication off), or the 401 to
+    /// answer and whether to close the connection then.
+    fn authenticate(&mut self, req: &Request) -> Result<Option<AccessKey>, (Response, bool)> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let now_secs = (now_ms(&self.feeds) / 1000).max(0) as u64;
+        let request = RtspRequest {
+            authorization: req.headers.get("Authorization"),
+            method: &req.method,
+            uri: &req.uri,
+            secure: self.secure,
+            session_nonce: self.session_nonce.as_deref(),
+        };
+        let error = match digest::authenticate(&auth.keyring, &auth.nonces, request, now_secs) {
+            Ok(proof) => {
+                let key = proof.key.clone();
+                if proof.nonce.is_some() {
+                    self.session_nonce = proof.nonce;
+                }
+                return Ok(Some(key));
+            }
+            Err(e) => e,
+        };
+        if error.is_failed_attempt() {
+            self.auth_failures += 1;
+            tracing::info!(
+                peer = %self.peer,
+                method = req.method,
+                reason = %error,
+                failures = self.auth_failures,
+                "RTSP authentication failed"
+            );
+        }
+        let mut resp = Response::to_request(req, 401);
+        let nonce = auth.nonces.issue(now_secs);
+        for challenge in digest::challenges(&nonce, error.is_stale(), self.secure) {
+            resp.headers.append("WWW-Authenticate", challenge);
+        }
+        let close = self.auth_failures >= MAX_AUTH_FAILURES;
+        if close {
+            tracing::info!(peer = %self.peer, "RTSP connection closed: too many failed authentications");
+        }
+        Err((resp, close))
+    }
+
+    /// Whether `key` (`None`: authentication is off) may do `action` on `stream`;
+    /// logs a refusal.
+    fn permitted(&self, key: Option<&AccessKey>, action: &str, stream: &str) -> bool {
+        let Some(key) = key else {
+            return true;
+        };
+        let allowed = key.permits(action, Some(stream));
+        if !allowed {
+            tracing::info!(
+                peer = %self.peer,
+                key = key.access_key_id,
+                action,
+                stream,
+                "RTSP publish refused: the key may not do this"
+            );
+        }
+        allowed
+    }
+
     fn with_session(&self, resp: Response) -> Response {
         resp.with_header("Session", format!("{};timeout=60", self.session_id))
     }
 
-    async fn announce(&mut self, req: &Request) -> Response {
+    async fn announce(&mut self, req: &Request, key: Option<&AccessKey>) -> Response {
         let reply = |status: u16| Response::to_request(req, status);
         if self.session.is_some() {
             return reply(455);
@@ -265,6 +393,22 @@ impl Connection {
                 "The URL path must be a video stream name ([a-zA-Z0-9_.-], 1-256 characters).\r\n",
             );
         };
+        let opts = self.feeds.options();
+        let exists = || {
+            let r = VideoRef {
+                name: Some(stream.clone()),
+                arn: None,
+            };
+            self.feeds.video().get(&r).is_ok()
+        };
+        if !self.permitted(key, "kinesisvideo:PutMedia", &stream)
+            || (key.is_some()
+                && opts.auto_create
+                && !exists()
+                && !self.permitted(key, "kinesisvideo:CreateStream", &stream))
+        {
+            return reply(403);
+        }
         let content_type = req.headers.get("Content-Type").unwrap_or("application/sdp");
         if !content_type.to_ascii_lowercase().contains("sdp") {
             return reply(415);
@@ -273,11 +417,16 @@ impl Connection {
             Ok(s) => s,
             Err(e) => return reply(400).with_body("text/plain", format!("{e}\r\n")),
         };
+        if sdp.media.len() > MAX_TRACKS {
+            return reply(400).with_body(
+                "text/plain",
+                format!("At most {MAX_TRACKS} media may be announced.\r\n"),
+            );
+        }
         let media = match select_media(&sdp) {
             Ok(m) => m,
             Err(e) => return reply(415).with_body("text/plain", format!("{e}\r\n")),
         };
-        let opts = self.feeds.options();
         if let Err(e) = ensure_stream(
             self.feeds.video(),
             &stream,
@@ -329,9 +478,11 @@ impl Connection {
             return reply(455);
         }
         let Some(track) = self.media_of(&req.uri) else {
-            // A media the session cannot store (a second video, say): refuse it.
+            // Not announced, or a media the session cannot store (a second video,
+            // say): refuse it.
             return reply(404);
         };
+        debug_assert!(self.media.len() <= MAX_TRACKS);
         // One transport per media: a repeated SETUP replaces the earlier one (and
         // closes its UDP sockets), so a session holds at most two sockets a media.
         if let Some(i) = self.setups.iter().position(|s| s.track == track) {
@@ -397,10 +548,15 @@ impl Connection {
         reply(461)
     }
 
-    async fn record(&mut self, req: &Request) -> Response {
+    fn record(&mut self, req: &Request, key: Option<&AccessKey>) -> Response {
         let reply = |status: u16| Response::to_request(req, status);
         if self.session.is_none() || self.setups.is_empty() {
             return reply(455);
+        }
+        if let Some(stream) = &self.stream
+            && !self.permitted(key, "kinesisvideo:PutMedia", stream)
+        {
+            return reply(403);
         }
         let tracks: Vec<usize> = self.setups.iter().map(|s| s.track).collect();
         if !tracks.contains(&0) {

@@ -466,8 +466,8 @@ def test_rtsp_publish_to_a_missing_stream_can_be_forbidden(start_server):
 class Camera:
     """tests/e2e/tools/rtsp_camera.py: GStreamer's RTSP server as an IP camera."""
 
-    def __init__(self, port, user=None, password=None):
-        self.port, self.args = port, [str(port)] + ([user, password] if user else [])
+    def __init__(self, port, user=None, password=None, method="digest"):
+        self.port, self.args = port, [str(port)] + ([user, password, method] if user else [])
         self.proc = None
 
     def start(self):
