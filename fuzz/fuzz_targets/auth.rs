@@ -1,6 +1,7 @@
 //! Fuzzes the authentication parsers (`freshet::auth`): the signed chunked payload
-//! decoder (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`) and SigV4 verification of hostile
-//! `Authorization` headers and presigned query strings. Nothing may panic, and the
+//! decoder (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`), SigV4 verification of hostile
+//! `Authorization` headers and presigned query strings, and RTSP Digest / Basic
+//! authentication of hostile `Authorization` values. Nothing may panic, and the
 //! chunk decoder must give the same outcome (and release the same verified bytes)
 //! whether the body arrives whole or in pieces of any size.
 //!
@@ -10,6 +11,7 @@
 
 #![no_main]
 
+use freshet::auth::digest::{self, NonceKey, RtspRequest};
 use freshet::auth::sigv4::signing_key_for;
 use freshet::auth::{AccessKey, ChunkVerifier, Keyring, RequestParts, verify};
 use http::{HeaderMap, HeaderValue, Method, Uri};
@@ -58,11 +60,25 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(v) = HeaderValue::from_str(authorization) {
         headers.insert("authorization", v);
     }
-    let keys = Keyring::new(vec![AccessKey::new("AKID", "secret", vec![], vec![])])
-        .expect("one key");
+    let keys =
+        Keyring::new(vec![AccessKey::new("AKID", "secret", vec![], vec![])]).expect("one key");
     let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_735_689_600);
     let method = Method::POST;
     let parts = RequestParts::new(&method, &uri, &headers);
     let _ = verify(&parts, None, now, &keys);
     let _ = verify(&parts, Some(SEED), now, &keys);
+
+    let nonces = NonceKey::from_bytes([7; 32]);
+    let nonce = nonces.issue(1_735_689_600);
+    for secure in [false, true] {
+        let request = RtspRequest {
+            authorization: Some(authorization),
+            method: "ANNOUNCE",
+            uri: "rtsp://localhost/cam",
+            secure,
+            session_nonce: Some(&nonce),
+        };
+        let _ = digest::authenticate(&keys, &nonces, request, 1_735_689_600);
+    }
+    let _ = nonces.check(query, 1_735_689_600);
 });
