@@ -11,6 +11,14 @@ use crate::store::Durability;
 /// The port `freshet serve` listens on by default (on 127.0.0.1).
 pub const DEFAULT_PORT: u16 = 4570;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Settings of `freshet serve`, every field optional so sources can be layered.
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -27,6 +35,11 @@ pub struct ServeConfig {
     /// Directory for all data (created if missing) [default: ./freshet-data]
     #[arg(long, env = "FRESHET_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Log lines as `text` (for people) or `json` (one object a line, for log
+    /// pipelines); the level is set with FRESHET_LOG (e.g. `info`, `debug`,
+    /// `freshet=debug`) [default: text]
+    #[arg(long, env = "FRESHET_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
     /// When a write is acknowledged: `fsync` (durable against power loss) or
     /// `unsafe-no-fsync` (survives a process crash only; for benchmarks) [default: fsync]
     #[arg(long, env = "FRESHET_DURABILITY", value_enum)]
@@ -267,6 +280,7 @@ impl ServeConfig {
             listen: self.listen.or(other.listen),
             advertise_url: self.advertise_url.or(other.advertise_url),
             data_dir: self.data_dir.or(other.data_dir),
+            log_format: self.log_format.or(other.log_format),
             durability: self.durability.or(other.durability),
             state_delay_ms: self.state_delay_ms.or(other.state_delay_ms),
             iterator_ttl_secs: self.iterator_ttl_secs.or(other.iterator_ttl_secs),

@@ -10,7 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 use freshet::cli::{self, client::KinesisClient};
-use freshet::config::ServeConfig;
+use freshet::config::{LogFormat, ServeConfig};
 
 /// Freshet: a self-hosted, Kinesis-compatible streaming platform.
 ///
@@ -75,14 +75,25 @@ struct Endpoint {
     endpoint: String,
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FRESHET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // One JSON object a line; the fields of the spans a line is in (such as a
+        // request's `request_id`) are flattened into it.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 /// Async worker threads: `TOKIO_WORKER_THREADS` when set, else one more than the CPUs.
@@ -111,11 +122,11 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve { config, settings } => {
-            init_logging();
             let settings = match config {
                 Some(path) => settings.or(ServeConfig::from_file(&path)?),
                 None => *settings,
             };
+            init_logging(settings.log_format.unwrap_or(LogFormat::Text));
             runtime.block_on(freshet::server::run(settings))
         }
         Command::Stream { endpoint, command } => runtime.block_on(cli::commands::stream(

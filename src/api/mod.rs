@@ -356,13 +356,34 @@ async fn not_found(State(_): State<AppState>, req: Request) -> Response {
 /// Adds `x-amzn-RequestId` and `x-amz-id-2` to every response, as AWS does.
 /// Internal failures are logged here, with the request id the client got (and their
 /// text never reaches the client: [`error::InternalDetail`]).
+/// Every line logged while the request is handled is in its `request` span (JSON logs:
+/// `span.request_id`); then one line per request with `request_id`: at debug, at info
+/// for a client error, at warn for a server error (with AWS's error type), never the
+/// body or a credential.
 async fn request_ids(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let id = uuid::Uuid::new_v4();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let mut resp = next.run(req).await;
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let error_type = resp
+        .headers()
+        .get("x-amzn-ErrorType")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
     if let Some(error::InternalDetail(detail)) = resp.extensions_mut().remove() {
-        tracing::error!(request_id = %id, %method, path, status = resp.status().as_u16(), detail, "internal failure");
+        tracing::error!(request_id = %id, %method, path, status, detail, "internal failure");
+    } else if status >= 500 {
+        tracing::warn!(request_id = %id, %method, path, status, error_type, millis, "request failed");
+    } else if status >= 400 {
+        tracing::info!(request_id = %id, %method, path, status, error_type, millis, "request refused");
+    } else {
+        tracing::debug!(request_id = %id, %method, path, status, millis, "request");
     }
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
