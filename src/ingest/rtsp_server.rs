@@ -7,6 +7,9 @@
 //!
 //! ffmpeg (`-f rtsp -rtsp_transport tcp|udp`) and GStreamer (`rtspclientsink`) are the
 //! reference clients; Transport headers are parsed leniently (`media::rtsp`).
+//!
+//! RTSPS (`--rtsps-listen`): the same conversation inside TLS ([`serve_tls`]); only the
+//! RTSP connection and interleaved media are encrypted, RTP over UDP stays plain.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::FeedManager;
@@ -32,9 +35,28 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BUFFER: usize = 256 * 1024;
 /// Publishing connections at once.
 const MAX_CONNECTIONS: usize = 1024;
+/// Time a client has to complete the TLS handshake on the RTSPS listener.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts publishers until the task is aborted.
 pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>) {
+    accept(listener, feeds, None).await
+}
+
+/// Accepts publishers over TLS (RTSPS) until the task is aborted.
+pub async fn serve_tls(
+    listener: TcpListener,
+    feeds: Arc<FeedManager>,
+    tls: tokio_rustls::TlsAcceptor,
+) {
+    accept(listener, feeds, Some(tls)).await
+}
+
+async fn accept(
+    listener: TcpListener,
+    feeds: Arc<FeedManager>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (socket, peer) = match listener.accept().await {
@@ -50,6 +72,7 @@ pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>) {
             continue;
         };
         let feeds = feeds.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _ = socket.set_nodelay(true);
             let local_ip = socket
@@ -57,8 +80,19 @@ pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>) {
                 .map(|a| a.ip())
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             let mut conn = Connection::new(feeds, peer, local_ip);
-            if let Err(e) = conn.run(socket).await {
-                tracing::info!(%peer, error = %e, "RTSP connection ended");
+            let ended = match tls {
+                None => conn.run(socket).await,
+                Some(tls) => {
+                    conn.secure = true;
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket)).await {
+                        Ok(Ok(socket)) => conn.run(socket).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                tracing::info!(%peer, secure = conn.secure, error = %e, "RTSP connection ended");
             }
             conn.finish().await;
             drop(permit);
@@ -79,6 +113,8 @@ struct Connection {
     /// The address the client reached: UDP ports for RTP are bound on it (not on
     /// every interface).
     local_ip: std::net::IpAddr,
+    /// Whether the connection is TLS (RTSPS): Basic credentials are accepted only then.
+    secure: bool,
     session_id: String,
     stream: Option<String>,
     /// The announced URL (base for control URLs).
@@ -103,6 +139,7 @@ impl Connection {
             feeds,
             peer,
             local_ip,
+            secure: false,
             session_id: format!("{:016X}", rand_u64()),
             stream: None,
             base: String::new(),
@@ -115,7 +152,10 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut socket: TcpStream) -> std::io::Result<()> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut socket: S,
+    ) -> std::io::Result<()> {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut last_activity = tokio::time::Instant::now();
