@@ -232,16 +232,21 @@ impl CertReloader {
     }
 
     /// Reloads on SIGHUP and when the files change (checked every [`POLL_EVERY`]),
-    /// until the task is dropped.
-    pub async fn watch(self) {
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
+    /// until the returned task is dropped. SIGHUP is taken over at once (from then on
+    /// it no longer ends the process), before the task first runs.
+    pub fn watch(self) -> impl std::future::Future<Output = ()> + Send {
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let hangup = match hangup {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGHUP; TLS reload by file change only");
                 None
             }
         };
+        self.run(hangup)
+    }
+
+    async fn run(self, mut hangup: Option<tokio::signal::unix::Signal>) {
         let mut tick = tokio::time::interval(POLL_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reloader = Some(self);
