@@ -163,17 +163,20 @@ def test_curl_negotiates_http2_by_alpn(server):
     assert name in json.loads(answer)["StreamNames"]
 
 
-def test_put_media_streams_over_http2(server):
-    name = unique_name("h2-media")
+@pytest.mark.parametrize("version", ["--http2", "--http1.1"])
+def test_put_media_streams_over_https(server, version):
+    """HTTP/2 DATA frames, and HTTP/1.1 chunked as the producer SDK sends it."""
+    name = unique_name("tls-media")
     kv = client(server, "kinesisvideo")
     kv.create_stream(StreamName=name, DataRetentionInHours=1)
-    p = curl("--http2", "--cacert", server.tls_ca, "-w", "\n%{http_version}",
+    chunked = ["-H", "Transfer-Encoding: chunked"] if version == "--http1.1" else []
+    p = curl(version, "--cacert", server.tls_ca, "-w", "\n%{http_version}", *chunked,
              "-H", f"x-amzn-stream-name: {name}", "-H", "x-amzn-fragment-timecode-type: RELATIVE",
              "-H", f"x-amzn-producer-start-timestamp: {time.time():.3f}",
              "--data-binary", f"@{SAMPLES / 'h264-aac.kvs.mkv'}", f"https://localhost:{server.port}/putMedia")
     assert p.returncode == 0, p.stderr
-    *acks, version = p.stdout.strip().split("\n")
-    assert version == "2"
+    *acks, negotiated = p.stdout.strip().split("\n")
+    assert negotiated == version.removeprefix("--http")
     persisted = [a for a in map(json.loads, filter(None, acks)) if a.get("EventType") == "PERSISTED"]
     assert len(persisted) == 6, acks
     archived = client(server, "kinesis-video-archived-media")
@@ -191,6 +194,25 @@ def test_h2c_with_prior_knowledge_on_a_plain_listener(endpoint):
     assert "StreamNames" in json.loads(answer)
     p = curl("-w", "\n%{http_version}", endpoint + "/health")
     assert p.stdout.rsplit("\n", 1)[1] == "1.1"
+
+
+def test_http2_settings_carry_the_limits(endpoint):
+    """The server's SETTINGS frame (RFC 9113 §6.5): 100 streams, 64 KiB of headers."""
+    host, port = endpoint.split("://")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(3) + b"\x04\x00" + bytes(4))
+        data = b""
+        while len(data) < 9 or len(data) < 9 + int.from_bytes(data[:3], "big"):
+            chunk = s.recv(4096)
+            assert chunk, data
+            data += chunk
+    length, kind = int.from_bytes(data[:3], "big"), data[3]
+    assert kind == 0x4, data  # SETTINGS, the first frame a server sends
+    payload = data[9:9 + length]
+    settings = {int.from_bytes(payload[i:i + 2], "big"): int.from_bytes(payload[i + 2:i + 6], "big")
+                for i in range(0, length, 6)}
+    assert settings[0x3] == 100  # SETTINGS_MAX_CONCURRENT_STREAMS
+    assert settings[0x6] == 64 * 1024  # SETTINGS_MAX_HEADER_LIST_SIZE
 
 
 def test_a_client_that_never_handshakes_is_cut(pki, tmp_path):
