@@ -659,6 +659,62 @@ mod tests {
         assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
     }
 
+    #[tokio::test]
+    async fn the_http2_preface_is_told_from_http1_and_given_back() {
+        use tokio::io::AsyncWriteExt;
+        for (sent, protocol) in [
+            (&b"GET /health HTTP/1.1\r\n\r\n"[..], Protocol::Http1),
+            (b"PRI * HTTP/1.1\r\n\r\n", Protocol::Http1),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04",
+                Protocol::Http2,
+            ),
+        ] {
+            let (mut client, server) = tokio::io::duplex(64);
+            // In pieces, as a slow client sends it.
+            let writer = tokio::spawn(async move {
+                for piece in sent.chunks(5) {
+                    client.write_all(piece).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                client
+            });
+            let activity = Arc::new(Activity::default());
+            let mut io = Watched {
+                inner: server,
+                activity: activity.clone(),
+                replay: Bytes::new(),
+            };
+            let (prefix, got) = sniff_protocol(&mut io).await.unwrap();
+            assert_eq!(got, protocol);
+            assert!(sent.starts_with(&prefix));
+            assert!(activity.busy() && !activity.busy());
+            drop(writer.await.unwrap());
+            io.replay = Bytes::from(prefix);
+            let mut all = Vec::new();
+            io.read_to_end(&mut all).await.unwrap();
+            assert_eq!(all, sent);
+        }
+        let (client, server) = tokio::io::duplex(64);
+        drop(client);
+        let mut io = Watched {
+            inner: server,
+            activity: Arc::default(),
+            replay: Bytes::new(),
+        };
+        assert!(sniff_protocol(&mut io).await.is_err());
+    }
+
+    #[test]
+    fn open_requests_keep_a_connection_busy() {
+        let activity = Arc::new(Activity::default());
+        assert!(!activity.busy());
+        let open = RequestOpen::new(activity.clone());
+        assert!(activity.busy() && activity.busy());
+        drop(open);
+        assert!(!activity.busy());
+    }
+
     #[test]
     fn repeated_log_lines_are_rate_limited() {
         let mut log = RateLimitedLog::new();

@@ -65,12 +65,19 @@ def pki(tmp_path_factory):
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
-def tls_server(pki, directory: Path, cn: str, *extra) -> FreshetServer:
+def tls_server(pki, directory: Path, cn: str, *extra, config_file=False) -> FreshetServer:
+    """A server with a new certificate for `cn` in `directory`, named by flags or, with
+    `config_file`, by a `[tls]` table."""
     cert, key = pki.issue(cn)
     (directory / "cert.pem").write_bytes(cert)
     (directory / "key.pem").write_bytes(key)
-    return FreshetServer(state_delay_ms=0, tls_ca=str(pki.ca), extra_args=[
-        "--tls-cert", str(directory / "cert.pem"), "--tls-key", str(directory / "key.pem"), *extra])
+    if config_file:
+        config = directory / "freshet.toml"
+        config.write_text(f'[tls]\ncert = "{directory / "cert.pem"}"\nkey = "{directory / "key.pem"}"\n')
+        files = ["--config", str(config)]
+    else:
+        files = ["--tls-cert", str(directory / "cert.pem"), "--tls-key", str(directory / "key.pem")]
+    return FreshetServer(state_delay_ms=0, tls_ca=str(pki.ca), extra_args=[*files, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +260,7 @@ def replace_files(directory: Path, pair: tuple[bytes, bytes], keep_mtime: bool):
 
 
 def test_certificates_reload_on_sighup_and_file_change(pki, tmp_path):
-    s = tls_server(pki, tmp_path, "freshet-reload-1").start()
+    s = tls_server(pki, tmp_path, "freshet-reload-1", config_file=True).start()
     try:
         assert served_cn(s.port, pki.ca) == "freshet-reload-1"
         before = served_cert(s.port, pki.ca)["serialNumber"]
