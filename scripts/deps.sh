@@ -22,6 +22,8 @@ if [ "$what" = test ]; then
     have_cmd python3 || need+=(python3)
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
     have_cmd ffprobe || need+=(ffmpeg)
+    # TLS tests (tests/e2e/test_tls.py): a test CA and server certificates.
+    have_cmd openssl || need+=(openssl)
     { gst-inspect-1.0 h264parse && gst-inspect-1.0 x264enc && gst-inspect-1.0 matroskamux; } >/dev/null 2>&1 || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)
     # The console's browser tests (tests/browser): headless Chromium driven from Node.
     [ -x /usr/bin/chromium ] || need+=(chromium)

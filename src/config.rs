@@ -109,6 +109,11 @@ pub struct ServeConfig {
     /// [default: off]
     #[arg(long, env = "FRESHET_RTSP_LISTEN")]
     pub rtsp_listen: Option<SocketAddr>,
+    /// Also listen for RTSP publishers over TLS (RTSPS, `rtsps://HOST:PORT/<stream>`,
+    /// interleaved TCP transport) on this address, with the `--tls-cert` pair
+    /// [default: off]
+    #[arg(long, env = "FRESHET_RTSPS_LISTEN")]
+    pub rtsps_listen: Option<SocketAddr>,
     /// Do not create video streams on a first RTSP/RTP push; publishing to a missing
     /// stream is refused [default: streams are created]
     #[arg(long, env = "FRESHET_INGEST_NO_AUTO_CREATE")]
@@ -121,6 +126,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     #[serde(default)]
     pub auth: AuthSettings,
+    /// TLS on the HTTP listener, and RTSPS (config file: a `[tls]` table)
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsSettings,
     /// Browser access to the APIs and playback URLs (config file: a `[cors]` table)
     #[command(flatten)]
     #[serde(default)]
@@ -224,6 +233,36 @@ impl AuthSettings {
     }
 }
 
+/// The certificate and key of the TLS listeners (`[tls]` in the config file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file with the server certificate, then any intermediate certificates. With
+    /// it (and `--tls-key`) the HTTP listener speaks only HTTPS (HTTP/2 or HTTP/1.1 by
+    /// ALPN). Reloaded on SIGHUP and when the file changes [default: plain HTTP]
+    #[arg(long = "tls-cert", env = "FRESHET_TLS_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long = "tls-key", env = "FRESHET_TLS_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// The files, when TLS is configured; an error when only one of them is.
+    pub fn files(&self) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(anyhow::anyhow!(
+                "TLS needs both a certificate and a key (tls-cert and tls-key)"
+            )),
+        }
+    }
+}
+
 /// Which web pages may call Freshet from a browser (`[cors]` in the config file).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -300,6 +339,7 @@ impl ServeConfig {
                 .or(other.http_header_timeout_secs),
             media_memory_mb: self.media_memory_mb.or(other.media_memory_mb),
             rtsp_listen: self.rtsp_listen.or(other.rtsp_listen),
+            rtsps_listen: self.rtsps_listen.or(other.rtsps_listen),
             ingest_no_auto_create: self.ingest_no_auto_create || other.ingest_no_auto_create,
             ingest_retention_hours: self.ingest_retention_hours.or(other.ingest_retention_hours),
             auth: AuthSettings {
@@ -310,6 +350,10 @@ impl ServeConfig {
                 } else {
                     self.auth.keys
                 },
+            },
+            tls: TlsSettings {
+                cert: self.tls.cert.or(other.tls.cert),
+                key: self.tls.key.or(other.tls.key),
             },
             cors: CorsSettings {
                 origins: if self.cors.origins.is_empty() {
@@ -373,5 +417,31 @@ mod tests {
         assert_eq!(merged.cors.origins, ["https://a.example"]);
         assert_eq!(merged.cors.playback_origin, None);
         assert_eq!(ServeConfig::default().listen().port(), DEFAULT_PORT);
+    }
+
+    #[test]
+    fn tls_comes_from_a_table_or_flags() {
+        let file: ServeConfig =
+            toml::from_str("[tls]\ncert = \"/etc/f/cert.pem\"\nkey = \"/etc/f/key.pem\"\n")
+                .unwrap();
+        let merged = ServeConfig::default().or(file.clone());
+        let files = merged.tls.files().unwrap().unwrap();
+        assert_eq!(files.cert, PathBuf::from("/etc/f/cert.pem"));
+        assert_eq!(files.key, PathBuf::from("/etc/f/key.pem"));
+        let flags = ServeConfig {
+            tls: TlsSettings {
+                cert: Some("/run/c.pem".into()),
+                key: Some("/run/k.pem".into()),
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            flags.or(file).tls.files().unwrap().unwrap().cert,
+            PathBuf::from("/run/c.pem")
+        );
+        assert_eq!(ServeConfig::default().tls.files().unwrap(), None);
+        let half: ServeConfig = toml::from_str("[tls]\ncert = \"c.pem\"\n").unwrap();
+        assert!(half.tls.files().is_err());
+        assert!(toml::from_str::<ServeConfig>("[tls]\ncrt = \"c.pem\"\n").is_err());
     }
 }

@@ -12,4 +12,5 @@ pub mod media;
 pub mod server;
 pub mod store;
 pub mod streams;
+pub mod tls;
 pub mod video;

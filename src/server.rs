@@ -149,16 +149,44 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("config file feed for {}: {e}", entry.stream))?;
     }
     let keyring = config.auth.keyring()?;
+    // TLS: the pair is loaded (and checked) before anything listens.
+    let tls = match config.tls.files()? {
+        Some(files) => {
+            let reloader =
+                tokio::task::spawn_blocking(move || crate::tls::CertReloader::new(files)).await??;
+            let resolver = reloader.resolver();
+            Some((resolver, tokio::spawn(reloader.watch())))
+        }
+        None => None,
+    };
+    let tls_acceptor = |alpn: &[&[u8]]| -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        match &tls {
+            Some((resolver, _)) => Ok(Some(tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(resolver.clone(), alpn)?,
+            ))),
+            None => Ok(None),
+        }
+    };
+    let rtsps = match config.rtsps_listen {
+        Some(addr) => {
+            let acceptor = tls_acceptor(&[])?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--rtsps-listen needs a TLS certificate and key (--tls-cert, --tls-key)"
+                )
+            })?;
+            let listener = bind_rtsp(addr, "rtsps", keyring.is_some()).await?;
+            Some(tokio::spawn(crate::ingest::rtsp_server::serve_tls(
+                listener,
+                feeds.clone(),
+                acceptor,
+                keyring.clone(),
+            )))
+        }
+        None => None,
+    };
     let rtsp = match config.rtsp_listen {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for RTSP on {addr}"))?;
-            tracing::info!(
-                authentication = if keyring.is_some() { "digest" } else { "none" },
-                "RTSP publishing accepted on rtsp://{}",
-                listener.local_addr()?
-            );
+            let listener = bind_rtsp(addr, "rtsp", keyring.is_some()).await?;
             Some(tokio::spawn(crate::ingest::rtsp_server::serve(
                 listener,
                 feeds.clone(),
@@ -217,7 +245,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(data_dir = %data_dir.display(), ?durability, "freshet listening on {local}");
+    let http_tls = tls_acceptor(crate::tls::HTTP_ALPN)?;
+    let tls_on = http_tls.is_some();
+    tracing::info!(data_dir = %data_dir.display(), ?durability, tls = tls_on, "freshet listening on {local}");
     match &state_auth {
         Some(auth) => tracing::info!(keys = auth.keys.len(), "authentication: SigV4"),
         None => tracing::warn!(
@@ -232,6 +262,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         app,
         listener_limits,
         gauge,
+        http_tls,
         shutdown_signal(),
         SHUTDOWN_GRACE,
     )
@@ -240,10 +271,33 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(rtsp) = rtsp {
         rtsp.abort();
     }
+    if let Some(rtsps) = rtsps {
+        rtsps.abort();
+    }
+    if let Some((_, watcher)) = tls {
+        watcher.abort();
+    }
     // Feeds store their last fragment before the process ends.
     let _ = tokio::time::timeout(Duration::from_secs(3), feeds.stop_all()).await;
     tracing::info!("freshet stopped");
     Ok(())
+}
+
+/// Binds an RTSP publishing listener (`scheme`: `rtsp` or `rtsps`).
+async fn bind_rtsp(
+    addr: std::net::SocketAddr,
+    scheme: &str,
+    authenticated: bool,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {scheme} on {addr}"))?;
+    tracing::info!(
+        authentication = if authenticated { "digest" } else { "none" },
+        "RTSP publishing accepted on {scheme}://{}",
+        listener.local_addr()?
+    );
+    Ok(listener)
 }
 
 async fn shutdown_signal() {

@@ -332,9 +332,13 @@ struct NullServerArgs {
 
 #[derive(Args, Debug)]
 struct KinesisArgs {
-    /// Endpoint URL, plain HTTP (e.g. http://127.0.0.1:4567).
+    /// Endpoint URL, plain HTTP (e.g. http://127.0.0.1:4567), or HTTPS with --ca-file.
     #[arg(long, default_value = "http://127.0.0.1:4567")]
     endpoint: String,
+
+    /// PEM file with the CA certificates that verify an https:// endpoint.
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
 
     /// Allow an endpoint that does not resolve to a loopback address.
     #[arg(long)]
@@ -721,9 +725,11 @@ async fn resolve_endpoint(
     url: &str,
     allow_non_loopback: bool,
 ) -> Result<(SocketAddr, String), BoxError> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("endpoint {url:?} must start with http:// (no TLS support)"))?;
+    let (rest, default_port) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, 80),
+        (None, Some(rest)) => (rest, 443),
+        _ => return Err(format!("endpoint {url:?} must start with http:// or https://").into()),
+    };
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() {
         return Err(format!("endpoint {url:?} has no host").into());
@@ -735,7 +741,7 @@ async fn resolve_endpoint(
     let host_port = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host_port.as_str())
         .await
@@ -756,6 +762,21 @@ async fn resolve_endpoint(
 async fn kinesis_command(args: KinesisArgs) -> Result<(), BoxError> {
     if args.batch == 0 || args.clients == 0 || args.pool == 0 || args.shards == 0 {
         return Err("--batch, --clients, --pool and --shards must be positive".into());
+    }
+    let https = args.endpoint.starts_with("https://");
+    match (&args.ca_file, https) {
+        (Some(ca), true) => {
+            let authority = args.endpoint["https://".len()..].split('/').next();
+            let host = authority.unwrap_or_default();
+            let name = match host.rfind(']') {
+                Some(i) => host[1..i].to_string(),
+                None => host.rsplit_once(':').map_or(host, |(h, _)| h).to_string(),
+            };
+            crate::http::use_tls(ca, &name)?;
+        }
+        (None, true) => return Err("an https:// endpoint needs --ca-file".into()),
+        (Some(_), false) => return Err("--ca-file is for https:// endpoints".into()),
+        (None, false) => {}
     }
     let (addr, host) = resolve_endpoint(&args.endpoint, args.allow_non_loopback).await?;
     let ep = Arc::new(Endpoint {

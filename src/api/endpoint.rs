@@ -8,10 +8,13 @@
 //!    right answer behind a proxy or a load balancer;
 //! 2. the request's `Host` header, when it carries a port: what the client itself
 //!    used to get here;
+//!    HTTP/2 requests carry it as `:authority` instead, which is used the same way;
 //! 3. the local address the connection arrived on (scheme, IP and port). The Kinesis
 //!    Video producer SDK's signer cuts the `Host` header at `:` (it sends
 //!    `host: 127.0.0.1` to port 4570), and proxies may rewrite it: echoing such a
 //!    header would send the producer to port 80.
+//!
+//! The scheme of 2 and 3 is `https` on a TLS connection, else `http`.
 //!
 //! HTTP only: this module knows nothing of the services behind it.
 
@@ -29,13 +32,19 @@ pub struct ConnInfo {
     /// `0.0.0.0`; this is the address the client actually reached).
     pub local: SocketAddr,
     pub remote: SocketAddr,
+    /// Whether the connection is TLS (URLs handed out on it are `https://`).
+    pub secure: bool,
 }
 
 impl axum::extract::connect_info::Connected<IncomingStream<'_, TcpListener>> for ConnInfo {
     fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
         let remote = *stream.remote_addr();
         let local = stream.io().local_addr().unwrap_or(remote);
-        ConnInfo { local, remote }
+        ConnInfo {
+            local,
+            remote,
+            secure: false,
+        }
     }
 }
 
@@ -84,27 +93,38 @@ fn authority_port(authority: &str) -> Option<&str> {
 }
 
 /// The base URL (no trailing `/`) for a request, and where it came from.
+/// `authority` is the request URI's (HTTP/2's `:authority`), used without a `Host`.
 pub fn base_url(
     advertised: Option<&str>,
     headers: &HeaderMap,
+    authority: Option<&str>,
     conn: Option<&ConnInfo>,
 ) -> (String, UrlSource) {
     if let Some(url) = advertised {
         return (url.to_string(), UrlSource::Advertised);
     }
+    let scheme = if conn.is_some_and(|c| c.secure) {
+        "https"
+    } else {
+        "http"
+    };
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or(authority)
         .map(str::trim)
         .filter(|h| !h.is_empty() && !h.contains(['/', '@', ' ']));
     if let Some(host) = host
         && authority_port(host).is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_ok())
     {
-        return (format!("http://{host}"), UrlSource::HostHeader);
+        return (format!("{scheme}://{host}"), UrlSource::HostHeader);
     }
     if let Some(conn) = conn {
         // SocketAddr's Display brackets IPv6 addresses: `[::1]:4570`.
-        return (format!("http://{}", conn.local), UrlSource::LocalAddress);
+        return (
+            format!("{scheme}://{}", conn.local),
+            UrlSource::LocalAddress,
+        );
     }
     (
         format!("http://{}", host.unwrap_or("127.0.0.1")),
@@ -116,10 +136,12 @@ pub fn base_url(
 pub fn request_base_url(
     advertised: Option<&str>,
     headers: &HeaderMap,
+    uri: &axum::http::Uri,
     extensions: &axum::http::Extensions,
 ) -> String {
     let conn = extensions.get::<ConnectInfo<ConnInfo>>().map(|c| &c.0);
-    let (url, source) = base_url(advertised, headers, conn);
+    let authority = uri.authority().map(|a| a.as_str());
+    let (url, source) = base_url(advertised, headers, authority, conn);
     tracing::debug!(
         url,
         ?source,
@@ -144,6 +166,7 @@ mod tests {
         ConnInfo {
             local: local.parse().unwrap(),
             remote: "127.0.0.1:50000".parse().unwrap(),
+            secure: false,
         }
     }
 
@@ -154,6 +177,7 @@ mod tests {
             base_url(
                 Some("https://video.example.com/kvs"),
                 &host("x:1"),
+                None,
                 Some(&c)
             ),
             (
@@ -167,11 +191,11 @@ mod tests {
     fn a_host_header_with_a_port_is_used() {
         let c = conn("10.0.0.5:4570");
         assert_eq!(
-            base_url(None, &host("cam-gw:8080"), Some(&c)),
+            base_url(None, &host("cam-gw:8080"), None, Some(&c)),
             ("http://cam-gw:8080".to_string(), UrlSource::HostHeader)
         );
         assert_eq!(
-            base_url(None, &host("[::1]:4571"), Some(&c)).0,
+            base_url(None, &host("[::1]:4571"), None, Some(&c)).0,
             "http://[::1]:4571"
         );
     }
@@ -181,19 +205,19 @@ mod tests {
         // What the producer SDK sends to a server on 127.0.0.1:4599.
         let c = conn("127.0.0.1:4599");
         assert_eq!(
-            base_url(None, &host("127.0.0.1"), Some(&c)),
+            base_url(None, &host("127.0.0.1"), None, Some(&c)),
             ("http://127.0.0.1:4599".to_string(), UrlSource::LocalAddress)
         );
         assert_eq!(
-            base_url(None, &host("[::1]"), Some(&conn("[::1]:4599"))).0,
+            base_url(None, &host("[::1]"), None, Some(&conn("[::1]:4599"))).0,
             "http://[::1]:4599"
         );
         assert_eq!(
-            base_url(None, &host("a:"), Some(&c)).0,
+            base_url(None, &host("a:"), None, Some(&c)).0,
             "http://127.0.0.1:4599"
         );
         assert_eq!(
-            base_url(None, &HeaderMap::new(), Some(&c)).0,
+            base_url(None, &HeaderMap::new(), None, Some(&c)).0,
             "http://127.0.0.1:4599"
         );
     }
@@ -201,15 +225,46 @@ mod tests {
     #[test]
     fn without_connection_information_the_host_is_echoed() {
         assert_eq!(
-            base_url(None, &host("localhost"), None),
+            base_url(None, &host("localhost"), None, None),
             (
                 "http://localhost".to_string(),
                 UrlSource::HostHeaderWithoutPort
             )
         );
         assert_eq!(
-            base_url(None, &HeaderMap::new(), None).0,
+            base_url(None, &HeaderMap::new(), None, None).0,
             "http://127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn tls_connections_get_https_urls() {
+        let tls = ConnInfo {
+            secure: true,
+            ..conn("127.0.0.1:4599")
+        };
+        assert_eq!(
+            base_url(None, &host("127.0.0.1"), None, Some(&tls)).0,
+            "https://127.0.0.1:4599"
+        );
+        assert_eq!(
+            base_url(None, &host("video.lan:8443"), None, Some(&tls)).0,
+            "https://video.lan:8443"
+        );
+        // HTTP/2: no Host header, the authority instead.
+        assert_eq!(
+            base_url(None, &HeaderMap::new(), Some("video.lan:8443"), Some(&tls)),
+            ("https://video.lan:8443".to_string(), UrlSource::HostHeader)
+        );
+        assert_eq!(
+            base_url(
+                Some("http://proxy.lan"),
+                &HeaderMap::new(),
+                None,
+                Some(&tls)
+            )
+            .0,
+            "http://proxy.lan"
         );
     }
 

@@ -210,6 +210,7 @@ impl AppState {
         endpoint::request_base_url(
             self.advertise_url.as_deref(),
             &parts.headers,
+            &parts.uri,
             &parts.extensions,
         )
     }

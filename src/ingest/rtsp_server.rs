@@ -15,6 +15,9 @@
 //! the key to allow `kinesisvideo:PutMedia` on `S`, and an ANNOUNCE that would create
 //! `S` also `kinesisvideo:CreateStream` (else 403). A session SETUPs only media it
 //! announced, one transport each, of at most [`MAX_TRACKS`] announced media.
+//!
+//! RTSPS (`--rtsps-listen`): the same conversation inside TLS ([`serve_tls`]); only the
+//! RTSP connection and interleaved media are encrypted, RTP over UDP stays plain.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::FeedManager;
@@ -66,8 +69,30 @@ impl PublishAuth {
     }
 }
 
+/// Time a client has to complete the TLS handshake on the RTSPS listener.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Accepts publishers until the task is aborted. `keyring`: `None` accepts everyone.
 pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>, keyring: Option<Keyring>) {
+    accept(listener, feeds, None, keyring).await
+}
+
+/// Accepts publishers over TLS (RTSPS) until the task is aborted.
+pub async fn serve_tls(
+    listener: TcpListener,
+    feeds: Arc<FeedManager>,
+    tls: tokio_rustls::TlsAcceptor,
+    keyring: Option<Keyring>,
+) {
+    accept(listener, feeds, Some(tls), keyring).await
+}
+
+async fn accept(
+    listener: TcpListener,
+    feeds: Arc<FeedManager>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    keyring: Option<Keyring>,
+) {
     let auth = keyring.map(|k| Arc::new(PublishAuth::new(k)));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -85,6 +110,7 @@ pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>, keyring: Opti
         };
         let feeds = feeds.clone();
         let auth = auth.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _ = socket.set_nodelay(true);
             let local_ip = socket
@@ -92,8 +118,19 @@ pub async fn serve(listener: TcpListener, feeds: Arc<FeedManager>, keyring: Opti
                 .map(|a| a.ip())
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
             let mut conn = Connection::new(feeds, auth, peer, local_ip);
-            if let Err(e) = conn.run(socket).await {
-                tracing::info!(%peer, error = %e, "RTSP connection ended");
+            let ended = match tls {
+                None => conn.run(socket).await,
+                Some(tls) => {
+                    conn.secure = true;
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket)).await {
+                        Ok(Ok(socket)) => conn.run(socket).await,
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                    }
+                }
+            };
+            if let Err(e) = ended {
+                tracing::info!(%peer, secure = conn.secure, error = %e, "RTSP connection ended");
             }
             conn.finish().await;
             drop(permit);
@@ -112,8 +149,8 @@ struct Connection {
     feeds: Arc<FeedManager>,
     /// `None`: authentication is off.
     auth: Option<Arc<PublishAuth>>,
-    /// Whether the connection is encrypted: only then is Basic (the secret itself on
-    /// the wire) accepted and offered. Plain TCP for now.
+    /// Whether the connection is TLS (RTSPS): only then is Basic (the secret itself on
+    /// the wire) accepted and offered.
     secure: bool,
     /// Failed authentication attempts so far.
     auth_failures: u32,
@@ -169,7 +206,10 @@ impl Connection {
         }
     }
 
-    async fn run(&mut self, mut socket: TcpStream) -> std::io::Result<()> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut socket: S,
+    ) -> std::io::Result<()> {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut last_activity = tokio::time::Instant::now();

@@ -137,7 +137,7 @@ class FreshetServer:
     """
 
     def __init__(self, *, data_dir: str | None = None, state_delay_ms: int = 100,
-                 iterator_ttl_secs: int = 300, extra_args=()):
+                 iterator_ttl_secs: int = 300, extra_args=(), tls_ca: str | None = None):
         self.binary = freshet_bin()
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="freshet-e2e-data-")
@@ -148,10 +148,13 @@ class FreshetServer:
         self.port: int | None = None
         self.log_path = Path(tempfile.mkstemp(prefix="freshet-e2e-", suffix=".log")[1])
         self.returncode: int | None = None
+        # With TLS (--tls-cert in extra_args): the CA file that verifies the server.
+        self.tls_ca = tls_ca
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_ca else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
         return [
@@ -190,7 +193,8 @@ class FreshetServer:
                     last_error = f"exited with code {self.proc.returncode}"
                     break
                 try:
-                    r = requests.get(self.endpoint + "/health", timeout=1)
+                    r = requests.get(self.endpoint + "/health", timeout=1,
+                                     verify=self.tls_ca or True)
                     if r.status_code == 200:
                         return self
                 except requests.RequestException:

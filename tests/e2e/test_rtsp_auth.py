@@ -363,3 +363,46 @@ def test_pull_from_a_camera_with_credentials_hides_the_password(server, method):
     log = server.log_text()
     assert f"rtsp://viewer:***@127.0.0.1:{port}/live" in log
     assert password not in log
+
+
+def test_basic_is_offered_and_accepted_over_rtsps(tmp_path):
+    """On RTSPS the secret travels encrypted, so Basic is offered beside Digest and
+    accepted; a wrong secret is still refused."""
+    import ssl
+    from test_tls import Pki
+    pki = Pki(tmp_path)
+    cert, key = pki.issue("rtsps-auth")
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    (tmp_path / "keys.toml").write_text(KEYS)
+    rtsps_port = free_port()
+    s = FreshetServer(state_delay_ms=0, tls_ca=str(pki.ca), extra_args=[
+        "--auth-keys-file", str(tmp_path / "keys.toml"), "--tls-cert", str(tmp_path / "cert.pem"),
+        "--tls-key", str(tmp_path / "key.pem"), "--rtsps-listen", f"127.0.0.1:{rtsps_port}"]).start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        c = Rtsp.__new__(Rtsp)
+        c.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", rtsps_port), timeout=10),
+                                 server_hostname="localhost")
+        c.cseq = 0
+        stream = unique_name("rtsps-basic")
+        uri = f"rtsps://127.0.0.1:{rtsps_port}/{stream}"
+        try:
+            status, hdrs = c.send("ANNOUNCE", uri, body=sdp())
+            assert status == 401
+            assert sorted(h.split()[0] for h in challenges(hdrs)) == ["Basic", "Digest"]
+            wrong = base64.b64encode(f"{ADMIN[0]}:nope".encode()).decode()
+            status, _ = c.send("ANNOUNCE", uri, {"Authorization": f"Basic {wrong}"}, sdp())
+            assert status == 401
+            token = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+            status, _ = c.send("ANNOUNCE", uri, {"Authorization": f"Basic {token}"}, sdp())
+            assert status == 200
+        finally:
+            c.close()
+        kv = boto3.session.Session().client(
+            "kinesisvideo", endpoint_url=s.endpoint, region_name=REGION, verify=str(pki.ca),
+            aws_access_key_id=ADMIN[0], aws_secret_access_key=ADMIN[1])
+        assert kv.describe_stream(StreamName=stream)["StreamInfo"]["StreamName"] == stream
+        assert ADMIN[1] not in s.log_text()
+    finally:
+        s.cleanup()
