@@ -35,11 +35,16 @@ const MIB: usize = 1024 * 1024;
 
 /// An SDK client for `server`: plain-HTTP connector, static credentials.
 fn client(server: &Server) -> Client {
+    client_with(server, "test", "test")
+}
+
+/// An SDK client signing with the key `id` / `secret`.
+fn client_with(server: &Server, id: &str, secret: &str) -> Client {
     let http = aws_smithy_http_client::Builder::new().build_http();
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+        .credentials_provider(Credentials::new(id, secret, None, None, "static"))
         .endpoint_url(server.endpoint())
         .http_client(http)
         .build();
@@ -1745,4 +1750,56 @@ async fn large_batches_and_reads_over_the_response_limit() {
     for (r, d) in got.iter().zip(&sent) {
         assert!(r.data().as_ref() == d.as_slice(), "{}", r.sequence_number());
     }
+}
+
+/// With keys configured, the SDK's SigV4 signatures are checked: the configured key
+/// works end to end; a wrong secret and an unknown key get AWS's errors and change
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_requests_with_configured_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[auth.keys]]\naccess_key_id = \"AKIASDKRUST000000001\"\n\
+         secret_access_key = \"sdk-rust-secret-0123456789\"\n",
+    )
+    .unwrap();
+    let (server, _) = start(&["--auth-keys-file", keys.to_str().unwrap()]).await;
+    let good = client_with(
+        &server,
+        "AKIASDKRUST000000001",
+        "sdk-rust-secret-0123456789",
+    );
+    create_active(&good, "signed-sdk", 1).await;
+    let put = good
+        .put_record()
+        .stream_name("signed-sdk")
+        .partition_key("p")
+        .data(Blob::new(b"signed".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let read = read_shard(&good, "signed-sdk", put.shard_id()).await;
+    assert_eq!(read.records.len(), 1);
+    assert_eq!(read.records[0].data().as_ref(), b"signed");
+
+    let wrong = client_with(&server, "AKIASDKRUST000000001", "not-the-secret");
+    let e = service_error(wrong.list_streams().send().await);
+    assert_eq!(e.meta().code(), Some("InvalidSignatureException"), "{e:?}");
+    let unknown = client_with(&server, "AKIAUNKNOWN000000000", "x");
+    let e = service_error(
+        unknown
+            .delete_stream()
+            .stream_name("signed-sdk")
+            .send()
+            .await,
+    );
+    assert_eq!(
+        e.meta().code(),
+        Some("UnrecognizedClientException"),
+        "{e:?}"
+    );
+    let names = good.list_streams().send().await.unwrap();
+    assert_eq!(names.stream_names(), ["signed-sdk"]);
 }
