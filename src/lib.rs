@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod media;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod streams;

@@ -67,13 +67,20 @@ enum Route {
 
 fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
     if method == Method::OPTIONS
-        || (method == Method::GET && (path == "/health" || path == "/"))
+        || (method == Method::GET && matches!(path, "/health" | "/ready" | "/"))
         || (method == Method::GET && (path.starts_with("/hls/") || path.starts_with("/dash/")))
     {
         return Route::Exempt;
     }
     if path == "/console" || path.starts_with("/console/") {
         return Route::Console;
+    }
+    if path == "/metrics" {
+        // Prometheus sends `Authorization: Bearer ID:SECRET` (or Basic).
+        return Route::Rest {
+            action: "freshet:GetMetrics".into(),
+            stream: None,
+        };
     }
     if let Some(rest) = path.strip_prefix("/v1/streams/") {
         let stream = rest.split('/').next().map(str::to_string);

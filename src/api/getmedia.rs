@@ -141,7 +141,8 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
     let video = state.video.clone();
     if meta.retention_hours == 0 {
         // Nothing is stored: whatever the selector, only live fragments can be served.
-        return live_only(video.clone(), video.subscribe_live(&meta));
+        let sent = crate::metrics::metrics().video(&meta.name).getmedia_bytes;
+        return live_only(video.clone(), video.subscribe_live(&meta), sent);
     }
     let (first, end) = match video.fragment_bounds(&meta).await {
         Ok(b) => b,
@@ -197,6 +198,7 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
         }
     };
     let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let sent = crate::metrics::metrics().video(&meta.name).getmedia_bytes;
     tokio::spawn(async move {
         let mut at = start.max(first);
         loop {
@@ -224,13 +226,12 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
                 if let Some((_, o)) = parse_fragment_number(&number) {
                     at = o + 1;
                 }
-                if tx
-                    .send(Bytes::from(document(&number, server_ms, &m, &cluster, now)))
-                    .await
-                    .is_err()
-                {
+                let doc = document(&number, server_ms, &m, &cluster, now);
+                let len = doc.len() as u64;
+                if tx.send(Bytes::from(doc)).await.is_err() {
                     return;
                 }
+                sent.inc_by(len);
             }
         }
     });
@@ -244,6 +245,7 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
 fn live_only(
     video: std::sync::Arc<VideoService>,
     mut live: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::video::LiveFragment>>,
+    sent: prometheus_client::metrics::counter::Counter,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     tokio::spawn(async move {
@@ -251,9 +253,11 @@ fn live_only(
             match tokio::time::timeout(LIVE_IDLE_LIMIT, live.recv()).await {
                 Ok(Ok(f)) => {
                     let doc = document(&f.number, f.server_ms, &f.meta, &f.cluster, video.now_ms());
+                    let len = doc.len() as u64;
                     if tx.send(Bytes::from(doc)).await.is_err() {
                         return;
                     }
+                    sent.inc_by(len);
                 }
                 // A slow reader skips what it missed, as a live viewer would.
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,

@@ -222,6 +222,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", post(kinesis::handle).get(root))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/console", get(console::page))
         .route("/console/", get(console::page))
         .route("/console/{*asset}", get(console::asset))
@@ -264,6 +265,32 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(request_ids))
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus / OpenMetrics text ([`crate::metrics`]).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut scrape = crate::metrics::Scrape::default();
+    for (name, bytes) in state.streams.storage_bytes() {
+        scrape.storage.push((name, "data", bytes));
+    }
+    for (name, bytes) in state.video.storage_bytes() {
+        scrape.storage.push((name, "video", bytes));
+    }
+    if let Some(feeds) = &state.feeds {
+        for feed in feeds.list() {
+            scrape
+                .feed_packets_lost
+                .push((feed.stream_name, feed.status.packets_lost));
+        }
+    }
+    scrape.open_connections = state.connections.as_ref().map(|g| g.open().0 as u64);
+    let body = crate::metrics::metrics().encode(scrape);
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 /// `GET /health`: up, and how requests are authenticated (loudly: not at all, yet).

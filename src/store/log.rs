@@ -929,7 +929,14 @@ impl Log {
     pub(super) fn sync(&self) -> io::Result<()> {
         let guard = self.appender.lock().unwrap();
         match guard.as_ref() {
-            Some(a) => a.file.sync_data(),
+            Some(a) => {
+                let started = std::time::Instant::now();
+                let r = a.file.sync_data();
+                crate::metrics::metrics()
+                    .fsync_latency
+                    .observe(crate::metrics::seconds_since(started));
+                r
+            }
             None => Err(io::Error::other("log is failed")),
         }
     }

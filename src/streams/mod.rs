@@ -79,15 +79,19 @@ pub(crate) struct StreamState {
     /// shard is closed only after every append routed to it has finished.
     pub(crate) gate: tokio::sync::RwLock<()>,
     pub(crate) limiter: throughput::ShardLimiter,
+    /// This stream's series in `/metrics`.
+    pub(crate) metrics: crate::metrics::StreamMetrics,
 }
 
 impl StreamState {
     fn new(meta: StreamMeta, logs: HashMap<u32, Arc<Log>>) -> Arc<Self> {
+        let metrics = crate::metrics::metrics().stream(&meta.name);
         Arc::new(Self {
             meta: RwLock::new(meta),
             logs: RwLock::new(logs),
             gate: tokio::sync::RwLock::new(()),
             limiter: throughput::ShardLimiter::default(),
+            metrics,
         })
     }
 
@@ -256,6 +260,19 @@ impl StreamService {
                 "1 validation error detected: Value null at 'streamName' failed to satisfy constraint: Member must not be null".into(),
             )),
         }
+    }
+
+    /// Bytes on disk of each data stream (all its shards), for `/metrics`.
+    pub fn storage_bytes(&self) -> Vec<(String, u64)> {
+        self.streams
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(name, state)| {
+                let logs = state.logs.read().unwrap();
+                (name.clone(), logs.values().map(|l| l.total_bytes()).sum())
+            })
+            .collect()
     }
 
     /// The live state of a stream, whatever its status.
@@ -534,6 +551,7 @@ impl StreamService {
                 && state.meta.read().unwrap().epoch == meta.epoch
             {
                 service.streams.write().unwrap().remove(&name);
+                crate::metrics::metrics().forget_stream(&name);
             }
             if let Err(e) = service.finish_delete(&meta).await {
                 tracing::error!(stream = name, error = %e, "could not finish deleting stream");

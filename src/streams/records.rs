@@ -97,6 +97,7 @@ impl StreamService {
         r: &StreamRef,
         mut records: Vec<RecordInput>,
     ) -> Result<PutResult> {
+        let started = std::time::Instant::now();
         let (name, state) = self.state(r)?;
         let _gate = state.gate.read().await;
         let (routes, epoch, encrypted, max_record) = {
@@ -166,6 +167,7 @@ impl StreamService {
                     now,
                 )
             {
+                state.metrics.write_throughput_exceeded.inc();
                 entries[i] = Some(PutRecordsEntry::Failed {
                     detail: None,
                     out_of_space: false,
@@ -183,6 +185,7 @@ impl StreamService {
             admitted.push((i, ordinal, start..heads.len()));
         }
         let heads = heads.freeze();
+        let data_len: Vec<usize> = records.iter().map(|r| r.data.len()).collect();
         let mut groups: Vec<(u32, Vec<usize>, Vec<Entry>)> = Vec::new();
         for (i, ordinal, range) in admitted {
             let entry = Entry {
@@ -218,6 +221,11 @@ impl StreamService {
         for ((ordinal, indexes, _, _), result) in appends.into_iter().zip(results) {
             match result {
                 Ok(ack) => {
+                    state.metrics.incoming_records.inc_by(indexes.len() as u64);
+                    state
+                        .metrics
+                        .incoming_bytes
+                        .inc_by(indexes.iter().map(|&i| data_len[i] as u64).sum());
                     for (k, i) in indexes.into_iter().enumerate() {
                         entries[i] = Some(PutRecordsEntry::Ok {
                             sequence: SequenceNumber {
@@ -256,6 +264,10 @@ impl StreamService {
             .iter()
             .filter(|e| matches!(e, PutRecordsEntry::Failed { .. }))
             .count();
+        state
+            .metrics
+            .put_latency
+            .observe(crate::metrics::seconds_since(started));
         Ok(PutResult {
             entries,
             failed,
@@ -505,6 +517,15 @@ impl StreamService {
                 .map(|r| (now - r.arrival_ms).max(0))
                 .unwrap_or(0)
         };
+        state
+            .metrics
+            .get_records_records
+            .inc_by(records.len() as u64);
+        state
+            .metrics
+            .get_records_bytes
+            .inc_by(records.iter().map(|r| r.data.len() as u64).sum());
+        state.metrics.iterator_age_ms.set(millis_behind_latest);
         // Like Kinesis: the call that returns a closed shard's last records still hands out
         // an iterator; the next one (starting at the end) returns the children instead.
         let at_end_of_closed = closed_end.is_some_and(|end| pos.offset >= end && next >= end);

@@ -533,6 +533,7 @@ impl VideoService {
                 .is_some_and(|m| m.arn == meta.arn);
             if still_ours {
                 svc.streams.write().unwrap().remove(&meta.name);
+                crate::metrics::metrics().forget_video(&meta.name);
                 svc.logs.lock().unwrap().remove(&meta.stream_id);
                 let catalog = svc.catalog.clone();
                 let store = svc.store.clone();
@@ -784,6 +785,17 @@ impl VideoService {
         Ok(removed)
     }
 
+    /// Bytes on disk of each video stream whose fragment log is open, for `/metrics`.
+    pub fn storage_bytes(&self) -> Vec<(String, u64)> {
+        let logs = self.logs.lock().unwrap();
+        self.streams
+            .read()
+            .unwrap()
+            .values()
+            .filter_map(|m| Some((m.name.clone(), logs.get(&m.stream_id)?.total_bytes())))
+            .collect()
+    }
+
     /// The log offset the next fragment of a stream will get.
     pub async fn fragment_end_offset(&self, meta: &VideoStreamMeta) -> Result<u64> {
         Ok(self.log(meta).await?.bounds().end_offset)
@@ -798,6 +810,8 @@ impl VideoService {
         cluster: Bytes,
     ) -> Result<(String, i64, u64)> {
         let log = self.log(meta).await?;
+        let started = std::time::Instant::now();
+        let stored_bytes = cluster.len() as u64;
         let ack = self
             .store
             .append(
@@ -808,6 +822,11 @@ impl VideoService {
                 }],
             )
             .await?;
+        let m = crate::metrics::metrics().video(&meta.name);
+        m.fragments.inc();
+        m.bytes.inc_by(stored_bytes);
+        m.ack_latency
+            .observe(crate::metrics::seconds_since(started));
         // The cap as tagged now (the caller's copy of the metadata may be older).
         let cap = self
             .streams

@@ -245,6 +245,11 @@ def sdk_session(control_url: str, name: str) -> tuple[str, list[dict], float]:
     data_endpoint = ep["DataEndpoint"]
     upload = PutMediaUpload(data_endpoint, name)
     elapsed = time.monotonic() - t0
+    return data_endpoint, upload_body(upload), elapsed
+
+
+def upload_body(upload: "PutMediaUpload") -> list[dict]:
+    """Send BODY on an open PutMedia request; the acks, read to the end."""
     try:
         upload.expect_continue()
         upload.send_body(BODY)
@@ -255,7 +260,7 @@ def sdk_session(control_url: str, name: str) -> tuple[str, list[dict], float]:
         upload.read_acks(lambda a: False, timeout=10)  # to the end of the response
     finally:
         upload.close()
-    return data_endpoint, acks, elapsed
+    return acks
 
 
 def check_stored(endpoint: str, name: str, acks: list[dict], tmp_path: Path):
