@@ -661,26 +661,13 @@ async fn sigkill_during_concurrent_uploads_loses_no_persisted_fragment() {
         let ep = server.endpoint();
         let uploads: Vec<_> = (0..cameras)
             .map(|c| {
-                let ep = ep.clone();
-                let mut r = rng.fork();
-                tokio::spawn(async move {
-                    let mut numbers = Vec::new();
-                    // Upload the sample over and over until the server goes away.
-                    for _ in 0..50 {
-                        let (_, acks) = put_media(&ep, &format!("crash-{c}"), SAMPLE, &mut r).await;
-                        let got: Vec<String> = acks
-                            .iter()
-                            .filter(|a| a["EventType"] == "PERSISTED")
-                            .map(|a| a["FragmentNumber"].as_str().unwrap().to_string())
-                            .collect();
-                        let complete = got.len() == 6;
-                        numbers.extend(got);
-                        if !complete {
-                            break;
-                        }
-                    }
-                    numbers
-                })
+                // Upload the sample over and over until the server goes away.
+                tokio::spawn(upload_repeatedly(
+                    ep.clone(),
+                    format!("crash-{c}"),
+                    50,
+                    rng.fork(),
+                ))
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.range(200, 1200))).await;
@@ -693,31 +680,9 @@ async fn sigkill_during_concurrent_uploads_loses_no_persisted_fragment() {
         // Every fragment acknowledged PERSISTED is listed and reads back whole.
         for (c, numbers) in persisted.iter().enumerate() {
             let stream = format!("crash-{c}");
-            // ListFragments answers 1000 at most per page: follow NextToken.
-            let mut listed = std::collections::HashSet::new();
-            let mut token: Option<String> = None;
-            loop {
-                let mut request = serde_json::json!({"StreamName": stream});
-                if let Some(t) = &token {
-                    request["NextToken"] = serde_json::json!(t);
-                }
-                let page: Value = post_json(&ep, "listFragments", request)
-                    .await
-                    .json()
-                    .await
-                    .unwrap();
-                listed.extend(
-                    page["Fragments"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|f| f["FragmentNumber"].as_str().unwrap().to_string()),
-                );
-                match page["NextToken"].as_str() {
-                    Some(t) => token = Some(t.to_string()),
-                    None => break,
-                }
-            }
+            // ListFragments answers in pages: follow NextToken.
+            let listed: std::collections::HashSet<String> =
+                list_all(&ep, &stream, None).await.into_iter().collect();
             for n in numbers {
                 assert!(
                     listed.contains(n),
@@ -1031,4 +996,161 @@ async fn stored_fragment_lengths_add_up_to_the_media_pushed() {
         ["1.000,", "1.000,", "1.000,", "0.033,"],
         "{playlist}"
     );
+}
+
+/// Every fragment number ListFragments returns for `stream` on `selector` (`None`:
+/// the default), following NextToken.
+async fn list_all(ep: &str, stream: &str, selector: Option<Value>) -> Vec<String> {
+    let mut listed = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut request = serde_json::json!({"StreamName": stream, "MaxResults": 100});
+        if let Some(s) = &selector {
+            request["FragmentSelector"] = s.clone();
+        }
+        if let Some(t) = &token {
+            request["NextToken"] = serde_json::json!(t);
+        }
+        let resp = post_json(ep, "listFragments", request).await;
+        assert_eq!(resp.status(), 200);
+        let page: Value = resp.json().await.unwrap();
+        listed.extend(
+            page["Fragments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["FragmentNumber"].as_str().unwrap().to_string()),
+        );
+        match page["NextToken"].as_str() {
+            Some(t) => token = Some(t.to_string()),
+            None => return listed,
+        }
+    }
+}
+
+/// The fragment index rebuild counter of `/health`.
+async fn index_rebuilds(ep: &str) -> u64 {
+    let health: Value = reqwest::get(format!("{ep}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    health["fragment_index_rebuilds"].as_u64().unwrap()
+}
+
+/// Uploads the sample to `stream` `times` times in a row; the PERSISTED fragment
+/// numbers (stops early once an upload is cut short).
+async fn upload_repeatedly(ep: String, stream: String, times: usize, mut rng: Rng) -> Vec<String> {
+    let mut numbers = Vec::new();
+    for _ in 0..times {
+        let (_, acks) = put_media(&ep, &stream, SAMPLE, &mut rng).await;
+        let got: Vec<String> = acks
+            .iter()
+            .filter(|a| a["EventType"] == "PERSISTED")
+            .map(|a| a["FragmentNumber"].as_str().unwrap().to_string())
+            .collect();
+        let complete = got.len() == 6;
+        numbers.extend(got);
+        if !complete {
+            break;
+        }
+    }
+    numbers
+}
+
+#[tokio::test]
+async fn sigkill_during_uploads_to_a_long_stream_keeps_its_fragment_index_without_a_rebuild() {
+    let mut server = Server::start(&["--state-delay-ms", "0"]).await;
+    let mut rng = Rng::from_env("fragment-index-crash");
+    create_video_stream(&server.endpoint(), "long", 2).await;
+    // A long stream first: 40 uploads of 6 fragments.
+    let mut persisted = upload_repeatedly(server.endpoint(), "long".into(), 40, rng.fork()).await;
+    assert_eq!(persisted.len(), 240);
+    for cycle in 0..3 {
+        let ep = server.endpoint();
+        // Two producers on the stream at once, killed mid-upload.
+        let uploads: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(upload_repeatedly(ep.clone(), "long".into(), 50, rng.fork())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(rng.range(200, 1500))).await;
+        server.kill();
+        for u in uploads {
+            persisted.extend(u.await.unwrap());
+        }
+        server.restart().await;
+        let ep = server.endpoint();
+        let listed = list_all(&ep, "long", None).await;
+        let set: std::collections::HashSet<&String> = listed.iter().collect();
+        for n in &persisted {
+            assert!(
+                set.contains(n),
+                "cycle {cycle}: PERSISTED fragment {n} is not listed"
+            );
+        }
+        assert!(
+            listed.windows(2).all(|w| w[0] < w[1]),
+            "server order is offset order"
+        );
+        // The same fragments by producer time (both uploads start their clock at 0).
+        let by_producer = list_all(
+            &ep,
+            "long",
+            Some(
+                serde_json::json!({"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                "TimestampRange": {"StartTimestamp": 0.0, "EndTimestamp": 1e9}}),
+            ),
+        )
+        .await;
+        let mut sorted = by_producer.clone();
+        sorted.sort();
+        assert_eq!(sorted, listed, "cycle {cycle}");
+        assert_eq!(index_rebuilds(&ep).await, 0, "cycle {cycle}: index rebuilt");
+    }
+    assert!(!server.log_tail(10_000).contains("rebuilt from"));
+}
+
+#[tokio::test]
+async fn a_lost_fragment_index_is_rebuilt_from_the_fragments_and_counted() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(data.path(), &["--state-delay-ms", "0"]).await;
+    create_video_stream(&server.endpoint(), "lost", 2).await;
+    let persisted = upload_repeatedly(server.endpoint(), "lost".into(), 5, Rng::new(3)).await;
+    assert_eq!(persisted.len(), 30);
+    assert!(server.terminate().await);
+    // A clean restart loads the index as written.
+    server.restart().await;
+    assert_eq!(list_all(&server.endpoint(), "lost", None).await, persisted);
+    assert_eq!(index_rebuilds(&server.endpoint()).await, 0);
+    assert!(server.terminate().await);
+    // Without its index log, the stream's index is rebuilt from every fragment.
+    let mut found = Vec::new();
+    let mut dirs = vec![data.path().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n == "fragment-index") {
+                    found.push(p);
+                } else {
+                    dirs.push(p);
+                }
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    std::fs::remove_dir_all(&found[0]).unwrap();
+    server.restart().await;
+    assert_eq!(list_all(&server.endpoint(), "lost", None).await, persisted);
+    assert_eq!(index_rebuilds(&server.endpoint()).await, 1);
+    assert!(
+        server
+            .log_tail(200)
+            .contains("fragment index of lost rebuilt from 30 fragments")
+    );
+    // The rebuilt index was persisted: the next restart does not rebuild.
+    assert!(server.terminate().await);
+    server.restart().await;
+    assert_eq!(list_all(&server.endpoint(), "lost", None).await, persisted);
+    assert_eq!(index_rebuilds(&server.endpoint()).await, 0);
 }

@@ -8,6 +8,7 @@
 //! `freshet-bench rtp` simulates RTP cameras over UDP and `freshet-bench
 //! playback` measures HLS playback and GetClip.
 
+mod fragment_index;
 mod get;
 mod http;
 mod kinesis;
@@ -125,6 +126,40 @@ enum Command {
     /// processes' CPU and RSS (--server-pid, repeatable, summed), the kernel's UDP
     /// drops (/proc/net/snmp, /proc/net/udp) and the sender's own CPU and lateness.
     Rtp(Box<RtpArgs>),
+    /// Benchmark ListFragments against stream size (the persistent fragment index).
+    ///
+    /// For each --fragments N: starts --freshet-bin on a fresh directory under
+    /// --data-dir, fills stream `idx-<N>` with N small synthetic fragments (1 s apart
+    /// in producer time, ending now) through PutMedia, then times ListFragments for a
+    /// random --window-secs PRODUCER_TIMESTAMP window: --queries times warm, and the
+    /// first query after each of --restarts restarts (SIGTERM, start) cold. Prints
+    /// p50/p99/max, the index log's bytes per fragment and /health's rebuild counter.
+    FragmentIndex(FragmentIndexArgs),
+}
+
+#[derive(Args, Debug)]
+struct FragmentIndexArgs {
+    /// The freshet binary to start (use a release build for figures).
+    #[arg(long)]
+    freshet_bin: std::path::PathBuf,
+    /// Where the servers' data directories go (one per size, replaced each run).
+    #[arg(long, default_value = "/tmp/freshet-bench-fragment-index")]
+    data_dir: std::path::PathBuf,
+    /// Stream sizes in fragments, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
+    fragments: Vec<usize>,
+    /// Warm queries per size.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Restarts per size (one cold query each).
+    #[arg(long, default_value_t = 5)]
+    restarts: usize,
+    /// Length of the queried window in seconds.
+    #[arg(long, default_value_t = 60)]
+    window_secs: u64,
+    /// Clip whose EBML header, Info and Tracks head the synthetic fragments.
+    #[arg(long, default_value = "media-samples/h264-1s-gop.kvs.mkv")]
+    clip: std::path::PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -536,6 +571,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::FragmentIndex(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(fragment_index_command(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench fragment-index: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Compare(args) => match compare_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -556,6 +604,28 @@ fn compare_command(args: &CompareArgs) -> Result<(), BoxError> {
     let (base, cand) = (load(&args.baseline)?, load(&args.candidate)?);
     print!("{}", report::compare(&base, &cand));
     Ok(())
+}
+
+async fn fragment_index_command(
+    args: FragmentIndexArgs,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if args.fragments.is_empty() || args.queries == 0 {
+        return Err("--fragments and --queries must not be empty or zero".into());
+    }
+    let data = std::fs::read(&args.clip).map_err(|e| format!("{}: {e}", args.clip.display()))?;
+    let clip = video::Clip::parse(&data)?;
+    fragment_index::run(
+        fragment_index::IndexConfig {
+            freshet_bin: args.freshet_bin,
+            data_dir: args.data_dir,
+            sizes: args.fragments,
+            queries: args.queries,
+            restarts: args.restarts,
+            window_secs: args.window_secs,
+        },
+        clip,
+    )
+    .await
 }
 
 async fn video_command(args: VideoArgs) -> Result<(), BoxError> {

@@ -29,7 +29,8 @@ use tokio::sync::mpsc;
 use super::{AppState, read_body};
 use crate::media::mkv_writer::{FragmentDocument, write_error_tags};
 use crate::video::fragments::{FragmentMeta, parse_fragment_number};
-use crate::video::{VideoRef, VideoService, VideoStreamMeta};
+use crate::video::index::{RangeRule, TimeBase, TimeRange};
+use crate::video::{FragmentListing, MediaStart, VideoRef, VideoService, VideoStreamMeta};
 
 /// GetMedia ends after this long without a new fragment.
 const LIVE_IDLE_LIMIT: Duration = Duration::from_secs(30);
@@ -98,39 +99,6 @@ fn document(
     .encode(cluster)
 }
 
-/// The log offset of the first fragment with a producer timestamp at or after `ms`.
-async fn offset_at_producer_time(
-    video: &VideoService,
-    meta: &VideoStreamMeta,
-    ms: i64,
-) -> Result<u64, Response> {
-    let (first, end) = video
-        .fragment_bounds(meta)
-        .await
-        .map_err(|e| ApiError::from(e).into_rest_json())?;
-    let mut at = first;
-    while at < end {
-        let batch = video
-            .read_fragments(meta, at, 256)
-            .await
-            .map_err(|e| ApiError::from(e).into_rest_json())?;
-        if batch.is_empty() {
-            break;
-        }
-        for (number, _, m, _) in &batch {
-            if m.producer_ts_ms >= ms {
-                return Ok(parse_fragment_number(number).map(|(_, o)| o).unwrap_or(at));
-            }
-        }
-        let last = batch
-            .last()
-            .and_then(|(n, ..)| parse_fragment_number(n))
-            .map(|(_, o)| o);
-        at = last.map(|o| o + 1).unwrap_or(end);
-    }
-    Ok(end)
-}
-
 /// `POST /getMedia`.
 pub async fn get_media(State(state): State<AppState>, req: Request) -> Response {
     let (doc, meta) = match request(&state, req).await {
@@ -144,51 +112,27 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
         let sent = crate::metrics::metrics().video(&meta.name).getmedia_bytes;
         return live_only(video.clone(), video.subscribe_live(&meta), sent);
     }
-    let (first, end) = match video.fragment_bounds(&meta).await {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::from(e).into_rest_json();
-        }
-    };
-    let own_number = |text: &str| {
-        parse_fragment_number(text)
-            .filter(|(id, _)| *id == meta.stream_id)
-            .map(|(_, o)| o)
-    };
     let start = match selector["StartSelectorType"].as_str() {
-        Some("EARLIEST") => first,
-        Some("NOW") => end,
-        Some("FRAGMENT_NUMBER") => match selector["AfterFragmentNumber"]
-            .as_str()
-            .and_then(own_number)
-        {
-            Some(o) => o,
-            None => {
-                return invalid(
-                    "AfterFragmentNumber is missing or is not a fragment of this stream.",
-                );
-            }
-        },
-        Some("CONTINUATION_TOKEN") => {
-            match selector["ContinuationToken"].as_str().and_then(own_number) {
-                Some(o) => o + 1,
-                None => return invalid("ContinuationToken is missing or invalid."),
-            }
-        }
+        Some("EARLIEST") => MediaStart::Earliest,
+        Some("NOW") => MediaStart::Now,
+        Some("FRAGMENT_NUMBER") => MediaStart::FragmentNumber(
+            selector["AfterFragmentNumber"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Some("CONTINUATION_TOKEN") => MediaStart::ContinuationToken(
+            selector["ContinuationToken"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ),
         Some("SERVER_TIMESTAMP") => match secs_to_ms(&selector["StartTimestamp"]) {
-            Some(ms) => match video.offset_at_server_time(&meta, ms).await {
-                Ok(o) => o,
-                Err(e) => {
-                    return ApiError::from(e).into_rest_json();
-                }
-            },
+            Some(ms) => MediaStart::ServerTime(ms),
             None => return invalid("StartTimestamp is required for SERVER_TIMESTAMP."),
         },
         Some("PRODUCER_TIMESTAMP") => match secs_to_ms(&selector["StartTimestamp"]) {
-            Some(ms) => match offset_at_producer_time(&video, &meta, ms).await {
-                Ok(o) => o,
-                Err(r) => return r,
-            },
+            Some(ms) => MediaStart::ProducerTime(ms),
             None => return invalid("StartTimestamp is required for PRODUCER_TIMESTAMP."),
         },
         _ => {
@@ -197,10 +141,14 @@ pub async fn get_media(State(state): State<AppState>, req: Request) -> Response 
             );
         }
     };
+    let start = match video.media_start(&meta, &start).await {
+        Ok(o) => o,
+        Err(e) => return ApiError::from(e).into_rest_json(),
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let sent = crate::metrics::metrics().video(&meta.name).getmedia_bytes;
     tokio::spawn(async move {
-        let mut at = start.max(first);
+        let mut at = start;
         loop {
             let batch = match video.read_fragments(&meta, at, 16).await {
                 Ok(b) => b,
@@ -306,64 +254,35 @@ pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Resp
             }
         }
     };
-    let video = state.video.clone();
-    let (first, end) = match video.fragment_bounds(&meta).await {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::from(e).into_rest_json();
-        }
-    };
-    let mut at = match doc["NextToken"].as_str() {
-        Some(t) => match parse_fragment_number(t).filter(|(id, _)| *id == meta.stream_id) {
-            Some((_, o)) => o,
-            None => return invalid("Invalid NextToken."),
+    let listing = FragmentListing {
+        base: if by_producer {
+            TimeBase::Producer
+        } else {
+            TimeBase::Server
         },
-        None => first,
+        range: range.map(|r| TimeRange::of_seconds(r.start, r.end, RangeRule::StartWithin)),
+        next_token: doc["NextToken"].as_str().map(str::to_string),
+        max,
     };
-    let mut out = Vec::new();
-    let mut next_token = None;
-    'scan: while at < end {
-        let batch = match video.read_fragments(&meta, at, 256).await {
-            Ok(b) => b,
-            Err(e) => {
-                return ApiError::from(e).into_rest_json();
-            }
-        };
-        if batch.is_empty() {
-            break;
-        }
-        for (number, server_ms, m, cluster) in batch {
-            let offset = parse_fragment_number(&number).map(|(_, o)| o).unwrap_or(at);
-            at = offset + 1;
-            let ts = if by_producer {
-                m.producer_ts_ms
-            } else {
-                server_ms
-            };
-            if let Some(r) = &range {
-                let (lo, hi) = (
-                    (r.start * 1000.0).round() as i64,
-                    (r.end * 1000.0).round() as i64,
-                );
-                if ts < lo || ts > hi {
-                    continue;
-                }
-            }
-            if out.len() == max {
-                next_token = Some(number);
-                break 'scan;
-            }
-            out.push(json!({
-                "FragmentNumber": number,
-                "FragmentSizeInBytes": cluster.len(),
-                "ProducerTimestamp": m.producer_ts_ms as f64 / 1000.0,
-                "ServerTimestamp": server_ms as f64 / 1000.0,
-                "FragmentLengthInMilliseconds": m.duration_ms,
-            }));
-        }
-    }
+    let page = match state.video.list_fragments(&meta, &listing).await {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_rest_json(),
+    };
+    let out: Vec<Value> = page
+        .fragments
+        .iter()
+        .map(|f| {
+            json!({
+                "FragmentNumber": f.number,
+                "FragmentSizeInBytes": f.entry.size,
+                "ProducerTimestamp": f.entry.producer_ms as f64 / 1000.0,
+                "ServerTimestamp": f.entry.server_ms as f64 / 1000.0,
+                "FragmentLengthInMilliseconds": f.entry.duration_ms,
+            })
+        })
+        .collect();
     let mut body = json!({ "Fragments": out });
-    if let Some(t) = next_token {
+    if let Some(t) = page.next_token {
         body["NextToken"] = json!(t);
     }
     axum::Json(body).into_response()

@@ -301,11 +301,13 @@ async fn health(State(state): State<AppState>) -> Response {
             "version": env!("CARGO_PKG_VERSION"),
             "authentication": "sigv4",
             "keys": auth.keys.len(),
+            "fragment_index_rebuilds": state.video.index_rebuilds(),
         }),
         None => serde_json::json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
             "authentication": "none",
+            "fragment_index_rebuilds": state.video.index_rebuilds(),
             "warning": "requests are not authenticated: anyone who can reach this port can read, write and delete every stream (docs/security.md)",
         }),
     };

@@ -165,6 +165,11 @@ impl Store {
         Ok(log)
     }
 
+    /// Whether log `id` exists on disk (open or not). Blocking.
+    pub fn has_log(&self, id: &str) -> bool {
+        valid_log_id(id) && self.log_dir(id).is_dir()
+    }
+
     /// Removes a log and all its files. Blocking.
     pub fn remove_log(&self, id: &str) -> Result<(), StoreError> {
         if !valid_log_id(id) {

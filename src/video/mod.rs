@@ -9,6 +9,8 @@
 
 pub mod fragments;
 pub mod images;
+pub mod index;
+pub mod index_log;
 pub mod ingest;
 pub mod playback;
 
@@ -24,6 +26,8 @@ use crate::error::{Classified, ErrorKind};
 use crate::store::catalog::{Catalog, CatalogError};
 use crate::store::{Entry, Log, Store, StoreError};
 use fragments::FragmentMeta;
+use index::{Cursor, IndexEntry, TimeBase, TimeRange};
+use index_log::StreamIndex;
 
 const NAMESPACE: &str = "video-streams";
 const MAX_TAGS: usize = 50;
@@ -277,6 +281,50 @@ pub struct VideoService {
     /// Fragment metadata of streams being played back, by stream id (see
     /// `playback::FragmentIndex`).
     pub(crate) indexes: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<playback::FragmentIndex>>>>,
+    /// The persistent fragment index of each stream used since start-up, by stream id;
+    /// loaded (and reconciled) once, by whichever request needs it first.
+    fragment_indexes: Mutex<HashMap<u64, Arc<tokio::sync::OnceCell<Arc<StreamIndex>>>>>,
+    /// Fragment indexes rebuilt from every fragment (index log missing or unreadable).
+    index_rebuilds: std::sync::atomic::AtomicU64,
+}
+
+/// Where GetMedia starts (its `StartSelector`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaStart {
+    Earliest,
+    Now,
+    /// At this fragment (a fragment number of the stream).
+    FragmentNumber(String),
+    /// After the fragment a continuation token names.
+    ContinuationToken(String),
+    /// The first fragment to arrive at or after this server time (ms).
+    ServerTime(i64),
+    /// The fragment with the earliest producer start at or after this time (ms).
+    ProducerTime(i64),
+}
+
+/// What ListFragments asks for.
+#[derive(Debug, Clone)]
+pub struct FragmentListing {
+    pub base: TimeBase,
+    /// `None`: every fragment.
+    pub range: Option<TimeRange>,
+    pub next_token: Option<String>,
+    pub max: usize,
+}
+
+/// One listed fragment.
+#[derive(Debug, Clone)]
+pub struct ListedFragment {
+    pub number: String,
+    pub entry: IndexEntry,
+}
+
+/// A page of ListFragments.
+#[derive(Debug, Clone)]
+pub struct FragmentPage {
+    pub fragments: Vec<ListedFragment>,
+    pub next_token: Option<String>,
 }
 
 fn random_stream_id() -> u64 {
@@ -354,6 +402,8 @@ impl VideoService {
             streams: RwLock::new(streams),
             control: tokio::sync::Mutex::new(()),
             indexes: Mutex::new(HashMap::new()),
+            fragment_indexes: Mutex::new(HashMap::new()),
+            index_rebuilds: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -535,13 +585,15 @@ impl VideoService {
                 svc.streams.write().unwrap().remove(&meta.name);
                 crate::metrics::metrics().forget_video(&meta.name);
                 svc.logs.lock().unwrap().remove(&meta.stream_id);
+                svc.fragment_indexes.lock().unwrap().remove(&meta.stream_id);
                 let catalog = svc.catalog.clone();
                 let store = svc.store.clone();
                 let name = meta.name.clone();
                 let log_id = log_id(&meta);
                 let _ = tokio::task::spawn_blocking(move || {
                     let _ = catalog.delete(NAMESPACE, &name);
-                    store.remove_log(&log_id)
+                    // The fragment log and, inside it, the index log.
+                    store.remove_log_tree(&log_id)
                 })
                 .await;
             }
@@ -653,8 +705,10 @@ impl VideoService {
         if let Some(log) = log {
             let cap = size_cap(&meta.tags);
             log.set_segment_limit(segment_limit(cap));
-            if let Some(cap) = cap {
-                self.store.enforce_size(&log, cap).await?;
+            if let Some(cap) = cap
+                && self.store.enforce_size(&log, cap).await? > 0
+            {
+                self.trim_fragment_index(meta, &log).await?;
             }
         }
         Ok(())
@@ -777,10 +831,14 @@ impl VideoService {
             }
             let cutoff = now - meta.retention_hours as i64 * 3_600_000;
             let log = self.log(&meta).await?;
-            removed += self.store.enforce_retention(&log, cutoff).await?;
+            let mut trimmed = self.store.enforce_retention(&log, cutoff).await?;
             if let Some(cap) = size_cap(&meta.tags) {
-                removed += self.store.enforce_size(&log, cap).await?;
+                trimmed += self.store.enforce_size(&log, cap).await?;
             }
+            if trimmed > 0 {
+                self.trim_fragment_index(&meta, &log).await?;
+            }
+            removed += trimmed;
         }
         Ok(removed)
     }
@@ -810,8 +868,9 @@ impl VideoService {
         cluster: Bytes,
     ) -> Result<(String, i64, u64)> {
         let log = self.log(meta).await?;
+        let index = self.stream_index(meta).await?;
+        let size = cluster.len();
         let started = std::time::Instant::now();
-        let stored_bytes = cluster.len() as u64;
         let ack = self
             .store
             .append(
@@ -822,9 +881,16 @@ impl VideoService {
                 }],
             )
             .await?;
+        // Durable now: index it (the row is written after, never before).
+        index.record(IndexEntry::of_fragment(
+            ack.first_offset,
+            ack.timestamp_ms,
+            &fragment,
+            size,
+        ));
         let m = crate::metrics::metrics().video(&meta.name);
         m.fragments.inc();
-        m.bytes.inc_by(stored_bytes);
+        m.bytes.inc_by(size as u64);
         m.ack_latency
             .observe(crate::metrics::seconds_since(started));
         // The cap as tagged now (the caller's copy of the metadata may be older).
@@ -834,8 +900,10 @@ impl VideoService {
             .unwrap()
             .get(&meta.name)
             .and_then(|m| size_cap(&m.tags));
-        if let Some(cap) = cap {
-            self.store.enforce_size(&log, cap).await?;
+        if let Some(cap) = cap
+            && self.store.enforce_size(&log, cap).await? > 0
+        {
+            self.trim_fragment_index(meta, &log).await?;
         }
         Ok((
             fragments::fragment_number(meta.stream_id, ack.first_offset),
@@ -885,4 +953,173 @@ impl VideoService {
 
 fn log_id(meta: &VideoStreamMeta) -> String {
     format!("kvs/{}-{}", meta.name, meta.stream_id)
+}
+
+/// The index log of a stream: inside its fragment log's directory, so that removing
+/// the stream's log tree removes both.
+fn index_log_id(meta: &VideoStreamMeta) -> String {
+    format!("{}/fragment-index", log_id(meta))
+}
+
+impl VideoService {
+    /// Fragment indexes rebuilt from every fragment since start-up (an index log was
+    /// missing or unreadable). Normal restarts rebuild none.
+    pub fn index_rebuilds(&self) -> u64 {
+        self.index_rebuilds
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The fragment index of a stream, loaded and reconciled on first use.
+    pub async fn stream_index(&self, meta: &VideoStreamMeta) -> Result<Arc<StreamIndex>> {
+        let cell = self
+            .fragment_indexes
+            .lock()
+            .unwrap()
+            .entry(meta.stream_id)
+            .or_default()
+            .clone();
+        let index = cell
+            .get_or_try_init(|| self.load_fragment_index(meta))
+            .await?;
+        Ok(index.clone())
+    }
+
+    async fn load_fragment_index(&self, meta: &VideoStreamMeta) -> Result<Arc<StreamIndex>> {
+        let log = self.log(meta).await?;
+        let store = self.store.clone();
+        let id = index_log_id(meta);
+        let started = std::time::Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || index_log::load(&store, &log, &id))
+            .await
+            .map_err(|e| VideoError::Internal(e.to_string()))??;
+        if loaded.rebuilt {
+            self.index_rebuilds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                stream = meta.name,
+                "fragment index of {} rebuilt from {} fragments",
+                meta.name,
+                loaded.derived.len()
+            );
+        } else {
+            tracing::debug!(
+                stream = meta.name,
+                entries = loaded.index.len(),
+                reindexed = loaded.derived.len(),
+                dropped = loaded.dropped,
+                ms = started.elapsed().as_millis() as u64,
+                "fragment index loaded"
+            );
+        }
+        let first_server_ms = loaded.index.entries().next().map(|e| e.server_ms);
+        let index = StreamIndex::start(self.store.clone(), loaded.log, loaded.index);
+        for e in loaded.derived {
+            index.persist(e);
+        }
+        if loaded.dropped > 0 {
+            self.trim_index_log(&index, first_server_ms).await?;
+        }
+        Ok(index)
+    }
+
+    /// After fragments expired: drops their entries, then index segments holding only
+    /// rows older than the first kept fragment. A stream whose index is not loaded is
+    /// reconciled when it is.
+    async fn trim_fragment_index(&self, meta: &VideoStreamMeta, log: &Arc<Log>) -> Result<()> {
+        let Some(index) = self
+            .fragment_indexes
+            .lock()
+            .unwrap()
+            .get(&meta.stream_id)
+            .and_then(|c| c.get().cloned())
+        else {
+            return Ok(());
+        };
+        let first = log.bounds().first_offset;
+        let first_server_ms = {
+            let mut idx = index.index.write().unwrap();
+            idx.trim_before(first);
+            idx.entries().next().map(|e| e.server_ms)
+        };
+        self.trim_index_log(&index, first_server_ms).await
+    }
+
+    /// Deletes index segments whose rows were all written before `first_server_ms`
+    /// (rows are written after their fragments, so such rows name expired fragments
+    /// only); `None`: no fragment is left, so every row older than now goes.
+    async fn trim_index_log(
+        &self,
+        index: &StreamIndex,
+        first_server_ms: Option<i64>,
+    ) -> Result<()> {
+        let cutoff = first_server_ms.unwrap_or_else(|| self.clock.now_ms());
+        self.store.enforce_retention(&index.log, cutoff).await?;
+        Ok(())
+    }
+
+    /// ListFragments: a page of the stream's fragments on one clock, in that clock's
+    /// order (see `index`), after the page a `next_token` ended.
+    pub async fn list_fragments(
+        &self,
+        meta: &VideoStreamMeta,
+        q: &FragmentListing,
+    ) -> Result<FragmentPage> {
+        let index = self.stream_index(meta).await?;
+        let idx = index.index.read().unwrap();
+        let from = match &q.next_token {
+            None => None,
+            Some(t) => {
+                let invalid = || VideoError::InvalidArgument("Invalid NextToken.".into());
+                let (offset, start) = Cursor::parse(meta.stream_id, t).ok_or_else(invalid)?;
+                let start_ms = match (q.base, start) {
+                    (TimeBase::Server, _) => 0,
+                    (TimeBase::Producer, Some(ms)) => ms,
+                    (TimeBase::Producer, None) => idx.get(offset).ok_or_else(invalid)?.producer_ms,
+                };
+                Some(Cursor { start_ms, offset })
+            }
+        };
+        let (entries, next) = idx.list(q.base, q.range, from, q.max);
+        Ok(FragmentPage {
+            fragments: entries
+                .into_iter()
+                .map(|entry| ListedFragment {
+                    number: fragments::fragment_number(meta.stream_id, entry.offset),
+                    entry,
+                })
+                .collect(),
+            next_token: next.map(|c| c.token(meta.stream_id, q.base)),
+        })
+    }
+
+    /// The log offset GetMedia starts reading at.
+    pub async fn media_start(&self, meta: &VideoStreamMeta, start: &MediaStart) -> Result<u64> {
+        let own = |text: &str| {
+            fragments::parse_fragment_number(text)
+                .filter(|(id, _)| *id == meta.stream_id)
+                .map(|(_, o)| o)
+        };
+        let (first, end) = self.fragment_bounds(meta).await?;
+        let by_time = |base, ms| async move {
+            let index = self.stream_index(meta).await?;
+            let found = index.index.read().unwrap().first_at_or_after(base, ms);
+            Ok::<u64, VideoError>(found.map_or(end, |e| e.offset))
+        };
+        Ok(match start {
+            MediaStart::Earliest => first,
+            MediaStart::Now => end,
+            MediaStart::FragmentNumber(n) => own(n).ok_or_else(|| {
+                VideoError::InvalidArgument(
+                    "AfterFragmentNumber is missing or is not a fragment of this stream.".into(),
+                )
+            })?,
+            MediaStart::ContinuationToken(t) => own(t)
+                .ok_or_else(|| {
+                    VideoError::InvalidArgument("ContinuationToken is missing or invalid.".into())
+                })?
+                .saturating_add(1),
+            MediaStart::ServerTime(ms) => by_time(TimeBase::Server, *ms).await?,
+            MediaStart::ProducerTime(ms) => by_time(TimeBase::Producer, *ms).await?,
+        })
+    }
 }

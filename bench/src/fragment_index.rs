@@ -1,0 +1,329 @@
+//! `freshet-bench fragment-index`: what ListFragments costs as a stream grows.
+//!
+//! For each size N, starts the `freshet` binary given (`--freshet-bin`) on a fresh data
+//! directory, creates `idx-<N>` and fills it with N small synthetic fragments through
+//! PutMedia (the clip's EBML header, Info and Tracks, then Clusters of one 100-byte key
+//! frame, ABSOLUTE timecodes 1 s apart ending now), over connections of at most 10,000
+//! fragments. Then times ListFragments for a random 60 s PRODUCER_TIMESTAMP window
+//! (60 fragments) --queries times, warm; and cold: the server is stopped (SIGTERM) and
+//! started again, and the first ListFragments after each restart is timed (it loads
+//! the stream's index), --restarts times. Also reports the rebuild counter of /health
+//! (0 unless the index was lost) and the index log's bytes per fragment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::http::Conn;
+use crate::rng::Rng;
+use crate::stats::Latencies;
+use crate::video::{Clip, putmedia_head};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct IndexConfig {
+    pub freshet_bin: PathBuf,
+    pub data_dir: PathBuf,
+    pub sizes: Vec<usize>,
+    pub queries: usize,
+    pub restarts: usize,
+    pub window_secs: u64,
+}
+
+/// One running server.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn free_addr() -> Result<SocketAddr, BoxError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+impl Server {
+    async fn start(bin: &Path, data: &Path) -> Result<Server, BoxError> {
+        let addr = free_addr()?;
+        let child = Command::new(bin)
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data)
+            .args(["--state-delay-ms", "0"])
+            .env("FRESHET_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut server = Server { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(format!("freshet exited at start-up: {status}").into());
+            }
+            if server.health().await.is_ok() {
+                return Ok(server);
+            }
+            if Instant::now() > deadline {
+                return Err("freshet did not become ready".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn health(&self) -> Result<Value, BoxError> {
+        let mut c = Conn::connect(self.addr).await?;
+        let r = c
+            .send(format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).as_bytes())
+            .await?;
+        Ok(serde_json::from_slice(&r.body)?)
+    }
+
+    /// SIGTERM, then wait for the exit.
+    async fn stop(mut self) -> Result<(), BoxError> {
+        // SAFETY: plain syscall on the pid of a child we own and have not reaped.
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err("freshet did not stop on SIGTERM".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn json_request(host: &SocketAddr, path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A Cluster of known size at `tc` ms with one 100-byte key frame for track 1.
+fn synthetic_cluster(tc: u64) -> Vec<u8> {
+    let mut children = vec![0xE7, 0x88];
+    children.extend_from_slice(&tc.to_be_bytes());
+    let block_len = 4 + 100;
+    children.extend_from_slice(&[0xA3, 0x80 | block_len as u8, 0x81, 0x00, 0x00, 0x80]);
+    children.resize(children.len() + 100, 0x5A);
+    let mut out = vec![0x1F, 0x43, 0xB6, 0x75, 0x01];
+    out.extend_from_slice(&(children.len() as u64).to_be_bytes()[1..]);
+    out.extend_from_slice(&children);
+    out
+}
+
+/// Pushes fragments `from..to` (fragment k at `base_ms + 1000 k`) over one PutMedia
+/// connection; waits for every PERSISTED ack.
+async fn push(
+    addr: SocketAddr,
+    stream: &str,
+    header: &[u8],
+    base_ms: u64,
+    from: usize,
+    to: usize,
+) -> Result<(), BoxError> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let (mut rd, mut wr) = s.into_split();
+    let want = to - from;
+    let reader = tokio::spawn(async move {
+        let mut seen = 0usize;
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let needle = b"\"PERSISTED\"";
+        while seen < want {
+            let n = rd.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            let mut at = 0;
+            while let Some(i) = crate::http::find(&tail[at..], needle) {
+                seen += 1;
+                at += i + needle.len();
+            }
+            // Keep what could be the start of a split needle.
+            let keep_from = at.max(tail.len().saturating_sub(needle.len() - 1));
+            tail.drain(..keep_from);
+        }
+        Ok::<usize, std::io::Error>(seen)
+    });
+    let start_ms = base_ms + 1000 * from as u64;
+    wr.write_all(putmedia_head(&addr.to_string(), stream, start_ms).as_bytes())
+        .await?;
+    let mut chunk = Vec::with_capacity(64 * 1024);
+    for k in from..to {
+        let mut payload = Vec::new();
+        if k == from {
+            payload.extend_from_slice(header);
+        }
+        payload.extend_from_slice(&synthetic_cluster(base_ms + 1000 * k as u64));
+        chunk.extend_from_slice(format!("{:x}\r\n", payload.len()).as_bytes());
+        chunk.extend_from_slice(&payload);
+        chunk.extend_from_slice(b"\r\n");
+        if chunk.len() >= 32 * 1024 {
+            wr.write_all(&chunk).await?;
+            chunk.clear();
+        }
+    }
+    chunk.extend_from_slice(b"0\r\n\r\n");
+    wr.write_all(&chunk).await?;
+    let seen = tokio::time::timeout(Duration::from_secs(600), reader).await???;
+    if seen < want {
+        return Err(format!("{seen} of {want} fragments PERSISTED").into());
+    }
+    Ok(())
+}
+
+/// One ListFragments for `[start, start + window]` by producer time: (fragments, time).
+async fn list_window(
+    conn: &mut Conn,
+    addr: SocketAddr,
+    stream: &str,
+    start_ms: u64,
+    window_secs: u64,
+) -> Result<(usize, Duration), BoxError> {
+    let body = format!(
+        "{{\"StreamName\":\"{stream}\",\"FragmentSelector\":{{\"FragmentSelectorType\":\"PRODUCER_TIMESTAMP\",\"TimestampRange\":{{\"StartTimestamp\":{:.3},\"EndTimestamp\":{:.3}}}}}}}",
+        start_ms as f64 / 1000.0,
+        (start_ms + window_secs * 1000) as f64 / 1000.0 - 0.001
+    );
+    let t = Instant::now();
+    let r = conn
+        .send(&json_request(&addr, "/listFragments", &body))
+        .await?;
+    let d = t.elapsed();
+    if r.status != 200 {
+        return Err(format!("ListFragments HTTP {}", r.status).into());
+    }
+    let v: Value = serde_json::from_slice(&r.body)?;
+    Ok((v["Fragments"].as_array().map_or(0, Vec::len), d))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map_or(0, |m| m.len())
+            }
+        })
+        .sum()
+}
+
+fn find_dir(root: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(root).ok()?.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == name) {
+                return Some(p);
+            }
+            if let Some(found) = find_dir(&p, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// Runs every size; prints a table.
+pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
+    let mut rows = Vec::new();
+    for &n in &cfg.sizes {
+        let data = cfg.data_dir.join(format!("idx-{n}"));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data)?;
+        let server = Server::start(&cfg.freshet_bin, &data).await?;
+        let stream = format!("idx-{n}");
+        let mut c = Conn::connect(server.addr).await?;
+        let r = c
+            .send(&json_request(
+                &server.addr,
+                "/createStream",
+                &format!("{{\"StreamName\":\"{stream}\",\"DataRetentionInHours\":8760}}"),
+            ))
+            .await?;
+        if r.status != 200 {
+            return Err(format!("createStream HTTP {}", r.status).into());
+        }
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+        let base_ms = now_ms - 1000 * n as u64;
+        let t = Instant::now();
+        let mut at = 0;
+        while at < n {
+            let to = (at + 10_000).min(n);
+            push(server.addr, &stream, &clip.header, base_ms, at, to).await?;
+            at = to;
+            eprintln!("idx-{n}: {at} fragments stored");
+        }
+        let fill_secs = t.elapsed().as_secs_f64();
+        let windows = n.saturating_sub(cfg.window_secs as usize).max(1);
+        let mut rng = Rng::new(n as u64);
+        let mut pick = || base_ms + 1000 * (rng.next_u64() % windows as u64);
+        // Warm.
+        let mut conn = Conn::connect(server.addr).await?;
+        let mut warm = Latencies::default();
+        let mut listed = 0;
+        for _ in 0..cfg.queries {
+            let (count, d) =
+                list_window(&mut conn, server.addr, &stream, pick(), cfg.window_secs).await?;
+            listed = listed.max(count);
+            warm.record(d);
+        }
+        drop(conn);
+        // Cold: the first query after each restart.
+        let mut server = server;
+        let mut cold = Latencies::default();
+        let mut rebuilds = 0;
+        for _ in 0..cfg.restarts {
+            server.stop().await?;
+            server = Server::start(&cfg.freshet_bin, &data).await?;
+            let mut conn = Conn::connect(server.addr).await?;
+            let (_, d) =
+                list_window(&mut conn, server.addr, &stream, pick(), cfg.window_secs).await?;
+            cold.record(d);
+            rebuilds += server.health().await?["fragment_index_rebuilds"]
+                .as_u64()
+                .unwrap_or(u64::MAX);
+        }
+        server.stop().await?;
+        let index_bytes = find_dir(&data, "fragment-index").map_or(0, |d| dir_bytes(&d));
+        let (w50, w99, wmax) = warm.summary();
+        let (c50, c99, cmax) = cold.summary();
+        rows.push(format!(
+            "| {n:>7} | {fill_secs:>6.1} | {listed:>6} | {w50:>8.2} | {w99:>8.2} | {wmax:>8.2} | {c50:>8.2} | {c99:>8.2} | {cmax:>8.2} | {:>9.1} | {rebuilds:>8} |",
+            index_bytes as f64 / n.max(1) as f64
+        ));
+    }
+    println!(
+        "ListFragments, {} s PRODUCER_TIMESTAMP window: warm over {} queries, cold = first query after each of {} restarts (ms)",
+        cfg.window_secs, cfg.queries, cfg.restarts
+    );
+    println!(
+        "| fragments | fill s | listed | warm p50 | warm p99 | warm max | cold p50 | cold p99 | cold max | index B/frag | rebuilds |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}

@@ -1,0 +1,599 @@
+//! The fragment index of one video stream: per fragment, everything a read by time
+//! needs without touching media bytes, and the pure queries over it.
+//!
+//! An [`IndexEntry`] holds the fragment's log offset (the suffix of its fragment
+//! number, `fragments::fragment_number`), its server timestamp (the log entry's own,
+//! taken on arrival), its producer timestamp, duration, size, frame count, and an
+//! identity of the stream header (EBML header, Info and Tracks) in force for it. On
+//! disk an entry is one fixed [`ROW_LEN`]-byte row of a second log beside the fragment
+//! log (`VideoService` keeps it crash-consistent with the fragments; see
+//! `docs/video.md`). Rows start with a version byte; readers refuse versions they do
+//! not know, which makes the index "unreadable" and has it rebuilt from the fragments.
+//!
+//! Two orders are kept in memory:
+//! - offset order, which is also server-time order (the store stamps each entry
+//!   `max(now, previous)`, so server timestamps never decrease along the log);
+//! - producer order: by producer start, then by offset. Producer clocks may go
+//!   backwards, jump or overlap; every such fragment is kept and listed, and fragments
+//!   with equal producer starts are listed in arrival order. The order of two given
+//!   fragments never changes as others arrive or expire.
+//!
+//! Queries ([`FragmentIndex::list`], [`FragmentIndex::first_at_or_after`]) are pure: no
+//! I/O, no clock. Timestamps are milliseconds since the Unix epoch. Range rules follow
+//! the Kinesis Video Streams archived-media API reference: ListFragments returns
+//! fragments whose *start* lies in `[start, end]` (both inclusive, "FragmentSelector");
+//! playback reads want fragments *overlapping* `[start, end)`.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+
+use super::fragments::{FragmentMeta, fragment_number, parse_fragment_number};
+
+/// The row version written.
+const ROW_VERSION: u8 = 1;
+/// Bytes of one on-disk row.
+pub const ROW_LEN: usize = 1 + 8 + 8 + 8 + 8 + 8 + 4 + 8;
+
+/// What the index holds about one fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Log offset of the fragment (the suffix of its fragment number).
+    pub offset: u64,
+    /// Arrival time, as stamped by the store.
+    pub server_ms: i64,
+    /// The producer's timestamp for the fragment, as sent.
+    pub producer_ms: i64,
+    /// From the first frame to the end of the last.
+    pub duration_ms: u64,
+    /// Cluster bytes (what ListFragments reports as FragmentSizeInBytes).
+    pub size: u64,
+    pub frame_count: u32,
+    /// Identity of the stream header in force ([`header_identity`]).
+    pub header_id: u64,
+}
+
+/// A stable 64-bit identity of a stream header (EBML header, Info and Tracks): equal
+/// headers give equal identities, across restarts and builds.
+pub fn header_identity(ebml_header: &[u8], info_and_tracks: &[u8]) -> u64 {
+    let mut h = Sha256::new();
+    h.update((ebml_header.len() as u64).to_le_bytes());
+    h.update(ebml_header);
+    h.update(info_and_tracks);
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+}
+
+impl IndexEntry {
+    /// The entry of a stored fragment.
+    pub fn of_fragment(offset: u64, server_ms: i64, meta: &FragmentMeta, size: usize) -> Self {
+        IndexEntry {
+            offset,
+            server_ms,
+            producer_ms: meta.producer_ts_ms,
+            duration_ms: meta.duration_ms,
+            size: size as u64,
+            frame_count: meta.frame_count,
+            header_id: header_identity(&meta.ebml_header, &meta.info_and_tracks),
+        }
+    }
+
+    /// The on-disk row.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(ROW_LEN);
+        out.put_u8(ROW_VERSION);
+        out.put_u64_le(self.offset);
+        out.put_i64_le(self.server_ms);
+        out.put_i64_le(self.producer_ms);
+        out.put_u64_le(self.duration_ms);
+        out.put_u64_le(self.size);
+        out.put_u32_le(self.frame_count);
+        out.put_u64_le(self.header_id);
+        debug_assert_eq!(out.len(), ROW_LEN);
+        out.freeze()
+    }
+
+    /// Reads a row; `None` for a row of another length or an unknown version.
+    pub fn decode(row: &[u8]) -> Option<Self> {
+        if row.len() != ROW_LEN || row[0] != ROW_VERSION {
+            return None;
+        }
+        let mut b = &row[1..];
+        Some(IndexEntry {
+            offset: b.get_u64_le(),
+            server_ms: b.get_i64_le(),
+            producer_ms: b.get_i64_le(),
+            duration_ms: b.get_u64_le(),
+            size: b.get_u64_le(),
+            frame_count: b.get_u32_le(),
+            header_id: b.get_u64_le(),
+        })
+    }
+
+    /// The entry's start on `base`.
+    pub fn start_ms(&self, base: TimeBase) -> i64 {
+        match base {
+            TimeBase::Server => self.server_ms,
+            TimeBase::Producer => self.producer_ms,
+        }
+    }
+
+    /// One past the entry's end on `base`.
+    fn end_ms(&self, base: TimeBase) -> i64 {
+        self.start_ms(base)
+            .saturating_add(i64::try_from(self.duration_ms).unwrap_or(i64::MAX))
+    }
+}
+
+/// Which clock a query is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeBase {
+    /// Arrival time at the server; listed in offset order.
+    Server,
+    /// The producer's timestamps; listed by producer start, then offset.
+    Producer,
+}
+
+/// Which fragments a time range selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRule {
+    /// Start within `[start, end]`, both ends inclusive (ListFragments).
+    StartWithin,
+    /// Overlapping `[start, end)`: starts before `end` and ends after `start`; a
+    /// fragment of zero duration overlaps when `start <= its start < end`.
+    Overlapping,
+}
+
+/// A time range and how it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub rule: RangeRule,
+}
+
+impl TimeRange {
+    /// A range given in seconds since the epoch (as the API sends timestamps), to the
+    /// nearest millisecond.
+    pub fn of_seconds(start: f64, end: f64, rule: RangeRule) -> Self {
+        TimeRange {
+            start_ms: (start * 1000.0).round() as i64,
+            end_ms: (end * 1000.0).round() as i64,
+            rule,
+        }
+    }
+
+    fn selects(&self, e: &IndexEntry, base: TimeBase) -> bool {
+        let s = e.start_ms(base);
+        match self.rule {
+            RangeRule::StartWithin => self.start_ms <= s && s <= self.end_ms,
+            RangeRule::Overlapping => {
+                s < self.end_ms && (e.end_ms(base) > self.start_ms || s >= self.start_ms)
+            }
+        }
+    }
+}
+
+/// Where a listing resumes: the first entry not yet returned, as its position in the
+/// listing's order (for producer order, its producer start and offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub start_ms: i64,
+    pub offset: u64,
+}
+
+impl Cursor {
+    /// The continuation token of this cursor on `base`: the fragment number, and for
+    /// producer order also the producer start (`<number>-<ms>`), so that a listing
+    /// resumes at the same place even after the fragment itself has expired.
+    pub fn token(&self, stream_id: u64, base: TimeBase) -> String {
+        let number = fragment_number(stream_id, self.offset);
+        match base {
+            TimeBase::Server => number,
+            TimeBase::Producer => format!("{number}-{}", self.start_ms),
+        }
+    }
+
+    /// Reads a token of `stream_id` written by [`Cursor::token`]; `None` if it is not
+    /// one. A plain fragment number on producer order resumes at that fragment's
+    /// producer start, looked up by the caller (`start_ms` is then `None`).
+    pub fn parse(stream_id: u64, text: &str) -> Option<(u64, Option<i64>)> {
+        let (number, start) = match text.split_once('-') {
+            Some((n, ms)) => (n, Some(ms.parse::<i64>().ok()?)),
+            None => (text, None),
+        };
+        let (id, offset) = parse_fragment_number(number)?;
+        (id == stream_id).then_some((offset, start))
+    }
+}
+
+/// The fragment index of one stream (see the module doc).
+#[derive(Debug, Default, Clone)]
+pub struct FragmentIndex {
+    /// In offset order (= server-time order).
+    entries: VecDeque<IndexEntry>,
+    /// (producer start, offset) of every entry: the producer order.
+    by_producer: BTreeSet<(i64, u64)>,
+    /// The longest duration ever indexed: how far before a range's start an
+    /// overlapping fragment may begin. Never lowered, so it only ever widens a scan.
+    max_duration_ms: i64,
+}
+
+impl FragmentIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The first and one-past-last indexed offsets.
+    pub fn offsets(&self) -> Option<(u64, u64)> {
+        Some((
+            self.entries.front()?.offset,
+            self.entries.back()?.offset + 1,
+        ))
+    }
+
+    /// Every entry, in offset order.
+    pub fn entries(&self) -> impl Iterator<Item = &IndexEntry> {
+        self.entries.iter()
+    }
+
+    /// The entry of `offset`, if indexed.
+    pub fn get(&self, offset: u64) -> Option<&IndexEntry> {
+        let i = self.position(offset).ok()?;
+        self.entries.get(i)
+    }
+
+    fn position(&self, offset: u64) -> Result<usize, usize> {
+        self.entries.binary_search_by_key(&offset, |e| e.offset)
+    }
+
+    /// Adds an entry (replacing one of the same offset). Appends in offset order are
+    /// O(log n); an entry older than the newest is placed where it belongs.
+    pub fn insert(&mut self, entry: IndexEntry) {
+        self.max_duration_ms = self
+            .max_duration_ms
+            .max(i64::try_from(entry.duration_ms).unwrap_or(i64::MAX));
+        match self.entries.back() {
+            Some(last) if last.offset >= entry.offset => match self.position(entry.offset) {
+                Ok(i) => {
+                    let old = std::mem::replace(&mut self.entries[i], entry);
+                    self.by_producer.remove(&(old.producer_ms, old.offset));
+                }
+                Err(i) => self.entries.insert(i, entry),
+            },
+            _ => self.entries.push_back(entry),
+        }
+        self.by_producer.insert((entry.producer_ms, entry.offset));
+    }
+
+    /// Drops every entry before `first_offset` (retention). Returns how many.
+    pub fn trim_before(&mut self, first_offset: u64) -> usize {
+        let mut n = 0;
+        while let Some(e) = self.entries.front() {
+            if e.offset >= first_offset {
+                break;
+            }
+            self.by_producer.remove(&(e.producer_ms, e.offset));
+            self.entries.pop_front();
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops every entry at or after `end_offset` (entries the fragment log does not
+    /// hold). Returns how many.
+    pub fn trim_from(&mut self, end_offset: u64) -> usize {
+        let mut n = 0;
+        while let Some(e) = self.entries.back() {
+            if e.offset < end_offset {
+                break;
+            }
+            self.by_producer.remove(&(e.producer_ms, e.offset));
+            self.entries.pop_back();
+            n += 1;
+        }
+        n
+    }
+
+    /// Offset ranges in `[first, end)` with no entry, in order.
+    pub fn gaps(&self, first: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut at = first;
+        let from = self.entries.partition_point(|e| e.offset < first);
+        for e in self.entries.range(from..) {
+            if e.offset >= end {
+                break;
+            }
+            if e.offset > at {
+                out.push((at, e.offset));
+            }
+            at = e.offset + 1;
+        }
+        if at < end {
+            out.push((at, end));
+        }
+        out
+    }
+
+    /// Entries selected by `range` on `base` (every entry when `range` is `None`), in
+    /// the order of `base`, from `from` (inclusive; the start when `None`), at most
+    /// `max`. Also returns where the next page starts when more entries follow.
+    pub fn list(
+        &self,
+        base: TimeBase,
+        range: Option<TimeRange>,
+        from: Option<Cursor>,
+        max: usize,
+    ) -> (Vec<IndexEntry>, Option<Cursor>) {
+        let mut out = Vec::new();
+        let push = |e: &IndexEntry, out: &mut Vec<IndexEntry>| -> Option<Cursor> {
+            if range.is_some_and(|r| !r.selects(e, base)) {
+                return None;
+            }
+            if out.len() == max {
+                return Some(Cursor {
+                    start_ms: e.start_ms(base),
+                    offset: e.offset,
+                });
+            }
+            out.push(*e);
+            None
+        };
+        match base {
+            TimeBase::Server => {
+                // Server timestamps never decrease along the log: binary searches find
+                // the first candidate, and the scan stops past the range's end.
+                let mut i =
+                    from.map_or(0, |c| self.entries.partition_point(|e| e.offset < c.offset));
+                if let Some(r) = range {
+                    let lo = match r.rule {
+                        RangeRule::StartWithin => r.start_ms,
+                        RangeRule::Overlapping => r.start_ms.saturating_sub(self.max_duration_ms),
+                    };
+                    i = i.max(self.entries.partition_point(|e| e.server_ms < lo));
+                }
+                for e in self.entries.range(i..) {
+                    if range.is_some_and(|r| past_end(&r, e.server_ms)) {
+                        break;
+                    }
+                    if let Some(next) = push(e, &mut out) {
+                        return (out, Some(next));
+                    }
+                }
+            }
+            TimeBase::Producer => {
+                let mut lo = from.map_or((i64::MIN, 0), |c| (c.start_ms, c.offset));
+                if let Some(r) = range {
+                    let start = match r.rule {
+                        RangeRule::StartWithin => r.start_ms,
+                        RangeRule::Overlapping => r.start_ms.saturating_sub(self.max_duration_ms),
+                    };
+                    lo = lo.max((start, 0));
+                }
+                for &(start, offset) in self.by_producer.range(lo..) {
+                    if range.is_some_and(|r| past_end(&r, start)) {
+                        break;
+                    }
+                    let Some(e) = self.get(offset) else {
+                        continue;
+                    };
+                    if let Some(next) = push(e, &mut out) {
+                        return (out, Some(next));
+                    }
+                }
+            }
+        }
+        (out, None)
+    }
+
+    /// The first entry starting at or after `at_ms` on `base`: on server time the
+    /// first to arrive at or after it; on producer time the one with the earliest
+    /// producer start at or after it (ties: the first to arrive).
+    pub fn first_at_or_after(&self, base: TimeBase, at_ms: i64) -> Option<IndexEntry> {
+        match base {
+            TimeBase::Server => {
+                let i = self.entries.partition_point(|e| e.server_ms < at_ms);
+                self.entries.get(i).copied()
+            }
+            TimeBase::Producer => {
+                let &(_, offset) = self.by_producer.range((at_ms, 0)..).next()?;
+                self.get(offset).copied()
+            }
+        }
+    }
+}
+
+/// Whether an entry starting at `start` (and every later one in the listing's order)
+/// lies past the end of `r`.
+fn past_end(r: &TimeRange, start: i64) -> bool {
+    match r.rule {
+        RangeRule::StartWithin => start > r.end_ms,
+        RangeRule::Overlapping => start >= r.end_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(offset: u64, server_ms: i64, producer_ms: i64, duration_ms: u64) -> IndexEntry {
+        IndexEntry {
+            offset,
+            server_ms,
+            producer_ms,
+            duration_ms,
+            size: 100 + offset,
+            frame_count: 25,
+            header_id: 7,
+        }
+    }
+
+    fn range(start_ms: i64, end_ms: i64, rule: RangeRule) -> TimeRange {
+        TimeRange {
+            start_ms,
+            end_ms,
+            rule,
+        }
+    }
+
+    fn offsets(v: &[IndexEntry]) -> Vec<u64> {
+        v.iter().map(|e| e.offset).collect()
+    }
+
+    #[test]
+    fn rows_round_trip_and_refuse_unknown_versions() {
+        let e = IndexEntry {
+            offset: u64::MAX - 3,
+            server_ms: -5,
+            producer_ms: i64::MIN,
+            duration_ms: 1000,
+            size: 1 << 40,
+            frame_count: u32::MAX,
+            header_id: 0xDEAD_BEEF,
+        };
+        let row = e.encode();
+        assert_eq!(row.len(), ROW_LEN);
+        assert_eq!(IndexEntry::decode(&row), Some(e));
+        let mut other = row.to_vec();
+        other[0] = 2;
+        assert_eq!(IndexEntry::decode(&other), None);
+        assert_eq!(IndexEntry::decode(&row[..ROW_LEN - 1]), None);
+        assert_eq!(IndexEntry::decode(&[]), None);
+    }
+
+    #[test]
+    fn header_identity_tells_headers_apart() {
+        assert_eq!(header_identity(b"a", b"bc"), header_identity(b"a", b"bc"));
+        assert_ne!(header_identity(b"a", b"bc"), header_identity(b"ab", b"c"));
+        assert_ne!(header_identity(b"a", b"bc"), header_identity(b"a", b"bd"));
+    }
+
+    #[test]
+    fn server_time_listing_pages_and_ranges() {
+        let mut idx = FragmentIndex::new();
+        for i in 0..10 {
+            idx.insert(entry(i, 1000 * i as i64, 0, 1000));
+        }
+        let all = idx.list(TimeBase::Server, None, None, 100).0;
+        assert_eq!(offsets(&all), (0..10).collect::<Vec<_>>());
+        // Start within [2000, 4000]: fragments starting at 2, 3 and 4 s.
+        let r = range(2000, 4000, RangeRule::StartWithin);
+        assert_eq!(
+            offsets(&idx.list(TimeBase::Server, Some(r), None, 100).0),
+            [2, 3, 4]
+        );
+        // Overlapping [2500, 4000): 2 (2..3 s) and 3.
+        let r = range(2500, 4000, RangeRule::Overlapping);
+        assert_eq!(
+            offsets(&idx.list(TimeBase::Server, Some(r), None, 100).0),
+            [2, 3]
+        );
+        // Pages of 4.
+        let (p1, next) = idx.list(TimeBase::Server, None, None, 4);
+        assert_eq!(offsets(&p1), [0, 1, 2, 3]);
+        let (p2, next) = idx.list(TimeBase::Server, None, next, 4);
+        assert_eq!(offsets(&p2), [4, 5, 6, 7]);
+        let (p3, next) = idx.list(TimeBase::Server, None, next, 4);
+        assert_eq!(offsets(&p3), [8, 9]);
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn producer_order_keeps_jumps_overlaps_and_duplicates() {
+        let mut idx = FragmentIndex::new();
+        // Producer clock: 10 s, 11 s, back to 5 s, 5 s again (duplicate), jump +1 h.
+        let producer = [10_000, 11_000, 5_000, 5_000, 3_611_000];
+        for (i, p) in producer.iter().enumerate() {
+            idx.insert(entry(i as u64, 100 * i as i64, *p, 1000));
+        }
+        let all = idx.list(TimeBase::Producer, None, None, 100).0;
+        assert_eq!(offsets(&all), [2, 3, 0, 1, 4]);
+        let r = range(5_000, 10_000, RangeRule::StartWithin);
+        assert_eq!(
+            offsets(&idx.list(TimeBase::Producer, Some(r), None, 100).0),
+            [2, 3, 0]
+        );
+        // Paging through equal producer starts resumes exactly.
+        let (p1, next) = idx.list(TimeBase::Producer, None, None, 1);
+        assert_eq!(offsets(&p1), [2]);
+        let c = next.unwrap();
+        assert_eq!((c.start_ms, c.offset), (5_000, 3));
+        let (p2, _) = idx.list(TimeBase::Producer, None, next, 2);
+        assert_eq!(offsets(&p2), [3, 0]);
+        assert_eq!(
+            idx.first_at_or_after(TimeBase::Producer, 5_001)
+                .unwrap()
+                .offset,
+            0
+        );
+        assert_eq!(
+            idx.first_at_or_after(TimeBase::Producer, 0).unwrap().offset,
+            2
+        );
+        assert_eq!(idx.first_at_or_after(TimeBase::Producer, 4_000_000), None);
+        assert_eq!(
+            idx.first_at_or_after(TimeBase::Server, 150).unwrap().offset,
+            2
+        );
+        // Overlapping picks up a long fragment that began before the range.
+        idx.insert(entry(5, 600, 0, 7_000));
+        let r = range(6_500, 6_600, RangeRule::Overlapping);
+        assert_eq!(
+            offsets(&idx.list(TimeBase::Producer, Some(r), None, 100).0),
+            [5]
+        );
+    }
+
+    #[test]
+    fn trims_replacements_and_gaps() {
+        let mut idx = FragmentIndex::new();
+        for i in [0, 1, 2, 5, 6, 3] {
+            idx.insert(entry(i, 10 * i as i64, i as i64, 1));
+        }
+        assert_eq!(idx.gaps(0, 9), [(4, 5), (7, 9)]);
+        idx.insert(entry(3, 30, 99, 1));
+        assert_eq!(idx.len(), 6);
+        assert_eq!(idx.get(3).unwrap().producer_ms, 99);
+        assert_eq!(
+            offsets(&idx.list(TimeBase::Producer, None, None, 10).0),
+            [0, 1, 2, 5, 6, 3]
+        );
+        assert_eq!(idx.trim_before(2), 2);
+        assert_eq!(idx.trim_from(6), 1);
+        assert_eq!(idx.offsets(), Some((2, 6)));
+        assert_eq!(
+            offsets(&idx.list(TimeBase::Producer, None, None, 10).0),
+            [2, 5, 3]
+        );
+        assert_eq!(idx.gaps(0, 6), [(0, 2), (4, 5)]);
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        let c = Cursor {
+            start_ms: -42,
+            offset: 17,
+        };
+        let t = c.token(9, TimeBase::Producer);
+        assert_eq!(Cursor::parse(9, &t), Some((17, Some(-42))));
+        assert_eq!(
+            Cursor::parse(9, &c.token(9, TimeBase::Server)),
+            Some((17, None))
+        );
+        assert_eq!(Cursor::parse(8, &t), None);
+        assert_eq!(Cursor::parse(9, "junk"), None);
+        assert_eq!(
+            Cursor::parse(9, &format!("{}-x", fragment_number(9, 1))),
+            None
+        );
+    }
+}
