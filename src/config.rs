@@ -134,6 +134,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     #[serde(default)]
     pub cors: CorsSettings,
+    /// Delivery streams (config file: a `[delivery]` table)
+    #[command(flatten)]
+    #[serde(default)]
+    pub delivery: DeliverySettings,
     /// Camera feeds to run (config file only): `[[feeds]]` tables with `stream`, and
     /// `rtsp_url`, or `rtp_port` with `sdp` / `codec` (+ `payload_type`); optional
     /// `fragment_ms`. They are stored like feeds added through the API.
@@ -283,6 +287,25 @@ pub struct CorsSettings {
     pub playback_origin: Option<String>,
 }
 
+/// Where delivery streams deliver (`[delivery]` in the config file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Where S3 destinations of delivery streams go: `local` (objects under
+    /// `<data-dir>/buckets/<bucket>/<key>`, no other server needed) or `s3` (real S3 or
+    /// an S3-compatible server; not built yet) [default: local]
+    #[arg(long = "delivery-s3", env = "FRESHET_DELIVERY_S3", value_enum)]
+    pub s3: Option<DeliveryS3>,
+}
+
+/// `[delivery] s3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryS3 {
+    Local,
+    S3,
+}
+
 /// A camera feed in the config file. `Debug` shows the camera URL without its
 /// password.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -363,6 +386,9 @@ impl ServeConfig {
                 },
                 playback_origin: self.cors.playback_origin.or(other.cors.playback_origin),
             },
+            delivery: DeliverySettings {
+                s3: self.delivery.s3.or(other.delivery.s3),
+            },
             feeds: if self.feeds.is_empty() {
                 other.feeds
             } else {
@@ -417,6 +443,12 @@ mod tests {
         assert_eq!(merged.cors.origins, ["https://a.example"]);
         assert_eq!(merged.cors.playback_origin, None);
         assert_eq!(ServeConfig::default().listen().port(), DEFAULT_PORT);
+        let file: ServeConfig = toml::from_str("[delivery]\ns3 = \"s3\"\n").unwrap();
+        assert_eq!(
+            ServeConfig::default().or(file).delivery.s3,
+            Some(DeliveryS3::S3)
+        );
+        assert!(toml::from_str::<ServeConfig>("[delivery]\ns3 = \"ftp\"\n").is_err());
     }
 
     #[test]

@@ -22,6 +22,9 @@ const DEFAULT_COMMIT_DELAY_US: u64 = 0;
 /// How long shutdown waits for open requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How long shutdown waits for delivery streams to deliver their partial batches.
+const DELIVERY_FLUSH_GRACE: Duration = Duration::from_secs(20);
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let advertise_url = config
@@ -30,6 +33,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .map(api::endpoint::parse_advertise_url)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
+    if config.delivery.s3 == Some(crate::config::DeliveryS3::S3) {
+        anyhow::bail!(
+            "--delivery-s3 s3 (delivery.s3 = \"s3\", FRESHET_DELIVERY_S3=s3) is not built yet: \
+             delivery streams can write to the local directory only (--delivery-s3 local, \
+             the default; docs/delivery.md)"
+        );
+    }
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -97,6 +107,26 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open video streams: {e}"))?;
+    let buckets =
+        crate::delivery::destination::LocalDirectory::open(&data_dir).with_context(|| {
+            format!(
+                "cannot open the delivery directory in {}",
+                data_dir.display()
+            )
+        })?;
+    let delivery = crate::delivery::DeliveryService::open(
+        crate::delivery::DeliveryConfig {
+            account_id: service_config.account_id.clone(),
+            region: service_config.region.clone(),
+            state_delay_ms: service_config.state_delay_ms,
+        },
+        clock.clone(),
+        store.clone(),
+        catalog.clone(),
+        Arc::new(buckets),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open delivery streams: {e}"))?;
     let catalog_for_feeds = catalog.clone();
     let clock_for_feeds = clock.clone();
     let streams = StreamService::open(service_config, clock, store, catalog)
@@ -198,6 +228,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 
     let mut state = AppState::new(streams, video);
     state.feeds = Some(feeds.clone());
+    state.delivery = Some(delivery.clone());
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
     state.advertise_url = advertise_url.map(Arc::from);
@@ -276,6 +307,15 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     if let Some((_, watcher)) = tls {
         watcher.abort();
+    }
+    // Delivery streams deliver every partial batch before the process ends.
+    if tokio::time::timeout(DELIVERY_FLUSH_GRACE, delivery.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "delivery streams did not flush in time; they resume from their checkpoints"
+        );
     }
     // Feeds store their last fragment before the process ends.
     let _ = tokio::time::timeout(Duration::from_secs(3), feeds.stop_all()).await;

@@ -110,6 +110,19 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
             stream,
         };
     }
+    if path == "/"
+        && let Some(op) = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_prefix(super::firehose::TARGET_PREFIX))
+    {
+        return Route::Aws {
+            family: Family::Kinesis,
+            service: "firehose",
+            action: format!("firehose:{op}"),
+            streaming: false,
+        };
+    }
     if path == "/" {
         let op = headers
             .get("x-amz-target")
@@ -141,6 +154,10 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
 /// `ConsumerARN` (`arn:aws:kinesis:...:stream/NAME/...`).
 fn stream_of_document(doc: &serde_json::Value) -> Option<String> {
     if let Some(name) = doc["StreamName"].as_str() {
+        return Some(name.to_string());
+    }
+    // Firehose names its resource DeliveryStreamName.
+    if let Some(name) = doc["DeliveryStreamName"].as_str() {
         return Some(name.to_string());
     }
     ["StreamARN", "ConsumerARN", "ResourceARN"]
@@ -237,6 +254,10 @@ fn render(e: ApiError, family: Family, ask_for_basic: bool, cbor: bool) -> Respo
 
 fn denied(auth: &EdgeAuth, key: &AccessKey, action: &str, stream: Option<&str>) -> ApiError {
     let resource = match (stream, action.split(':').next()) {
+        (Some(name), Some("firehose")) => format!(
+            "arn:aws:firehose:{}:{}:deliverystream/{name}",
+            auth.region, auth.account_id
+        ),
         (Some(name), Some("kinesisvideo")) => format!(
             "arn:aws:kinesisvideo:{}:{}:stream/{name}",
             auth.region, auth.account_id
@@ -537,6 +558,19 @@ mod tests {
                 action: "kinesis:PutRecord".into(),
                 streaming: false
             }
+        );
+        assert_eq!(
+            route(Method::POST, "/", Some("Firehose_20150804.PutRecordBatch")),
+            Route::Aws {
+                family: Family::Kinesis,
+                service: "firehose",
+                action: "firehose:PutRecordBatch".into(),
+                streaming: false
+            }
+        );
+        assert_eq!(
+            stream_of_document(&serde_json::json!({"DeliveryStreamName": "logs"})).as_deref(),
+            Some("logs")
         );
         assert_eq!(
             route(Method::POST, "/putMedia", None),

@@ -280,6 +280,12 @@ impl From<StreamError> for ApiError {
     }
 }
 
+impl From<crate::delivery::DeliveryError> for ApiError {
+    fn from(e: crate::delivery::DeliveryError) -> Self {
+        Self::from_service(&e)
+    }
+}
+
 impl From<VideoError> for ApiError {
     fn from(e: VideoError) -> Self {
         Self::from_service(&e)

@@ -18,6 +18,7 @@ pub mod cors;
 pub mod endpoint;
 pub mod error;
 pub mod feeds;
+pub mod firehose;
 pub mod getmedia;
 pub mod kinesis;
 pub mod listener;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub auth: Option<Arc<auth::EdgeAuth>>,
     /// The HTTP listener's connections, for `/ready` (`None` without a listener).
     pub connections: Option<listener::ConnectionGauge>,
+    /// Delivery streams (the Firehose API); `None` where they do not run.
+    pub delivery: Option<Arc<crate::delivery::DeliveryService>>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -202,6 +205,7 @@ impl AppState {
             cors: Arc::new(cors::CorsPolicy::default()),
             auth: None,
             connections: None,
+            delivery: None,
         }
     }
 
@@ -219,7 +223,7 @@ impl AppState {
 /// Builds the router with every API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", post(kinesis::handle).get(root))
+        .route("/", post(aws_json).get(root))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -265,6 +269,20 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(request_ids))
         .with_state(state)
+}
+
+/// `POST /`: Firehose targets to the Firehose API, everything else to Kinesis (one
+/// prefix comparison on the header's bytes, no allocation, on the Kinesis path).
+async fn aws_json(state: State<AppState>, req: Request) -> Response {
+    let firehose = req
+        .headers()
+        .get("x-amz-target")
+        .is_some_and(|t| t.as_bytes().starts_with(firehose::TARGET_PREFIX.as_bytes()));
+    if firehose {
+        firehose::handle(state, req).await
+    } else {
+        kinesis::handle(state, req).await
+    }
 }
 
 /// `GET /metrics`: Prometheus / OpenMetrics text ([`crate::metrics`]).

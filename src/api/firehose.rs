@@ -1,0 +1,342 @@
+//! The Amazon Data Firehose wire protocol: `POST /` with
+//! `X-Amz-Target: Firehose_20150804.<Operation>`, bodies in AWS JSON 1.1, as in the
+//! Firehose API reference.
+//!
+//! Requests go the Kinesis way: the body is checked against the official model
+//! (`src/api/models/firehose.json`, with the Kinesis model machinery:
+//! `SerializationException` / `ValidationException` with AWS's messages), then parsed
+//! here into a call of [`crate::delivery::DeliveryService`], whose typed errors are
+//! mapped to the wire in `api::error`. What this version does not support is refused
+//! with an InvalidArgumentException that names it.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::kinesis::model;
+use super::{AppState, MAX_KINESIS_BODY, read_body};
+use crate::delivery::model::S3Destination;
+use crate::delivery::naming::Compression;
+use crate::delivery::{CreateRequest, DeliveryService};
+
+/// The `X-Amz-Target` prefix of Firehose operations.
+pub const TARGET_PREFIX: &str = "Firehose_20150804.";
+const JSON_TYPE: &str = "application/x-amz-json-1.1";
+
+/// The entry point for `POST /` with a Firehose target.
+pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = match read_body(&state, &mut parts, body, MAX_KINESIS_BODY).await {
+        Ok(b) => b,
+        Err(e) => return e.into_aws_json(),
+    };
+    match run(&state, &target, &body.bytes).await {
+        Ok(doc) => {
+            let mut resp =
+                (StatusCode::OK, serde_json::to_vec(&doc).unwrap_or_default()).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_TYPE));
+            resp
+        }
+        Err(e) => e.into_aws_json(),
+    }
+}
+
+async fn run(state: &AppState, target: &str, bytes: &[u8]) -> Result<Value, ApiError> {
+    let op_name = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
+    let op = model::firehose()
+        .operation(op_name)
+        .ok_or_else(|| ApiError::unknown_operation(format!("Unknown operation {op_name}.")))?;
+    let mut doc: Value = serde_json::from_slice(bytes).map_err(|_| ApiError::serialization(""))?;
+    op.normalize_input(&mut doc).map_err(|e| match e {
+        model::InputError::Serialization(m) => ApiError::serialization(m),
+        model::InputError::Validation(m) => ApiError::validation(m),
+    })?;
+    let Some(service) = state.delivery.as_ref() else {
+        return Err(ApiError::unknown_operation(format!(
+            "Unknown operation {op_name}."
+        )));
+    };
+    apply(service, op_name, &doc).await
+}
+
+fn text<'a>(doc: &'a Value, key: &str) -> &'a str {
+    doc[key].as_str().unwrap_or("")
+}
+
+fn tags_of(list: &Value) -> Vec<(String, String)> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| (text(t, "Key").to_string(), text(t, "Value").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn apply(
+    service: &std::sync::Arc<DeliveryService>,
+    op: &str,
+    doc: &Value,
+) -> Result<Value, ApiError> {
+    let name = text(doc, "DeliveryStreamName");
+    Ok(match op {
+        "CreateDeliveryStream" => {
+            let req = create_request(doc)?;
+            let arn = service.create(req).await?;
+            json!({ "DeliveryStreamARN": arn })
+        }
+        "DescribeDeliveryStream" => describe(service, name)?,
+        "ListDeliveryStreams" => {
+            if let Some(t) = doc["DeliveryStreamType"].as_str()
+                && t != "DirectPut"
+            {
+                return Ok(json!({ "DeliveryStreamNames": [], "HasMoreDeliveryStreams": false }));
+            }
+            let limit = doc["Limit"].as_u64().unwrap_or(10) as usize;
+            let (names, more) =
+                service.list(doc["ExclusiveStartDeliveryStreamName"].as_str(), limit);
+            json!({ "DeliveryStreamNames": names, "HasMoreDeliveryStreams": more })
+        }
+        "DeleteDeliveryStream" => {
+            service.delete(name).await?;
+            json!({})
+        }
+        "PutRecord" => {
+            let data = decode(&doc["Record"]["Data"])?;
+            let ids = service.put_records(name, vec![data]).await?;
+            json!({ "RecordId": ids.first(), "Encrypted": false })
+        }
+        "PutRecordBatch" => {
+            let records = doc["Records"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|r| decode(&r["Data"]))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?
+                .unwrap_or_default();
+            let ids = service.put_records(name, records).await?;
+            let responses: Vec<Value> = ids.iter().map(|id| json!({ "RecordId": id })).collect();
+            json!({ "FailedPutCount": 0, "Encrypted": false, "RequestResponses": responses })
+        }
+        "TagDeliveryStream" => {
+            service.tag(name, tags_of(&doc["Tags"])).await?;
+            json!({})
+        }
+        "UntagDeliveryStream" => {
+            let keys = doc["TagKeys"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            service.untag(name, keys).await?;
+            json!({})
+        }
+        "ListTagsForDeliveryStream" => {
+            let limit = doc["Limit"].as_u64().unwrap_or(50) as usize;
+            let (tags, more) =
+                service.list_tags(name, doc["ExclusiveStartTagKey"].as_str(), limit)?;
+            let tags: Vec<Value> = tags
+                .into_iter()
+                .map(|(k, v)| json!({ "Key": k, "Value": v }))
+                .collect();
+            json!({ "Tags": tags, "HasMoreTags": more })
+        }
+        other => {
+            return Err(ApiError::invalid_argument(format!(
+                "{other} is not supported by Freshet yet (docs/delivery.md)."
+            )));
+        }
+    })
+}
+
+fn decode(data: &Value) -> Result<Bytes, ApiError> {
+    let s = data.as_str().unwrap_or("");
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map(Bytes::from)
+        .map_err(|_| ApiError::serialization("Base64 encoded data is invalid"))
+}
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::invalid_argument(format!(
+        "{what} is not supported by Freshet yet; see docs/delivery.md for what delivery streams support."
+    ))
+}
+
+/// Members of an S3 destination configuration that are accepted only when off.
+fn check_s3_member_support(cfg: &Value, path: &str) -> Result<(), ApiError> {
+    for member in [
+        "ProcessingConfiguration",
+        "DataFormatConversionConfiguration",
+        "DynamicPartitioningConfiguration",
+    ] {
+        if cfg[member]["Enabled"].as_bool() == Some(true) {
+            return Err(unsupported(&format!("{path}.{member}")));
+        }
+        if member == "ProcessingConfiguration"
+            && cfg[member]["Processors"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+        {
+            return Err(unsupported(&format!("{path}.{member}")));
+        }
+    }
+    if cfg["S3BackupMode"]
+        .as_str()
+        .is_some_and(|m| m != "Disabled")
+    {
+        return Err(unsupported(&format!(
+            "{path}.S3BackupMode {}",
+            text(cfg, "S3BackupMode")
+        )));
+    }
+    if cfg
+        .get("CustomTimeZone")
+        .and_then(Value::as_str)
+        .is_some_and(|z| z != "UTC")
+    {
+        return Err(unsupported(&format!("{path}.CustomTimeZone")));
+    }
+    if let Some(kms) = cfg["EncryptionConfiguration"].get("KMSEncryptionConfig") {
+        let _ = kms;
+        return Err(unsupported(&format!(
+            "{path}.EncryptionConfiguration.KMSEncryptionConfig"
+        )));
+    }
+    Ok(())
+}
+
+fn create_request(doc: &Value) -> Result<CreateRequest, ApiError> {
+    match doc["DeliveryStreamType"].as_str() {
+        None | Some("DirectPut") => {}
+        Some(other) => return Err(unsupported(&format!("DeliveryStreamType {other}"))),
+    }
+    for member in [
+        "KinesisStreamSourceConfiguration",
+        "MSKSourceConfiguration",
+        "DatabaseSourceConfiguration",
+        "DeliveryStreamEncryptionConfigurationInput",
+    ] {
+        if doc.get(member).is_some() {
+            return Err(unsupported(member));
+        }
+    }
+    let destinations: Vec<&str> = doc
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| k.ends_with("DestinationConfiguration"))
+                .map(String::as_str)
+                .collect()
+        })
+        .unwrap_or_default();
+    let (member, cfg) = match destinations.as_slice() {
+        [one]
+            if *one == "ExtendedS3DestinationConfiguration"
+                || *one == "S3DestinationConfiguration" =>
+        {
+            (*one, &doc[*one])
+        }
+        [one] => return Err(unsupported(one)),
+        [] => {
+            return Err(ApiError::invalid_argument(
+                "Exactly one destination configuration must be specified: Freshet supports ExtendedS3DestinationConfiguration and S3DestinationConfiguration.",
+            ));
+        }
+        _ => {
+            return Err(ApiError::invalid_argument(format!(
+                "Exactly one destination configuration must be specified, got {}.",
+                destinations.join(", ")
+            )));
+        }
+    };
+    check_s3_member_support(cfg, member)?;
+    let compression = match cfg["CompressionFormat"].as_str() {
+        None | Some("UNCOMPRESSED") => Compression::Uncompressed,
+        Some("GZIP") => Compression::Gzip,
+        Some(other) => return Err(unsupported(&format!("{member}.CompressionFormat {other}"))),
+    };
+    let hints = &cfg["BufferingHints"];
+    let opt = |key: &str| {
+        cfg[key]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    };
+    Ok(CreateRequest {
+        name: text(doc, "DeliveryStreamName").to_string(),
+        destination: S3Destination {
+            role_arn: text(cfg, "RoleARN").to_string(),
+            bucket_arn: text(cfg, "BucketARN").to_string(),
+            prefix: opt("Prefix"),
+            error_output_prefix: opt("ErrorOutputPrefix"),
+            size_mbs: hints["SizeInMBs"].as_u64().unwrap_or(5) as u32,
+            interval_secs: hints["IntervalInSeconds"].as_u64().unwrap_or(300) as u32,
+            compression,
+            file_extension: opt("FileExtension"),
+            extended: member == "ExtendedS3DestinationConfiguration",
+        },
+        tags: tags_of(&doc["Tags"]),
+    })
+}
+
+fn describe(service: &DeliveryService, name: &str) -> Result<Value, ApiError> {
+    let d = service.describe(name)?;
+    let m = &d.meta;
+    let dest = &m.destination;
+    let mut s3 = json!({
+        "RoleARN": dest.role_arn,
+        "BucketARN": dest.bucket_arn,
+        "BufferingHints": { "SizeInMBs": dest.size_mbs, "IntervalInSeconds": dest.interval_secs },
+        "CompressionFormat": dest.compression.as_str(),
+        "EncryptionConfiguration": { "NoEncryptionConfig": "NoEncryption" },
+        "CloudWatchLoggingOptions": { "Enabled": false },
+    });
+    if let Some(p) = &dest.prefix {
+        s3["Prefix"] = json!(p);
+    }
+    if let Some(p) = &dest.error_output_prefix {
+        s3["ErrorOutputPrefix"] = json!(p);
+    }
+    let mut extended = s3.clone();
+    extended["S3BackupMode"] = json!("Disabled");
+    if let Some(ext) = &dest.file_extension {
+        extended["FileExtension"] = json!(ext);
+    }
+    let mut out = json!({
+        "DeliveryStreamName": m.name,
+        "DeliveryStreamARN": d.arn,
+        "DeliveryStreamStatus": m.status.as_str(),
+        "DeliveryStreamEncryptionConfiguration": { "Status": "DISABLED" },
+        "DeliveryStreamType": "DirectPut",
+        "VersionId": m.version.to_string(),
+        "CreateTimestamp": m.created_ms as f64 / 1000.0,
+        "Destinations": [{
+            "DestinationId": "destinationId-000000000001",
+            "S3DestinationDescription": s3,
+            "ExtendedS3DestinationDescription": extended,
+        }],
+        "HasMoreDestinations": false,
+    });
+    if let Some(f) = d.failure {
+        out["FailureDescription"] = json!({ "Type": "UNKNOWN_ERROR", "Details": f });
+    }
+    Ok(json!({ "DeliveryStreamDescription": out }))
+}

@@ -1,0 +1,90 @@
+//! Delivery-stream records kept in the catalog (namespace `delivery-streams`) and the
+//! worker's checkpoints (namespace `delivery-checkpoints`), as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::naming::Compression;
+
+/// DeliveryStreamStatus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryStatus {
+    Creating,
+    Active,
+    Deleting,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "CREATING",
+            Self::Active => "ACTIVE",
+            Self::Deleting => "DELETING",
+        }
+    }
+}
+
+/// An S3 destination (from `ExtendedS3DestinationConfiguration` or the older
+/// `S3DestinationConfiguration`), as far as this version supports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Destination {
+    pub role_arn: String,
+    pub bucket_arn: String,
+    pub prefix: Option<String>,
+    pub error_output_prefix: Option<String>,
+    pub size_mbs: u32,
+    pub interval_secs: u32,
+    pub compression: Compression,
+    pub file_extension: Option<String>,
+    /// Configured through `ExtendedS3DestinationConfiguration`.
+    pub extended: bool,
+}
+
+impl S3Destination {
+    /// The bucket name of `arn:aws:s3:::NAME`.
+    pub fn bucket(&self) -> &str {
+        self.bucket_arn
+            .rsplit_once(":::")
+            .map_or(self.bucket_arn.as_str(), |(_, b)| b)
+    }
+
+    /// The object extension: FileExtension, else the compression's.
+    pub fn extension(&self) -> &str {
+        self.file_extension
+            .as_deref()
+            .unwrap_or(self.compression.extension())
+    }
+}
+
+/// One delivery stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryStreamMeta {
+    pub name: String,
+    /// Identity of this incarnation of the name (creation time, ms): its log and the
+    /// names of its batches differ from those of a deleted stream of the same name.
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub status: DeliveryStatus,
+    /// VersionId: 1 at creation.
+    pub version: u64,
+    pub destination: S3Destination,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl DeliveryStreamMeta {
+    /// The store's log of this stream's records.
+    pub fn log_id(&self) -> String {
+        format!("delivery/{}/{}", self.name, self.created_ms)
+    }
+}
+
+/// How far delivery has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Every record before this offset is delivered.
+    pub next: u64,
+    /// A batch being delivered (first and last offset), written before its upload: after
+    /// a crash it is delivered again, exactly so, under the same name.
+    pub pending: Option<(u64, u64)>,
+}
