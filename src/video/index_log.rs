@@ -64,8 +64,8 @@ impl StreamIndex {
 
     /// Indexes a durable fragment: in memory now, in the index log soon.
     pub fn record(&self, entry: IndexEntry) {
-        self.index.write().unwrap().insert(entry);
-        self.persist(entry);
+        let stored = self.index.write().unwrap().insert(entry);
+        self.persist(stored);
     }
 
     /// Queues a row for the index log only (the entry is already in memory).
@@ -157,8 +157,7 @@ pub fn load(store: &Store, fragments: &Log, id: &str) -> Result<Loaded, StoreErr
                 }
                 if let Some((meta, cluster)) = FragmentMeta::decode(&f.payload) {
                     let e = IndexEntry::of_fragment(f.offset, f.timestamp_ms, &meta, cluster.len());
-                    index.insert(e);
-                    derived.push(e);
+                    derived.push(index.insert(e));
                 }
             }
             at = batch.next_offset.max(at + 1);
