@@ -245,6 +245,37 @@ impl FragmentIndex {
         Self::default()
     }
 
+    /// An index of `rows` in any order (a later row of an offset replaces an earlier
+    /// one), built in bulk: one sort, then both orders at once. The same entries as
+    /// inserting the rows one by one, in far less time for a large index.
+    pub fn from_rows(mut rows: Vec<IndexEntry>) -> Self {
+        // Stable: of equal offsets, the last row written comes last.
+        rows.sort_by_key(|e| e.offset);
+        let mut entries: VecDeque<IndexEntry> = VecDeque::with_capacity(rows.len());
+        let mut max_duration_ms = 0i64;
+        for mut e in rows {
+            if entries.back().is_some_and(|b| b.offset == e.offset) {
+                entries.pop_back();
+            }
+            if e.run_start >= e.offset {
+                e.run_start = match entries.back() {
+                    Some(prev) if prev.offset + 1 == e.offset && prev.header_id == e.header_id => {
+                        prev.run_start
+                    }
+                    _ => e.offset,
+                };
+            }
+            max_duration_ms = max_duration_ms.max(i64::try_from(e.duration_ms).unwrap_or(i64::MAX));
+            entries.push_back(e);
+        }
+        let by_producer = entries.iter().map(|e| (e.producer_ms, e.offset)).collect();
+        FragmentIndex {
+            entries,
+            by_producer,
+            max_duration_ms,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -561,6 +592,32 @@ mod tests {
         };
         assert_eq!(IndexEntry::decode(&kept.encode()), Some(kept));
         assert_eq!(FragmentIndex::new().insert(kept).run_start, 1);
+    }
+
+    #[test]
+    fn bulk_building_equals_inserting_one_by_one() {
+        let mut rows = Vec::new();
+        for i in [4u64, 0, 1, 2, 7, 3, 8, 2] {
+            let header_id = if i == 7 { 9 } else { 7 };
+            rows.push(IndexEntry {
+                header_id,
+                producer_ms: (i as i64 * 37) % 5,
+                ..entry(i, 10 * i as i64, 0, 5 * i)
+            });
+        }
+        let mut one_by_one = FragmentIndex::new();
+        let mut sorted = rows.clone();
+        sorted.sort_by_key(|e| e.offset);
+        for e in &sorted {
+            one_by_one.insert(*e);
+        }
+        let bulk = FragmentIndex::from_rows(rows);
+        let all = |i: &FragmentIndex| i.entries().copied().collect::<Vec<_>>();
+        assert_eq!(all(&bulk), all(&one_by_one));
+        assert_eq!(bulk.by_producer, one_by_one.by_producer);
+        assert_eq!(bulk.max_duration_ms, one_by_one.max_duration_ms);
+        let runs: Vec<u64> = bulk.entries().map(|e| e.run_start).collect();
+        assert_eq!(runs, [0, 0, 0, 0, 0, 7, 8]);
     }
 
     #[test]

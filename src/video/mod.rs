@@ -1001,15 +1001,26 @@ impl VideoService {
                 stream = meta.name,
                 entries = loaded.index.len(),
                 reindexed = loaded.derived.len(),
+                from_checkpoint = loaded.checkpointed > 0,
+                log_rows = loaded.rows_read,
                 dropped = loaded.dropped,
                 ms = started.elapsed().as_millis() as u64,
                 "fragment index loaded"
             );
         }
         let first_server_ms = loaded.index.entries().next().map(|e| e.server_ms);
-        let index = StreamIndex::start(self.store.clone(), loaded.log, loaded.index);
+        let index = StreamIndex::start(
+            self.store.clone(),
+            loaded.log,
+            loaded.index,
+            loaded.checkpointed,
+        );
         for e in loaded.derived {
             index.persist(e);
+        }
+        if loaded.rows_read as u64 >= index_log::CHECKPOINT_ROWS {
+            // The next start reads the checkpoint instead of these rows.
+            index.checkpoint_in_background();
         }
         if loaded.dropped > 0 {
             self.trim_index_log(&index, first_server_ms).await?;
