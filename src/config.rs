@@ -104,6 +104,12 @@ pub struct ServeConfig {
     /// [default: 1024]
     #[arg(long, env = "FRESHET_MEDIA_MEMORY_MB")]
     pub media_memory_mb: Option<u64>,
+    /// Memory all GetMediaForFragmentList responses together may hold for fragments
+    /// read but not yet written to their sockets, in MiB (each response also holds at
+    /// most 16 MiB, or one fragment). A response that needs more waits before reading
+    /// its next fragment [default: 256]
+    #[arg(long, env = "FRESHET_SEND_MEMORY_MB")]
+    pub send_memory_mb: Option<u64>,
     /// Listen for RTSP publishers (ANNOUNCE/RECORD, e.g. `ffmpeg -f rtsp
     /// rtsp://HOST:PORT/<stream>`, GStreamer `rtspclientsink`) on this address
     /// [default: off]
@@ -361,6 +367,7 @@ impl ServeConfig {
                 .http_header_timeout_secs
                 .or(other.http_header_timeout_secs),
             media_memory_mb: self.media_memory_mb.or(other.media_memory_mb),
+            send_memory_mb: self.send_memory_mb.or(other.send_memory_mb),
             rtsp_listen: self.rtsp_listen.or(other.rtsp_listen),
             rtsps_listen: self.rtsps_listen.or(other.rtsps_listen),
             ingest_no_auto_create: self.ingest_no_auto_create || other.ingest_no_auto_create,

@@ -231,6 +231,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     state.delivery = Some(delivery.clone());
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
+    state.send_budget =
+        api::SendBudget::new(config.send_memory_mb.unwrap_or(256).max(1) as usize * 1024 * 1024);
     state.advertise_url = advertise_url.map(Arc::from);
     let state_auth = keyring.map(|keys| {
         Arc::new(api::auth::EdgeAuth {

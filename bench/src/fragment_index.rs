@@ -7,8 +7,10 @@
 //! fragments. Then times ListFragments for a random 60 s PRODUCER_TIMESTAMP window
 //! (60 fragments) --queries times, warm; and cold: the server is stopped (SIGTERM) and
 //! started again, and the first ListFragments after each restart is timed (it loads
-//! the stream's index), --restarts times. Also reports the rebuild counter of /health
-//! (0 unless the index was lost) and the index log's bytes per fragment.
+//! the stream's index), --restarts times. Then as many restarts again, each followed by
+//! the first HLS playback: GetHLSStreamingSessionURL (ON_DEMAND, the same 60 s window)
+//! + master playlist + media playlist, timed together. Also reports the rebuild counter
+//! of /health (0 unless the index was lost) and the index log's bytes per fragment.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,13 +115,16 @@ fn json_request(host: &SocketAddr, path: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A Cluster of known size at `tc` ms with one 100-byte key frame for track 1.
+/// A Cluster of known size at `tc` ms with one 100-byte key frame for track 1 (one
+/// H.264 NAL unit, so that playback can demux it).
 fn synthetic_cluster(tc: u64) -> Vec<u8> {
     let mut children = vec![0xE7, 0x88];
     children.extend_from_slice(&tc.to_be_bytes());
     let block_len = 4 + 100;
     children.extend_from_slice(&[0xA3, 0x80 | block_len as u8, 0x81, 0x00, 0x00, 0x80]);
-    children.resize(children.len() + 100, 0x5A);
+    // One length-prefixed (AVCC) NAL unit: an IDR slice header byte, then filler.
+    children.extend_from_slice(&[0x00, 0x00, 0x00, 96, 0x65]);
+    children.resize(children.len() + 95, 0x5A);
     let mut out = vec![0x1F, 0x43, 0xB6, 0x75, 0x01];
     out.extend_from_slice(&(children.len() as u64).to_be_bytes()[1..]);
     out.extend_from_slice(&children);
@@ -189,6 +194,66 @@ async fn push(
     Ok(())
 }
 
+/// The GetHLSStreamingSessionURL request of an ON_DEMAND session over
+/// `[start, start + window)` by producer time.
+fn hls_request(stream: &str, start_ms: u64, window_secs: u64) -> String {
+    format!(
+        "{{\"StreamName\":\"{stream}\",\"PlaybackMode\":\"ON_DEMAND\",\"HLSFragmentSelector\":{{\"FragmentSelectorType\":\"PRODUCER_TIMESTAMP\",\"TimestampRange\":{{\"StartTimestamp\":{:.3},\"EndTimestamp\":{:.3}}}}}}}",
+        start_ms as f64 / 1000.0,
+        (start_ms + window_secs * 1000) as f64 / 1000.0
+    )
+}
+
+/// The first HLS playback of a session ([`hls_request`]): GetHLSStreamingSessionURL,
+/// the master playlist it names and the media playlist that names; (segments listed,
+/// time).
+async fn hls_window(
+    conn: &mut Conn,
+    addr: SocketAddr,
+    body: &str,
+) -> Result<(usize, Duration), BoxError> {
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
+    let t = Instant::now();
+    let r = conn
+        .send(&json_request(&addr, "/getHLSStreamingSessionURL", body))
+        .await?;
+    if r.status != 200 {
+        return Err(format!(
+            "GetHLSStreamingSessionURL HTTP {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        )
+        .into());
+    }
+    let v: Value = serde_json::from_slice(&r.body)?;
+    let url = v["HLSStreamingSessionURL"].as_str().unwrap_or_default();
+    let master_path = url
+        .find("/hls/")
+        .map(|i| &url[i..])
+        .ok_or("no session URL")?
+        .to_string();
+    let master = conn.send(&get(&master_path)).await?;
+    if master.status != 200 {
+        return Err(format!("master playlist HTTP {}", master.status).into());
+    }
+    let text = String::from_utf8_lossy(&master.body);
+    let media = text
+        .lines()
+        .find(|l| l.starts_with("getHLSMediaPlaylist"))
+        .ok_or("no media playlist in the master playlist")?;
+    let media_path = format!("/hls/v1/{media}");
+    let playlist = conn.send(&get(&media_path)).await?;
+    let d = t.elapsed();
+    if playlist.status != 200 {
+        return Err(format!("media playlist HTTP {}", playlist.status).into());
+    }
+    let segments = String::from_utf8_lossy(&playlist.body)
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF"))
+        .count();
+    Ok((segments, d))
+}
+
 /// One ListFragments for `[start, start + window]` by producer time: (fragments, time).
 async fn list_window(
     conn: &mut Conn,
@@ -246,6 +311,14 @@ fn find_dir(root: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// Runs every size; prints a table.
+/// Stops `server` (SIGTERM), starts it again on `data`, and connects to it.
+async fn restarted(server: Server, bin: &Path, data: &Path) -> Result<(Server, Conn), BoxError> {
+    server.stop().await?;
+    let server = Server::start(bin, data).await?;
+    let conn = Conn::connect(server.addr).await?;
+    Ok((server, conn))
+}
+
 pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
     let mut rows = Vec::new();
     for &n in &cfg.sizes {
@@ -295,9 +368,8 @@ pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
         let mut cold = Latencies::default();
         let mut rebuilds = 0;
         for _ in 0..cfg.restarts {
-            server.stop().await?;
-            server = Server::start(&cfg.freshet_bin, &data).await?;
-            let mut conn = Conn::connect(server.addr).await?;
+            let mut conn;
+            (server, conn) = restarted(server, &cfg.freshet_bin, &data).await?;
             let (_, d) =
                 list_window(&mut conn, server.addr, &stream, pick(), cfg.window_secs).await?;
             cold.record(d);
@@ -305,12 +377,24 @@ pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
                 .as_u64()
                 .unwrap_or(u64::MAX);
         }
+        // Cold HLS: the first session and playlists after each restart.
+        let mut hls = Latencies::default();
+        let mut segments = 0;
+        for _ in 0..cfg.restarts {
+            let mut conn;
+            (server, conn) = restarted(server, &cfg.freshet_bin, &data).await?;
+            let request = hls_request(&stream, pick(), cfg.window_secs);
+            let (count, d) = hls_window(&mut conn, server.addr, &request).await?;
+            segments = segments.max(count);
+            hls.record(d);
+        }
         server.stop().await?;
         let index_bytes = find_dir(&data, "fragment-index").map_or(0, |d| dir_bytes(&d));
         let (w50, w99, wmax) = warm.summary();
         let (c50, c99, cmax) = cold.summary();
+        let (h50, _, hmax) = hls.summary();
         rows.push(format!(
-            "| {n:>7} | {fill_secs:>6.1} | {listed:>6} | {w50:>8.2} | {w99:>8.2} | {wmax:>8.2} | {c50:>8.2} | {c99:>8.2} | {cmax:>8.2} | {:>9.1} | {rebuilds:>8} |",
+            "| {n:>7} | {fill_secs:>6.1} | {listed:>6} | {w50:>8.2} | {w99:>8.2} | {wmax:>8.2} | {c50:>8.2} | {c99:>8.2} | {cmax:>8.2} | {segments:>8} | {h50:>8.2} | {hmax:>8.2} | {:>9.1} | {rebuilds:>8} |",
             index_bytes as f64 / n.max(1) as f64
         ));
     }
@@ -319,9 +403,13 @@ pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
         cfg.window_secs, cfg.queries, cfg.restarts
     );
     println!(
-        "| fragments | fill s | listed | warm p50 | warm p99 | warm max | cold p50 | cold p99 | cold max | index B/frag | rebuilds |"
+        "HLS cold = GetHLSStreamingSessionURL + master + media playlist, first after each of {} more restarts (ms)",
+        cfg.restarts
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| fragments | fill s | listed | warm p50 | warm p99 | warm max | cold p50 | cold p99 | cold max | HLS segments | HLS cold p50 | HLS cold max | index B/frag | rebuilds |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

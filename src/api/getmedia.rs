@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 
 use super::error::ApiError;
 use crate::error::ErrorKind;
@@ -78,14 +78,13 @@ fn secs_to_ms(v: &Value) -> Option<i64> {
     v.as_f64().map(|s| (s * 1000.0).round() as i64)
 }
 
-/// Encodes one stored fragment as a GetMedia document.
-fn document(
-    number: &str,
+/// The GetMedia document of one stored fragment.
+fn fragment_document<'a>(
+    number: &'a str,
     server_ms: i64,
-    meta: &FragmentMeta,
-    cluster: &[u8],
+    meta: &'a FragmentMeta,
     now_ms: i64,
-) -> Vec<u8> {
+) -> FragmentDocument<'a> {
     FragmentDocument {
         ebml_header: (!meta.ebml_header.is_empty()).then_some(&meta.ebml_header[..]),
         info_and_tracks: &meta.info_and_tracks,
@@ -96,7 +95,33 @@ fn document(
         millis_behind_now: (now_ms - server_ms).max(0) as u64,
         continuation_token: number,
     }
-    .encode(cluster)
+}
+
+/// Encodes one stored fragment as a GetMedia document.
+fn document(
+    number: &str,
+    server_ms: i64,
+    meta: &FragmentMeta,
+    cluster: &[u8],
+    now_ms: i64,
+) -> Vec<u8> {
+    fragment_document(number, server_ms, meta, now_ms).encode(cluster)
+}
+
+/// One stored fragment as a GetMedia document in three parts (what comes before the
+/// Cluster, the Cluster as stored, without a copy, and what follows it).
+fn document_parts(
+    number: &str,
+    server_ms: i64,
+    meta: &FragmentMeta,
+    cluster: Bytes,
+    now_ms: i64,
+) -> [Bytes; 3] {
+    let doc = fragment_document(number, server_ms, meta, now_ms);
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    doc.write_head(&mut head);
+    doc.write_tail(&mut tail);
+    [Bytes::from(head), cluster, Bytes::from(tail)]
 }
 
 /// `POST /getMedia`.
@@ -289,7 +314,14 @@ pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Resp
 }
 
 /// `POST /getMediaForFragmentList`: the listed fragments (1 to 1000), as GetMedia
-/// documents, in the order given.
+/// documents, in the order given, streamed as they are read: each fragment takes its
+/// size from the request's own send budget and the server's
+/// ([`super::SendBudget`]) before it is read, and gives it back once its bytes are
+/// written, so a response holds at most [`super::SEND_REQUEST_BYTES`] (or one
+/// fragment) however long it is and however slowly it is read. Every listed fragment
+/// must be in the stream's index (else ResourceNotFoundException before any byte is
+/// sent); one that expires while the response is under way ends it with GetMedia's
+/// error Tags (4000), one that cannot be read with 5000.
 pub async fn get_media_for_fragment_list(State(state): State<AppState>, req: Request) -> Response {
     let (doc, meta) = match request(&state, req).await {
         Ok(x) => x,
@@ -318,31 +350,68 @@ pub async fn get_media_for_fragment_list(State(state): State<AppState>, req: Req
             }
         }
     }
-    let now = state.video.now_ms();
-    let mut body = Vec::new();
-    for o in offsets {
-        match state.video.read_fragments(&meta, o, 1).await {
-            Ok(b)
-                if b.first()
-                    .is_some_and(|(n, ..)| parse_fragment_number(n).map(|x| x.1) == Some(o)) =>
-            {
-                let (number, server_ms, m, cluster) = &b[0];
-                body.extend_from_slice(&document(number, *server_ms, m, cluster, now));
-            }
-            Ok(_) => {
+    let entries = match state.video.fragment_entries(&meta, &offsets).await {
+        Ok(e) => e,
+        Err(e) => return ApiError::from(e).into_rest_json(),
+    };
+    let mut sizes = Vec::with_capacity(entries.len());
+    for e in entries {
+        match e {
+            Some(e) => sizes.push(usize::try_from(e.size).unwrap_or(usize::MAX)),
+            None => {
                 return error(
                     ErrorKind::NotFound,
                     "ResourceNotFoundException",
                     "A listed fragment is no longer available.",
                 );
             }
-            Err(e) => {
-                return ApiError::from(e).into_rest_json();
-            }
         }
     }
-    let mut resp = (StatusCode::OK, body).into_response();
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let own = super::SendBudget::new(super::SEND_REQUEST_BYTES);
+    let server = state.send_budget.clone();
+    let video = state.video.clone();
+    let sent = crate::metrics::metrics().video(&meta.name).getmedia_bytes;
+    tokio::spawn(async move {
+        let now = video.now_ms();
+        for (o, size) in offsets.into_iter().zip(sizes) {
+            // Header, Tags and the stream header come on top of the Cluster.
+            let need = size.saturating_add(4096);
+            let (Some(mine), Some(ours)) = (own.take(need).await, server.take(need).await) else {
+                return;
+            };
+            let fragment = match video.fragment_at(&meta, o).await {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let _ = tx.send(error_tags("FRAGMENT_NOT_FOUND", 4000)).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(stream = meta.name, error = %e, "GetMediaForFragmentList read failed");
+                    let _ = tx.send(error_tags("INTERNAL_ERROR", 5000)).await;
+                    return;
+                }
+            };
+            let (number, server_ms, m, cluster) = fragment;
+            let parts = document_parts(&number, server_ms, &m, cluster, now);
+            let len: usize = parts.iter().map(Bytes::len).sum();
+            let [head, cluster, tail] = parts;
+            for part in [head, super::budgeted(cluster, vec![mine, ours]), tail] {
+                if tx.send(part).await.is_err() {
+                    return;
+                }
+            }
+            sent.inc_by(len as u64);
+        }
+    });
+    let mut resp = Response::new(Body::new(super::ChannelBody(rx)));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
     resp
+}
+
+fn error_tags(code: &str, id: u32) -> Bytes {
+    let mut out = Vec::new();
+    write_error_tags(&mut out, code, id);
+    Bytes::from(out)
 }

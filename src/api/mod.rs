@@ -59,6 +59,8 @@ pub struct AppState {
     pub body_budget: Arc<Semaphore>,
     /// Memory for PutMedia fragments still being received, across all connections.
     pub media_budget: MediaBudget,
+    /// Memory for fragments being sent by GetMediaForFragmentList, across all requests.
+    pub send_budget: SendBudget,
     /// Camera feeds (RTSP pull, RTP on UDP); `None` where ingest does not run.
     pub feeds: Option<Arc<crate::ingest::FeedManager>>,
     /// Remuxed playback segments (HLS/DASH), shared by all players.
@@ -189,6 +191,53 @@ impl MediaShare {
     }
 }
 
+/// Memory for media being sent (GetMediaForFragmentList), counted in KiB: taken before
+/// a fragment is read, given back when the HTTP layer drops its bytes (written to the
+/// socket, or the client gone). One budget is server-wide; each request also has one of
+/// its own, so a slow reader holds at most its cap and waits for its socket.
+#[derive(Clone, Debug)]
+pub struct SendBudget(MediaBudget);
+
+/// What one response may have in flight (read, not yet written to its socket).
+pub const SEND_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+impl SendBudget {
+    pub fn new(total_bytes: usize) -> Self {
+        Self(MediaBudget::new(total_bytes))
+    }
+
+    /// Takes `bytes` of the budget (all of it when `bytes` is more: a fragment larger
+    /// than the budget goes alone), waiting for others to give theirs back. `None` only
+    /// if the budget was closed (it never is).
+    pub async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let want = bytes.div_ceil(1024).clamp(1, self.0.total_kib);
+        let want = u32::try_from(want).unwrap_or(u32::MAX);
+        self.0.semaphore.clone().acquire_many_owned(want).await.ok()
+    }
+
+    /// KiB not held by any response.
+    pub fn available_kib(&self) -> usize {
+        self.0.available_kib()
+    }
+}
+
+/// Bytes that hold send budget until they are dropped.
+struct Budgeted {
+    bytes: Bytes,
+    _held: Vec<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Budgeted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// `bytes` (no copy), with `held` given back when the last clone is dropped.
+pub fn budgeted(bytes: Bytes, held: Vec<OwnedSemaphorePermit>) -> Bytes {
+    Bytes::from_owner(Budgeted { bytes, _held: held })
+}
+
 /// Total in-flight request-body budget.
 pub const BODY_BUDGET_BYTES: usize = 512 * 1024 * 1024;
 
@@ -199,6 +248,7 @@ impl AppState {
             video,
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
             media_budget: MediaBudget::new(1024 * 1024 * 1024),
+            send_budget: SendBudget::new(256 * 1024 * 1024),
             segments: Arc::new(playback::SegmentCache::default()),
             feeds: None,
             advertise_url: None,
@@ -594,6 +644,25 @@ impl http_body::Body for ChannelBody {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[tokio::test]
+    async fn send_budget_is_held_until_the_bytes_are_dropped() {
+        let budget = SendBudget::new(8 * 1024);
+        let held = budget.take(5 * 1024).await.unwrap();
+        let bytes = budgeted(Bytes::from_static(b"cluster"), vec![held]);
+        let copy = bytes.clone();
+        assert_eq!(&copy[..], b"cluster");
+        assert_eq!(budget.available_kib(), 3);
+        drop(bytes);
+        assert_eq!(budget.available_kib(), 3, "a clone still holds it");
+        // More than the whole budget takes all of it, once the rest is given back.
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.take(100 * 1024).await.map(|p| p.num_permits()) }
+        });
+        drop(copy);
+        assert_eq!(waiting.await.unwrap(), Some(8));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn budget_waits_add_up_within_a_fragment_and_reset_when_budget_is_given_back() {

@@ -643,7 +643,7 @@ async fn hls_media_inner(
     let fmp4 = session.container == Container::FragmentedMp4;
     let mut header = None;
     for (i, f) in fragments.iter().enumerate() {
-        let new_header = header != Some(f.header_hash);
+        let new_header = header != Some(f.header_id);
         let disc = match session.discontinuity {
             Discontinuity::Always => true,
             Discontinuity::Never => false,
@@ -663,7 +663,7 @@ async fn hls_media_inner(
                 fragment_number(meta.stream_id, f.run_start)
             );
         }
-        header = Some(f.header_hash);
+        header = Some(f.header_id);
         if session.display_timestamp {
             let _ = writeln!(
                 out,
@@ -855,10 +855,10 @@ async fn dash_inner(state: &AppState, q: &HashMap<String, String>) -> Result<Res
     let mut runs = Vec::new();
     let mut i = 0;
     while i < fragments.len() {
-        let hash = fragments[i].header_hash;
+        let hash = fragments[i].header_id;
         let end = fragments[i..]
             .iter()
-            .position(|f| f.header_hash != hash)
+            .position(|f| f.header_id != hash)
             .map_or(fragments.len(), |p| i + p);
         runs.push(i..end);
         i = end;
@@ -1012,7 +1012,7 @@ async fn clip_inner(state: &AppState, req: Request) -> Result<Response, Response
     let mut taken = Vec::new();
     let mut bytes = 0;
     for f in &fragments {
-        if f.header_hash != fragments[0].header_hash
+        if f.header_id != fragments[0].header_id
             || (bytes + f.size > CLIP_MAX_BYTES && !taken.is_empty())
         {
             break;
@@ -1169,15 +1169,15 @@ async fn images_inner(state: &AppState, req: Request) -> Result<Response, Respon
     let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
         return Err(invalid("No sampling time lies in the range."));
     };
-    // Fragments that may show these times (one may start up to its length earlier).
+    // Fragments that may show these times: those overlapping [first, last].
     let (fragments, _) = state
         .video
         .select_fragments(
             &meta,
             Selection {
                 by_producer: r.by_producer,
-                start_ms: Some(first - 30_000),
-                end_ms: Some(last),
+                start_ms: Some(first),
+                end_ms: Some(last.saturating_add(1)),
                 max: 1000,
             },
         )

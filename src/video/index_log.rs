@@ -19,16 +19,25 @@
 //!   older than the first kept fragment, so a crash in between leaves only rows that
 //!   the next load drops.
 //!
+//! - A checkpoint speeds up loading: every [`CHECKPOINT_ROWS`] rows (and after a load
+//!   that read that many rows from the log) the whole in-memory index is written to
+//!   one file beside the index log (`checkpoint`: rows in offset order, the index-log
+//!   offset it covers, CRC32C), by write-to-temporary-then-rename. A load reads the
+//!   checkpoint and only the index-log rows after it. A checkpoint that is missing,
+//!   torn or of another format is ignored (the whole log is read); it is never needed
+//!   for correctness, so it is not fsynced.
+//!
 //! Every function here except [`write_rows`] does blocking file I/O: call it from
 //! `spawn_blocking`.
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::fragments::FragmentMeta;
-use super::index::{FragmentIndex, IndexEntry};
+use super::index::{FragmentIndex, IndexEntry, ROW_LEN};
 use crate::store::{Entry, Log, ReadAccess, Store, StoreError};
 
 /// Rows waiting for the index log, per stream. A full queue drops rows (the fragments
@@ -39,6 +48,11 @@ const ROW_BATCH: usize = 2048;
 /// Segment size of index logs: small, so that retention frees rows soon after their
 /// fragments (about 19,000 rows).
 pub const INDEX_SEGMENT_BYTES: u64 = 1024 * 1024;
+/// Rows appended to the index log between two checkpoints.
+pub const CHECKPOINT_ROWS: u64 = 4096;
+/// The checkpoint file in the index log's directory (the log ignores it).
+const CHECKPOINT_FILE: &str = "checkpoint";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"FIDXCKP1";
 
 /// The open fragment index of one stream and the queue to its log.
 #[derive(Debug)]
@@ -48,24 +62,34 @@ pub struct StreamIndex {
     /// The index log.
     pub log: Arc<Log>,
     rows: mpsc::Sender<IndexEntry>,
+    /// The index-log offset the newest checkpoint covers (rows before it are in it).
+    checkpointed: AtomicU64,
 }
 
 impl StreamIndex {
-    /// Starts the row writer of `log` and wraps `index`.
-    pub fn start(store: Arc<Store>, log: Arc<Log>, index: FragmentIndex) -> Arc<Self> {
+    /// Starts the row writer of `log` and wraps `index`; `checkpointed` is the
+    /// index-log offset the checkpoint read at load covered (0: none).
+    pub fn start(
+        store: Arc<Store>,
+        log: Arc<Log>,
+        index: FragmentIndex,
+        checkpointed: u64,
+    ) -> Arc<Self> {
         let (rows, rx) = mpsc::channel(ROW_QUEUE);
-        tokio::spawn(write_rows(store, log.clone(), rx));
-        Arc::new(StreamIndex {
+        let this = Arc::new(StreamIndex {
             index: RwLock::new(index),
-            log,
+            log: log.clone(),
             rows,
-        })
+            checkpointed: AtomicU64::new(checkpointed),
+        });
+        tokio::spawn(write_rows(store, Arc::downgrade(&this), log, rx));
+        this
     }
 
     /// Indexes a durable fragment: in memory now, in the index log soon.
     pub fn record(&self, entry: IndexEntry) {
-        self.index.write().unwrap().insert(entry);
-        self.persist(entry);
+        let stored = self.index.write().unwrap().insert(entry);
+        self.persist(stored);
     }
 
     /// Queues a row for the index log only (the entry is already in memory).
@@ -78,10 +102,54 @@ impl StreamIndex {
             );
         }
     }
+
+    /// Whether [`CHECKPOINT_ROWS`] rows or more were appended since the checkpoint.
+    pub fn checkpoint_due(&self) -> bool {
+        self.log.bounds().end_offset >= self.checkpointed.load(Ordering::Relaxed) + CHECKPOINT_ROWS
+    }
+
+    /// Writes a checkpoint of the whole index now. Blocking.
+    pub fn write_checkpoint(&self) -> std::io::Result<()> {
+        // The log's end first: every row before it was in memory before it was queued,
+        // so the copy taken after holds it (or it has expired since).
+        let covers = self.log.bounds().end_offset;
+        let rows: Vec<IndexEntry> = self.index.read().unwrap().entries().copied().collect();
+        let mut out = Vec::with_capacity(24 + rows.len() * ROW_LEN + 4);
+        out.extend_from_slice(CHECKPOINT_MAGIC);
+        out.extend_from_slice(&covers.to_le_bytes());
+        out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+        for e in &rows {
+            out.extend_from_slice(&e.encode());
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        let path = self.log.dir().join(CHECKPOINT_FILE);
+        let tmp = self.log.dir().join(format!("{CHECKPOINT_FILE}.tmp"));
+        std::fs::write(&tmp, &out)?;
+        std::fs::rename(&tmp, &path)?;
+        self.checkpointed.fetch_max(covers, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes a checkpoint on a blocking thread.
+    pub fn checkpoint_in_background(self: &Arc<Self>) {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = this.write_checkpoint() {
+                tracing::warn!(log = this.log.id(), error = %e, "fragment index checkpoint not written");
+            }
+        });
+    }
 }
 
-/// Appends queued rows in batches until the queue is closed.
-async fn write_rows(store: Arc<Store>, log: Arc<Log>, mut rx: mpsc::Receiver<IndexEntry>) {
+/// Appends queued rows in batches until the queue is closed (or the index dropped),
+/// checkpointing every [`CHECKPOINT_ROWS`] rows.
+async fn write_rows(
+    store: Arc<Store>,
+    index: Weak<StreamIndex>,
+    log: Arc<Log>,
+    mut rx: mpsc::Receiver<IndexEntry>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![row_entry(&first)];
         while batch.len() < ROW_BATCH {
@@ -92,6 +160,16 @@ async fn write_rows(store: Arc<Store>, log: Arc<Log>, mut rx: mpsc::Receiver<Ind
         }
         if let Err(e) = store.append(&log, batch).await {
             tracing::warn!(log = log.id(), error = %e, "fragment index rows not written: they are rebuilt from the fragments at the next start");
+        }
+        let Some(index) = index.upgrade() else {
+            return;
+        };
+        if index.checkpoint_due() {
+            let writer = index.clone();
+            let done = tokio::task::spawn_blocking(move || writer.write_checkpoint()).await;
+            if let Ok(Err(e)) = done {
+                tracing::warn!(log = log.id(), error = %e, "fragment index checkpoint not written");
+            }
         }
     }
 }
@@ -115,33 +193,33 @@ pub struct Loaded {
     pub rebuilt: bool,
     /// Rows dropped: before the fragment log's first offset or past its end.
     pub dropped: usize,
+    /// The index-log offset covered by the checkpoint read (0: none was read).
+    pub checkpointed: u64,
+    /// Rows read from the index log itself (after the checkpoint).
+    pub rows_read: usize,
 }
 
 /// Opens the index log `id` of the fragment log `fragments` and reconciles it (see the
 /// module doc). Blocking.
 pub fn load(store: &Store, fragments: &Log, id: &str) -> Result<Loaded, StoreError> {
     let existed = store.has_log(id);
-    let (log, rows) = match open_and_read(store, id) {
-        Ok((log, rows)) => (log, Some(rows)),
+    let (log, rows, checkpointed, rows_read) = match open_and_read(store, id) {
+        Ok((log, rows, checkpointed, rows_read)) => (log, Some(rows), checkpointed, rows_read),
         Err(why) => {
             tracing::warn!(log = id, why, "fragment index unreadable: rebuilding it");
             store.remove_log(id)?;
-            (store.open_log(id)?, None)
+            (store.open_log(id)?, None, 0, 0)
         }
     };
     log.set_segment_limit(INDEX_SEGMENT_BYTES);
     let replaced = !existed || rows.is_none();
     let bounds = fragments.bounds();
     let (first, end) = (bounds.first_offset, bounds.end_offset);
-    let mut index = FragmentIndex::new();
-    let mut dropped = 0;
-    for e in rows.unwrap_or_default() {
-        if e.offset < first || e.offset >= end {
-            dropped += 1;
-            continue;
-        }
-        index.insert(e);
-    }
+    let mut rows = rows.unwrap_or_default();
+    let before = rows.len();
+    rows.retain(|e| (first..end).contains(&e.offset));
+    let dropped = before - rows.len();
+    let mut index = FragmentIndex::from_rows(rows);
     let mut derived = Vec::new();
     for (from, to) in index.gaps(first, end) {
         let mut at = from;
@@ -157,8 +235,7 @@ pub fn load(store: &Store, fragments: &Log, id: &str) -> Result<Loaded, StoreErr
                 }
                 if let Some((meta, cluster)) = FragmentMeta::decode(&f.payload) {
                     let e = IndexEntry::of_fragment(f.offset, f.timestamp_ms, &meta, cluster.len());
-                    index.insert(e);
-                    derived.push(e);
+                    derived.push(index.insert(e));
                 }
             }
             at = batch.next_offset.max(at + 1);
@@ -170,15 +247,27 @@ pub fn load(store: &Store, fragments: &Log, id: &str) -> Result<Loaded, StoreErr
         rebuilt: replaced && end > first,
         derived,
         dropped,
+        checkpointed,
+        rows_read,
     })
 }
 
-/// Opens the index log and reads every row; `Err` with the reason when it cannot be
-/// opened or holds a row this version cannot read.
-fn open_and_read(store: &Store, id: &str) -> Result<(Arc<Log>, Vec<IndexEntry>), String> {
+/// Opens the index log and reads its rows: those of the checkpoint, if one is
+/// readable, then those the log holds after it. `Err` with the reason when the log
+/// cannot be opened or holds a row this version cannot read. Also returns the offset
+/// the checkpoint covered (0: none) and how many rows were read from the log.
+fn open_and_read(
+    store: &Store,
+    id: &str,
+) -> Result<(Arc<Log>, Vec<IndexEntry>, u64, usize), String> {
     let log = store.open_log(id).map_err(|e| e.to_string())?;
-    let mut rows = Vec::new();
-    let mut at = log.bounds().first_offset;
+    let bounds = log.bounds();
+    let (mut rows, covers) = match read_checkpoint(&log.dir().join(CHECKPOINT_FILE)) {
+        Some((covers, rows)) if covers <= bounds.end_offset => (rows, covers),
+        _ => (Vec::new(), 0),
+    };
+    let mut at = bounds.first_offset.max(covers);
+    let mut read = 0;
     loop {
         let batch = log
             .read(at, 16 * 1024, usize::MAX, ReadAccess::Cached)
@@ -192,7 +281,31 @@ fn open_and_read(store: &Store, id: &str) -> Result<(Arc<Log>, Vec<IndexEntry>),
                 None => return Err(format!("row {} is not an index row", f.offset)),
             }
         }
+        read += batch.entries.len();
         at = batch.next_offset;
     }
-    Ok((log, rows))
+    Ok((log, rows, covers, read))
+}
+
+/// The rows of a checkpoint file and the index-log offset it covers; `None` when it
+/// is missing, torn, or not a checkpoint this version reads.
+fn read_checkpoint(path: &std::path::Path) -> Option<(u64, Vec<IndexEntry>)> {
+    let bytes = std::fs::read(path).ok()?;
+    let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body).to_le_bytes() != crc
+        || body.len() < 24
+        || &body[..8] != CHECKPOINT_MAGIC
+    {
+        return None;
+    }
+    let covers = u64::from_le_bytes(body[8..16].try_into().ok()?);
+    let count = usize::try_from(u64::from_le_bytes(body[16..24].try_into().ok()?)).ok()?;
+    let rows = &body[24..];
+    if rows.len() != count.checked_mul(ROW_LEN)? {
+        return None;
+    }
+    rows.chunks_exact(ROW_LEN)
+        .map(IndexEntry::decode)
+        .collect::<Option<Vec<_>>>()
+        .map(|rows| (covers, rows))
 }

@@ -278,9 +278,6 @@ pub struct VideoService {
     streams: RwLock<HashMap<String, VideoStreamMeta>>,
     /// Serialises changes (rare) so version checks and writes are atomic.
     control: tokio::sync::Mutex<()>,
-    /// Fragment metadata of streams being played back, by stream id (see
-    /// `playback::FragmentIndex`).
-    pub(crate) indexes: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<playback::FragmentIndex>>>>,
     /// The persistent fragment index of each stream used since start-up, by stream id;
     /// loaded (and reconciled) once, by whichever request needs it first.
     fragment_indexes: Mutex<HashMap<u64, Arc<tokio::sync::OnceCell<Arc<StreamIndex>>>>>,
@@ -401,7 +398,6 @@ impl VideoService {
             live_seq: std::sync::atomic::AtomicU64::new(0),
             streams: RwLock::new(streams),
             control: tokio::sync::Mutex::new(()),
-            indexes: Mutex::new(HashMap::new()),
             fragment_indexes: Mutex::new(HashMap::new()),
             index_rebuilds: std::sync::atomic::AtomicU64::new(0),
         }))
@@ -820,7 +816,6 @@ impl VideoService {
     /// Deletes fragments older than each stream's retention period (whole segments, as
     /// for data streams). Returns the number of segments removed.
     pub async fn enforce_retention(&self) -> Result<usize> {
-        self.drop_idle_indexes();
         let now = self.clock.now_ms();
         let streams: Vec<VideoStreamMeta> =
             self.streams.read().unwrap().values().cloned().collect();
@@ -1006,15 +1001,26 @@ impl VideoService {
                 stream = meta.name,
                 entries = loaded.index.len(),
                 reindexed = loaded.derived.len(),
+                from_checkpoint = loaded.checkpointed > 0,
+                log_rows = loaded.rows_read,
                 dropped = loaded.dropped,
                 ms = started.elapsed().as_millis() as u64,
                 "fragment index loaded"
             );
         }
         let first_server_ms = loaded.index.entries().next().map(|e| e.server_ms);
-        let index = StreamIndex::start(self.store.clone(), loaded.log, loaded.index);
+        let index = StreamIndex::start(
+            self.store.clone(),
+            loaded.log,
+            loaded.index,
+            loaded.checkpointed,
+        );
         for e in loaded.derived {
             index.persist(e);
+        }
+        if loaded.rows_read as u64 >= index_log::CHECKPOINT_ROWS {
+            // The next start reads the checkpoint instead of these rows.
+            index.checkpoint_in_background();
         }
         if loaded.dropped > 0 {
             self.trim_index_log(&index, first_server_ms).await?;
@@ -1090,6 +1096,18 @@ impl VideoService {
                 .collect(),
             next_token: next.map(|c| c.token(meta.stream_id, q.base)),
         })
+    }
+
+    /// The index entries of fragments by offset (`None` for one not stored), without
+    /// reading media.
+    pub async fn fragment_entries(
+        &self,
+        meta: &VideoStreamMeta,
+        offsets: &[u64],
+    ) -> Result<Vec<Option<IndexEntry>>> {
+        let index = self.stream_index(meta).await?;
+        let idx = index.index.read().unwrap();
+        Ok(offsets.iter().map(|&o| idx.get(o).copied()).collect())
     }
 
     /// The log offset GetMedia starts reading at.

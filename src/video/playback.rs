@@ -8,9 +8,10 @@
 //! (`GetHLSStreamingSessionURL`, `GetDASHStreamingSessionURL` in
 //! `kinesis-video-archived-media.json`).
 //!
-//! Fragments are chosen by server timestamp (the log's own time index finds the first)
-//! or by producer timestamp (scanned from the start of the log; producer timestamps
-//! increase within a stream as PutMedia requires).
+//! Fragments are chosen through the stream's persistent fragment index
+//! ([`super::index`]): those overlapping the session's `[start, end)` on its clock, in
+//! that clock's order, or the newest ones for LIVE. No media bytes are read to choose;
+//! a response reads only the fragments it contains.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,7 +19,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::fragments::parse_fragment_number;
+use super::fragments::{fragment_number, parse_fragment_number};
+use super::index::{IndexEntry, RangeRule, TimeBase, TimeRange};
 use super::{Result, VideoService, VideoStreamMeta};
 
 /// Which streaming protocol a session serves.
@@ -154,7 +156,8 @@ impl Session {
     }
 }
 
-/// What playback needs to know of a stored fragment (its bytes are read separately).
+/// What playback needs to know of a stored fragment: its fragment index entry and
+/// number (its bytes are read separately, only for what a response contains).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FragmentInfo {
     pub number: String,
@@ -167,14 +170,29 @@ pub struct FragmentInfo {
     pub frame_count: u32,
     pub size: usize,
     /// Identifies the stream header in force (CodecPrivate may change between PutMedia
-    /// connections): fragments with equal values share one init segment.
-    pub header_hash: u64,
+    /// connections): fragments with equal values share one init segment
+    /// ([`IndexEntry::header_id`]).
+    pub header_id: u64,
     /// The offset of the first fragment of the run of consecutive fragments with this
-    /// header: a stable name for their init segment.
+    /// header: a stable name for their init segment ([`IndexEntry::run_start`]).
     pub run_start: u64,
 }
 
 impl FragmentInfo {
+    fn of_entry(stream_id: u64, e: &IndexEntry) -> Self {
+        FragmentInfo {
+            number: fragment_number(stream_id, e.offset),
+            offset: e.offset,
+            server_ms: e.server_ms,
+            producer_ms: e.producer_ms,
+            duration_ms: e.duration_ms,
+            frame_count: e.frame_count,
+            size: usize::try_from(e.size).unwrap_or(usize::MAX),
+            header_id: e.header_id,
+            run_start: e.run_start,
+        }
+    }
+
     /// The fragment's time under the chosen selector.
     pub fn time_ms(&self, by_producer: bool) -> i64 {
         if by_producer {
@@ -185,21 +203,11 @@ impl FragmentInfo {
     }
 }
 
-fn hash_bytes(bytes: &[u8]) -> u64 {
-    // FNV-1a: stable across runs and builds (appears in init-segment URLs).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// Which fragments to take.
+/// Which fragments to take: those overlapping `[start, end)` on the selector's clock
+/// (an open bound when `None`), in that clock's order (see [`super::index`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Selection {
     pub by_producer: bool,
-    /// Inclusive bounds on the selector's timestamp.
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub max: usize,
@@ -235,123 +243,38 @@ pub fn durations_ms(fragments: &[FragmentInfo]) -> Vec<u64> {
 /// (the rule of `ON_DISCONTINUITY`), or their stream headers differ.
 pub fn is_discontinuous(prev: &FragmentInfo, prev_duration_ms: u64, next: &FragmentInfo) -> bool {
     let expected = prev.producer_ms + prev_duration_ms as i64;
-    (next.producer_ms - expected).abs() > 50 || prev.header_hash != next.header_hash
+    (next.producer_ms - expected).abs() > 50 || prev.header_id != next.header_id
 }
-
-/// Metadata of a stream's stored fragments in offset order, kept in memory while the
-/// stream is played back: built by reading the log once, then caught up with newer
-/// fragments (and trimmed of expired ones) on each use, so playlists, clips and image
-/// requests choose fragments without reading media. About 120 bytes per fragment;
-/// dropped when unused for a while ([`VideoService::drop_idle_indexes`]).
-#[derive(Debug, Default)]
-pub struct FragmentIndex {
-    entries: std::collections::VecDeque<FragmentInfo>,
-    /// The next log offset not yet indexed.
-    end: u64,
-    last_used_ms: i64,
-}
-
-/// How long an unused fragment index is kept.
-pub const INDEX_IDLE_MS: i64 = 10 * 60 * 1000;
 
 impl VideoService {
-    /// The stream's fragment index, caught up with the log.
-    async fn fragment_index(
-        &self,
-        meta: &VideoStreamMeta,
-    ) -> Result<tokio::sync::OwnedMutexGuard<FragmentIndex>> {
-        let cell = self
-            .indexes
-            .lock()
-            .unwrap()
-            .entry(meta.stream_id)
-            .or_default()
-            .clone();
-        let mut idx = cell.lock_owned().await;
-        let (first, end) = self.fragment_bounds(meta).await?;
-        while idx.entries.front().is_some_and(|f| f.offset < first) {
-            idx.entries.pop_front();
-        }
-        idx.end = idx.end.max(first);
-        while idx.end < end {
-            let batch = self
-                .read_fragments_limited(meta, idx.end, 256, 16 * 1024 * 1024)
-                .await?;
-            if batch.is_empty() {
-                break;
-            }
-            for (number, server_ms, m, cluster) in batch {
-                let offset = parse_fragment_number(&number).map_or(idx.end, |(_, o)| o);
-                let header_hash = hash_bytes(&m.info_and_tracks);
-                let run_start = match idx.entries.back() {
-                    Some(prev) if prev.header_hash == header_hash && prev.offset + 1 == offset => {
-                        prev.run_start
-                    }
-                    _ => offset,
-                };
-                idx.entries.push_back(FragmentInfo {
-                    number,
-                    offset,
-                    server_ms,
-                    producer_ms: m.producer_ts_ms,
-                    duration_ms: m.duration_ms,
-                    frame_count: m.frame_count,
-                    size: cluster.len(),
-                    header_hash,
-                    run_start,
-                });
-                idx.end = offset + 1;
-            }
-        }
-        idx.last_used_ms = self.now_ms();
-        Ok(idx)
-    }
-
-    /// Forgets fragment indexes not used in the last [`INDEX_IDLE_MS`].
-    pub fn drop_idle_indexes(&self) {
-        let now = self.now_ms();
-        self.indexes
-            .lock()
-            .unwrap()
-            .retain(|_, cell| match cell.try_lock() {
-                Ok(idx) => now - idx.last_used_ms < INDEX_IDLE_MS,
-                Err(_) => true,
-            });
-    }
-
-    /// Fragments in a time range (inclusive), oldest first, at most `sel.max`; the flag
-    /// says whether more fragments matched.
+    /// Fragments overlapping a time range, through the stream's fragment index (no
+    /// media is read), at most `sel.max`; the flag says whether more fragments matched.
     pub async fn select_fragments(
         &self,
         meta: &VideoStreamMeta,
         sel: Selection,
     ) -> Result<(Vec<FragmentInfo>, bool)> {
-        let idx = self.fragment_index(meta).await?;
-        // Server timestamps never decrease along the log: start by bisection.
-        let from = match (sel.by_producer, sel.start_ms) {
-            (false, Some(start)) => idx.entries.partition_point(|f| f.server_ms < start),
-            _ => 0,
+        let index = self.stream_index(meta).await?;
+        let base = if sel.by_producer {
+            TimeBase::Producer
+        } else {
+            TimeBase::Server
         };
-        let mut out = Vec::new();
-        let mut more = false;
-        for f in idx.entries.range(from..) {
-            let t = f.time_ms(sel.by_producer);
-            if sel.end_ms.is_some_and(|end| t > end) {
-                if sel.by_producer {
-                    continue;
-                }
-                break;
-            }
-            if sel.start_ms.is_some_and(|start| t < start) {
-                continue;
-            }
-            if out.len() == sel.max {
-                more = true;
-                break;
-            }
-            out.push(f.clone());
-        }
-        Ok((out, more))
+        let range = TimeRange {
+            start_ms: sel.start_ms.unwrap_or(i64::MIN),
+            end_ms: sel.end_ms.unwrap_or(i64::MAX),
+            rule: RangeRule::Overlapping,
+        };
+        let (entries, next) = index
+            .index
+            .read()
+            .unwrap()
+            .list(base, Some(range), None, sel.max);
+        let found = entries
+            .iter()
+            .map(|e| FragmentInfo::of_entry(meta.stream_id, e))
+            .collect();
+        Ok((found, next.is_some()))
     }
 
     /// The newest `n` fragments, oldest first.
@@ -360,9 +283,12 @@ impl VideoService {
         meta: &VideoStreamMeta,
         n: usize,
     ) -> Result<Vec<FragmentInfo>> {
-        let idx = self.fragment_index(meta).await?;
-        let skip = idx.entries.len().saturating_sub(n);
-        Ok(idx.entries.range(skip..).cloned().collect())
+        let index = self.stream_index(meta).await?;
+        let latest = index.index.read().unwrap().latest(n);
+        Ok(latest
+            .iter()
+            .map(|e| FragmentInfo::of_entry(meta.stream_id, e))
+            .collect())
     }
 
     /// One stored fragment by log offset: its metadata and Cluster bytes.
@@ -444,7 +370,7 @@ mod tests {
             duration_ms,
             frame_count: frames,
             size: 0,
-            header_hash: 1,
+            header_id: 1,
             run_start: 0,
         }
     }
@@ -461,7 +387,7 @@ mod tests {
         assert!(!is_discontinuous(&f[0], 1000, &f[1]));
         assert!(is_discontinuous(&f[1], 1000, &f[2]));
         let mut other = info(2000, 1000, 25);
-        other.header_hash = 2;
+        other.header_id = 2;
         assert!(is_discontinuous(&f[1], 1000, &other));
         // A fragment that starts a little late stretches its predecessor's segment.
         let late = [info(0, 1000, 25), info(1030, 1000, 25)];

@@ -21,7 +21,7 @@ import requests
 import pytest
 from botocore.config import Config
 
-from conftest import REGION, unique_name, wait_for
+from conftest import REGION, rss_kib, unique_name, wait_for
 
 pytestmark = pytest.mark.freshet_only
 
@@ -33,14 +33,6 @@ def raise_fd_limit():
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def kinesis(endpoint):
