@@ -424,9 +424,101 @@ impl ServeConfig {
     }
 }
 
+/// The reference table of `docs/configuration.md`: every `freshet serve` option with
+/// its flag, environment variable, config-file key and help (which states the
+/// default), built from the clap definitions above so that the document cannot drift
+/// (a unit test compares them).
+pub fn reference_table() -> String {
+    use clap::Args;
+    let sections: [(&str, clap::Command); 4] = [
+        (
+            "auth",
+            AuthSettings::augment_args(clap::Command::new("auth")),
+        ),
+        ("tls", TlsSettings::augment_args(clap::Command::new("tls"))),
+        (
+            "cors",
+            CorsSettings::augment_args(clap::Command::new("cors")),
+        ),
+        (
+            "delivery",
+            DeliverySettings::augment_args(clap::Command::new("delivery")),
+        ),
+    ];
+    let section_of = |long: &str| {
+        sections.iter().find_map(|(name, cmd)| {
+            cmd.get_arguments()
+                .any(|a| a.get_long() == Some(long))
+                .then_some(*name)
+        })
+    };
+    let all = ServeConfig::augment_args(clap::Command::new("serve"));
+    let mut out =
+        String::from("| flag | environment | config file | what it sets |\n|---|---|---|---|\n");
+    for arg in all.get_arguments() {
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        let env = arg
+            .get_env()
+            .map(|e| format!("`{}`", e.to_string_lossy()))
+            .unwrap_or_default();
+        let key = arg.get_id().as_str();
+        let file_key = match section_of(long) {
+            Some(section) => format!("`[{section}] {key}`"),
+            None => format!("`{key}`"),
+        };
+        let values: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .map(|v| format!("`{}`", v.get_name()))
+            .collect();
+        let mut help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        if !values.is_empty() && arg.get_action().takes_values() {
+            help.push_str(&format!(" (one of {})", values.join(", ")));
+        }
+        out.push_str(&format!("| `--{long}` | {env} | {file_key} | {help} |\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/configuration.md holds [`reference_table`] between its markers. To update
+    /// it after changing an option: `FRESHET_UPDATE_DOCS=1 cargo test --lib
+    /// config::tests::configuration_reference_is_current`.
+    #[test]
+    fn configuration_reference_is_current() {
+        const BEGIN: &str = "<!-- BEGIN GENERATED OPTIONS -->\n";
+        const END: &str = "<!-- END GENERATED OPTIONS -->";
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/configuration.md");
+        let (head, rest) = doc.split_once(BEGIN).expect("begin marker");
+        let (current, tail) = rest.split_once(END).expect("end marker");
+        let table = reference_table();
+        if current != table {
+            if std::env::var_os("FRESHET_UPDATE_DOCS").is_some() {
+                std::fs::write(&path, format!("{head}{BEGIN}{table}{END}{tail}")).unwrap();
+                return;
+            }
+            panic!(
+                "docs/configuration.md does not list the options as they are; run \
+                 FRESHET_UPDATE_DOCS=1 cargo test --lib config::tests::configuration_reference_is_current"
+            );
+        }
+        // Every flag the binary takes is in the document, and every TOML-only table.
+        for needle in ["[[auth.keys]]", "[[feeds]]", "--listen", "--tls-cert"] {
+            assert!(doc.contains(needle), "{needle}");
+        }
+    }
 
     #[test]
     fn file_then_flags() {
