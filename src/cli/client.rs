@@ -1,5 +1,5 @@
-//! A minimal Kinesis JSON 1.1 client over HTTP (no request signing: Freshet accepts
-//! any credentials).
+//! A minimal Kinesis JSON 1.1 client over HTTP, signing with the environment's AWS
+//! credentials when they are set (`super::sign`).
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -19,12 +19,18 @@ impl KinesisClient {
 
     /// Calls `operation` with `input`; an AWS error becomes an `Err` with its type and message.
     pub async fn call(&self, operation: &str, input: Value) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .post(format!("{}/", self.endpoint))
-            .header("X-Amz-Target", format!("Kinesis_20131202.{operation}"))
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .body(serde_json::to_vec(&input)?)
+        let url = format!("{}/", self.endpoint);
+        let target = format!("Kinesis_20131202.{operation}");
+        let body = serde_json::to_vec(&input)?;
+        let headers = [
+            ("x-amz-target", target.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+        ];
+        let mut req = self.http.post(&url).body(body.clone());
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let resp = super::sign::sign_reqwest(req, "POST", &url, "kinesis", &headers, &body)?
             .send()
             .await
             .with_context(|| {

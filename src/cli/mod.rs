@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod sign;
 pub mod video;
 
 pub use commands::{PutArgs, StreamCommand, TailArgs};

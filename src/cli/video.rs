@@ -103,9 +103,14 @@ fn host_port(endpoint: &str) -> anyhow::Result<String> {
 }
 
 async fn control(endpoint: &str, op: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/{op}", endpoint.trim_end_matches('/')))
-        .json(&body)
+    let url = format!("{}/{op}", endpoint.trim_end_matches('/'));
+    let body = serde_json::to_vec(&body)?;
+    let headers = [("content-type", "application/json")];
+    let req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    let resp = super::sign::sign_reqwest(req, "POST", &url, "kinesisvideo", &headers, &body)?
         .send()
         .await
         .with_context(|| {
@@ -212,11 +217,30 @@ async fn push(
         Some(s) => ("RELATIVE", s),
         None => ("ABSOLUTE", 0.0),
     };
-    let head = format!(
+    let start_text = format!("{start:.3}");
+    let mut head = format!(
         "POST /putMedia HTTP/1.1\r\nHost: {addr}\r\nx-amzn-stream-name: {stream}\r\n\
-         x-amzn-fragment-timecode-type: {kind}\r\nx-amzn-producer-start-timestamp: {start:.3}\r\n\
-         x-amzn-fragment-acknowledgment-required: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+         x-amzn-fragment-timecode-type: {kind}\r\nx-amzn-producer-start-timestamp: {start_text}\r\n\
+         x-amzn-fragment-acknowledgment-required: 1\r\nTransfer-Encoding: chunked\r\n"
     );
+    // Signed over the headers, the body as empty: as the producer SDKs sign PutMedia.
+    let url = format!("http://{addr}/putMedia");
+    let signed = super::sign::signed_headers(
+        "POST",
+        &url,
+        "kinesisvideo",
+        &[
+            ("x-amzn-stream-name", stream),
+            ("x-amzn-fragment-timecode-type", kind),
+            ("x-amzn-producer-start-timestamp", &start_text),
+            ("x-amzn-fragment-acknowledgment-required", "1"),
+        ],
+        None,
+    )?;
+    for (name, value) in &signed {
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap_or("")));
+    }
+    head.push_str("\r\n");
     sock.write_all(head.as_bytes()).await?;
     let (mut rd, mut wr) = sock.into_split();
 
@@ -338,9 +362,14 @@ async fn get(
             Err(_) => bail!("--start must be EARLIEST, NOW, a fragment number or epoch seconds"),
         },
     };
-    let mut resp = reqwest::Client::new()
-        .post(format!("{}/getMedia", endpoint.trim_end_matches('/')))
-        .json(&json!({ "StreamName": stream, "StartSelector": selector }))
+    let url = format!("{}/getMedia", endpoint.trim_end_matches('/'));
+    let body = serde_json::to_vec(&json!({ "StreamName": stream, "StartSelector": selector }))?;
+    let headers = [("content-type", "application/json")];
+    let req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    let mut resp = super::sign::sign_reqwest(req, "POST", &url, "kinesisvideo", &headers, &body)?
         .send()
         .await
         .with_context(|| format!("cannot reach Freshet at {endpoint}"))?;
@@ -376,10 +405,19 @@ async fn feeds_call(
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
     let url = format!("{}/v1/video/feeds{path}", endpoint.trim_end_matches('/'));
-    let mut req = reqwest::Client::new().request(method, url);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
+    let method_name = method.as_str().to_string();
+    let mut req = reqwest::Client::new().request(method, &url);
+    let body = match body {
+        Some(b) => {
+            let bytes = serde_json::to_vec(&b)?;
+            req = req
+                .header("content-type", "application/json")
+                .body(bytes.clone());
+            bytes
+        }
+        None => Vec::new(),
+    };
+    let req = super::sign::sign_reqwest(req, &method_name, &url, "kinesisvideo", &[], &body)?;
     let resp = req.send().await.with_context(|| {
         format!("cannot reach Freshet at {endpoint} (is `freshet serve` running?)")
     })?;

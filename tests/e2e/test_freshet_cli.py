@@ -181,3 +181,36 @@ def test_video_tracks_h265_and_aac_round_trip(endpoint, tmp_path, clip, fragment
     decode = subprocess.run(["ffmpeg", "-v", "error", "-xerror", "-i", str(out), "-f", "null", "-"],
                             capture_output=True, text=True)
     assert decode.returncode == 0, decode.stderr
+
+
+def test_the_cli_signs_with_the_environments_credentials(start_server, tmp_path):
+    """With keys configured, the CLI signs (SigV4) with AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY as the AWS CLI reads them: data streams, video control,
+    PutMedia and the feed API work; without credentials it says why it was refused."""
+    import os
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[[auth.keys]]\naccess_key_id = "AKIAFRESHETCLI000001"\n'
+                    'secret_access_key = "cli-secret-0123456789"\n')
+    server = start_server(state_delay_ms=0, extra_args=["--auth-keys-file", str(keys)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+
+    def run(*args, creds=True, check=True):
+        e = dict(env, AWS_ACCESS_KEY_ID="AKIAFRESHETCLI000001",
+                 AWS_SECRET_ACCESS_KEY="cli-secret-0123456789") if creds else env
+        p = subprocess.run([str(freshet_bin()), *args, "--endpoint", server.endpoint],
+                           capture_output=True, text=True, timeout=60, env=e)
+        if check:
+            assert p.returncode == 0, f"freshet {' '.join(args)}: {p.stderr}"
+        return p
+
+    name = unique_name("signed-cli")
+    p = run("stream", "create", name, "--shards", "1", creds=False, check=False)
+    assert p.returncode != 0 and "MissingAuthenticationTokenException" in p.stderr, p.stderr
+    run("stream", "create", name, "--shards", "1")
+    run("put", name, "hello")
+    assert name in run("stream", "list").stdout
+    cam = unique_name("signed-cam")
+    p = run("video", "push", str(SAMPLES / "h264-1s-gop.kvs.mkv"), "--stream", cam)
+    listed = run("video", "fragments", "--stream", cam).stdout.splitlines()
+    assert len(listed) >= 1, p.stdout + p.stderr
+    assert "cli-secret-0123456789" not in server.log_text()
