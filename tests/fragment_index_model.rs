@@ -5,10 +5,12 @@
 //! Random steps: appends whose producer timestamps go forwards, backwards, repeat or
 //! jump by an hour; retention trims (whole segments); and "crashes": the service is
 //! dropped and reopened on the same files, after which the index log may lose a random
-//! number of rows from its tail or be deleted outright. After every step, ListFragments
-//! (whole, paged, by range, on both clocks, both range rules) and GetMedia's time
-//! selectors answer exactly as the model does, and the index is rebuilt from every
-//! fragment only when its log was deleted.
+//! number of rows from its tail or be deleted outright, and its checkpoint (written
+//! every few rows here: `VideoConfig::index_checkpoint_rows`) may be torn at a random
+//! byte, replaced by an older one (stale), rewritten to claim more rows than the log
+//! holds, or deleted. After every step, ListFragments (whole, paged, by range, on both
+//! clocks, both range rules) and GetMedia's time selectors answer exactly as the model
+//! does, and the index is rebuilt from every fragment only when its log was deleted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,15 @@ enum Crash {
     TruncateTail(usize),
     /// The index log is deleted.
     DeleteIndex,
+    /// The checkpoint is cut at this byte (modulo its length).
+    TearCheckpoint(usize),
+    /// The checkpoint is replaced by one seen earlier (this one, modulo how many).
+    StaleCheckpoint(usize),
+    /// The checkpoint claims to cover this many index-log rows more than the log holds
+    /// (its CRC made right again, so only the claim is wrong).
+    CheckpointAhead(u64),
+    /// The checkpoint is deleted.
+    DeleteCheckpoint,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +98,10 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Crash(Crash::DropState)),
         1 => (0usize..8).prop_map(|n| Step::Crash(Crash::TruncateTail(n))),
         1 => Just(Step::Crash(Crash::DeleteIndex)),
+        1 => any::<usize>().prop_map(|n| Step::Crash(Crash::TearCheckpoint(n))),
+        1 => any::<usize>().prop_map(|n| Step::Crash(Crash::StaleCheckpoint(n))),
+        1 => (1u64..10).prop_map(|n| Step::Crash(Crash::CheckpointAhead(n))),
+        1 => Just(Step::Crash(Crash::DeleteCheckpoint)),
     ]
 }
 
@@ -149,6 +164,10 @@ impl Model {
     }
 }
 
+/// Rows between two checkpoints in these tests: small, so that checkpoints are
+/// written, read and damaged often.
+const CHECKPOINT_ROWS: u64 = 3;
+
 struct Harness {
     dir: PathBuf,
     clock: Arc<ManualClock>,
@@ -176,6 +195,7 @@ impl Harness {
         let catalog = Arc::new(RedbCatalog::open(&dir.join("catalog.redb")).unwrap());
         let config = VideoConfig {
             state_delay_ms: 0,
+            index_checkpoint_rows: CHECKPOINT_ROWS,
             ..VideoConfig::default()
         };
         let video = VideoService::open(config, clock.clone(), catalog, store)
@@ -230,26 +250,84 @@ impl Harness {
         None
     }
 
-    /// Cuts `rows` rows off the end of the index log's last segment (at most all of it).
-    fn truncate_index_tail(&self, rows: usize) {
-        let Some(dir) = self.index_dir() else {
-            return;
+    /// The checkpoint file of the index log, if there is one.
+    fn checkpoint(&self) -> Option<PathBuf> {
+        let p = self.index_dir()?.join("checkpoint");
+        p.exists().then_some(p)
+    }
+
+    /// Damages the checkpoint as `kind` says; `false` when there is none to damage.
+    fn damage_checkpoint(&self, kind: &Crash, seen: &[Vec<u8>]) -> bool {
+        let Some(path) = self.checkpoint() else {
+            return false;
         };
+        let bytes = std::fs::read(&path).unwrap();
+        match kind {
+            Crash::TearCheckpoint(at) => {
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len((at % bytes.len()) as u64).unwrap();
+            }
+            Crash::StaleCheckpoint(i) => {
+                let Some(old) = seen.get(i % seen.len().max(1)) else {
+                    return false;
+                };
+                std::fs::write(&path, old).unwrap();
+            }
+            Crash::CheckpointAhead(more) => {
+                // Layout: magic (8), covered index-log offset (8), count (8), rows, CRC32C.
+                let rows = self.index_rows_held();
+                let mut body = bytes[..bytes.len() - 4].to_vec();
+                body[8..16].copy_from_slice(&(rows + more).to_le_bytes());
+                let crc = crc32c::crc32c(&body);
+                body.extend_from_slice(&crc.to_le_bytes());
+                std::fs::write(&path, body).unwrap();
+            }
+            Crash::DeleteCheckpoint => std::fs::remove_file(&path).unwrap(),
+            _ => return false,
+        }
+        true
+    }
+
+    /// The index log's last segment file and the rows it holds, if there is one.
+    fn last_index_segment(&self) -> Option<(PathBuf, usize)> {
+        let dir = self.index_dir()?;
         let mut segs: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
             .collect();
         segs.sort();
-        let Some(last) = segs.last() else {
-            return;
+        let last = segs.pop()?;
+        let len = std::fs::metadata(&last).unwrap().len() as usize;
+        let rows = len.saturating_sub(HEADER_LEN) / (FRAME_OVERHEAD + ROW_LEN);
+        Some((last, rows))
+    }
+
+    /// One past the last index-log offset on disk: the offset the log's last segment
+    /// starts at (its file name) plus the rows it holds.
+    fn index_rows_held(&self) -> u64 {
+        let Some((last, rows)) = self.last_index_segment() else {
+            return 0;
         };
-        let len = std::fs::metadata(last).unwrap().len() as usize;
-        let frame = FRAME_OVERHEAD + ROW_LEN;
-        let held = len.saturating_sub(HEADER_LEN) / frame;
-        let keep = HEADER_LEN + (held - rows.min(held)) * frame;
-        let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+        let base: u64 = last
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        base + rows as u64
+    }
+
+    /// Cuts `rows` rows off the end of the index log's last segment (at most all of it);
+    /// returns how many it cut.
+    fn truncate_index_tail(&self, rows: usize) -> u64 {
+        let Some((last, held)) = self.last_index_segment() else {
+            return 0;
+        };
+        let cut = rows.min(held);
+        let keep = HEADER_LEN + (held - cut) * (FRAME_OVERHEAD + ROW_LEN);
+        let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
         f.set_len(keep as u64).unwrap();
+        cut as u64
     }
 }
 
@@ -364,7 +442,24 @@ async fn check(h: &Harness, model: &Model, probe: (i64, i64), context: &str) {
     }
 }
 
-async fn run(steps: Vec<(Step, (i64, i64))>) {
+/// What a run did to checkpoints.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Checkpoints damaged (torn, stale, ahead, deleted) before a reopen.
+    damaged: usize,
+    /// Reopens whose index was loaded from a checkpoint.
+    checkpoint_loads: u64,
+}
+
+async fn run(steps: Vec<(Step, (i64, i64))>) -> Outcome {
+    let mut outcome = Outcome::default();
+    // Every checkpoint seen at a crash, for stale replacements.
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    // A clean stop writes every queued row, so fragments are indexed again from their
+    // bodies (outside a full rebuild) only for rows cut off the index log's tail: at
+    // most once per row cut, when the load after the cut or a later one (if a
+    // checkpoint held the row meanwhile) finds it missing.
+    let (mut cut_rows, mut reindexed) = (0u64, 0u64);
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(START_MS));
     let mut h = Harness::open(dir.path(), clock.clone()).await;
@@ -433,21 +528,34 @@ async fn run(steps: Vec<(Step, (i64, i64))>) {
             }
             Step::Crash(kind) => {
                 h.stop().await;
+                if let Some(p) = h.checkpoint() {
+                    let bytes = std::fs::read(p).unwrap();
+                    if !seen.contains(&bytes) {
+                        seen.push(bytes);
+                    }
+                }
                 match kind {
                     Crash::DropState => {}
-                    Crash::TruncateTail(n) => h.truncate_index_tail(n),
+                    Crash::TruncateTail(n) => cut_rows += h.truncate_index_tail(n),
                     Crash::DeleteIndex => {
                         if let Some(d) = h.index_dir() {
                             std::fs::remove_dir_all(d).unwrap();
                             expect_rebuild = !model.frags.is_empty();
                         }
                     }
+                    damage => outcome.damaged += usize::from(h.damage_checkpoint(&damage, &seen)),
                 }
                 h = Harness::open(dir.path(), clock.clone()).await;
             }
         }
         check(&h, &model, probe, &context).await;
         if matches!(context.as_str(), c if c.contains("Crash")) {
+            outcome.checkpoint_loads += h.video().index_checkpoint_loads();
+            reindexed += h.video().index_fragments_reindexed();
+            assert!(
+                reindexed <= cut_rows,
+                "{context}: {reindexed} fragments indexed again from their bodies, {cut_rows} rows cut"
+            );
             assert_eq!(
                 h.video().index_rebuilds(),
                 u64::from(expect_rebuild),
@@ -456,6 +564,60 @@ async fn run(steps: Vec<(Step, (i64, i64))>) {
         }
     }
     h.stop().await;
+    outcome
+}
+
+/// `n` appends a second apart, the producer clock stepping forwards, backwards or
+/// repeating by turns.
+fn appends(n: usize) -> Vec<(Step, (i64, i64))> {
+    (0..n)
+        .map(|i| {
+            let producer = match i % 4 {
+                0 | 1 => Producer::Forward,
+                2 => Producer::Backward,
+                _ => Producer::Duplicate,
+            };
+            let step = Step::Append {
+                producer,
+                duration_ms: 900,
+                size: 50 + i,
+                wait_ms: 1000,
+            };
+            (step, (i as i64 * 7919, 5000))
+        })
+        .collect()
+}
+
+/// Every kind of checkpoint damage, each after enough appends for a checkpoint to be
+/// written, then a plain reopen that must read the checkpoint left behind.
+#[test]
+fn damaged_checkpoints_are_ignored_and_nothing_is_rebuilt() {
+    let mut steps = Vec::new();
+    for damage in [
+        Crash::DropState,
+        Crash::TearCheckpoint(17),
+        Crash::TearCheckpoint(usize::MAX),
+        Crash::StaleCheckpoint(0),
+        Crash::CheckpointAhead(1),
+        Crash::CheckpointAhead(5),
+        Crash::DeleteCheckpoint,
+        Crash::TruncateTail(2),
+        Crash::StaleCheckpoint(1),
+    ] {
+        steps.extend(appends(2 * CHECKPOINT_ROWS as usize + 1));
+        steps.push((Step::Crash(Crash::DropState), (0, 1)));
+        steps.extend(appends(2));
+        steps.push((Step::Crash(damage), (3, 4000)));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = rt.block_on(run(steps));
+    // DropState and TruncateTail damage nothing; the seven others each found one.
+    assert_eq!(outcome.damaged, 7, "{outcome:?}");
+    // Each of the nine undamaged reopens (and some damaged ones) used a checkpoint.
+    assert!(outcome.checkpoint_loads >= 9, "{outcome:?}");
 }
 
 proptest! {

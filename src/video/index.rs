@@ -24,7 +24,7 @@
 //! fragments whose *start* lies in `[start, end]` (both inclusive, "FragmentSelector");
 //! playback reads want fragments *overlapping* `[start, end)`.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
@@ -233,8 +233,11 @@ impl Cursor {
 pub struct FragmentIndex {
     /// In offset order (= server-time order).
     entries: VecDeque<IndexEntry>,
-    /// (producer start, offset) of every entry: the producer order.
-    by_producer: BTreeSet<(i64, u64)>,
+    /// (producer start, offset) of every entry, sorted: the producer order. A sorted
+    /// vector rather than a tree: built from a checkpoint in one pass (producer clocks
+    /// mostly run forwards, so it is usually sorted already), and an append in
+    /// producer order is a push; one out of order moves the entries after it.
+    by_producer: Vec<(i64, u64)>,
     /// The longest duration ever indexed: how far before a range's start an
     /// overlapping fragment may begin. Never lowered, so it only ever widens a scan.
     max_duration_ms: i64,
@@ -249,8 +252,11 @@ impl FragmentIndex {
     /// one), built in bulk: one sort, then both orders at once. The same entries as
     /// inserting the rows one by one, in far less time for a large index.
     pub fn from_rows(mut rows: Vec<IndexEntry>) -> Self {
-        // Stable: of equal offsets, the last row written comes last.
-        rows.sort_by_key(|e| e.offset);
+        // Stable: of equal offsets, the last row written comes last. A checkpoint's
+        // rows are in order already: no sort then.
+        if !rows.is_sorted_by_key(|e| e.offset) {
+            rows.sort_by_key(|e| e.offset);
+        }
         let mut entries: VecDeque<IndexEntry> = VecDeque::with_capacity(rows.len());
         let mut max_duration_ms = 0i64;
         for mut e in rows {
@@ -268,7 +274,11 @@ impl FragmentIndex {
             max_duration_ms = max_duration_ms.max(i64::try_from(e.duration_ms).unwrap_or(i64::MAX));
             entries.push_back(e);
         }
-        let by_producer = entries.iter().map(|e| (e.producer_ms, e.offset)).collect();
+        let mut by_producer: Vec<(i64, u64)> =
+            entries.iter().map(|e| (e.producer_ms, e.offset)).collect();
+        if !by_producer.is_sorted() {
+            by_producer.sort_unstable();
+        }
         FragmentIndex {
             entries,
             by_producer,
@@ -329,14 +339,28 @@ impl FragmentIndex {
             Some(last) if last.offset >= entry.offset => match self.position(entry.offset) {
                 Ok(i) => {
                     let old = std::mem::replace(&mut self.entries[i], entry);
-                    self.by_producer.remove(&(old.producer_ms, old.offset));
+                    self.remove_producer(old.producer_ms, old.offset);
                 }
                 Err(i) => self.entries.insert(i, entry),
             },
             _ => self.entries.push_back(entry),
         }
-        self.by_producer.insert((entry.producer_ms, entry.offset));
+        let key = (entry.producer_ms, entry.offset);
+        match self.by_producer.last() {
+            Some(last) if *last >= key => {
+                if let Err(i) = self.by_producer.binary_search(&key) {
+                    self.by_producer.insert(i, key);
+                }
+            }
+            _ => self.by_producer.push(key),
+        }
         entry
+    }
+
+    fn remove_producer(&mut self, producer_ms: i64, offset: u64) {
+        if let Ok(i) = self.by_producer.binary_search(&(producer_ms, offset)) {
+            self.by_producer.remove(i);
+        }
     }
 
     /// The newest `n` entries, in offset order.
@@ -347,14 +371,10 @@ impl FragmentIndex {
 
     /// Drops every entry before `first_offset` (retention). Returns how many.
     pub fn trim_before(&mut self, first_offset: u64) -> usize {
-        let mut n = 0;
-        while let Some(e) = self.entries.front() {
-            if e.offset >= first_offset {
-                break;
-            }
-            self.by_producer.remove(&(e.producer_ms, e.offset));
-            self.entries.pop_front();
-            n += 1;
+        let n = self.entries.partition_point(|e| e.offset < first_offset);
+        if n > 0 {
+            self.entries.drain(..n);
+            self.by_producer.retain(|&(_, o)| o >= first_offset);
         }
         n
     }
@@ -362,14 +382,11 @@ impl FragmentIndex {
     /// Drops every entry at or after `end_offset` (entries the fragment log does not
     /// hold). Returns how many.
     pub fn trim_from(&mut self, end_offset: u64) -> usize {
-        let mut n = 0;
-        while let Some(e) = self.entries.back() {
-            if e.offset < end_offset {
-                break;
-            }
-            self.by_producer.remove(&(e.producer_ms, e.offset));
-            self.entries.pop_back();
-            n += 1;
+        let keep = self.entries.partition_point(|e| e.offset < end_offset);
+        let n = self.entries.len() - keep;
+        if n > 0 {
+            self.entries.truncate(keep);
+            self.by_producer.retain(|&(_, o)| o < end_offset);
         }
         n
     }
@@ -449,7 +466,8 @@ impl FragmentIndex {
                     };
                     lo = lo.max((start, 0));
                 }
-                for &(start, offset) in self.by_producer.range(lo..) {
+                let from = self.by_producer.partition_point(|k| *k < lo);
+                for &(start, offset) in &self.by_producer[from..] {
                     if range.is_some_and(|r| past_end(&r, start)) {
                         break;
                     }
@@ -475,7 +493,8 @@ impl FragmentIndex {
                 self.entries.get(i).copied()
             }
             TimeBase::Producer => {
-                let &(_, offset) = self.by_producer.range((at_ms, 0)..).next()?;
+                let i = self.by_producer.partition_point(|k| *k < (at_ms, 0));
+                let &(_, offset) = self.by_producer.get(i)?;
                 self.get(offset).copied()
             }
         }

@@ -19,13 +19,16 @@
 //!   older than the first kept fragment, so a crash in between leaves only rows that
 //!   the next load drops.
 //!
-//! - A checkpoint speeds up loading: every [`CHECKPOINT_ROWS`] rows (and after a load
-//!   that read that many rows from the log) the whole in-memory index is written to
+//! - A checkpoint speeds up loading: every [`CHECKPOINT_ROWS`] rows by default
+//!   (`VideoConfig::index_checkpoint_rows`), and after a load that read that many rows
+//!   from the log, the whole in-memory index is written to
 //!   one file beside the index log (`checkpoint`: rows in offset order, the index-log
 //!   offset it covers, CRC32C), by write-to-temporary-then-rename. A load reads the
-//!   checkpoint and only the index-log rows after it. A checkpoint that is missing,
-//!   torn or of another format is ignored (the whole log is read); it is never needed
-//!   for correctness, so it is not fsynced.
+//!   checkpoint and only the index-log rows after it. A checkpoint that is torn, of
+//!   another format, or claims more rows than the log holds (the log lost its tail) is
+//!   removed and the whole log read; one that is older than the newest rows (stale) is
+//!   used, with the rows after it. It is never needed for correctness, so it is not
+//!   fsynced.
 //!
 //! Every function here except [`write_rows`] does blocking file I/O: call it from
 //! `spawn_blocking`.
@@ -48,7 +51,7 @@ const ROW_BATCH: usize = 2048;
 /// Segment size of index logs: small, so that retention frees rows soon after their
 /// fragments (about 19,000 rows).
 pub const INDEX_SEGMENT_BYTES: u64 = 1024 * 1024;
-/// Rows appended to the index log between two checkpoints.
+/// Rows appended to the index log between two checkpoints, by default.
 pub const CHECKPOINT_ROWS: u64 = 4096;
 /// The checkpoint file in the index log's directory (the log ignores it).
 const CHECKPOINT_FILE: &str = "checkpoint";
@@ -64,16 +67,20 @@ pub struct StreamIndex {
     rows: mpsc::Sender<IndexEntry>,
     /// The index-log offset the newest checkpoint covers (rows before it are in it).
     checkpointed: AtomicU64,
+    /// Rows appended between two checkpoints (at least 1).
+    checkpoint_rows: u64,
 }
 
 impl StreamIndex {
     /// Starts the row writer of `log` and wraps `index`; `checkpointed` is the
-    /// index-log offset the checkpoint read at load covered (0: none).
+    /// index-log offset the checkpoint read at load covered (0: none), and a checkpoint
+    /// is written every `checkpoint_rows` rows.
     pub fn start(
         store: Arc<Store>,
         log: Arc<Log>,
         index: FragmentIndex,
         checkpointed: u64,
+        checkpoint_rows: u64,
     ) -> Arc<Self> {
         let (rows, rx) = mpsc::channel(ROW_QUEUE);
         let this = Arc::new(StreamIndex {
@@ -81,6 +88,7 @@ impl StreamIndex {
             log: log.clone(),
             rows,
             checkpointed: AtomicU64::new(checkpointed),
+            checkpoint_rows: checkpoint_rows.max(1),
         });
         tokio::spawn(write_rows(store, Arc::downgrade(&this), log, rx));
         this
@@ -103,9 +111,11 @@ impl StreamIndex {
         }
     }
 
-    /// Whether [`CHECKPOINT_ROWS`] rows or more were appended since the checkpoint.
+    /// Whether the checkpoint interval's rows or more were appended since the
+    /// checkpoint.
     pub fn checkpoint_due(&self) -> bool {
-        self.log.bounds().end_offset >= self.checkpointed.load(Ordering::Relaxed) + CHECKPOINT_ROWS
+        self.log.bounds().end_offset
+            >= self.checkpointed.load(Ordering::Relaxed) + self.checkpoint_rows
     }
 
     /// Writes a checkpoint of the whole index now. Blocking.
@@ -142,8 +152,8 @@ impl StreamIndex {
     }
 }
 
-/// Appends queued rows in batches until the queue is closed (or the index dropped),
-/// checkpointing every [`CHECKPOINT_ROWS`] rows.
+/// Appends queued rows in batches until the queue is closed and empty,
+/// checkpointing every `checkpoint_rows` rows.
 async fn write_rows(
     store: Arc<Store>,
     index: Weak<StreamIndex>,
@@ -161,8 +171,10 @@ async fn write_rows(
         if let Err(e) = store.append(&log, batch).await {
             tracing::warn!(log = log.id(), error = %e, "fragment index rows not written: they are rebuilt from the fragments at the next start");
         }
+        // Once the index is dropped, the rows still queued are written all the same
+        // (the loop ends when the queue is empty), only no checkpoint is.
         let Some(index) = index.upgrade() else {
-            return;
+            continue;
         };
         if index.checkpoint_due() {
             let writer = index.clone();
@@ -262,9 +274,21 @@ fn open_and_read(
 ) -> Result<(Arc<Log>, Vec<IndexEntry>, u64, usize), String> {
     let log = store.open_log(id).map_err(|e| e.to_string())?;
     let bounds = log.bounds();
-    let (mut rows, covers) = match read_checkpoint(&log.dir().join(CHECKPOINT_FILE)) {
+    let path = log.dir().join(CHECKPOINT_FILE);
+    let (mut rows, covers) = match read_checkpoint(&path) {
         Some((covers, rows)) if covers <= bounds.end_offset => (rows, covers),
-        _ => (Vec::new(), 0),
+        found => {
+            // A checkpoint that claims rows the log does not hold (its tail was lost)
+            // would be taken once the log grows past its claim, and the rows written
+            // in between skipped: it goes now, as does a torn or foreign one.
+            if found.is_some() || path.exists() {
+                tracing::warn!(log = id, "fragment index checkpoint unusable: removed");
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(log = id, error = %e, "fragment index checkpoint not removed");
+                }
+            }
+            (Vec::new(), 0)
+        }
     };
     let mut at = bounds.first_offset.max(covers);
     let mut read = 0;

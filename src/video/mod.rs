@@ -226,6 +226,9 @@ pub struct VideoConfig {
     /// How long a new stream stays CREATING.
     pub state_delay_ms: u64,
     pub stream_limit: usize,
+    /// Rows appended to a stream's index log between two checkpoints of its fragment
+    /// index ([`index_log::CHECKPOINT_ROWS`] by default; tests use a few).
+    pub index_checkpoint_rows: u64,
 }
 
 impl Default for VideoConfig {
@@ -235,6 +238,7 @@ impl Default for VideoConfig {
             region: "us-east-1".into(),
             state_delay_ms: 500,
             stream_limit: 10_000,
+            index_checkpoint_rows: index_log::CHECKPOINT_ROWS,
         }
     }
 }
@@ -283,6 +287,11 @@ pub struct VideoService {
     fragment_indexes: Mutex<HashMap<u64, Arc<tokio::sync::OnceCell<Arc<StreamIndex>>>>>,
     /// Fragment indexes rebuilt from every fragment (index log missing or unreadable).
     index_rebuilds: std::sync::atomic::AtomicU64,
+    /// Fragment indexes loaded from a checkpoint since start-up.
+    index_checkpoint_loads: std::sync::atomic::AtomicU64,
+    /// Fragments indexed again from their bodies at load because their rows were
+    /// missing (not counting full rebuilds).
+    index_reindexed: std::sync::atomic::AtomicU64,
 }
 
 /// Where GetMedia starts (its `StartSelector`).
@@ -400,6 +409,8 @@ impl VideoService {
             control: tokio::sync::Mutex::new(()),
             fragment_indexes: Mutex::new(HashMap::new()),
             index_rebuilds: std::sync::atomic::AtomicU64::new(0),
+            index_checkpoint_loads: std::sync::atomic::AtomicU64::new(0),
+            index_reindexed: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -964,6 +975,20 @@ impl VideoService {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Fragment indexes loaded from a checkpoint (and the index-log rows after it)
+    /// since start-up.
+    pub fn index_checkpoint_loads(&self) -> u64 {
+        self.index_checkpoint_loads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fragments indexed again from their bodies at load since start-up, because the
+    /// index log lacked their rows (its tail was lost); full rebuilds not counted.
+    pub fn index_fragments_reindexed(&self) -> u64 {
+        self.index_reindexed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The fragment index of a stream, loaded and reconciled on first use.
     pub async fn stream_index(&self, meta: &VideoStreamMeta) -> Result<Arc<StreamIndex>> {
         let cell = self
@@ -987,6 +1012,10 @@ impl VideoService {
         let loaded = tokio::task::spawn_blocking(move || index_log::load(&store, &log, &id))
             .await
             .map_err(|e| VideoError::Internal(e.to_string()))??;
+        if loaded.checkpointed > 0 {
+            self.index_checkpoint_loads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if loaded.rebuilt {
             self.index_rebuilds
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -997,6 +1026,10 @@ impl VideoService {
                 loaded.derived.len()
             );
         } else {
+            self.index_reindexed.fetch_add(
+                loaded.derived.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             tracing::debug!(
                 stream = meta.name,
                 entries = loaded.index.len(),
@@ -1014,11 +1047,12 @@ impl VideoService {
             loaded.log,
             loaded.index,
             loaded.checkpointed,
+            self.config.index_checkpoint_rows,
         );
         for e in loaded.derived {
             index.persist(e);
         }
-        if loaded.rows_read as u64 >= index_log::CHECKPOINT_ROWS {
+        if loaded.rows_read as u64 >= self.config.index_checkpoint_rows.max(1) {
             // The next start reads the checkpoint instead of these rows.
             index.checkpoint_in_background();
         }
