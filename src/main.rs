@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::video::VideoCommand,
     },
+    /// Is the server up and ready, and its main figures (/health, /ready, /metrics)
+    Status {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Print a stream's records as they arrive, following all shards
     Tail {
         #[command(flatten)]
@@ -140,6 +145,7 @@ fn main() -> anyhow::Result<()> {
         Command::Video { endpoint, command } => {
             runtime.block_on(cli::video::run(&endpoint.endpoint, command))
         }
+        Command::Status { endpoint } => runtime.block_on(cli::status::run(&endpoint.endpoint)),
         Command::Tail { endpoint, args } => runtime.block_on(cli::commands::tail(
             &KinesisClient::new(&endpoint.endpoint),
             args,

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod commands;
 pub mod sign;
+pub mod status;
 pub mod video;
 
 pub use commands::{PutArgs, StreamCommand, TailArgs};

@@ -214,3 +214,18 @@ def test_the_cli_signs_with_the_environments_credentials(start_server, tmp_path)
     listed = run("video", "fragments", "--stream", cam).stdout.splitlines()
     assert len(listed) >= 1, p.stdout + p.stderr
     assert "cli-secret-0123456789" not in server.log_text()
+
+
+def test_status_prints_health_readiness_and_figures(start_server):
+    server = start_server(state_delay_ms=0)
+    name = unique_name("status")
+    freshet(server.endpoint, "stream", "create", name, "--shards", "1")
+    freshet(server.endpoint, "put", name, "one", "two", "three")
+    out = freshet(server.endpoint, "status").stdout
+    assert "ready           yes" in out, out
+    assert "authentication  none" in out, out
+    line = next(l for l in out.splitlines() if l.strip().startswith(name))
+    assert line.split()[1] == "3" and "records in" in line, out
+    # A server that is not there: a clear error, non-zero exit.
+    p = freshet("http://127.0.0.1:9", "status", check=False)
+    assert p.returncode != 0 and "cannot reach Freshet" in p.stderr
