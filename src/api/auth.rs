@@ -111,9 +111,7 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
         };
     }
     if path == "/"
-        && let Some(op) = headers
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
+        && let Some(op) = super::header_str(headers, "x-amz-target")
             .and_then(|t| t.strip_prefix(super::firehose::TARGET_PREFIX))
     {
         return Route::Aws {
@@ -124,9 +122,7 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
         };
     }
     if path == "/" {
-        let op = headers
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
+        let op = super::header_str(headers, "x-amz-target")
             .and_then(|t| t.rsplit_once('.'))
             .map_or("Unknown", |(_, op)| op);
         return Route::Aws {
@@ -178,9 +174,7 @@ fn stream_of_body(headers: &HeaderMap, body: &[u8]) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.contains("cbor"));
     let doc = if cbor {
-        let op_name = headers
-            .get("x-amz-target")
-            .and_then(|v| v.to_str().ok())
+        let op_name = super::header_str(headers, "x-amz-target")
             .and_then(|t| t.rsplit_once('.'))
             .map(|(_, op)| op)?;
         let op = super::kinesis::model::kinesis().operation(op_name)?;

@@ -30,10 +30,7 @@ const JSON_TYPE: &str = "application/x-amz-json-1.1";
 /// The entry point for `POST /` with a Firehose target.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
+    let target = super::header_str(&parts.headers, "x-amz-target")
         .unwrap_or("")
         .to_string();
     let body = match read_body(&state, &mut parts, body, MAX_KINESIS_BODY).await {
@@ -136,15 +133,7 @@ async fn apply(
             json!({})
         }
         "UntagDeliveryStream" => {
-            let keys = doc["TagKeys"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let keys = super::json_strings(doc.get("TagKeys"));
             service.untag(name, keys).await?;
             json!({})
         }

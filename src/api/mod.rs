@@ -321,6 +321,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A header's value as text (`None` when absent or not visible ASCII).
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The strings of a JSON array (none when it is not one).
+pub(crate) fn json_strings(value: Option<&serde_json::Value>) -> Vec<String> {
+    value
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `POST /`: Firehose targets to the Firehose API, everything else to Kinesis (one
 /// prefix comparison on the header's bytes, no allocation, on the Kinesis path).
 async fn aws_json(state: State<AppState>, req: Request) -> Response {

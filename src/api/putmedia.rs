@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 
 use super::error::ApiError;
 use crate::error::ErrorKind;
@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-use super::AppState;
+use super::{AppState, header_str};
 use crate::media::mkv::{Limits, MkvEvent, MkvReader, kvs_tags};
 use crate::video::VideoRef;
 use crate::video::fragments::FragmentMeta;
@@ -48,10 +48,6 @@ const ERR_INTERNAL: u32 = 5000;
 
 fn rest_error(kind: ErrorKind, code: &'static str, message: &str) -> Response {
     ApiError::new(kind, code, message).into_rest_json()
-}
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// One acknowledgement line, keys in the order AWS sends them:

@@ -60,10 +60,7 @@ fn content_type(headers: &axum::http::HeaderMap) -> ContentType {
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let content = content_type(&parts.headers);
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
+    let target = super::header_str(&parts.headers, "x-amz-target")
         .unwrap_or("")
         .to_string();
     // Read the body even for requests we refuse, so the connection stays usable.

@@ -439,16 +439,7 @@ impl ServiceModel {
                 },
                 None => None,
             };
-            let enum_values: Vec<String> = raw
-                .get("enum")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let enum_values: Vec<String> = crate::api::json_strings(raw.get("enum"));
             let shown = enum_order.unwrap_or_else(|| enum_values.clone());
             shapes.push(Shape {
                 name: name.clone(),
