@@ -339,14 +339,18 @@ async fn list(
     max: usize,
 ) -> Vec<u64> {
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
+    let mut token: Option<String> = None;
+    for page_number in 0usize.. {
+        // Later pages alternate between the two forms the API allows: the token with
+        // the selector repeated (as boto3's paginator sends it), and the token alone,
+        // which must continue the same listing (clock and range).
+        let token_only = token.is_some() && page_number % 2 == 1;
         let page = video
             .list_fragments(
                 meta,
                 &FragmentListing {
-                    base,
-                    range,
+                    base: (!token_only).then_some(base),
+                    range: if token_only { None } else { range },
                     next_token: token,
                     max,
                 },
@@ -364,6 +368,7 @@ async fn list(
             None => return out,
         }
     }
+    unreachable!("the pages end")
 }
 
 /// Every query, against the model.
@@ -376,7 +381,7 @@ async fn check(h: &Harness, model: &Model, probe: (i64, i64), context: &str) {
             .list_fragments(
                 &meta,
                 &FragmentListing {
-                    base,
+                    base: Some(base),
                     range: None,
                     next_token: None,
                     max: 100_000,

@@ -261,10 +261,10 @@ pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Resp
     };
     let max = doc["MaxResults"].as_u64().unwrap_or(1000).clamp(1, 1000) as usize;
     let selector = &doc["FragmentSelector"];
-    let by_producer = match selector["FragmentSelectorType"].as_str() {
-        None => false,
-        Some("SERVER_TIMESTAMP") => false,
-        Some("PRODUCER_TIMESTAMP") => true,
+    let base = match selector["FragmentSelectorType"].as_str() {
+        None => None,
+        Some("SERVER_TIMESTAMP") => Some(TimeBase::Server),
+        Some("PRODUCER_TIMESTAMP") => Some(TimeBase::Producer),
         Some(other) => return invalid(format!("Unknown FragmentSelectorType {other}.")),
     };
     let range: Option<Range> = if selector.is_null() {
@@ -280,11 +280,7 @@ pub async fn list_fragments(State(state): State<AppState>, req: Request) -> Resp
         }
     };
     let listing = FragmentListing {
-        base: if by_producer {
-            TimeBase::Producer
-        } else {
-            TimeBase::Server
-        },
+        base,
         range: range.map(|r| TimeRange::of_seconds(r.start, r.end, RangeRule::StartWithin)),
         next_token: doc["NextToken"].as_str().map(str::to_string),
         max,

@@ -203,28 +203,69 @@ pub struct Cursor {
     pub offset: u64,
 }
 
+/// What a ListFragments continuation token says: where to resume, and the listing it
+/// continues (its clock and its range), so that a request carrying only the token (as
+/// the API allows) continues the same listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedToken {
+    pub offset: u64,
+    /// The producer start to resume at (producer order); `None` in a server-order
+    /// token, or in a plain fragment number.
+    pub start_ms: Option<i64>,
+    /// The range of the listing, if it had one.
+    pub range: Option<TimeRange>,
+}
+
 impl Cursor {
-    /// The continuation token of this cursor on `base`: the fragment number, and for
-    /// producer order also the producer start (`<number>-<ms>`), so that a listing
-    /// resumes at the same place even after the fragment itself has expired.
-    pub fn token(&self, stream_id: u64, base: TimeBase) -> String {
+    /// The continuation token of this cursor on `base` over `range`: the fragment
+    /// number; for producer order also the producer start (`<number>-<ms>`), so that a
+    /// listing resumes at the same place even after the fragment itself has expired;
+    /// then the range, if any (`:<start ms>:<end ms>`, and `:o` for an overlapping
+    /// range).
+    pub fn token(&self, stream_id: u64, base: TimeBase, range: Option<&TimeRange>) -> String {
         let number = fragment_number(stream_id, self.offset);
-        match base {
+        let mut out = match base {
             TimeBase::Server => number,
             TimeBase::Producer => format!("{number}-{}", self.start_ms),
+        };
+        if let Some(r) = range {
+            out.push_str(&format!(":{}:{}", r.start_ms, r.end_ms));
+            if r.rule == RangeRule::Overlapping {
+                out.push_str(":o");
+            }
         }
+        out
     }
 
     /// Reads a token of `stream_id` written by [`Cursor::token`]; `None` if it is not
     /// one. A plain fragment number on producer order resumes at that fragment's
     /// producer start, looked up by the caller (`start_ms` is then `None`).
-    pub fn parse(stream_id: u64, text: &str) -> Option<(u64, Option<i64>)> {
-        let (number, start) = match text.split_once('-') {
+    pub fn parse(stream_id: u64, text: &str) -> Option<ParsedToken> {
+        let mut parts = text.split(':');
+        let head = parts.next()?;
+        let range = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (None, ..) => None,
+            (Some(a), Some(b), rule, None) => Some(TimeRange {
+                start_ms: a.parse::<i64>().ok()?,
+                end_ms: b.parse::<i64>().ok()?,
+                rule: match rule {
+                    None => RangeRule::StartWithin,
+                    Some("o") => RangeRule::Overlapping,
+                    Some(_) => return None,
+                },
+            }),
+            _ => return None,
+        };
+        let (number, start_ms) = match head.split_once('-') {
             Some((n, ms)) => (n, Some(ms.parse::<i64>().ok()?)),
-            None => (text, None),
+            None => (head, None),
         };
         let (id, offset) = parse_fragment_number(number)?;
-        (id == stream_id).then_some((offset, start))
+        (id == stream_id).then_some(ParsedToken {
+            offset,
+            start_ms,
+            range,
+        })
     }
 }
 
@@ -763,14 +804,42 @@ mod tests {
             start_ms: -42,
             offset: 17,
         };
-        let t = c.token(9, TimeBase::Producer);
-        assert_eq!(Cursor::parse(9, &t), Some((17, Some(-42))));
+        let t = c.token(9, TimeBase::Producer, None);
+        let parsed = |offset, start_ms, range| {
+            Some(ParsedToken {
+                offset,
+                start_ms,
+                range,
+            })
+        };
+        assert_eq!(Cursor::parse(9, &t), parsed(17, Some(-42), None));
         assert_eq!(
-            Cursor::parse(9, &c.token(9, TimeBase::Server)),
-            Some((17, None))
+            Cursor::parse(9, &c.token(9, TimeBase::Server, None)),
+            parsed(17, None, None)
+        );
+        let range = TimeRange {
+            start_ms: -5,
+            end_ms: 1_700_000_000_000,
+            rule: RangeRule::StartWithin,
+        };
+        assert_eq!(
+            Cursor::parse(9, &c.token(9, TimeBase::Producer, Some(&range))),
+            parsed(17, Some(-42), Some(range))
+        );
+        let overlapping = TimeRange {
+            rule: RangeRule::Overlapping,
+            ..range
+        };
+        assert_eq!(
+            Cursor::parse(9, &c.token(9, TimeBase::Server, Some(&overlapping))),
+            parsed(17, None, Some(overlapping))
         );
         assert_eq!(Cursor::parse(8, &t), None);
         assert_eq!(Cursor::parse(9, "junk"), None);
+        assert_eq!(Cursor::parse(9, &format!("{t}:1")), None);
+        assert_eq!(Cursor::parse(9, &format!("{t}:1:2:3")), None);
+        assert_eq!(Cursor::parse(9, &format!("{t}:1:2:o:o")), None);
+        assert_eq!(Cursor::parse(9, &format!("{t}:x:2")), None);
         assert_eq!(
             Cursor::parse(9, &format!("{}-x", fragment_number(9, 1))),
             None

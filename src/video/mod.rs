@@ -26,7 +26,7 @@ use crate::error::{Classified, ErrorKind};
 use crate::store::catalog::{Catalog, CatalogError};
 use crate::store::{Entry, Log, Store, StoreError};
 use fragments::FragmentMeta;
-use index::{Cursor, IndexEntry, TimeBase, TimeRange};
+use index::{Cursor, IndexEntry, ParsedToken, TimeBase, TimeRange};
 use index_log::StreamIndex;
 
 const NAMESPACE: &str = "video-streams";
@@ -312,8 +312,9 @@ pub enum MediaStart {
 /// What ListFragments asks for.
 #[derive(Debug, Clone)]
 pub struct FragmentListing {
-    pub base: TimeBase,
-    /// `None`: every fragment.
+    /// `None`: no FragmentSelector (server time, or the clock of the token's listing).
+    pub base: Option<TimeBase>,
+    /// `None`: every fragment (or the range of the token's listing).
     pub range: Option<TimeRange>,
     pub next_token: Option<String>,
     pub max: usize,
@@ -1106,20 +1107,37 @@ impl VideoService {
     ) -> Result<FragmentPage> {
         let index = self.stream_index(meta).await?;
         let idx = index.index.read().unwrap();
-        let from = match &q.next_token {
+        let invalid = || VideoError::InvalidArgument("Invalid NextToken.".into());
+        let token = match &q.next_token {
+            None => None,
+            Some(t) => Some(Cursor::parse(meta.stream_id, t).ok_or_else(invalid)?),
+        };
+        // A request with only a token continues the token's listing: its clock (a
+        // producer-order token carries a producer start) and its range.
+        let base = q.base.unwrap_or(match token {
+            Some(ParsedToken {
+                start_ms: Some(_), ..
+            }) => TimeBase::Producer,
+            _ => TimeBase::Server,
+        });
+        let range = q.range.or_else(|| token.and_then(|t| t.range));
+        let from = match token {
             None => None,
             Some(t) => {
-                let invalid = || VideoError::InvalidArgument("Invalid NextToken.".into());
-                let (offset, start) = Cursor::parse(meta.stream_id, t).ok_or_else(invalid)?;
-                let start_ms = match (q.base, start) {
+                let start_ms = match (base, t.start_ms) {
                     (TimeBase::Server, _) => 0,
                     (TimeBase::Producer, Some(ms)) => ms,
-                    (TimeBase::Producer, None) => idx.get(offset).ok_or_else(invalid)?.producer_ms,
+                    (TimeBase::Producer, None) => {
+                        idx.get(t.offset).ok_or_else(invalid)?.producer_ms
+                    }
                 };
-                Some(Cursor { start_ms, offset })
+                Some(Cursor {
+                    start_ms,
+                    offset: t.offset,
+                })
             }
         };
-        let (entries, next) = idx.list(q.base, q.range, from, q.max);
+        let (entries, next) = idx.list(base, range, from, q.max);
         Ok(FragmentPage {
             fragments: entries
                 .into_iter()
@@ -1128,7 +1146,7 @@ impl VideoService {
                     entry,
                 })
                 .collect(),
-            next_token: next.map(|c| c.token(meta.stream_id, q.base)),
+            next_token: next.map(|c| c.token(meta.stream_id, base, range.as_ref())),
         })
     }
 
