@@ -129,7 +129,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot open delivery streams: {e}"))?;
     let catalog_for_feeds = catalog.clone();
     let clock_for_feeds = clock.clone();
-    let streams = StreamService::open(service_config, clock, store, catalog)
+    let streams = StreamService::open(service_config, clock, store.clone(), catalog)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open streams: {e}"))?;
 
@@ -321,7 +321,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
     // Feeds store their last fragment before the process ends.
     let _ = tokio::time::timeout(Duration::from_secs(3), feeds.stop_all()).await;
-    tracing::info!("freshet stopped");
+    // Every log's summary recorded, so the next start opens logs without reading
+    // their active segments through.
+    let closed = tokio::task::spawn_blocking(move || store.close_clean())
+        .await
+        .unwrap_or(0);
+    tracing::info!(logs_closed = closed, "freshet stopped");
     Ok(())
 }
 

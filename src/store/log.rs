@@ -55,6 +55,10 @@ pub(super) struct Appender {
     /// Direct-I/O state when `file` was opened with `O_DIRECT` (see [`DirectTail`]);
     /// `None`: buffered writes.
     direct: Option<DirectTail>,
+    /// Whether the active segment's index file describes `summary` exactly (written by
+    /// [`Log::close_clean`], or trusted at open and not written to since): a clean
+    /// close then has nothing to write.
+    index_current: bool,
 }
 
 impl Appender {
@@ -247,6 +251,7 @@ fn new_appender(path: &Path, summary: SegmentSummary, io: WriteIo) -> io::Result
         summary,
         cached: DropBehind::default(),
         direct,
+        index_current: false,
     })
 }
 
@@ -432,6 +437,27 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether the segment at `path` holds nothing after `valid_len`, the end its index
+/// file records: at most the zero padding of a direct write's last block follows it.
+/// Segments only grow by appends, and every frame starts with a non-zero length, so an
+/// append after the index was written (a buffered write extends the file; a direct
+/// write fills the padding of the last block) always fails this check, and the
+/// segment is then read and checked in full. A file shorter than `valid_len` (a tail
+/// cut off by recovery since) fails it too.
+fn nothing_after(path: &Path, valid_len: u64) -> io::Result<bool> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let Some(extra) = len.checked_sub(valid_len) else {
+        return Ok(false);
+    };
+    if extra >= DIRECT_ALIGN as u64 {
+        return Ok(false);
+    }
+    let mut rest = vec![0u8; extra as usize];
+    file.read_exact_at(&mut rest, valid_len)?;
+    Ok(rest.iter().all(|&b| b == 0))
+}
+
 fn read_whole(path: &Path) -> io::Result<Bytes> {
     Ok(Bytes::from(fs::read(path)?))
 }
@@ -468,7 +494,9 @@ fn create_segment(dir: &Path, base: u64, created_ms: i64) -> io::Result<SegmentS
 
 impl Log {
     /// Opens (recovering) or creates the log in `dir`. A torn or corrupt tail is
-    /// truncated; sealed segments are described by their index files, not scanned.
+    /// truncated; sealed segments are described by their index files, not scanned, and
+    /// so is the active segment after a clean close ([`Log::close_clean`]) when
+    /// nothing was appended after its index file was written ([`nothing_after`]).
     pub fn open(id: &str, dir: &Path, now_ms: i64, write_io: WriteIo) -> io::Result<Arc<Log>> {
         fs::create_dir_all(dir)?;
         let mut bases = Vec::new();
@@ -488,6 +516,8 @@ impl Log {
 
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let count = bases.len();
+        // Whether the last segment's summary came from its index file.
+        let mut index_trusted = false;
         for (i, base) in bases.into_iter().enumerate() {
             let path = segment_path(dir, base);
             let is_last = i + 1 == count;
@@ -495,8 +525,15 @@ impl Log {
                 .ok()
                 .and_then(|b| SegmentSummary::decode_index(&b))
                 .filter(|s| s.header.base_offset == base);
+            let trusted_last = is_last
+                && from_index
+                    .as_ref()
+                    .is_some_and(|s| nothing_after(&path, s.valid_len).unwrap_or(false));
+            if is_last {
+                index_trusted = trusted_last;
+            }
             let summary = match from_index {
-                Some(s) if !is_last => s,
+                Some(s) if !is_last || trusted_last => s,
                 _ => {
                     let image = read_whole(&path)?;
                     let Some(summary) = segment::scan_segment(&image) else {
@@ -556,7 +593,11 @@ impl Log {
         }
 
         let appender = match segments.last() {
-            Some(last) => new_appender(&last.path, last.summary.clone(), write_io)?,
+            Some(last) => {
+                let mut appender = new_appender(&last.path, last.summary.clone(), write_io)?;
+                appender.index_current = index_trusted;
+                appender
+            }
             None => {
                 let summary = create_segment(dir, 0, now_ms)?;
                 let path = segment_path(dir, 0);
@@ -891,6 +932,7 @@ impl Log {
         if roll.should_roll(&appender.summary, now_ms) {
             self.roll_locked(appender, now_ms)?;
         }
+        appender.index_current = false;
         let summary = &mut appender.summary;
         // Timestamps never go backwards within a log, even if the wall clock does.
         let timestamp = now_ms.max(summary.last_timestamp_ms);
@@ -923,6 +965,28 @@ impl Log {
             position += len;
         }
         Ok((first_offset, timestamp))
+    }
+
+    /// At a clean shutdown: makes the active segment durable and writes its index file,
+    /// so that the next open takes the segment's summary from it instead of reading
+    /// and checking the whole segment (see [`nothing_after`] for why a later append
+    /// can never be hidden by it). Returns whether anything was written. Blocking.
+    pub(super) fn close_clean(&self) -> io::Result<bool> {
+        let mut guard = self.appender.lock().unwrap();
+        let Some(appender) = guard.as_mut() else {
+            return Ok(false);
+        };
+        if appender.index_current {
+            return Ok(false);
+        }
+        appender.file.sync_data()?;
+        write_atomically(
+            &self.dir,
+            &index_path(&self.dir, appender.summary.header.base_offset),
+            &appender.summary.encode_index(),
+        )?;
+        appender.index_current = true;
+        Ok(true)
     }
 
     /// Makes written entries durable (fdatasync of the active segment).
@@ -1379,6 +1443,96 @@ mod tests {
                 .unwrap();
             let bodies: Vec<Bytes> = read.entries.into_iter().map(|f| f.payload).collect();
             assert_eq!(bodies, all, "{write_io:?}");
+        }
+    }
+
+    /// After a clean close the next open takes the active segment's summary from its
+    /// index file; any append after that (small or large, buffered or direct: a write
+    /// into the last block's padding does not grow a direct segment) has the segment
+    /// read and checked in full again, so nothing written later is hidden; and a tail
+    /// that is not a frame is still cut off.
+    #[test]
+    fn a_clean_close_spares_the_next_open_a_scan_and_hides_no_later_append() {
+        let roll = RollPolicy {
+            max_segment_bytes: u64::MAX,
+            max_segment_age_ms: i64::MAX,
+        };
+        let trusted = |log: &Log| log.appender.lock().unwrap().as_ref().unwrap().index_current;
+        let bodies = |log: &Log| -> Vec<Bytes> {
+            let read = log
+                .read(0, usize::MAX, usize::MAX, ReadAccess::Cached)
+                .unwrap();
+            read.entries.into_iter().map(|f| f.payload).collect()
+        };
+        for write_io in [WriteIo::Direct, WriteIo::Buffered] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut buffers = WriteBuffers::default();
+            let mut all: Vec<Bytes> = Vec::new();
+            let mut append = |log: &Log, len: usize, all: &mut Vec<Bytes>| {
+                let body = Bytes::from(vec![(all.len() % 251 + 1) as u8; len]);
+                log.write_batch(&[body.clone().into()], 2_000, &roll, &mut buffers)
+                    .unwrap();
+                log.sync().unwrap();
+                log.publish();
+                all.push(body);
+            };
+            let log = Log::open("t", dir.path(), 1_000, write_io).unwrap();
+            for len in [10, 5000, 3] {
+                append(&log, len, &mut all);
+            }
+            // Closed without a clean close (a crash): the next open scans.
+            drop(log);
+            let log = Log::open("t", dir.path(), 1_000, write_io).unwrap();
+            assert!(!trusted(&log), "{write_io:?}");
+            assert_eq!(bodies(&log), all);
+            assert!(log.close_clean().unwrap(), "the summary is written");
+            assert!(!log.close_clean().unwrap(), "and not again while current");
+            drop(log);
+
+            for (round, len) in [1usize, 100, 9000].into_iter().enumerate() {
+                let log = Log::open("t", dir.path(), 1_000, write_io).unwrap();
+                assert!(
+                    trusted(&log),
+                    "{write_io:?} round {round}: opened from the index"
+                );
+                assert_eq!(bodies(&log), all, "{write_io:?} round {round}");
+                // One append after the trusted open, then a crash (no clean close).
+                append(&log, len, &mut all);
+                drop(log);
+                let log = Log::open("t", dir.path(), 1_000, write_io).unwrap();
+                assert!(
+                    !trusted(&log),
+                    "{write_io:?} round {round}: the append is seen"
+                );
+                assert_eq!(bodies(&log), all, "{write_io:?} round {round}");
+                log.close_clean().unwrap();
+            }
+
+            // Bytes that are not frames after a clean close are cut off, as before.
+            let seg = segment_path(dir.path(), 0);
+            let valid = {
+                let log = Log::open("t", dir.path(), 1_000, write_io).unwrap();
+                assert!(trusted(&log));
+                log.bounds();
+                log.appender
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .unwrap()
+                    .summary
+                    .valid_len
+            };
+            let f = OpenOptions::new().write(true).open(&seg).unwrap();
+            f.write_all_at(&[0xAB; 7], valid).unwrap();
+            drop(f);
+            let log = Log::open("t", dir.path(), 1_000, write_io).unwrap();
+            assert!(!trusted(&log));
+            assert_eq!(bodies(&log), all);
+            assert_eq!(
+                fs::metadata(&seg).unwrap().len(),
+                valid,
+                "the garbage is cut off"
+            );
         }
     }
 
