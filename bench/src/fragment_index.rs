@@ -8,9 +8,13 @@
 //! (60 fragments) --queries times, warm; and cold: the server is stopped (SIGTERM) and
 //! started again, and the first ListFragments after each restart is timed (it loads
 //! the stream's index), --restarts times. Then as many restarts again, each followed by
-//! the first HLS playback: GetHLSStreamingSessionURL (ON_DEMAND, the same 60 s window)
-//! + master playlist + media playlist, timed together. Also reports the rebuild counter
+//! the first HLS playback: GetHLSStreamingSessionURL (ON_DEMAND, the same 60 s window),
+//! master playlist and media playlist, timed together. Also reports the rebuild counter
 //! of /health (0 unless the index was lost) and the index log's bytes per fragment.
+//!
+//! With `--startup-streams S` ([`startup`]) it measures start-up instead: S streams of
+//! `--startup-fragments` fragments, the time from spawning the server to `/ready` after
+//! clean (SIGTERM) and crash (SIGKILL) stops, and the first ListFragments after each.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -410,6 +414,166 @@ pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
         "| fragments | fill s | listed | warm p50 | warm p99 | warm max | cold p50 | cold p99 | cold max | HLS segments | HLS cold p50 | HLS cold max | index B/frag | rebuilds |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}
+
+/// What `--startup-streams` measures ([`startup`]).
+pub struct StartupConfig {
+    pub freshet_bin: PathBuf,
+    pub data_dir: PathBuf,
+    pub streams: usize,
+    pub fragments: usize,
+    pub restarts: usize,
+    pub window_secs: u64,
+}
+
+impl Server {
+    /// SIGKILL, then reap.
+    fn kill(mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the server and times it until `GET /ready` answers 200 (polled every
+    /// millisecond): the start-up a client sees.
+    async fn start_timed(bin: &Path, data: &Path) -> Result<(Server, Duration), BoxError> {
+        let t = Instant::now();
+        let addr = free_addr()?;
+        let child = Command::new(bin)
+            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(data)
+            .args(["--state-delay-ms", "0"])
+            .env("FRESHET_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut server = Server { child, addr };
+        let deadline = t + Duration::from_secs(300);
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(format!("freshet exited at start-up: {status}").into());
+            }
+            if let Ok(mut c) = Conn::connect(addr).await
+                && let Ok(r) = c
+                    .send(format!("GET /ready HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+                    .await
+                && r.status == 200
+            {
+                return Ok((server, t.elapsed()));
+            }
+            if Instant::now() > deadline {
+                return Err("freshet did not become ready".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Start-up with many video streams: fills `streams` streams of `fragments` fragments
+/// each (as [`run`] does, several streams at once), then `restarts` times each: a clean
+/// stop (SIGTERM) or a crash (SIGKILL), the time from spawning the process to `/ready`,
+/// and the first ListFragments of a random stream after it (which loads that stream's
+/// logs and index). Prints one table.
+pub async fn startup(cfg: StartupConfig, clip: Clip) -> Result<(), BoxError> {
+    let data = cfg
+        .data_dir
+        .join(format!("startup-{}x{}", cfg.streams, cfg.fragments));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let server = Server::start(&cfg.freshet_bin, &data).await?;
+    let addr = server.addr;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let base_ms = now_ms - 1000 * cfg.fragments as u64;
+    let t = Instant::now();
+    let header = std::sync::Arc::new(clip.header.clone());
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let (next, header) = (next.clone(), header.clone());
+        let (streams, fragments) = (cfg.streams, cfg.fragments);
+        fillers.push(tokio::spawn(async move {
+            let mut c = Conn::connect(addr).await?;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= streams {
+                    return Ok::<(), BoxError>(());
+                }
+                let stream = format!("boot-{i}");
+                let r = c
+                    .send(&json_request(
+                        &addr,
+                        "/createStream",
+                        &format!("{{\"StreamName\":\"{stream}\",\"DataRetentionInHours\":8760}}"),
+                    ))
+                    .await?;
+                if r.status != 200 {
+                    return Err(format!("createStream HTTP {}", r.status).into());
+                }
+                push(addr, &stream, &header, base_ms, 0, fragments).await?;
+                if (i + 1) % 100 == 0 {
+                    eprintln!("{} streams filled", i + 1);
+                }
+            }
+        }));
+    }
+    for f in fillers {
+        f.await??;
+    }
+    let fill_secs = t.elapsed().as_secs_f64();
+    let stored = dir_bytes(&data);
+    let mut rng = Rng::new(cfg.streams as u64);
+    let windows = cfg
+        .fragments
+        .saturating_sub(cfg.window_secs as usize)
+        .max(1) as u64;
+    let mut server = server;
+    let mut rows = Vec::new();
+    for crash in [false, true] {
+        let mut ready = Latencies::default();
+        let mut first = Latencies::default();
+        for _ in 0..cfg.restarts {
+            if crash {
+                server.kill()?;
+            } else {
+                server.stop().await?;
+            }
+            let d;
+            (server, d) = Server::start_timed(&cfg.freshet_bin, &data).await?;
+            ready.record(d);
+            let stream = format!("boot-{}", rng.next_u64() % cfg.streams as u64);
+            let start = base_ms + 1000 * (rng.next_u64() % windows);
+            let mut conn = Conn::connect(server.addr).await?;
+            let (listed, d) =
+                list_window(&mut conn, server.addr, &stream, start, cfg.window_secs).await?;
+            if listed == 0 {
+                return Err(format!("ListFragments of {stream} listed nothing").into());
+            }
+            first.record(d);
+        }
+        let (r50, _, rmax) = ready.summary();
+        let (f50, _, fmax) = first.summary();
+        rows.push(format!(
+            "| {} | {r50:>8.1} | {rmax:>8.1} | {f50:>8.2} | {fmax:>8.2} |",
+            if crash { "SIGKILL" } else { "SIGTERM" }
+        ));
+    }
+    server.stop().await?;
+    println!(
+        "{} video streams x {} fragments ({} fragments, {:.0} MiB stored, filled in {fill_secs:.1} s); {} restarts after each kind of stop (ms)",
+        cfg.streams,
+        cfg.fragments,
+        cfg.streams * cfg.fragments,
+        stored as f64 / (1 << 20) as f64,
+        cfg.restarts
+    );
+    println!(
+        "| stop | ready p50 | ready max | first ListFragments p50 | first ListFragments max |"
+    );
+    println!("|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

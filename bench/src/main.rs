@@ -157,6 +157,14 @@ struct FragmentIndexArgs {
     /// Length of the queried window in seconds.
     #[arg(long, default_value_t = 60)]
     window_secs: u64,
+    /// Instead of the sizes: start-up with this many video streams of
+    /// --startup-fragments fragments each (time to /ready and the first ListFragments
+    /// after clean and crash restarts).
+    #[arg(long)]
+    startup_streams: Option<usize>,
+    /// Fragments per stream for --startup-streams.
+    #[arg(long, default_value_t = 1000)]
+    startup_fragments: usize,
     /// Clip whose EBML header, Info and Tracks head the synthetic fragments.
     #[arg(long, default_value = "media-samples/h264-1s-gop.kvs.mkv")]
     clip: std::path::PathBuf,
@@ -614,6 +622,25 @@ async fn fragment_index_command(
     }
     let data = std::fs::read(&args.clip).map_err(|e| format!("{}: {e}", args.clip.display()))?;
     let clip = video::Clip::parse(&data)?;
+    if let Some(streams) = args.startup_streams {
+        if streams == 0 || args.startup_fragments == 0 || args.restarts == 0 {
+            return Err(
+                "--startup-streams, --startup-fragments and --restarts must be positive".into(),
+            );
+        }
+        return fragment_index::startup(
+            fragment_index::StartupConfig {
+                freshet_bin: args.freshet_bin,
+                data_dir: args.data_dir,
+                streams,
+                fragments: args.startup_fragments,
+                restarts: args.restarts,
+                window_secs: args.window_secs,
+            },
+            clip,
+        )
+        .await;
+    }
     fragment_index::run(
         fragment_index::IndexConfig {
             freshet_bin: args.freshet_bin,
