@@ -82,6 +82,12 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
             stream: None,
         };
     }
+    if path == "/v1/streams" {
+        return Route::Rest {
+            action: "kinesis:ListStreams".into(),
+            stream: None,
+        };
+    }
     if let Some(rest) = path.strip_prefix("/v1/streams/") {
         let stream = rest.split('/').next().map(str::to_string);
         let action = if method == Method::POST {
@@ -585,6 +591,13 @@ mod tests {
             Route::Rest {
                 action: "kinesis:GetRecords".into(),
                 stream: Some("orders".into())
+            }
+        );
+        assert_eq!(
+            route(Method::GET, "/v1/streams", None),
+            Route::Rest {
+                action: "kinesis:ListStreams".into(),
+                stream: None
             }
         );
         assert_eq!(

@@ -2,6 +2,8 @@
 //! [`StreamService`] as the Kinesis API. Specified in `docs/openapi.json`; described in
 //! `docs/rest-api.md`.
 //!
+//! - `GET /v1/streams`: every data stream, with its status, open shards, retention and
+//!   creation time (what the console's stream table shows).
 //! - `POST /v1/streams/{name}/records`: one record object or an array of them. Each
 //!   record has an optional `partitionKey` (random when absent), an optional
 //!   `explicitHashKey`, and exactly one of `data` (any JSON value, stored as its JSON
@@ -21,7 +23,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get as get_route, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -37,7 +39,40 @@ use crate::streams::{PutRecordsEntry, RecordInput, StreamError, StreamRef, Strea
 pub const MAX_REST_BODY: usize = 8 * 1024 * 1024;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/streams/{name}/records", post(put).get(get))
+    Router::new()
+        .route("/v1/streams", get_route(list))
+        .route("/v1/streams/{name}/records", post(put).get(get))
+}
+
+/// `GET /v1/streams`: `{"streams": [{name, arn, status, openShards, retentionHours,
+/// createdAt (epoch ms)}]}`, by name. A stream deleted between the listing and its
+/// description is left out.
+async fn list(State(state): State<AppState>) -> Result<Response, RestError> {
+    let svc = &state.streams;
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = svc.list_streams(after.as_deref(), 1000);
+        for summary in &page {
+            let Ok(d) = svc.describe_stream_summary(&StreamRef::name(summary.stream_name.clone()))
+            else {
+                continue;
+            };
+            out.push(json!({
+                "name": d.stream_name,
+                "arn": d.stream_arn,
+                "status": d.stream_status,
+                "openShards": d.open_shard_count,
+                "retentionHours": d.retention_period_hours,
+                "createdAt": (d.stream_creation_timestamp * 1000.0).round() as i64,
+            }));
+        }
+        match (more, page.last()) {
+            (true, Some(last)) => after = Some(last.stream_name.clone()),
+            _ => break,
+        }
+    }
+    Ok(axum::Json(json!({ "streams": out })).into_response())
 }
 
 /// An error in the REST API's shape.

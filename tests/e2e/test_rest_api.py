@@ -1,4 +1,4 @@
-"""The plain REST API (/v1/streams/{name}/records), checked against docs/openapi.json:
+"""The plain REST API (/v1/streams and /v1/streams/{name}/records), checked against docs/openapi.json:
 every response body must validate against the schema the spec gives for its status."""
 import base64
 import copy
@@ -11,7 +11,7 @@ import pytest
 import requests
 from jsonschema import Draft7Validator
 
-from conftest import all_shards, read_all, shard_id, unique_name
+from conftest import all_shards, read_all, shard_id, unique_name, wait_active
 
 pytestmark = pytest.mark.freshet_only
 
@@ -35,8 +35,8 @@ COMPONENTS = _nullable_to_jsonschema(copy.deepcopy(SPEC["components"]))
 PATH = SPEC["paths"]["/v1/streams/{name}/records"]
 
 
-def response_schema(method: str, status: int, content_type: str) -> dict:
-    responses = PATH[method]["responses"]
+def response_schema(method: str, status: int, content_type: str, path: dict = PATH) -> dict:
+    responses = path[method]["responses"]
     assert str(status) in responses, f"{method.upper()} answered {status}, which the spec does not document"
     resp = responses[str(status)]
     if "$ref" in resp:
@@ -46,10 +46,10 @@ def response_schema(method: str, status: int, content_type: str) -> dict:
     return {**_nullable_to_jsonschema(resp["content"][media]["schema"]), "components": COMPONENTS}
 
 
-def check(method: str, resp: requests.Response):
+def check(method: str, resp: requests.Response, path: dict = PATH):
     """Validates a response against the spec; returns the decoded body (list for ndjson)."""
     ctype = resp.headers.get("content-type", "")
-    schema = response_schema(method, resp.status_code, ctype)
+    schema = response_schema(method, resp.status_code, ctype, path)
     validator = Draft7Validator(schema)
     if ctype.startswith("application/x-ndjson"):
         items = [json.loads(line) for line in resp.text.splitlines() if line.strip()]
@@ -66,6 +66,27 @@ def check(method: str, resp: requests.Response):
 @pytest.fixture
 def url(endpoint):
     return lambda name: f"{endpoint}/v1/streams/{name}/records"
+
+
+def test_list_streams(kinesis, make_stream, endpoint):
+    two = make_stream(2, prefix="rest-list")
+    one = make_stream(1, prefix="rest-list")
+    kinesis.increase_stream_retention_period(StreamName=one, RetentionPeriodHours=48)
+    wait_active(kinesis, one)
+    resp = requests.get(f"{endpoint}/v1/streams", timeout=10)
+    assert resp.status_code == 200
+    body = check("get", resp, SPEC["paths"]["/v1/streams"])
+    names = [s["name"] for s in body["streams"]]
+    assert names == sorted(names)
+    mine = {s["name"]: s for s in body["streams"] if s["name"] in (one, two)}
+    assert set(mine) == {one, two}
+    described = kinesis.describe_stream_summary(StreamName=two)["StreamDescriptionSummary"]
+    assert mine[two]["arn"] == described["StreamARN"]
+    assert (mine[two]["openShards"], mine[two]["retentionHours"]) == (2, 24)
+    assert (mine[one]["openShards"], mine[one]["retentionHours"]) == (1, 48)
+    assert mine[two]["status"] == "ACTIVE"
+    created = described["StreamCreationTimestamp"].timestamp() * 1000
+    assert abs(mine[two]["createdAt"] - created) < 1000
 
 
 def test_spec_request_examples_match_schema():
