@@ -43,6 +43,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../assets/console.js"),
     },
     Asset {
+        path: "console-streams.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/console-streams.js"),
+    },
+    Asset {
         path: "console.css",
         content_type: "text/css; charset=utf-8",
         body: include_bytes!("../../assets/console.css"),

@@ -1,4 +1,5 @@
-"""The web console (`GET /console`) served by Freshet, and playback in a real browser.
+"""The web console (`GET /console`) served by Freshet, playback in a real browser, and
+the data-stream view (rates and chart from /metrics, the record tail) in a real browser.
 
 The browser tests run `tests/browser/play.mjs` (Node + playwright-core) which drives
 Debian's headless Chromium (/usr/bin/chromium) as a person would: open /console, press
@@ -16,12 +17,13 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
 import requests
 
-from conftest import REPO_ROOT, freshet_bin, unique_name
+from conftest import REPO_ROOT, freshet_bin, unique_name, wait_active
 
 pytestmark = pytest.mark.freshet_only
 
@@ -29,6 +31,7 @@ ASSETS = REPO_ROOT / "assets"
 SAMPLES = REPO_ROOT / "media-samples"
 BROWSER_DIR = REPO_ROOT / "tests" / "browser"
 PLAY = BROWSER_DIR / "play.mjs"
+DATA = BROWSER_DIR / "data.mjs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 # What the live producer sends (GStreamer's test pattern, 1 s GOPs like a camera).
@@ -50,6 +53,7 @@ def test_console_page_and_its_files_are_served(endpoint):
     assert refs and all(r.startswith("/console/") for r in refs), refs
     want_types = {
         "/console/console.js": "text/javascript; charset=utf-8",
+        "/console/console-streams.js": "text/javascript; charset=utf-8",
         "/console/console.css": "text/css; charset=utf-8",
         "/console/console-icon.svg": "image/svg+xml",
         "/console/vendor/hls.min.js": "text/javascript; charset=utf-8",
@@ -261,3 +265,59 @@ def test_status_line_shows_the_api_error(endpoint):
     assert "ResourceNotFoundException" in result["status"], result["status"]
     assert want.json()["Message"] in result["status"], result["status"]
     assert result["samples"] == [] and result["engine"] is None
+
+
+# --------------------------------------------------------------------------
+# Data streams in Chromium
+# --------------------------------------------------------------------------
+
+@pytest.mark.timeout(240)
+def test_data_stream_rates_chart_and_tail_update_while_records_are_put(endpoint, kinesis, tmp_path):
+    """While a producer puts JSON records (some marked), the console lists the stream,
+    shows a records/s figure above zero and a chart from /metrics, and its tail shows
+    the marked records pretty-printed; the filter keeps only matching records."""
+    node = browser_tools()
+    name = unique_name("console-data")
+    kinesis.create_stream(StreamName=name, ShardCount=2)
+    wait_active(kinesis, name)
+    marker = f"marker-{name}"
+    stop = threading.Event()
+    put = [0]
+
+    def producer():
+        i = 0
+        while not stop.is_set():
+            records = [{"Data": json.dumps({"marker": marker, "n": i, "detail": {"k": i % 7}}).encode(),
+                        "PartitionKey": f"k{i}"},
+                       {"Data": json.dumps({"other": i}).encode(), "PartitionKey": f"o{i}"}]
+            kinesis.put_records(StreamName=name, Records=records)
+            put[0] += len(records)
+            i += 1
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    shot = tmp_path / "console-data.png"
+    try:
+        p = subprocess.run([node, str(DATA), endpoint, name, marker, "--seconds", "60",
+                            "--chromium", CHROMIUM, "--screenshot", str(shot)],
+                           capture_output=True, text=True, timeout=210, cwd=BROWSER_DIR)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    try:
+        result = json.loads(p.stdout)
+    except ValueError:
+        raise AssertionError(f"data.mjs exited {p.returncode} without a JSON result\n"
+                             f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}") from None
+    assert p.returncode == 0, json.dumps(result, indent=1)[:6000]
+    data = result["data"]
+    assert name in data["streams"]
+    # The page's rate is from the server's counters: positive, and no more than what
+    # was put over the whole run (20 records/s at most here, with slack for timing).
+    assert 0 < data["rates"][name] < 200, data["rates"]
+    assert data["tail"]["stream"] == name and data["tail"]["received"] > 0
+    assert data["tail"]["received"] <= put[0]
+    # Pretty-printed JSON: the nested object is on lines of its own.
+    assert '"detail": {' in result["firstRecord"] or '"other":' in result["firstRecord"], result["firstRecord"]
+    assert shot.exists() and shot.stat().st_size > 10_000
