@@ -120,20 +120,26 @@ def browser_tools() -> str:
     return node
 
 
+def run_script(script, *args, timeout: float) -> tuple[int, dict]:
+    """Runs one of the tests/browser scripts with node; returns (exit code, its JSON
+    result), or fails with its output when it printed none."""
+    node = browser_tools()
+    p = subprocess.run([node, str(script), *(str(a) for a in args), "--chromium", CHROMIUM],
+                       capture_output=True, text=True, timeout=timeout, cwd=BROWSER_DIR)
+    try:
+        return p.returncode, json.loads(p.stdout)
+    except ValueError:
+        raise AssertionError(f"{script.name} exited {p.returncode} without a JSON result\n"
+                             f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}") from None
+
+
 def play(endpoint: str, stream: str, mode: str, *times, seconds: float, min_advance: float):
     """Runs play.mjs; returns (exit code, its JSON result)."""
-    node = browser_tools()
-    cmd = [node, str(PLAY), endpoint, stream, mode, *(str(t) for t in times),
-           "--seconds", str(seconds), "--min-advance", str(min_advance), "--chromium", CHROMIUM]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 150, cwd=BROWSER_DIR)
-    try:
-        result = json.loads(p.stdout)
-    except ValueError:
-        raise AssertionError(f"play.mjs exited {p.returncode} without a JSON result\n"
-                             f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}") from None
-    print(f"play.mjs {mode}: exit {p.returncode}, advance {result.get('advance')} s, "
+    code, result = run_script(PLAY, endpoint, stream, mode, *times, "--seconds", seconds,
+                              "--min-advance", min_advance, timeout=seconds + 150)
+    print(f"play.mjs {mode}: exit {code}, advance {result.get('advance')} s, "
           f"samples {[(s['t'], s['currentTime']) for s in result.get('samples', [])]}")
-    return p.returncode, result
+    return code, result
 
 
 def summary(result: dict) -> str:
@@ -276,7 +282,6 @@ def test_data_stream_rates_chart_and_tail_update_while_records_are_put(endpoint,
     """While a producer puts JSON records (some marked), the console lists the stream,
     shows a records/s figure above zero and a chart from /metrics, and its tail shows
     the marked records pretty-printed; the filter keeps only matching records."""
-    node = browser_tools()
     name = unique_name("console-data")
     kinesis.create_stream(StreamName=name, ShardCount=2)
     wait_active(kinesis, name)
@@ -299,18 +304,12 @@ def test_data_stream_rates_chart_and_tail_update_while_records_are_put(endpoint,
     thread.start()
     shot = tmp_path / "console-data.png"
     try:
-        p = subprocess.run([node, str(DATA), endpoint, name, marker, "--seconds", "60",
-                            "--chromium", CHROMIUM, "--screenshot", str(shot)],
-                           capture_output=True, text=True, timeout=210, cwd=BROWSER_DIR)
+        code, result = run_script(DATA, endpoint, name, marker, "--seconds", 60,
+                                  "--screenshot", shot, timeout=210)
     finally:
         stop.set()
         thread.join(timeout=30)
-    try:
-        result = json.loads(p.stdout)
-    except ValueError:
-        raise AssertionError(f"data.mjs exited {p.returncode} without a JSON result\n"
-                             f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}") from None
-    assert p.returncode == 0, json.dumps(result, indent=1)[:6000]
+    assert code == 0, json.dumps(result, indent=1)[:6000]
     data = result["data"]
     assert name in data["streams"]
     # The page's rate is from the server's counters: positive, and no more than what

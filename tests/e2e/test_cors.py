@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from conftest import REPO_ROOT, free_port, freshet_bin, unique_name
-from test_console_browser import CHROMIUM, LiveCamera, browser_tools
+from test_console_browser import LiveCamera, browser_tools, run_script
 
 pytestmark = pytest.mark.freshet_only
 
@@ -24,17 +24,10 @@ SCRIPT = REPO_ROOT / "tests" / "browser" / "cross_origin.mjs"
 
 
 def page_run(page_port: int, endpoint: str, hls_url: str, tmp_path, *, seconds: float) -> dict:
-    node = browser_tools()
     shot = tmp_path / f"cross-origin-{page_port}.png"
-    p = subprocess.run([node, str(SCRIPT), str(page_port), endpoint, hls_url, "--seconds", str(seconds),
-                        "--chromium", CHROMIUM, "--screenshot", str(shot)],
-                       capture_output=True, text=True, timeout=seconds + 150, cwd=SCRIPT.parent)
-    try:
-        result = json.loads(p.stdout)
-    except ValueError:
-        raise AssertionError(f"cross_origin.mjs exited {p.returncode} without a JSON result\n"
-                             f"stdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}") from None
-    assert p.returncode == 0, json.dumps(result, indent=1)[:4000]
+    code, result = run_script(SCRIPT, page_port, endpoint, hls_url, "--seconds", seconds,
+                              "--screenshot", shot, timeout=seconds + 150)
+    assert code == 0, json.dumps(result, indent=1)[:4000]
     return result
 
 
