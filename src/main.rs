@@ -59,6 +59,15 @@ enum Command {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell)
+    ///
+    /// bash: `source <(freshet completions bash)`, or save it as
+    /// /etc/bash_completion.d/freshet; zsh: save it as `_freshet` in a directory of
+    /// $fpath; fish: save it as ~/.config/fish/completions/freshet.fish.
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
     /// Print a stream's records as they arrive, following all shards
     Tail {
         #[command(flatten)]
@@ -146,6 +155,16 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(cli::video::run(&endpoint.endpoint, command))
         }
         Command::Status { endpoint } => runtime.block_on(cli::status::run(&endpoint.endpoint)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "freshet",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Tail { endpoint, args } => runtime.block_on(cli::commands::tail(
             &KinesisClient::new(&endpoint.endpoint),
             args,

@@ -229,3 +229,32 @@ def test_status_prints_health_readiness_and_figures(start_server):
     # A server that is not there: a clear error, non-zero exit.
     p = freshet("http://127.0.0.1:9", "status", check=False)
     assert p.returncode != 0 and "cannot reach Freshet" in p.stderr
+
+
+def test_completions_complete_subcommands_and_flags_in_bash(tmp_path):
+    script = tmp_path / "freshet.bash"
+    out = subprocess.run([str(freshet_bin()), "completions", "bash"], capture_output=True,
+                         timeout=30, check=True)
+    script.write_bytes(out.stdout)
+
+    def complete(*words: str) -> list[str]:
+        # What bash offers after `freshet WORDS...` (the last word being typed).
+        array = " ".join(f"'{w}'" for w in ("freshet", *words))
+        cmd = (f"source {script}; COMP_WORDS=({array}); COMP_CWORD={len(words)}; "
+               f"_freshet freshet '{words[-1]}' '{(('freshet',) + words)[-2]}'; "
+               "printf '%s\\n' \"${COMPREPLY[@]}\"")
+        p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.split()
+
+    assert complete("se") == ["serve"]
+    assert "status" in complete("st") and "stream" in complete("st")
+    assert "--data-dir" in complete("serve", "--data")
+    assert "--tls-cert" in complete("serve", "--tls")
+    for shell in ("zsh", "fish"):
+        p = subprocess.run([str(freshet_bin()), "completions", shell], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 0 and "serve" in p.stdout, shell
+    bad = subprocess.run([str(freshet_bin()), "completions", "tcsh"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode != 0 and "possible values" in bad.stderr
