@@ -226,7 +226,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         None => None,
     };
 
+    let subscription_lifetime = config
+        .subscription_lifetime_secs
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(crate::consumers::DEFAULT_LIFETIME);
     let mut state = AppState::new(streams, video);
+    state.fanout = crate::consumers::FanOut::new(state.streams.clone(), subscription_lifetime);
     state.feeds = Some(feeds.clone());
     state.delivery = Some(delivery.clone());
     state.media_budget =
