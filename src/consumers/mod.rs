@@ -84,6 +84,8 @@ pub struct FanOut {
     /// entry, not one a newer subscription made after it.
     active: Mutex<HashMap<Key, u64>>,
     next_id: AtomicU64,
+    /// Set at shutdown: every subscription ends, and no new one starts.
+    closing: watch::Sender<bool>,
 }
 
 impl FanOut {
@@ -93,7 +95,13 @@ impl FanOut {
             lifetime,
             active: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            closing: watch::channel(false).0,
         })
+    }
+
+    /// Ends every subscription (their responses finish) and refuses new ones.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// SubscribeToShard: checks the consumer, shard and starting position, then starts
@@ -146,6 +154,11 @@ impl FanOut {
             consumer_arn: consumer_arn.to_string(),
             shard_id: shard_id.to_string(),
         };
+        if *self.closing.borrow() {
+            return Err(StreamError::Unavailable(
+                "The server is shutting down.".into(),
+            ));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut active = self.active.lock().unwrap();
@@ -166,6 +179,7 @@ impl FanOut {
             iterator,
             end,
             gone: self.streams.watch_consumers_gone(),
+            closing: self.closing.subscribe(),
             deadline: tokio::time::Instant::now() + self.lifetime,
             tx,
         };
@@ -201,6 +215,7 @@ enum Wake {
     Appended,
     Recheck,
     ConsumerGone,
+    /// The lifetime is over, or the server is shutting down.
     Expired,
     ReceiverGone,
 }
@@ -215,6 +230,8 @@ struct Reader {
     /// The shard's durable end offset.
     end: watch::Receiver<u64>,
     gone: watch::Receiver<u64>,
+    /// The server is shutting down.
+    closing: watch::Receiver<bool>,
     deadline: tokio::time::Instant,
     tx: mpsc::Sender<Delivery>,
 }
@@ -263,19 +280,8 @@ impl Reader {
                     millis_behind_latest: out.millis_behind_latest,
                     child_shards: out.child_shards,
                 };
-                tokio::select! {
-                    sent = self.tx.send(Delivery::Event(event)) => {
-                        if sent.is_err() {
-                            return;
-                        }
-                    }
-                    _ = tokio::time::sleep_until(self.deadline) => return,
-                    _ = self.gone.changed() => {
-                        if !self.fanout.consumer_alive(&self.key.consumer_arn) {
-                            self.consumer_gone().await;
-                            return;
-                        }
-                    }
+                if !self.push(event).await {
+                    return;
                 }
                 last_sent = Some(tokio::time::Instant::now());
             }
@@ -301,6 +307,31 @@ impl Reader {
         }
     }
 
+    /// Sends an event, waiting for room as long as the subscription lasts; false when
+    /// the subscription is to end instead.
+    async fn push(&mut self, event: ShardEvent) -> bool {
+        loop {
+            let check_consumer = tokio::select! {
+                permit = self.tx.reserve() => {
+                    return match permit {
+                        Ok(permit) => {
+                            permit.send(Delivery::Event(event));
+                            true
+                        }
+                        Err(_) => false,
+                    };
+                }
+                _ = tokio::time::sleep_until(self.deadline) => return false,
+                _ = shutting_down(&mut self.closing) => return false,
+                changed = self.gone.changed() => changed.is_ok(),
+            };
+            if check_consumer && !self.fanout.consumer_alive(&self.key.consumer_arn) {
+                self.consumer_gone().await;
+                return false;
+            }
+        }
+    }
+
     async fn wait(&mut self) -> Wake {
         let sleep = RECHECK.min(
             self.deadline
@@ -317,6 +348,7 @@ impl Reader {
             },
             _ = self.gone.changed() => Wake::ConsumerGone,
             _ = self.tx.closed() => Wake::ReceiverGone,
+            _ = shutting_down(&mut self.closing) => Wake::Expired,
             _ = tokio::time::sleep(sleep) => {
                 if tokio::time::Instant::now() >= self.deadline {
                     Wake::Expired
@@ -340,6 +372,12 @@ impl Reader {
     async fn fail(&self, e: StreamError) {
         let _ = tokio::time::timeout_at(self.deadline, self.tx.send(Delivery::Failed(e))).await;
     }
+}
+
+/// Completes once the server is shutting down (the guard `wait_for` returns is not
+/// `Send`, so it is dropped here).
+async fn shutting_down(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
 }
 
 #[cfg(test)]

@@ -317,3 +317,47 @@ def test_http2_prior_knowledge_event_stream(start_server, encoding):
     import base64
     assert base64.b64decode(first["Records"][0]["Data"]) == b"\x00h2\xff"
     assert all(m.headers[":content-type"] == "application/json" for m in messages)
+
+
+def test_consumers_survive_restart_and_go_with_their_stream(start_server, tmp_path):
+    data_dir = str(tmp_path / "data")
+    os.makedirs(data_dir)
+    server = start_server(data_dir=data_dir)
+    kinesis = make_client(server.endpoint)
+    stream = unique_name("efo")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    wait_active(kinesis, stream)
+    arn = active_consumer(kinesis, stream)
+    kinesis.register_stream_consumer(StreamARN=stream_arn(stream), ConsumerName="second")
+    events = subscribe(kinesis, arn, Type="LATEST")
+    next(iter(events))
+    # An open subscription does not hold up shutdown.
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 4
+
+    server2 = start_server(data_dir=data_dir)
+    kinesis = make_client(server2.endpoint)
+    names = {c["ConsumerName"]: c for c in
+             kinesis.list_stream_consumers(StreamARN=stream_arn(stream))["Consumers"]}
+    assert sorted(names) == ["app", "second"]
+    assert names["app"]["ConsumerARN"] == arn
+    assert consumer_status(kinesis, arn) == "ACTIVE"
+
+    with pytest.raises(ClientError) as e:
+        kinesis.delete_stream(StreamName=stream)
+    assert error_code(e) == "ResourceInUseException"
+    kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
+    wait_for(lambda: _gone(kinesis, stream), 20, "stream gone")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    wait_active(kinesis, stream)
+    assert kinesis.list_stream_consumers(StreamARN=stream_arn(stream))["Consumers"] == []
+    assert consumer_status(kinesis, arn) is None
+
+
+def _gone(kinesis, stream: str) -> bool:
+    try:
+        kinesis.describe_stream_summary(StreamName=stream)
+        return False
+    except ClientError as e:
+        return e.response["Error"]["Code"] == "ResourceNotFoundException"
