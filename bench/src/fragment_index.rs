@@ -8,8 +8,8 @@
 //! (60 fragments) --queries times, warm; and cold: the server is stopped (SIGTERM) and
 //! started again, and the first ListFragments after each restart is timed (it loads
 //! the stream's index), --restarts times. Then as many restarts again, each followed by
-//! the first HLS playback: GetHLSStreamingSessionURL (ON_DEMAND, the same 60 s window)
-//! + master playlist + media playlist, timed together. Also reports the rebuild counter
+//! the first HLS playback: GetHLSStreamingSessionURL (ON_DEMAND, the same 60 s window),
+//! master playlist and media playlist, timed together. Also reports the rebuild counter
 //! of /health (0 unless the index was lost) and the index log's bytes per fragment.
 
 use std::net::SocketAddr;
