@@ -47,6 +47,10 @@ pub struct ServeConfig {
     /// How long streams stay CREATING / UPDATING / DELETING, in ms [default: 500]
     #[arg(long, env = "FRESHET_STATE_DELAY_MS")]
     pub state_delay_ms: Option<u64>,
+    /// How long a SubscribeToShard subscription lasts, in seconds [default: 300, as in
+    /// AWS]
+    #[arg(long, env = "FRESHET_SUBSCRIPTION_LIFETIME_SECS")]
+    pub subscription_lifetime_secs: Option<u64>,
     /// Shard iterator lifetime in seconds [default: 300, as in AWS]
     #[arg(long, env = "FRESHET_ITERATOR_TTL_SECS")]
     pub iterator_ttl_secs: Option<u64>,
@@ -351,6 +355,9 @@ impl ServeConfig {
             log_format: self.log_format.or(other.log_format),
             durability: self.durability.or(other.durability),
             state_delay_ms: self.state_delay_ms.or(other.state_delay_ms),
+            subscription_lifetime_secs: self
+                .subscription_lifetime_secs
+                .or(other.subscription_lifetime_secs),
             iterator_ttl_secs: self.iterator_ttl_secs.or(other.iterator_ttl_secs),
             shard_limit: self.shard_limit.or(other.shard_limit),
             shard_throughput_limits: self.shard_throughput_limits || other.shard_throughput_limits,

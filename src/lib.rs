@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod consumers;
 pub mod delivery;
 pub mod error;
 pub mod ingest;

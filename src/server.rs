@@ -226,7 +226,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         None => None,
     };
 
+    let subscription_lifetime = config
+        .subscription_lifetime_secs
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(crate::consumers::DEFAULT_LIFETIME);
     let mut state = AppState::new(streams, video);
+    state.fanout = crate::consumers::FanOut::new(state.streams.clone(), subscription_lifetime);
+    let fanout = state.fanout.clone();
     state.feeds = Some(feeds.clone());
     state.delivery = Some(delivery.clone());
     state.media_budget =
@@ -289,14 +295,19 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         ),
     }
     // On SIGTERM/SIGINT stop accepting, let in-flight requests finish, but do not wait
-    // more than SHUTDOWN_GRACE for long-lived ones (followed reads).
+    // more than SHUTDOWN_GRACE for long-lived ones (followed reads); fan-out
+    // subscriptions end at once.
+    let shutdown = async move {
+        shutdown_signal().await;
+        fanout.close();
+    };
     api::listener::serve(
         listener,
         app,
         listener_limits,
         gauge,
         http_tls,
-        shutdown_signal(),
+        shutdown,
         SHUTDOWN_GRACE,
     )
     .await?;

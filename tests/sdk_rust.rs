@@ -12,7 +12,9 @@
 //! UpdateShardCount; retention increase/decrease; tags (stream and resource APIs);
 //! error paths surfacing as the SDK's typed errors (ResourceNotFoundException,
 //! ResourceInUseException, InvalidArgumentException, LimitExceededException,
-//! ExpiredIteratorException with `--iterator-ttl-secs 1`).
+//! ExpiredIteratorException with `--iterator-ttl-secs 1`); enhanced fan-out
+//! (RegisterStreamConsumer, SubscribeToShard's event stream read byte-exact, a second
+//! subscription refused, DeregisterStreamConsumer ending the open one).
 
 mod common;
 
@@ -1802,4 +1804,142 @@ async fn signed_requests_with_configured_keys() {
     );
     let names = good.list_streams().send().await.unwrap();
     assert_eq!(names.stream_names(), ["signed-sdk"]);
+}
+
+/// The next SubscribeToShardEvent of an enhanced fan-out subscription.
+async fn next_shard_event(
+    events: &mut aws_sdk_kinesis::primitives::event_stream::EventReceiver<
+        aws_sdk_kinesis::types::SubscribeToShardEventStream,
+        aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+    >,
+) -> aws_sdk_kinesis::types::SubscribeToShardEvent {
+    use aws_sdk_kinesis::types::SubscribeToShardEventStream as S;
+    match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
+        Ok(Ok(Some(S::SubscribeToShardEvent(e)))) => e,
+        other => panic!("expected a SubscribeToShardEvent, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_to_shard_enhanced_fan_out() {
+    use aws_sdk_kinesis::types::{
+        ConsumerStatus, StartingPosition, error::SubscribeToShardEventStreamError,
+    };
+    let (_server, client) = start(&[]).await;
+    create_active(&client, "efo", 1).await;
+    let stream_arn = client
+        .describe_stream_summary()
+        .stream_name("efo")
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary
+        .unwrap()
+        .stream_arn;
+    let consumer = client
+        .register_stream_consumer()
+        .stream_arn(&stream_arn)
+        .consumer_name("app")
+        .send()
+        .await
+        .unwrap()
+        .consumer
+        .unwrap();
+    let arn = consumer.consumer_arn;
+    let described = client
+        .describe_stream_consumer()
+        .consumer_arn(&arn)
+        .send()
+        .await
+        .unwrap()
+        .consumer_description
+        .unwrap();
+    assert_eq!(described.consumer_status, ConsumerStatus::Active);
+
+    let mut rng = Rng::new(7);
+    let expected: Vec<Vec<u8>> = [1usize, 300, 70_000]
+        .iter()
+        .map(|n| rng.bytes(*n))
+        .collect();
+    let mut seqs = Vec::new();
+    for p in &expected {
+        let out = client
+            .put_record()
+            .stream_name("efo")
+            .partition_key("k")
+            .data(Blob::new(p.clone()))
+            .send()
+            .await
+            .unwrap();
+        seqs.push(out.sequence_number);
+    }
+    let subscribe = |kind: ShardIteratorType, seq: Option<String>| {
+        client
+            .subscribe_to_shard()
+            .consumer_arn(&arn)
+            .shard_id("shardId-000000000000")
+            .starting_position(
+                StartingPosition::builder()
+                    .r#type(kind)
+                    .set_sequence_number(seq)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+    };
+    let mut out = subscribe(ShardIteratorType::TrimHorizon, None)
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    let mut continuation = None;
+    while records.len() < expected.len() {
+        let e = next_shard_event(&mut out.event_stream).await;
+        records.extend(e.records);
+        continuation = Some(e.continuation_sequence_number);
+    }
+    let data: Vec<&[u8]> = records.iter().map(|r| r.data.as_ref()).collect();
+    assert_eq!(
+        data,
+        expected.iter().map(|p| p.as_slice()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r.sequence_number.clone())
+            .collect::<Vec<_>>(),
+        seqs
+    );
+    assert_eq!(continuation.as_deref(), seqs.last().map(|s| s.as_str()));
+
+    // One subscription per consumer and shard.
+    let err = service_error(subscribe(ShardIteratorType::Latest, None).await);
+    assert!(err.is_resource_in_use_exception(), "{err:?}");
+
+    // Deregistering ends the open subscription with ResourceNotFoundException.
+    client
+        .deregister_stream_consumer()
+        .consumer_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match out.event_stream.recv().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("subscription did not end");
+    match end {
+        Err(SdkError::ServiceError(e)) => assert!(
+            matches!(
+                e.err(),
+                SubscribeToShardEventStreamError::ResourceNotFoundException(_)
+            ),
+            "{e:?}"
+        ),
+        other => panic!("expected ResourceNotFoundException, got {other:?}"),
+    }
 }

@@ -8,6 +8,7 @@
 //! `freshet-bench rtp` simulates RTP cameras over UDP and `freshet-bench
 //! playback` measures HLS playback and GetClip.
 
+mod efo;
 mod fragment_index;
 mod get;
 mod http;
@@ -135,6 +136,27 @@ enum Command {
     /// first query after each of --restarts restarts (SIGTERM, start) cold. Prints
     /// p50/p99/max, the index log's bytes per fragment and /health's rebuild counter.
     FragmentIndex(FragmentIndexArgs),
+    /// Enhanced fan-out latency: put -> SubscribeToShard, p50/p99 per consumer count.
+    ///
+    /// For each --consumers N: a one-shard stream with N registered consumers, each
+    /// subscribed from LATEST over HTTP/1.1; one producer sends --samples PutRecords
+    /// --interval-ms apart; a sample's latency is from just before its request is
+    /// written to the moment a consumer has parsed the event carrying it.
+    Efo(EfoArgs),
+}
+
+#[derive(Args, Debug)]
+struct EfoArgs {
+    /// Base URL of a plain-HTTP Kinesis endpoint on loopback.
+    #[arg(long, default_value = "http://127.0.0.1:4567")]
+    endpoint: String,
+    /// Consumer counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,20")]
+    consumers: Vec<usize>,
+    #[arg(long, default_value_t = 500)]
+    samples: usize,
+    #[arg(long, default_value_t = 10)]
+    interval_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -592,6 +614,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Efo(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(efo_command(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Compare(args) => match compare_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -854,6 +889,33 @@ async fn resolve_endpoint(
         .into());
     }
     Ok((addr, authority.to_string()))
+}
+
+async fn efo_command(args: EfoArgs) -> Result<(), BoxError> {
+    let (addr, host) = resolve_endpoint(&args.endpoint, false).await?;
+    let ep = Arc::new(Endpoint {
+        addr,
+        host,
+        signer: Signer::new("test", "test", "us-east-1", "kinesis"),
+        timeout: Duration::from_secs(30),
+    });
+    println!("consumers  deliveries  p50_ms  p99_ms  max_ms");
+    for n in args.consumers {
+        let stream = format!("freshet-bench-efo-{n}-{}", std::process::id());
+        let r = efo::run(
+            ep.clone(),
+            &stream,
+            n,
+            args.samples,
+            Duration::from_millis(args.interval_ms),
+        )
+        .await?;
+        println!(
+            "{:>9}  {:>5}/{:<5}  {:>6.2}  {:>6.2}  {:>6.2}",
+            r.consumers, r.deliveries, r.expected, r.p50_ms, r.p99_ms, r.max_ms
+        );
+    }
+    Ok(())
 }
 
 async fn kinesis_command(args: KinesisArgs) -> Result<(), BoxError> {

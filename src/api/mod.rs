@@ -17,6 +17,7 @@ pub mod console;
 pub mod cors;
 pub mod endpoint;
 pub mod error;
+pub mod eventstream;
 pub mod feeds;
 pub mod firehose;
 pub mod getmedia;
@@ -52,6 +53,8 @@ pub const MAX_KINESIS_BODY: usize = 10 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub streams: Arc<StreamService>,
+    /// Enhanced fan-out subscriptions (SubscribeToShard) over `streams`.
+    pub fanout: Arc<crate::consumers::FanOut>,
     pub video: Arc<VideoService>,
     /// Bytes of request bodies being held in memory at once, across all requests.
     /// A request waits for its share before its body is read: backpressure instead
@@ -244,6 +247,10 @@ pub const BODY_BUDGET_BYTES: usize = 512 * 1024 * 1024;
 impl AppState {
     pub fn new(streams: Arc<StreamService>, video: Arc<VideoService>) -> Self {
         Self {
+            fanout: crate::consumers::FanOut::new(
+                streams.clone(),
+                crate::consumers::DEFAULT_LIFETIME,
+            ),
             streams,
             video,
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),

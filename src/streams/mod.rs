@@ -112,6 +112,9 @@ pub struct StreamService {
     pub(crate) iterators: IteratorCodec,
     /// Resource policies by ARN.
     policies: RwLock<BTreeMap<String, String>>,
+    /// Bumped when consumers go away (deregistered, or their stream deleted), so that
+    /// their enhanced fan-out subscriptions end at once rather than at their next read.
+    pub(crate) consumers_gone: tokio::sync::watch::Sender<u64>,
 }
 
 /// How a request names a stream: by name, by ARN, or both.
@@ -191,12 +194,15 @@ impl StreamService {
                     .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
                     .collect(),
             ),
+            consumers_gone: tokio::sync::watch::channel(0).0,
         });
         for mut meta in metas {
             if meta.status == StreamStatus::Deleting {
                 service.finish_delete(&meta).await?;
                 continue;
             }
+            // Consumers caught DELETING by a restart are gone; CREATING ones are ACTIVE.
+            meta.consumers.retain(|c| !c.deleting);
             for c in &mut meta.consumers {
                 c.active = true;
             }
@@ -538,6 +544,7 @@ impl StreamService {
                 Ok(())
             })
             .await?;
+        self.consumers_gone.send_modify(|n| *n += 1);
         let service = self.clone();
         let delay = self.config.state_delay_ms;
         let name = meta.name.clone();

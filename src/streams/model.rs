@@ -109,6 +109,9 @@ pub struct ConsumerMeta {
     pub arn: String,
     pub created_ms: i64,
     pub active: bool,
+    /// Deregistered, shown as DELETING until the state delay has passed (then removed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// A stream as stored in the catalog.
@@ -282,7 +285,13 @@ impl ConsumerMeta {
         Consumer {
             consumer_name: self.name.clone(),
             consumer_arn: self.arn.clone(),
-            consumer_status: if self.active { "ACTIVE" } else { "CREATING" },
+            consumer_status: if self.deleting {
+                "DELETING"
+            } else if self.active {
+                "ACTIVE"
+            } else {
+                "CREATING"
+            },
             consumer_creation_timestamp: ms_to_secs(self.created_ms),
             stream_arn,
         }

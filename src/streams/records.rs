@@ -6,6 +6,7 @@
 //! call costs one group commit.
 
 use std::sync::Arc;
+use tokio::sync::watch;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -420,6 +421,17 @@ impl StreamService {
             offset,
             issued_ms: self.now_ms(),
         }))
+    }
+
+    /// The durable end offset of a shard, as a watch that changes with every append
+    /// made durable: readers that push records (enhanced fan-out) wait on it.
+    pub fn watch_shard_end(&self, r: &StreamRef, shard: &str) -> Result<watch::Receiver<u64>> {
+        let name = self.resolve_name(r)?;
+        let (_, state) = self.state(r)?;
+        let log = parse_shard_id(shard)
+            .and_then(|o| state.log(o))
+            .ok_or_else(|| self.shard_not_found(&name, shard))?;
+        Ok(log.watch_end())
     }
 
     /// GetRecords.

@@ -365,6 +365,7 @@ impl StreamService {
                     arn: format!("{}/consumer/{name}:{}", self.stream_arn(&meta.name), now / 1000),
                     created_ms: now,
                     active: !delayed,
+                    deleting: false,
                 };
                 meta.consumers.push(c.clone());
                 Ok(c)
@@ -422,18 +423,52 @@ impl StreamService {
     }
 
     pub async fn deregister_consumer(
-        &self,
+        self: &Arc<Self>,
         stream_arn: Option<&str>,
         name: Option<&str>,
         consumer_arn: Option<&str>,
     ) -> Result<()> {
         let (r, c) = self.find_consumer(stream_arn, name, consumer_arn)?;
-        self.update_meta(&r, |meta| {
-            meta.consumers.retain(|x| x.arn != c.arn);
-            Ok(())
-        })
-        .await?;
+        let delay = self.config.state_delay_ms;
+        if c.deleting {
+            return Ok(());
+        }
+        let ((), meta) = self
+            .update_meta(&r, |meta| {
+                if delay == 0 {
+                    meta.consumers.retain(|x| x.arn != c.arn);
+                } else if let Some(x) = meta.consumers.iter_mut().find(|x| x.arn == c.arn) {
+                    x.deleting = true;
+                }
+                Ok(())
+            })
+            .await?;
+        self.consumers_gone.send_modify(|n| *n += 1);
+        if delay > 0 {
+            let service = self.clone();
+            let stream = StreamRef::name(meta.name.clone());
+            let (epoch, arn) = (meta.epoch, c.arn.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                let removed = service
+                    .update_meta(&stream, |meta| {
+                        if meta.epoch == epoch {
+                            meta.consumers.retain(|x| x.arn != arn);
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = removed {
+                    tracing::debug!(consumer = arn, error = %e, "deregistered consumer not removed");
+                }
+            });
+        }
         Ok(())
+    }
+
+    /// Notified when consumers go away (deregistered, or their stream deleted).
+    pub fn watch_consumers_gone(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.consumers_gone.subscribe()
     }
 
     /// Consumers in name order after `after` (the previous page's last name), at most

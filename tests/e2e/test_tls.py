@@ -170,6 +170,39 @@ def test_curl_negotiates_http2_by_alpn(server):
     assert name in json.loads(answer)["StreamNames"]
 
 
+def test_subscribe_to_shard_over_h2_by_alpn(server):
+    """Enhanced fan-out as the Java SDK v2 / KCL read it: HTTP/2 negotiated by ALPN."""
+    from botocore.eventstream import EventStreamBuffer
+    name = unique_name("efo")
+    kinesis = client(server, "kinesis")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2})
+    arn = kinesis.register_stream_consumer(
+        StreamARN=kinesis.describe_stream_summary(StreamName=name)[
+            "StreamDescriptionSummary"]["StreamARN"],
+        ConsumerName="h2")["Consumer"]["ConsumerARN"]
+    seq = kinesis.put_record(StreamName=name, Data=b"pushed over h2",
+                             PartitionKey="k")["SequenceNumber"]
+    body = json.dumps({"ConsumerARN": arn, "ShardId": "shardId-000000000000",
+                       "StartingPosition": {"Type": "TRIM_HORIZON"}})
+    # The subscription stays open (5 minutes): read for 3 s, then parse what came.
+    p = subprocess.run(["curl", "-sS", "--http2", "--max-time", "3", "--cacert", server.tls_ca,
+                        "-w", "%{stderr}%{http_version} %{content_type}",
+                        "-H", "Content-Type: application/x-amz-json-1.1",
+                        "-H", "X-Amz-Target: Kinesis_20131202.SubscribeToShard",
+                        "--data-binary", body, f"https://localhost:{server.port}/"],
+                       capture_output=True, timeout=60)
+    assert p.returncode in (0, 28), p.stderr
+    assert b"2 application/vnd.amazon.eventstream" in p.stderr, p.stderr
+    buf = EventStreamBuffer()
+    buf.add_data(p.stdout)
+    messages = list(buf)
+    assert messages[0].headers[":event-type"] == "initial-response"
+    event = json.loads(messages[1].payload)
+    assert [r["SequenceNumber"] for r in event["Records"]] == [seq]
+    assert base64.b64decode(event["Records"][0]["Data"]) == b"pushed over h2"
+
+
 @pytest.mark.parametrize("version", ["--http2", "--http1.1"])
 def test_put_media_streams_over_https(server, version):
     """HTTP/2 DATA frames, and HTTP/1.1 chunked as the producer SDK sends it."""

@@ -14,6 +14,7 @@
 
 pub mod model;
 mod ops;
+mod subscribe;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -172,6 +173,10 @@ async fn run(
     };
     drop(body);
     op.normalize_input(&mut doc).map_err(input_error)?;
+    // The one operation that answers with an event stream.
+    if op_name == "SubscribeToShard" {
+        return subscribe::subscribe(&state.fanout, doc).await;
+    }
     let operation = ops::Operation::parse(op_name, doc)?;
     let output = operation.apply(&state.streams).await?;
     Ok(respond(output, &op, encoding))

@@ -1018,12 +1018,11 @@ fn canonical_base64_tail(b: &[u8]) -> bool {
     }
 }
 
-/// GetRecords output as JSON text, base64-encoding record data straight into the body.
-fn render_get_records(out: &crate::streams::GetRecordsOutput) -> Vec<u8> {
-    let data_len: usize = out.records.iter().map(|r| r.data.len() * 4 / 3 + 200).sum();
-    let mut s = String::with_capacity(256 + data_len);
-    s.push_str("{\"Records\":[");
-    for (i, r) in out.records.iter().enumerate() {
+/// Records as a JSON array, base64-encoding
+/// their data straight into the text.
+fn push_records(s: &mut String, records: &[crate::streams::model::OutRecord]) {
+    s.push('[');
+    for (i, r) in records.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
@@ -1032,7 +1031,7 @@ fn render_get_records(out: &crate::streams::GetRecordsOutput) -> Vec<u8> {
         s.push_str("\",\"ApproximateArrivalTimestamp\":");
         s.push_str(&format!("{:.3}", r.arrival_ms as f64 / 1000.0));
         s.push_str(",\"Data\":\"");
-        base64_simd::STANDARD.encode_append(&r.data, &mut s);
+        base64_simd::STANDARD.encode_append(&r.data, s);
         s.push_str("\",\"PartitionKey\":");
         s.push_str(&serde_json::to_string(&r.partition_key).unwrap_or_default());
         if r.encrypted {
@@ -1040,14 +1039,44 @@ fn render_get_records(out: &crate::streams::GetRecordsOutput) -> Vec<u8> {
         }
         s.push('}');
     }
-    s.push_str("],\"MillisBehindLatest\":");
-    s.push_str(&out.millis_behind_latest.to_string());
-    if let Some(it) = &out.next_shard_iterator {
-        s.push_str(",\"NextShardIterator\":\"");
-        s.push_str(it);
+    s.push(']');
+}
+
+/// GetRecords output as JSON text, base64-encoding record data straight into the body.
+fn render_get_records(out: &crate::streams::GetRecordsOutput) -> Vec<u8> {
+    render_batch(
+        &out.records,
+        out.millis_behind_latest,
+        out.next_shard_iterator
+            .as_deref()
+            .map(|it| ("NextShardIterator", it)),
+        out.child_shards.as_deref(),
+    )
+}
+
+/// A batch of records as JSON text (GetRecords output, SubscribeToShardEvent): the
+/// records, MillisBehindLatest, where to go on (`position`: a member name and its
+/// string value) and the children of a closed shard read to its end.
+pub(super) fn render_batch(
+    records: &[crate::streams::model::OutRecord],
+    millis_behind_latest: i64,
+    position: Option<(&str, &str)>,
+    child_shards: Option<&[crate::streams::model::ChildShard]>,
+) -> Vec<u8> {
+    let data_len: usize = records.iter().map(|r| r.data.len() * 4 / 3 + 200).sum();
+    let mut s = String::with_capacity(256 + data_len);
+    s.push_str("{\"Records\":");
+    push_records(&mut s, records);
+    s.push_str(",\"MillisBehindLatest\":");
+    s.push_str(&millis_behind_latest.to_string());
+    if let Some((member, value)) = position {
+        s.push_str(",\"");
+        s.push_str(member);
+        s.push_str("\":\"");
+        s.push_str(value);
         s.push('"');
     }
-    if let Some(children) = &out.child_shards {
+    if let Some(children) = child_shards {
         s.push_str(",\"ChildShards\":");
         s.push_str(&serde_json::to_string(children).unwrap_or_else(|_| "[]".into()));
     }
