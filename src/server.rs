@@ -33,13 +33,20 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .map(api::endpoint::parse_advertise_url)
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
-    if config.delivery.s3 == Some(crate::config::DeliveryS3::S3) {
-        anyhow::bail!(
-            "--delivery-s3 s3 (delivery.s3 = \"s3\", FRESHET_DELIVERY_S3=s3) is not built yet: \
-             delivery streams can write to the local directory only (--delivery-s3 local, \
-             the default; docs/delivery.md)"
-        );
-    }
+    // Checked before anything is opened, so a missing credential fails start-up at once.
+    let s3_settings = match config.delivery.s3 {
+        Some(crate::config::DeliveryS3::S3) => Some(
+            crate::delivery::s3::S3Settings::from_env(
+                |name| std::env::var(name).ok(),
+                config
+                    .region
+                    .as_deref()
+                    .unwrap_or(&ServiceConfig::default().region),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        _ => None,
+    };
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -107,13 +114,24 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open video streams: {e}"))?;
-    let buckets =
-        crate::delivery::destination::LocalDirectory::open(&data_dir).with_context(|| {
-            format!(
-                "cannot open the delivery directory in {}",
-                data_dir.display()
-            )
-        })?;
+    let buckets: Arc<dyn crate::delivery::destination::Destination> = match &s3_settings {
+        Some(settings) => {
+            tracing::info!(
+                endpoint = settings.endpoint.as_deref().unwrap_or("AWS"),
+                region = settings.region,
+                "delivery streams write to S3"
+            );
+            Arc::new(crate::delivery::s3::S3::new(settings))
+        }
+        None => Arc::new(
+            crate::delivery::destination::LocalDirectory::open(&data_dir).with_context(|| {
+                format!(
+                    "cannot open the delivery directory in {}",
+                    data_dir.display()
+                )
+            })?,
+        ),
+    };
     let delivery = crate::delivery::DeliveryService::open(
         crate::delivery::DeliveryConfig {
             account_id: service_config.account_id.clone(),
@@ -123,7 +141,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         clock.clone(),
         store.clone(),
         catalog.clone(),
-        Arc::new(buckets),
+        buckets,
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open delivery streams: {e}"))?;

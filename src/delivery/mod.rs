@@ -20,6 +20,7 @@ pub mod destination;
 pub mod error;
 pub mod model;
 pub mod naming;
+pub mod s3;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};

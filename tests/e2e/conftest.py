@@ -137,7 +137,8 @@ class FreshetServer:
     """
 
     def __init__(self, *, data_dir: str | None = None, state_delay_ms: int = 100,
-                 iterator_ttl_secs: int = 300, extra_args=(), tls_ca: str | None = None):
+                 iterator_ttl_secs: int = 300, extra_args=(), tls_ca: str | None = None,
+                 env: dict[str, str | None] | None = None):
         self.binary = freshet_bin()
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="freshet-e2e-data-")
@@ -150,6 +151,8 @@ class FreshetServer:
         self.returncode: int | None = None
         # With TLS (--tls-cert in extra_args): the CA file that verifies the server.
         self.tls_ca = tls_ca
+        # Environment variables set (or, with None, removed) for the child, e.g. AWS_*.
+        self.env = dict(env or {})
 
     @property
     def endpoint(self) -> str:
@@ -184,6 +187,11 @@ class FreshetServer:
             # Only the flags count: keep FRESHET_* settings of the caller's
             # environment (the server reads them) out of the child.
             env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHET_")}
+            for k, v in self.env.items():
+                if v is None:
+                    env.pop(k, None)
+                else:
+                    env[k] = v
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, cwd=self.data_dir, env=env)
             log.close()
