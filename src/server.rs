@@ -25,6 +25,49 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for delivery streams to deliver their partial batches.
 const DELIVERY_FLUSH_GRACE: Duration = Duration::from_secs(20);
 
+/// What `--delivery-s3 s3` needs; without the `s3` cargo feature there is no S3
+/// client, and the option is refused at start-up.
+#[cfg(feature = "s3")]
+type S3Settings = crate::delivery::s3::S3Settings;
+#[cfg(not(feature = "s3"))]
+type S3Settings = std::convert::Infallible;
+
+/// The S3 settings from the environment, checked before anything is opened.
+#[cfg(feature = "s3")]
+fn s3_settings(config: &ServeConfig) -> anyhow::Result<S3Settings> {
+    crate::delivery::s3::S3Settings::from_env(
+        |name| std::env::var(name).ok(),
+        config
+            .region
+            .as_deref()
+            .unwrap_or(&ServiceConfig::default().region),
+    )
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+#[cfg(not(feature = "s3"))]
+fn s3_settings(_config: &ServeConfig) -> anyhow::Result<S3Settings> {
+    anyhow::bail!(
+        "this freshet was built without S3 support (the `s3` cargo feature, on by default): \
+         use --delivery-s3 local"
+    )
+}
+
+#[cfg(feature = "s3")]
+fn s3_destination(settings: S3Settings) -> Arc<dyn crate::delivery::destination::Destination> {
+    tracing::info!(
+        endpoint = settings.endpoint.as_deref().unwrap_or("AWS"),
+        region = settings.region,
+        "delivery streams write to S3"
+    );
+    Arc::new(crate::delivery::s3::S3::new(&settings))
+}
+
+#[cfg(not(feature = "s3"))]
+fn s3_destination(settings: S3Settings) -> Arc<dyn crate::delivery::destination::Destination> {
+    match settings {}
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let advertise_url = config
@@ -35,16 +78,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?;
     // Checked before anything is opened, so a missing credential fails start-up at once.
     let s3_settings = match config.delivery.s3 {
-        Some(crate::config::DeliveryS3::S3) => Some(
-            crate::delivery::s3::S3Settings::from_env(
-                |name| std::env::var(name).ok(),
-                config
-                    .region
-                    .as_deref()
-                    .unwrap_or(&ServiceConfig::default().region),
-            )
-            .map_err(|e| anyhow::anyhow!(e))?,
-        ),
+        Some(crate::config::DeliveryS3::S3) => Some(s3_settings(&config)?),
         _ => None,
     };
     let data_dir = config.data_dir();
@@ -114,15 +148,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open video streams: {e}"))?;
-    let buckets: Arc<dyn crate::delivery::destination::Destination> = match &s3_settings {
-        Some(settings) => {
-            tracing::info!(
-                endpoint = settings.endpoint.as_deref().unwrap_or("AWS"),
-                region = settings.region,
-                "delivery streams write to S3"
-            );
-            Arc::new(crate::delivery::s3::S3::new(settings))
-        }
+    let buckets: Arc<dyn crate::delivery::destination::Destination> = match s3_settings {
+        Some(settings) => s3_destination(settings),
         None => Arc::new(
             crate::delivery::destination::LocalDirectory::open(&data_dir).with_context(|| {
                 format!(

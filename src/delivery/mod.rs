@@ -20,6 +20,8 @@ pub mod destination;
 pub mod error;
 pub mod model;
 pub mod naming;
+/// The S3 destination (`aws-sdk-s3`), behind the `s3` cargo feature (on by default).
+#[cfg(feature = "s3")]
 pub mod s3;
 mod worker;
 
