@@ -53,30 +53,9 @@ fn free_addr() -> Result<SocketAddr, BoxError> {
 }
 
 impl Server {
+    /// Starts the server and waits until it is ready ([`Server::start_timed`]).
     async fn start(bin: &Path, data: &Path) -> Result<Server, BoxError> {
-        let addr = free_addr()?;
-        let child = Command::new(bin)
-            .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(data)
-            .args(["--state-delay-ms", "0"])
-            .env("FRESHET_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()?;
-        let mut server = Server { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                return Err(format!("freshet exited at start-up: {status}").into());
-            }
-            if server.health().await.is_ok() {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                return Err("freshet did not become ready".into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        Ok(Server::start_timed(bin, data).await?.0)
     }
 
     async fn health(&self) -> Result<Value, BoxError> {

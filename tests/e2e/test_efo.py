@@ -258,13 +258,19 @@ def test_reshard_children_then_their_records(kinesis, make_stream):
     events.close()
 
 
-def test_subscription_ends_after_its_lifetime(start_server):
+def short_lived_subscriptions(start_server):
+    """A server whose subscriptions last 1 s, a one-shard stream and an ACTIVE
+    consumer of it: (server, client, stream, consumer ARN)."""
     server = start_server(extra_args=["--subscription-lifetime-secs", "1"])
     kinesis = make_client(server.endpoint)
     stream = unique_name("efo")
     kinesis.create_stream(StreamName=stream, ShardCount=1)
     wait_active(kinesis, stream)
-    arn = active_consumer(kinesis, stream)
+    return server, kinesis, stream, active_consumer(kinesis, stream)
+
+
+def test_subscription_ends_after_its_lifetime(start_server):
+    server, kinesis, stream, arn = short_lived_subscriptions(start_server)
     put(kinesis, stream, b"one")
     started = time.monotonic()
     seen = [r["Data"] for e in subscribe(kinesis, arn)
@@ -278,12 +284,7 @@ def test_subscription_ends_after_its_lifetime(start_server):
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 @pytest.mark.parametrize("encoding", [AMZ_JSON, AMZ_CBOR])
 def test_http2_prior_knowledge_event_stream(start_server, encoding):
-    server = start_server(extra_args=["--subscription-lifetime-secs", "1"])
-    kinesis = make_client(server.endpoint)
-    stream = unique_name("efo")
-    kinesis.create_stream(StreamName=stream, ShardCount=1)
-    wait_active(kinesis, stream)
-    arn = active_consumer(kinesis, stream)
+    server, kinesis, stream, arn = short_lived_subscriptions(start_server)
     seq = put(kinesis, stream, b"\x00h2\xff")
     request = {"ConsumerARN": arn, "ShardId": SHARD0,
                "StartingPosition": {"Type": "TRIM_HORIZON"}}
