@@ -303,7 +303,8 @@ pub struct CorsSettings {
 pub struct DeliverySettings {
     /// Where S3 destinations of delivery streams go: `local` (objects under
     /// `<data-dir>/buckets/<bucket>/<key>`, no other server needed) or `s3` (real S3 or
-    /// an S3-compatible server; not built yet) [default: local]
+    /// an S3-compatible server, from AWS_ENDPOINT_URL_S3, AWS_REGION and the AWS_*
+    /// credentials) [default: local]
     #[arg(long = "delivery-s3", env = "FRESHET_DELIVERY_S3", value_enum)]
     pub s3: Option<DeliveryS3>,
 }
