@@ -16,7 +16,7 @@ scripts/deps.sh test
 
 echo "== cargo test"
 cargo build --bin freshet
-cargo test --package freshet --all-targets
+cargo test --package freshet --package freshet-sql --all-targets
 
 echo "== cargo check: the bench crate and the fuzz targets (so that they cannot rot)"
 cargo check --package freshet-bench --all-targets

@@ -1,0 +1,24 @@
+//! The SQL of Freshet's analytics applications: the Kinesis Data Analytics (SQL
+//! applications) dialect, parsed, planned and evaluated over unbounded streams of rows.
+//!
+//! Follows the Amazon Kinesis Data Analytics SQL Reference and the SQL developer guide
+//! (streams and pumps, `ROWTIME`, tumbling windows by `STEP`/`FLOOR`, sliding windows,
+//! `WINDOWED BY STAGGER`, aggregates, scalar functions, joins with reference tables).
+//!
+//! Pure: no I/O, no clock reads, no threads. Time enters only as the `ROWTIME` of the
+//! rows pushed in and through [`Program::advance`], so every result is reproducible in
+//! a test. The application runtime (`src/analytics/` of the server) reads the input
+//! streams, turns records into rows by the application's input schema, feeds them here
+//! and writes the rows that come out to the configured outputs.
+//!
+//! The entry point is [`Program::compile`]: the application code and the schemas of
+//! its input streams (and reference tables) in, a program out — or a [`SqlError`] that
+//! says what is wrong and where (line and column).
+
+mod error;
+mod program;
+mod value;
+
+pub use error::{RowError, SqlError};
+pub use program::{Emitted, Program, StreamDef, TableDef};
+pub use value::{Column, SqlType, Value};
