@@ -1,6 +1,7 @@
 //! Freshet: a self-hosted streaming platform that speaks Amazon Kinesis's wire
 //! protocols. See `docs/ARCHITECTURE.md` for how the modules fit together.
 
+pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod cli;

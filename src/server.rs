@@ -22,6 +22,11 @@ const DEFAULT_COMMIT_DELAY_US: u64 = 0;
 /// How long shutdown waits for open requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How long an analytics application waits for records that may still arrive with an
+/// earlier arrival time before its SQL clock passes a moment (closing windows there).
+const ANALYTICS_WATERMARK_DELAY_MS: u64 = 200;
+/// How often a running analytics application checkpoints its state.
+const ANALYTICS_CHECKPOINT_MS: u64 = 1_000;
 /// How long shutdown waits for delivery streams to deliver their partial batches.
 const DELIVERY_FLUSH_GRACE: Duration = Duration::from_secs(20);
 
@@ -148,6 +153,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open video streams: {e}"))?;
+    let local_buckets = s3_settings.is_none().then(|| data_dir.join("buckets"));
     let buckets: Arc<dyn crate::delivery::destination::Destination> = match s3_settings {
         Some(settings) => s3_destination(settings),
         None => Arc::new(
@@ -173,6 +179,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("cannot open delivery streams: {e}"))?;
     let catalog_for_feeds = catalog.clone();
+    let analytics_catalog = catalog.clone();
+    let analytics_clock = clock.clone();
+    let state_delay_ms = service_config.state_delay_ms;
     let clock_for_feeds = clock.clone();
     let streams = StreamService::open(service_config, clock, store.clone(), catalog)
         .await
@@ -280,6 +289,23 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let fanout = state.fanout.clone();
     state.feeds = Some(feeds.clone());
     state.delivery = Some(delivery.clone());
+    let analytics = crate::analytics::AnalyticsService::open(
+        crate::analytics::AnalyticsConfig {
+            account_id: service_account.clone(),
+            region: service_region.clone(),
+            state_delay_ms,
+            watermark_delay_ms: ANALYTICS_WATERMARK_DELAY_MS,
+            checkpoint_interval_ms: ANALYTICS_CHECKPOINT_MS,
+            buckets_dir: local_buckets,
+        },
+        analytics_clock,
+        analytics_catalog,
+        state.streams.clone(),
+        Some(delivery.clone()),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open analytics applications: {e}"))?;
+    state.analytics = Some(analytics.clone());
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
     state.send_budget =
@@ -366,6 +392,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some((_, watcher)) = tls {
         watcher.abort();
     }
+    // Analytics applications checkpoint before delivery streams flush, so that their
+    // last rows are among what is flushed.
+    analytics.shutdown().await;
     // Delivery streams deliver every partial batch before the process ends.
     if tokio::time::timeout(DELIVERY_FLUSH_GRACE, delivery.shutdown())
         .await

@@ -127,6 +127,17 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
             streaming: false,
         };
     }
+    if path == "/"
+        && let Some(op) = super::header_str(headers, "x-amz-target")
+            .and_then(|t| t.strip_prefix(super::analytics::TARGET_PREFIX))
+    {
+        return Route::Aws {
+            family: Family::Kinesis,
+            service: "kinesisanalytics",
+            action: format!("kinesisanalytics:{op}"),
+            streaming: false,
+        };
+    }
     if path == "/" {
         let op = super::header_str(headers, "x-amz-target")
             .and_then(|t| t.rsplit_once('.'))
@@ -158,8 +169,11 @@ fn stream_of_document(doc: &serde_json::Value) -> Option<String> {
     if let Some(name) = doc["StreamName"].as_str() {
         return Some(name.to_string());
     }
-    // Firehose names its resource DeliveryStreamName.
-    if let Some(name) = doc["DeliveryStreamName"].as_str() {
+    // Firehose names its resource DeliveryStreamName; Kinesis Analytics ApplicationName.
+    if let Some(name) = doc["DeliveryStreamName"]
+        .as_str()
+        .or_else(|| doc["ApplicationName"].as_str())
+    {
         return Some(name.to_string());
     }
     ["StreamARN", "ConsumerARN", "ResourceARN"]
@@ -256,6 +270,10 @@ fn denied(auth: &EdgeAuth, key: &AccessKey, action: &str, stream: Option<&str>) 
     let resource = match (stream, action.split(':').next()) {
         (Some(name), Some("firehose")) => format!(
             "arn:aws:firehose:{}:{}:deliverystream/{name}",
+            auth.region, auth.account_id
+        ),
+        (Some(name), Some("kinesisanalytics")) => format!(
+            "arn:aws:kinesisanalytics:{}:{}:application/{name}",
             auth.region, auth.account_id
         ),
         (Some(name), Some("kinesisvideo")) => format!(

@@ -286,6 +286,12 @@ impl From<crate::delivery::DeliveryError> for ApiError {
     }
 }
 
+impl From<crate::analytics::AnalyticsError> for ApiError {
+    fn from(e: crate::analytics::AnalyticsError) -> Self {
+        Self::from_service(&e)
+    }
+}
+
 impl From<VideoError> for ApiError {
     fn from(e: VideoError) -> Self {
         Self::from_service(&e)

@@ -11,6 +11,7 @@
 //! memory) and under a global in-flight byte budget, so memory stays bounded however
 //! many clients push at once.
 
+pub mod analytics;
 pub mod auth;
 pub mod cbor;
 pub mod console;
@@ -79,6 +80,8 @@ pub struct AppState {
     pub connections: Option<listener::ConnectionGauge>,
     /// Delivery streams (the Firehose API); `None` where they do not run.
     pub delivery: Option<Arc<crate::delivery::DeliveryService>>,
+    /// Analytics applications (the Kinesis Analytics API); `None` where they do not run.
+    pub analytics: Option<Arc<crate::analytics::AnalyticsService>>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -263,6 +266,7 @@ impl AppState {
             auth: None,
             connections: None,
             delivery: None,
+            analytics: None,
         }
     }
 
@@ -355,6 +359,11 @@ async fn aws_json(state: State<AppState>, req: Request) -> Response {
         .is_some_and(|t| t.as_bytes().starts_with(firehose::TARGET_PREFIX.as_bytes()));
     if firehose {
         firehose::handle(state, req).await
+    } else if req.headers().get("x-amz-target").is_some_and(|t| {
+        t.as_bytes()
+            .starts_with(analytics::TARGET_PREFIX.as_bytes())
+    }) {
+        analytics::handle(state, req).await
     } else {
         kinesis::handle(state, req).await
     }

@@ -73,6 +73,17 @@ pub fn firehose() -> &'static ServiceModel {
     &FIREHOSE
 }
 
+static ANALYTICS: LazyLock<ServiceModel> = LazyLock::new(|| {
+    ServiceModel::from_botocore_json(include_str!("../models/kinesisanalytics.json"), &[])
+        .unwrap_or_else(|e| panic!("bundled Kinesis Analytics model is invalid: {e}"))
+});
+
+/// The Kinesis Analytics (SQL applications) model (AWS JSON 1.1,
+/// `KinesisAnalytics_20150814`), parsed on first use.
+pub fn analytics() -> &'static ServiceModel {
+    &ANALYTICS
+}
+
 /// Most validation errors AWS reports in one message.
 const MAX_VALIDATION_ERRORS: usize = 10;
 
