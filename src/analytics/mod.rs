@@ -184,14 +184,20 @@ pub(crate) fn program_inputs(meta: &ApplicationMeta) -> Result<(Vec<StreamDef>, 
 }
 
 /// Compiles an application's code, as CreateApplication and UpdateApplication check it.
-pub(crate) fn compile(meta: &ApplicationMeta) -> Result<Program> {
+/// An application may have no code yet (`None`): it cannot start until it has some.
+pub(crate) fn compile(meta: &ApplicationMeta) -> Result<Option<Program>> {
     let (streams, tables) = program_inputs(meta)?;
-    Program::compile(&meta.code, &streams, &tables).map_err(|e| {
-        AnalyticsError::CodeValidation(format!(
-            "Invalid SQL code at line {}, column {}: {}",
-            e.line, e.column, e.message
-        ))
-    })
+    if meta.code.trim().is_empty() {
+        return Ok(None);
+    }
+    Program::compile(&meta.code, &streams, &tables)
+        .map(Some)
+        .map_err(|e| {
+            AnalyticsError::CodeValidation(format!(
+                "Invalid SQL code at line {}, column {}: {}",
+                e.line, e.column, e.message
+            ))
+        })
 }
 
 fn check_schema(schema: &SourceSchema) -> Result<()> {
@@ -335,7 +341,10 @@ impl AnalyticsService {
                 name: None,
                 arn: Some(arn.to_string()),
             };
-            self.streams.resolve_name(&r).map(|_| ()).map_err(|_| bad())
+            self.streams
+                .describe_stream_summary(&r)
+                .map(|_| ())
+                .map_err(|_| bad())
         }
     }
 
@@ -600,7 +609,11 @@ impl AnalyticsService {
             )
             .map_err(|e| AnalyticsError::InvalidApplicationConfiguration(e.to_string()))?;
         }
-        compile(&meta)?;
+        if compile(&meta)?.is_none() {
+            return Err(AnalyticsError::InvalidApplicationConfiguration(format!(
+                "Application {name} has no application code to run."
+            )));
+        }
         let delayed = self.config.state_delay_ms > 0;
         meta.status = if delayed {
             AppStatus::Starting

@@ -167,7 +167,9 @@ impl Runner {
     }
 
     async fn work(&mut self) -> Result<(), Halt> {
-        let mut program = compile(&self.meta).map_err(|e| Halt::Failed(e.to_string()))?;
+        let mut program = compile(&self.meta)
+            .map_err(|e| Halt::Failed(e.to_string()))?
+            .ok_or_else(|| Halt::Failed("the application has no code".into()))?;
         self.load_references(&mut program).await?;
         let columns: HashMap<String, Vec<Column>> = program
             .streams()
@@ -311,13 +313,20 @@ impl Runner {
                     .watermark_ms
                     .store(watermark.max(0) as u64, Ordering::Relaxed);
             }
+            errors.extend(
+                program
+                    .drain_errors()
+                    .into_iter()
+                    .map(|e| (e.to_string(), String::new())),
+            );
             if !errors.is_empty() {
                 self.write_errors(std::mem::take(&mut errors), watermark)
                     .await?;
             }
             self.write_outputs(&columns, &mut out).await?;
             if last_checkpoint.elapsed() >= interval {
-                self.checkpoint(&program, &cursors, watermark).await?;
+                let state = program.checkpoint();
+                self.checkpoint(state, &cursors, watermark).await?;
                 last_checkpoint = tokio::time::Instant::now();
             }
             if read_any && cursors.iter().any(|c| !c.caught_up && !c.finished) {
@@ -325,13 +334,16 @@ impl Runner {
             }
             self.wait(&mut cursors).await;
         }
-        self.checkpoint(&program, &cursors, watermark).await?;
+        let state = program.checkpoint();
+        self.checkpoint(state, &cursors, watermark).await?;
         Ok(())
     }
 
+    /// Writes the program's state (`state`, taken before any await: the program is
+    /// not shared across threads) with the cursors' positions.
     async fn checkpoint(
         &self,
-        program: &Program,
+        state: Vec<u8>,
         cursors: &[Cursor],
         watermark: i64,
     ) -> Result<(), Halt> {
@@ -346,7 +358,7 @@ impl Runner {
                 .filter(|c| c.finished && c.buffer.is_empty())
                 .map(|c| c.shard_id.clone())
                 .collect(),
-            state: program.checkpoint(),
+            state,
             watermark_ms: watermark,
         };
         self.save_checkpoint(&cp).await.map_err(Halt::Failed)
