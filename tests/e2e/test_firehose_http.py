@@ -11,9 +11,11 @@ import base64
 import gzip
 import json
 import re
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import boto3
 import pytest
@@ -23,6 +25,7 @@ from botocore.exceptions import ClientError
 from conftest import REGION, unique_name, wait_for
 from test_firehose import (NAME_RE, ROLE, err, firehose, objects, put_while_killing,
                            s3_config, wait_active)
+from test_tls import Pki
 # The module's own server and its boto3 client, as test_firehose.py makes them.
 from test_firehose import fh, server  # noqa: F401 (pytest fixtures)
 
@@ -38,7 +41,7 @@ class Receiver:
     `script` holds the answers of the next requests (callables of the request id), and
     `default` answers the rest."""
 
-    def __init__(self):
+    def __init__(self, tls: tuple[Path, Path] | None = None):
         self.requests: list[dict] = []
         self.script: list = []
         self.default = self.ok
@@ -73,12 +76,18 @@ class Receiver:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.scheme = "http"
+        if tls is not None:  # (certificate chain, key) files
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/ingest?source=freshet"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}/ingest?source=freshet"
 
     @staticmethod
     def ok(rid):
@@ -380,3 +389,38 @@ def test_sigkill_mid_delivery_delivers_every_acknowledged_record(start_server, r
     # A record sent twice was re-sent as the same batch, under the same request id.
     assert all(len(ids) == 1 for ids in ids_of.values())
     assert not objects(srv.data_dir, "crash-backup")
+
+
+def test_https_endpoints_are_verified_against_the_configured_roots(start_server, tmp_path):
+    pki = Pki(tmp_path)
+    chain, key = pki.issue("receiver")
+    (tmp_path / "chain.pem").write_bytes(chain)
+    (tmp_path / "leaf.key").write_bytes(key)
+    trusted = Receiver(tls=(tmp_path / "chain.pem", tmp_path / "leaf.key"))
+    # A second CA the server does not trust.
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other = Pki(other_dir)
+    chain, key = other.issue("stranger")
+    (other_dir / "chain.pem").write_bytes(chain)
+    (other_dir / "leaf.key").write_bytes(key)
+    untrusted = Receiver(tls=(other_dir / "chain.pem", other_dir / "leaf.key"))
+    try:
+        srv = start_server(env={"SSL_CERT_FILE": str(pki.ca)})
+        fh = firehose(srv.endpoint)
+        good = create(fh, trusted.url, "tls-backup", interval=0)
+        bad = create(fh, untrusted.url, "tls-backup", interval=0, retry=0)
+        fh.put_record(DeliveryStreamName=good, Record={"Data": b"over tls\n"})
+        fh.put_record(DeliveryStreamName=bad, Record={"Data": b"not to strangers\n"})
+        wait_for(lambda: trusted.delivered(), 30, "delivery over https")
+        assert [records_of(r) for r in trusted.delivered()] == [[b"over tls\n"]]
+        found = wait_for(lambda: backup_objects(srv, "tls-backup", bad), 30, "the refused batch")
+        (body,) = found.values()
+        (line,) = [json.loads(x) for x in body.splitlines()]
+        assert base64.b64decode(line["rawData"]) == b"not to strangers\n"
+        assert line["errorCode"] == "HttpEndpoint.ConnectionFailed"
+        assert "certificate" in line["errorMessage"].lower(), line["errorMessage"]
+        assert untrusted.snapshot() == []  # no request got past the handshake
+    finally:
+        trusted.close()
+        untrusted.close()
