@@ -1473,6 +1473,26 @@ mod tests {
     }
 
     #[test]
+    fn firehose_endpoint_urls_may_be_http_too() {
+        let op = firehose().operation("CreateDeliveryStream").unwrap();
+        let doc = |url: &str| {
+            serde_json::json!({"DeliveryStreamName": "s", "HttpEndpointDestinationConfiguration": {
+                "EndpointConfiguration": {"Url": url},
+                "S3Configuration": {"RoleARN": "arn:aws:iam::123456789012:role/r",
+                                    "BucketARN": "arn:aws:s3:::b-bucket"}}})
+        };
+        assert!(op.validate_input(&doc("https://example.com/x")).is_ok());
+        assert!(op.validate_input(&doc("http://127.0.0.1:8080/x")).is_ok());
+        let Err(InputError::Validation(msg)) = op.validate_input(&doc("ftp://example.com/")) else {
+            panic!("ftp:// is refused")
+        };
+        assert!(
+            msg.ends_with("Member must satisfy regular expression pattern: https://.*"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn model_loads_with_all_patterns() {
         let m = kinesis();
         assert_eq!(m.target_prefix(), "Kinesis_20131202");
