@@ -19,7 +19,9 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::kinesis::model;
 use super::{AppState, MAX_KINESIS_BODY, read_body};
-use crate::delivery::model::S3Destination;
+use crate::delivery::model::{
+    ContentEncoding, HttpBackupMode, HttpEndpointDestination, S3Destination,
+};
 use crate::delivery::naming::Compression;
 use crate::delivery::{CreateRequest, DeliveryService};
 
@@ -243,10 +245,13 @@ fn create_request(doc: &Value) -> Result<CreateRequest, ApiError> {
         {
             (*one, &doc[*one])
         }
+        ["HttpEndpointDestinationConfiguration"] => {
+            return http_create_request(doc, &doc["HttpEndpointDestinationConfiguration"]);
+        }
         [one] => return Err(unsupported(one)),
         [] => {
             return Err(ApiError::invalid_argument(
-                "Exactly one destination configuration must be specified: Freshet supports ExtendedS3DestinationConfiguration and S3DestinationConfiguration.",
+                "Exactly one destination configuration must be specified: Freshet supports ExtendedS3DestinationConfiguration, S3DestinationConfiguration and HttpEndpointDestinationConfiguration.",
             ));
         }
         _ => {
@@ -257,6 +262,16 @@ fn create_request(doc: &Value) -> Result<CreateRequest, ApiError> {
         }
     };
     check_s3_member_support(cfg, member)?;
+    Ok(CreateRequest {
+        name: text(doc, "DeliveryStreamName").to_string(),
+        destination: s3_destination(cfg, member)?,
+        http: None,
+        tags: tags_of(&doc["Tags"]),
+    })
+}
+
+/// An S3 destination (or an HTTP endpoint's backup bucket) from its configuration.
+fn s3_destination(cfg: &Value, member: &str) -> Result<S3Destination, ApiError> {
     let compression = match cfg["CompressionFormat"].as_str() {
         None | Some("UNCOMPRESSED") => Compression::Uncompressed,
         Some("GZIP") => Compression::Gzip,
@@ -269,19 +284,81 @@ fn create_request(doc: &Value) -> Result<CreateRequest, ApiError> {
             .filter(|s| !s.is_empty())
             .map(String::from)
     };
+    Ok(S3Destination {
+        role_arn: text(cfg, "RoleARN").to_string(),
+        bucket_arn: text(cfg, "BucketARN").to_string(),
+        prefix: opt("Prefix"),
+        error_output_prefix: opt("ErrorOutputPrefix"),
+        size_mbs: hints["SizeInMBs"].as_u64().unwrap_or(5) as u32,
+        interval_secs: hints["IntervalInSeconds"].as_u64().unwrap_or(300) as u32,
+        compression,
+        file_extension: opt("FileExtension"),
+        extended: member == "ExtendedS3DestinationConfiguration",
+    })
+}
+
+/// `HttpEndpointDestinationConfiguration` (already checked against the model: the Url
+/// is there, the hints and retry duration are in range, the enums are AWS's).
+fn http_create_request(doc: &Value, cfg: &Value) -> Result<CreateRequest, ApiError> {
+    const MEMBER: &str = "HttpEndpointDestinationConfiguration";
+    // S3BackupMode means something else here (FailedDataOnly or AllData, both built).
+    let mut shared = cfg.clone();
+    if let Some(o) = shared.as_object_mut() {
+        o.remove("S3BackupMode");
+    }
+    check_s3_member_support(&shared, MEMBER)?;
+    if cfg["SecretsManagerConfiguration"]["Enabled"].as_bool() == Some(true) {
+        return Err(unsupported(&format!(
+            "{MEMBER}.SecretsManagerConfiguration"
+        )));
+    }
+    let backup_cfg = &cfg["S3Configuration"];
+    check_s3_member_support(backup_cfg, &format!("{MEMBER}.S3Configuration"))?;
+    let endpoint = &cfg["EndpointConfiguration"];
+    let hints = &cfg["BufferingHints"];
+    let request = &cfg["RequestConfiguration"];
+    let content_encoding = match request["ContentEncoding"].as_str() {
+        Some("GZIP") => ContentEncoding::Gzip,
+        _ => ContentEncoding::None,
+    };
+    let common_attributes = request["CommonAttributes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    (
+                        text(t, "AttributeName").to_string(),
+                        text(t, "AttributeValue").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let backup_mode = match cfg["S3BackupMode"].as_str() {
+        Some("AllData") => HttpBackupMode::AllData,
+        _ => HttpBackupMode::FailedDataOnly,
+    };
+    let opt = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(String::from);
+    let http = HttpEndpointDestination {
+        url: text(endpoint, "Url").to_string(),
+        name: opt(&endpoint["Name"]),
+        access_key: opt(&endpoint["AccessKey"]),
+        size_mbs: hints["SizeInMBs"].as_u64().unwrap_or(5) as u32,
+        interval_secs: hints["IntervalInSeconds"].as_u64().unwrap_or(300) as u32,
+        content_encoding,
+        common_attributes,
+        retry_secs: cfg["RetryOptions"]["DurationInSeconds"]
+            .as_u64()
+            .unwrap_or(300) as u32,
+        backup_mode,
+        role_arn: opt(&cfg["RoleARN"]),
+        cloudwatch: cfg.get("CloudWatchLoggingOptions").cloned(),
+        processing: cfg.get("ProcessingConfiguration").cloned(),
+    };
     Ok(CreateRequest {
         name: text(doc, "DeliveryStreamName").to_string(),
-        destination: S3Destination {
-            role_arn: text(cfg, "RoleARN").to_string(),
-            bucket_arn: text(cfg, "BucketARN").to_string(),
-            prefix: opt("Prefix"),
-            error_output_prefix: opt("ErrorOutputPrefix"),
-            size_mbs: hints["SizeInMBs"].as_u64().unwrap_or(5) as u32,
-            interval_secs: hints["IntervalInSeconds"].as_u64().unwrap_or(300) as u32,
-            compression,
-            file_extension: opt("FileExtension"),
-            extended: member == "ExtendedS3DestinationConfiguration",
-        },
+        destination: s3_destination(backup_cfg, &format!("{MEMBER}.S3Configuration"))?,
+        http: Some(http),
         tags: tags_of(&doc["Tags"]),
     })
 }
@@ -304,12 +381,42 @@ fn describe(service: &DeliveryService, name: &str) -> Result<Value, ApiError> {
     if let Some(p) = &dest.error_output_prefix {
         s3["ErrorOutputPrefix"] = json!(p);
     }
+    if let Some(http) = &m.http {
+        let mut out = stream_description(
+            &d,
+            json!({
+                "DestinationId": "destinationId-000000000001",
+                "HttpEndpointDestinationDescription": http_description(http, s3),
+            }),
+        );
+        if let Some(f) = &d.failure {
+            out["FailureDescription"] = json!({ "Type": "UNKNOWN_ERROR", "Details": f });
+        }
+        return Ok(json!({ "DeliveryStreamDescription": out }));
+    }
     let mut extended = s3.clone();
     extended["S3BackupMode"] = json!("Disabled");
     if let Some(ext) = &dest.file_extension {
         extended["FileExtension"] = json!(ext);
     }
-    let mut out = json!({
+    let mut out = stream_description(
+        &d,
+        json!({
+            "DestinationId": "destinationId-000000000001",
+            "S3DestinationDescription": s3,
+            "ExtendedS3DestinationDescription": extended,
+        }),
+    );
+    if let Some(f) = d.failure {
+        out["FailureDescription"] = json!({ "Type": "UNKNOWN_ERROR", "Details": f });
+    }
+    Ok(json!({ "DeliveryStreamDescription": out }))
+}
+
+/// A `DeliveryStreamDescription` around its one destination.
+fn stream_description(d: &crate::delivery::Described, destination: Value) -> Value {
+    let m = &d.meta;
+    json!({
         "DeliveryStreamName": m.name,
         "DeliveryStreamARN": d.arn,
         "DeliveryStreamStatus": m.status.as_str(),
@@ -317,15 +424,39 @@ fn describe(service: &DeliveryService, name: &str) -> Result<Value, ApiError> {
         "DeliveryStreamType": "DirectPut",
         "VersionId": m.version.to_string(),
         "CreateTimestamp": m.created_ms as f64 / 1000.0,
-        "Destinations": [{
-            "DestinationId": "destinationId-000000000001",
-            "S3DestinationDescription": s3,
-            "ExtendedS3DestinationDescription": extended,
-        }],
+        "Destinations": [destination],
         "HasMoreDestinations": false,
-    });
-    if let Some(f) = d.failure {
-        out["FailureDescription"] = json!({ "Type": "UNKNOWN_ERROR", "Details": f });
+    })
+}
+
+/// `HttpEndpointDestinationDescription`: as configured, but never the AccessKey.
+fn http_description(http: &HttpEndpointDestination, s3: Value) -> Value {
+    let mut endpoint = json!({ "Url": http.url });
+    if let Some(n) = &http.name {
+        endpoint["Name"] = json!(n);
     }
-    Ok(json!({ "DeliveryStreamDescription": out }))
+    let attributes: Vec<Value> = http
+        .common_attributes
+        .iter()
+        .map(|(k, v)| json!({ "AttributeName": k, "AttributeValue": v }))
+        .collect();
+    let mut out = json!({
+        "EndpointConfiguration": endpoint,
+        "BufferingHints": { "SizeInMBs": http.size_mbs, "IntervalInSeconds": http.interval_secs },
+        "CloudWatchLoggingOptions": http.cloudwatch.clone().unwrap_or_else(|| json!({ "Enabled": false })),
+        "RequestConfiguration": {
+            "ContentEncoding": http.content_encoding.as_str(),
+            "CommonAttributes": attributes,
+        },
+        "RetryOptions": { "DurationInSeconds": http.retry_secs },
+        "S3BackupMode": http.backup_mode.as_str(),
+        "S3DestinationDescription": s3,
+    });
+    if let Some(role) = &http.role_arn {
+        out["RoleARN"] = json!(role);
+    }
+    if let Some(p) = &http.processing {
+        out["ProcessingConfiguration"] = p.clone();
+    }
+    out
 }

@@ -1,6 +1,7 @@
 //! Delivery streams (Amazon Data Firehose semantics, the Firehose API reference):
 //! Direct PUT records buffered durably and delivered in batches to S3-style object
-//! storage, at least once and never under two names.
+//! storage, at least once and never under two names, or to an HTTP endpoint ([`http`],
+//! with an S3 backup bucket for the batches it does not take).
 //!
 //! - [`DeliveryService`]: the domain service behind the Firehose API. Delivery-stream
 //!   metadata lives in the catalog (namespace `delivery-streams`), written before it is
@@ -10,7 +11,8 @@
 //!   batch ([`batch`]) → build and name ([`naming`]) → deliver ([`destination`]) →
 //!   acknowledge (the checkpoint in the catalog).
 //!
-//! This module never reaches into `api`; it knows nothing of HTTP. Not yet supported
+//! This module never reaches into `api`; it knows nothing of the API's HTTP (the
+//! endpoint destination is an HTTP client of its own). Not yet supported
 //! (refused at CreateDeliveryStream with InvalidArgumentException): other sources and
 //! destinations, processors, dynamic partitioning, format conversion, ZIP and Snappy
 //! (docs/delivery.md).
@@ -18,6 +20,7 @@
 pub mod batch;
 pub mod destination;
 pub mod error;
+pub mod http;
 pub mod model;
 pub mod naming;
 /// The S3 destination (`aws-sdk-s3`), behind the `s3` cargo feature (on by default).
@@ -76,7 +79,9 @@ struct StreamEntry {
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
     pub name: String,
+    /// The S3 destination, or the backup bucket of an HTTP endpoint destination.
     pub destination: S3Destination,
+    pub http: Option<HttpEndpointDestination>,
     pub tags: Vec<(String, String)>,
 }
 
@@ -193,6 +198,8 @@ impl DeliveryService {
             destination: self.destination.clone(),
             stop: stop_rx,
             failure: failure.clone(),
+            source_arn: self.arn(&meta.name),
+            endpoint_client: None,
         };
         let join = tokio::spawn(worker.run());
         self.workers
@@ -251,6 +258,9 @@ impl DeliveryService {
                 "FileExtension must start with '.' and cannot contain '/'.".into(),
             ));
         }
+        if let Some(http) = &req.http {
+            check_endpoint(http)?;
+        }
         if req.tags.len() > TAG_LIMIT {
             return Err(self.tag_limit(&req.name));
         }
@@ -279,6 +289,7 @@ impl DeliveryService {
             },
             version: 1,
             destination: req.destination,
+            http: req.http,
             tags: req.tags.into_iter().collect(),
         };
         // A log left by a stream of this name whose deletion a crash interrupted.
@@ -445,11 +456,59 @@ impl DeliveryService {
     }
 
     fn tag_limit(&self, name: &str) -> DeliveryError {
-        DeliveryError::LimitExceeded(format!(
-            "Firehose {name} would have more than {TAG_LIMIT} tags; a delivery stream can have at most {TAG_LIMIT}."
-        ))
+        tag_limit_error(name)
     }
+}
 
+/// What the model cannot check of an HTTP endpoint destination: a URL that can be
+/// requested, and header values that can be sent.
+fn check_endpoint(http: &HttpEndpointDestination) -> Result<()> {
+    let invalid = |m: String| Err(DeliveryError::InvalidArgument(m));
+    match http.url.parse::<::http::Uri>() {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
+        _ => {
+            return invalid(
+                "EndpointConfiguration.Url must be an https:// (or, with Freshet, http://) URL with a host."
+                    .into(),
+            );
+        }
+    }
+    let sendable = |s: &str| ::http::HeaderValue::from_str(s).is_ok();
+    if http.access_key.as_deref().is_some_and(|k| !sendable(k)) {
+        return invalid(
+            "EndpointConfiguration.AccessKey cannot contain control characters.".into(),
+        );
+    }
+    if http
+        .common_attributes
+        .iter()
+        .any(|(k, v)| !sendable(k) || !sendable(v))
+    {
+        return invalid(
+            "RequestConfiguration.CommonAttributes cannot contain control characters.".into(),
+        );
+    }
+    let mut names: Vec<&str> = http
+        .common_attributes
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return invalid(
+            "RequestConfiguration.CommonAttributes has duplicate AttributeName values.".into(),
+        );
+    }
+    Ok(())
+}
+
+fn tag_limit_error(name: &str) -> DeliveryError {
+    DeliveryError::LimitExceeded(format!(
+        "Firehose {name} would have more than {TAG_LIMIT} tags; a delivery stream can have at most {TAG_LIMIT}."
+    ))
+}
+
+impl DeliveryService {
     async fn update_tags(
         &self,
         name: &str,

@@ -57,6 +57,66 @@ impl S3Destination {
     }
 }
 
+/// `RequestConfiguration.ContentEncoding` of an HTTP endpoint destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContentEncoding {
+    #[serde(rename = "NONE")]
+    None,
+    #[serde(rename = "GZIP")]
+    Gzip,
+}
+
+impl ContentEncoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "NONE",
+            Self::Gzip => "GZIP",
+        }
+    }
+}
+
+/// `S3BackupMode` of an HTTP endpoint destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HttpBackupMode {
+    /// Only batches the endpoint did not take within the retry duration.
+    FailedDataOnly,
+    /// Every batch, delivered or not.
+    AllData,
+}
+
+impl HttpBackupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailedDataOnly => "FailedDataOnly",
+            Self::AllData => "AllData",
+        }
+    }
+}
+
+/// An HTTP endpoint destination (`HttpEndpointDestinationConfiguration`). Its backup
+/// bucket (`S3Configuration`) is the stream's [`S3Destination`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpEndpointDestination {
+    pub url: String,
+    pub name: Option<String>,
+    /// Sent verbatim as `X-Amz-Firehose-Access-Key`; never shown by Describe.
+    pub access_key: Option<String>,
+    /// The endpoint's buffering hints (the backup bucket's own are only shown).
+    pub size_mbs: u32,
+    pub interval_secs: u32,
+    pub content_encoding: ContentEncoding,
+    /// `CommonAttributes`, in the order given (sent as one JSON object).
+    pub common_attributes: Vec<(String, String)>,
+    /// How long failed requests are retried before the batch goes to the backup bucket.
+    pub retry_secs: u32,
+    pub backup_mode: HttpBackupMode,
+    pub role_arn: Option<String>,
+    /// `CloudWatchLoggingOptions` as given: accepted and shown, no logs are sent.
+    pub cloudwatch: Option<serde_json::Value>,
+    /// `ProcessingConfiguration` as given (only a disabled one is accepted).
+    pub processing: Option<serde_json::Value>,
+}
+
 /// One delivery stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryStreamMeta {
@@ -68,7 +128,12 @@ pub struct DeliveryStreamMeta {
     pub status: DeliveryStatus,
     /// VersionId: 1 at creation.
     pub version: u64,
+    /// The S3 destination; for an HTTP endpoint stream, its backup bucket.
     pub destination: S3Destination,
+    /// An HTTP endpoint destination (absent for S3 streams, and in records written
+    /// before HTTP endpoints existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpEndpointDestination>,
     pub tags: BTreeMap<String, String>,
 }
 

@@ -282,9 +282,11 @@ impl PrefixTemplate {
     }
 }
 
-/// The object key of a batch, exactly as AWS forms it.
+/// The object key of a batch, exactly as AWS forms it. `error_type`: the value of
+/// `!{firehose:error-output-type}` (for objects under an error prefix).
 pub fn object_key(
     prefix: &PrefixTemplate,
+    error_type: Option<&str>,
     stream: &str,
     version: u64,
     arrival_ms: i64,
@@ -294,7 +296,7 @@ pub fn object_key(
     let t = civil(arrival_ms);
     format!(
         "{}{stream}-{version}-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}-{}{extension}",
-        prefix.evaluate(arrival_ms, batch, None),
+        prefix.evaluate(arrival_ms, batch, error_type),
         t.year,
         t.month,
         t.day,
@@ -316,7 +318,7 @@ mod tests {
     fn default_prefix_and_name_follow_aws() {
         let p = PrefixTemplate::parse("", false).unwrap();
         let id = batch_uuid("s/1", 0, 9);
-        let key = object_key(&p, "orders", 1, LEAP, id, ".gz");
+        let key = object_key(&p, None, "orders", 1, LEAP, id, ".gz");
         assert_eq!(
             key,
             format!(
@@ -326,7 +328,7 @@ mod tests {
         );
         let p = PrefixTemplate::parse("raw/", false).unwrap();
         assert!(
-            object_key(&p, "o", 1, 0, id, "")
+            object_key(&p, None, "o", 1, 0, id, "")
                 .starts_with("raw/1970/01/01/00/o-1-1970-01-01-00-00-00-")
         );
     }

@@ -20,7 +20,11 @@ use tokio::sync::watch;
 
 use super::batch::{Batcher, Hints, Span};
 use super::destination::Destination;
+use super::http::{
+    self as endpoint, ERROR_OUTPUT_TYPE, EndpointClient, EndpointFailure, EndpointRequest,
+};
 use super::model::{Checkpoint, DeliveryStreamMeta};
+use super::model::{HttpBackupMode, HttpEndpointDestination};
 use super::naming::{self, Compression, PrefixTemplate};
 use crate::clock::SharedClock;
 use crate::store::catalog::Catalog;
@@ -46,6 +50,10 @@ pub(super) struct Worker {
     pub stop: watch::Receiver<bool>,
     /// The last delivery failure, for DescribeDeliveryStream (cleared on success).
     pub failure: Arc<std::sync::Mutex<Option<String>>>,
+    /// The stream's ARN (`X-Amz-Firehose-Source-Arn` of HTTP endpoint requests).
+    pub source_arn: String,
+    /// The HTTP endpoint client, made on first use (streams to S3 never need one).
+    pub endpoint_client: Option<EndpointClient>,
 }
 
 /// Why a worker stopped without finishing its work.
@@ -67,13 +75,13 @@ impl Worker {
         }
     }
 
-    fn key(&self) -> String {
+    fn checkpoint_key(&self) -> String {
         self.meta.log_id()
     }
 
     async fn load_checkpoint(&self) -> Result<Checkpoint, Halt> {
         let catalog = self.catalog.clone();
-        let key = self.key();
+        let key = self.checkpoint_key();
         let raw = tokio::task::spawn_blocking(move || catalog.get(CHECKPOINTS, &key))
             .await
             .map_err(|e| Halt::Failed(e.to_string()))?
@@ -87,7 +95,7 @@ impl Worker {
 
     async fn save_checkpoint(&self, cp: Checkpoint) -> Result<(), Halt> {
         let catalog = self.catalog.clone();
-        let key = self.key();
+        let key = self.checkpoint_key();
         let bytes = serde_json::to_vec(&cp).map_err(|e| Halt::Failed(e.to_string()))?;
         tokio::task::spawn_blocking(move || catalog.put(CHECKPOINTS, &key, bytes))
             .await
@@ -97,17 +105,20 @@ impl Worker {
 
     async fn work(&mut self) -> Result<(), Halt> {
         let dest = &self.meta.destination;
-        let hints = Hints::from_aws(dest.size_mbs, dest.interval_secs);
+        let hints = match &self.meta.http {
+            Some(h) => Hints::from_aws(h.size_mbs, h.interval_secs),
+            None => Hints::from_aws(dest.size_mbs, dest.interval_secs),
+        };
         let prefix = PrefixTemplate::parse(dest.prefix.as_deref().unwrap_or(""), false)
             .map_err(Halt::Failed)?;
         let mut cp = self.load_checkpoint().await?;
         if let Some((first, last)) = cp.pending {
             // A batch whose delivery a crash interrupted: the same range, the same name.
-            let (records, arrival) = self.read_range(first, last).await?;
+            let (records, arrivals) = self.read_range(first, last).await?;
             let span = Span {
                 first_offset: first,
                 last_offset: last,
-                first_arrival_ms: arrival,
+                first_arrival_ms: arrivals.first().copied().unwrap_or(0),
                 bytes: records.iter().map(|r| r.len() as u64).sum(),
                 records: records.len() as u64,
             };
@@ -117,7 +128,7 @@ impl Worker {
                 last,
                 "re-delivering an interrupted batch"
             );
-            self.deliver(&prefix, span, records).await?;
+            self.deliver(&prefix, span, records, arrivals).await?;
             cp = Checkpoint {
                 next: last + 1,
                 pending: None,
@@ -127,6 +138,7 @@ impl Worker {
         let mut next = cp.next.max(self.log.bounds().first_offset);
         let mut batcher = Batcher::new(hints);
         let mut records: Vec<Bytes> = Vec::new();
+        let mut arrivals: Vec<i64> = Vec::new();
         let mut end_rx = self.log.watch_end();
         loop {
             let end = self.log.bounds().end_offset;
@@ -142,6 +154,7 @@ impl Worker {
                 for frame in read.entries {
                     let full = batcher.push(frame.offset, frame.timestamp_ms, frame.payload.len());
                     records.push(frame.payload);
+                    arrivals.push(frame.timestamp_ms);
                     next = frame.offset + 1;
                     if full {
                         break;
@@ -152,12 +165,13 @@ impl Worker {
             if batcher.is_due(self.clock.now_ms()) || (stopping && batcher.open().is_some()) {
                 if let Some(span) = batcher.take() {
                     let batch = std::mem::take(&mut records);
+                    let batch_arrivals = std::mem::take(&mut arrivals);
                     self.save_checkpoint(Checkpoint {
                         next: span.first_offset,
                         pending: Some((span.first_offset, span.last_offset)),
                     })
                     .await?;
-                    self.deliver(&prefix, span, batch).await?;
+                    self.deliver(&prefix, span, batch, batch_arrivals).await?;
                     self.save_checkpoint(Checkpoint {
                         next: span.last_offset + 1,
                         pending: None,
@@ -187,10 +201,10 @@ impl Worker {
         }
     }
 
-    /// Records `first..=last` and the arrival of the first.
-    async fn read_range(&self, first: u64, last: u64) -> Result<(Vec<Bytes>, i64), Halt> {
+    /// Records `first..=last` and their arrivals.
+    async fn read_range(&self, first: u64, last: u64) -> Result<(Vec<Bytes>, Vec<i64>), Halt> {
         let mut out = Vec::new();
-        let mut arrival = None;
+        let mut arrivals = Vec::new();
         let mut at = first;
         while at <= last {
             let read = self
@@ -212,49 +226,81 @@ impl Worker {
                 if frame.offset > last {
                     break;
                 }
-                arrival.get_or_insert(frame.timestamp_ms);
+                arrivals.push(frame.timestamp_ms);
                 at = frame.offset + 1;
                 out.push(frame.payload);
             }
         }
-        Ok((out, arrival.unwrap_or(0)))
+        Ok((out, arrivals))
     }
 
-    /// Builds and writes one batch's object, retrying until it is written (or stop is
-    /// asked, leaving it pending).
+    /// Delivers one batch: to the HTTP endpoint when the stream has one, else as an
+    /// object to the bucket; retrying until it is done (or stop is asked, leaving it
+    /// pending). `arrivals[i]` is the arrival of `records[i]`.
     async fn deliver(
         &mut self,
         prefix: &PrefixTemplate,
         span: Span,
         records: Vec<Bytes>,
+        arrivals: Vec<i64>,
     ) -> Result<(), Halt> {
-        let dest = &self.meta.destination;
         let batch = naming::batch_uuid(&self.meta.log_id(), span.first_offset, span.last_offset);
-        let key = naming::object_key(
+        if let Some(http) = self.meta.http.clone() {
+            return self
+                .deliver_http(&http, prefix, span, batch, records, arrivals)
+                .await;
+        }
+        let key = self.object_key(prefix, None, span, batch);
+        let bucket = self.meta.destination.bucket().to_string();
+        let body = self.build(records).await?;
+        self.put_with_retries(&bucket, &key, body, span).await?;
+        if let Ok(mut f) = self.failure.lock() {
+            *f = None;
+        }
+        Ok(())
+    }
+
+    /// The object key of a batch in the (backup) bucket.
+    fn object_key(
+        &self,
+        prefix: &PrefixTemplate,
+        error_type: Option<&str>,
+        span: Span,
+        batch: uuid::Uuid,
+    ) -> String {
+        naming::object_key(
             prefix,
+            error_type,
             &self.meta.name,
             self.meta.version,
             span.first_arrival_ms,
             batch,
-            dest.extension(),
-        );
-        let compression = dest.compression;
-        let body = tokio::task::spawn_blocking(move || build_object(&records, compression))
+            self.meta.destination.extension(),
+        )
+    }
+
+    /// The object of `records` in the bucket's compression, built off the runtime.
+    async fn build(&self, records: Vec<Bytes>) -> Result<Bytes, Halt> {
+        let compression = self.meta.destination.compression;
+        tokio::task::spawn_blocking(move || build_object(&records, compression))
             .await
             .map_err(|e| Halt::Failed(e.to_string()))?
-            .map_err(|e| Halt::Failed(format!("cannot compress a batch: {e}")))?;
-        let bucket = dest.bucket().to_string();
+            .map_err(|e| Halt::Failed(format!("cannot compress a batch: {e}")))
+    }
+
+    /// Writes one object, retrying with capped exponential backoff and jitter until it
+    /// is written (or stop is asked).
+    async fn put_with_retries(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        span: Span,
+    ) -> Result<(), Halt> {
         let mut pause = RETRY_FIRST;
         loop {
-            match self
-                .destination
-                .put_object(&bucket, &key, body.clone())
-                .await
-            {
+            match self.destination.put_object(bucket, key, body.clone()).await {
                 Ok(()) => {
-                    if let Ok(mut f) = self.failure.lock() {
-                        *f = None;
-                    }
                     tracing::debug!(
                         delivery_stream = self.meta.name,
                         key,
@@ -269,19 +315,142 @@ impl Worker {
                     if let Ok(mut f) = self.failure.lock() {
                         *f = Some(e.to_string());
                     }
-                    // Full jitter in [pause/2, pause].
-                    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
-                    let sleep = pause / 2 + pause / 2 * jitter / 1000;
-                    tokio::select! {
-                        _ = tokio::time::sleep(sleep) => {}
-                        _ = self.stop.changed() => {}
-                    }
-                    if *self.stop.borrow() {
-                        return Err(Halt::Stopped);
-                    }
+                    self.pause(jittered(pause)).await?;
                     pause = (pause * 2).min(RETRY_CAP);
                 }
             }
+        }
+    }
+
+    /// Sleeps, or ends early with [`Halt::Stopped`] when stop is asked.
+    async fn pause(&mut self, sleep: Duration) -> Result<(), Halt> {
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = self.stop.changed() => {}
+        }
+        if *self.stop.borrow() {
+            return Err(Halt::Stopped);
+        }
+        Ok(())
+    }
+
+    /// One batch to an HTTP endpoint: the same request (and request id) until the
+    /// endpoint takes it or `RetryOptions.DurationInSeconds` have passed since the first
+    /// failure; then the batch's records go to the backup bucket under the error prefix.
+    /// With `S3BackupMode` `AllData` the batch is also written to the backup bucket.
+    async fn deliver_http(
+        &mut self,
+        http: &HttpEndpointDestination,
+        prefix: &PrefixTemplate,
+        span: Span,
+        batch: uuid::Uuid,
+        records: Vec<Bytes>,
+        arrivals: Vec<i64>,
+    ) -> Result<(), Halt> {
+        let request_id = batch.hyphenated().to_string();
+        let request = {
+            let (http, id, arn) = (http.clone(), request_id.clone(), self.source_arn.clone());
+            let (records, now) = (records.clone(), self.clock.now_ms());
+            tokio::task::spawn_blocking(move || {
+                endpoint::build_request(&http, &id, &arn, now, &records)
+            })
+            .await
+            .map_err(|e| Halt::Failed(e.to_string()))?
+            .map_err(|e| Halt::Failed(format!("cannot build a request: {e}")))?
+        };
+        let (attempts, failure) = self.send_with_retries(http, &request, &request_id).await?;
+        let backup = self.meta.destination.clone();
+        let bucket = backup.bucket().to_string();
+        if let Some(failure) = failure {
+            let error_prefix = PrefixTemplate::parse(
+                backup
+                    .error_output_prefix
+                    .as_deref()
+                    .unwrap_or(endpoint::DEFAULT_ERROR_PREFIX),
+                true,
+            )
+            .map_err(Halt::Failed)?;
+            let key = self.object_key(&error_prefix, Some(ERROR_OUTPUT_TYPE), span, batch);
+            let lines = endpoint::failed_records_object(
+                &records,
+                &arrivals,
+                attempts,
+                &failure,
+                self.clock.now_ms(),
+            );
+            let body = self.build(vec![Bytes::from(lines)]).await?;
+            tracing::warn!(
+                delivery_stream = self.meta.name,
+                request_id,
+                attempts,
+                key,
+                error = %failure,
+                "the endpoint did not take a batch within the retry duration; writing it to the backup bucket"
+            );
+            self.put_with_retries(&bucket, &key, body, span).await?;
+        }
+        if http.backup_mode == HttpBackupMode::AllData {
+            let key = self.object_key(prefix, None, span, batch);
+            let body = self.build(records).await?;
+            self.put_with_retries(&bucket, &key, body, span).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `request` until the endpoint takes it (`None`) or the retry duration has
+    /// passed (the last failure); also how many attempts were made.
+    async fn send_with_retries(
+        &mut self,
+        http: &HttpEndpointDestination,
+        request: &EndpointRequest,
+        request_id: &str,
+    ) -> Result<(u32, Option<EndpointFailure>), Halt> {
+        let client = self
+            .endpoint_client
+            .get_or_insert_with(EndpointClient::new)
+            .clone();
+        let limit_ms = i64::from(http.retry_secs) * 1000;
+        let mut first_failure_ms = None;
+        let mut pause = RETRY_FIRST;
+        let mut attempts = 0u32;
+        loop {
+            attempts = attempts.saturating_add(1);
+            let outcome = match client.post(&http.url, request).await {
+                Ok((status, body)) => endpoint::check_response(status, &body, request_id),
+                Err(message) => Err(EndpointFailure {
+                    code: "HttpEndpoint.ConnectionFailed",
+                    message,
+                }),
+            };
+            let failure = match outcome {
+                Ok(()) => {
+                    if let Ok(mut f) = self.failure.lock() {
+                        *f = None;
+                    }
+                    tracing::debug!(
+                        delivery_stream = self.meta.name,
+                        request_id,
+                        attempts,
+                        bytes = request.body.len(),
+                        "batch delivered to the endpoint"
+                    );
+                    return Ok((attempts, None));
+                }
+                Err(f) => f,
+            };
+            if let Ok(mut f) = self.failure.lock() {
+                *f = Some(failure.to_string());
+            }
+            let now = self.clock.now_ms();
+            let elapsed = now - *first_failure_ms.get_or_insert(now);
+            if elapsed >= limit_ms {
+                return Ok((attempts, Some(failure)));
+            }
+            let left = Duration::from_millis((limit_ms - elapsed) as u64);
+            let sleep = jittered(pause).min(left);
+            tracing::warn!(delivery_stream = self.meta.name, request_id, error = %failure, retry_in = ?sleep, "endpoint delivery failed; retrying");
+            self.pause(sleep).await?;
+            pause = (pause * 2).min(RETRY_CAP);
         }
     }
 
@@ -290,6 +459,12 @@ impl Worker {
         let log = self.log.clone();
         let _ = tokio::task::spawn_blocking(move || log.trim_before(span.first_arrival_ms)).await;
     }
+}
+
+/// A pause with jitter, in `[pause/2, pause]`.
+fn jittered(pause: Duration) -> Duration {
+    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+    pause / 2 + pause / 2 * jitter / 1000
 }
 
 /// The object of a batch: the records concatenated, compressed as configured.

@@ -151,7 +151,9 @@ def test_validation_and_unsupported(fh):
          "DynamicPartitioningConfiguration"),
         ({"HttpEndpointDestinationConfiguration": {
             "EndpointConfiguration": {"Url": "https://example.com"},
-            "S3Configuration": s3_config("b-bucket")}}, "HttpEndpointDestinationConfiguration"),
+            "SecretsManagerConfiguration": {"Enabled": True},
+            "S3Configuration": s3_config("b-bucket")}},
+         "HttpEndpointDestinationConfiguration.SecretsManagerConfiguration"),
     ]:
         kwargs.setdefault("ExtendedS3DestinationConfiguration", s3_config("b-bucket"))
         if "HttpEndpointDestinationConfiguration" in kwargs:
@@ -291,10 +293,10 @@ def test_sigkill_in_mid_delivery_loses_and_duplicates_nothing(start_server):
     assert gzip.decompress(new) == b"after\n"
 
 
-def crash_loop_delivers_everything_once(srv, name, bodies, rounds=4, wait=20):
-    """Puts records from a thread while SIGKILLing `srv` `rounds` times, each after one
-    more object has appeared in `bodies()` (key -> GZIP body), then stops it cleanly and
-    checks: every acknowledged record delivered, none in two objects, AWS's names."""
+def put_while_killing(srv, name, progressed, rounds, wait):
+    """Puts batches of unique records from a thread while SIGKILLing and restarting
+    `srv` `rounds` times, each once `progressed(round, acked)` holds; returns the
+    records acknowledged and those sent."""
     acked: set[bytes] = set()
     sent: set[bytes] = set()
     stop = threading.Event()
@@ -316,14 +318,23 @@ def crash_loop_delivers_everything_once(srv, name, bodies, rounds=4, wait=20):
 
     t = threading.Thread(target=producer, daemon=True)
     t.start()
-    for _round in range(rounds):
-        wait_for(lambda: len(bodies()) > _round, wait, "deliveries under way")
+    for round_ in range(rounds):
+        wait_for(lambda: progressed(round_, acked), wait, "deliveries under way")
         srv.proc.send_signal(signal.SIGKILL)
         srv.proc.wait()
         srv.start()
         endpoint["url"] = srv.endpoint
     stop.set()
     t.join(30)
+    return acked, sent
+
+
+def crash_loop_delivers_everything_once(srv, name, bodies, rounds=4, wait=20):
+    """Puts records from a thread while SIGKILLing `srv` `rounds` times, each after one
+    more object has appeared in `bodies()` (key -> GZIP body), then stops it cleanly and
+    checks: every acknowledged record delivered, none in two objects, AWS's names."""
+    acked, sent = put_while_killing(srv, name, lambda round_, _acked: len(bodies()) > round_,
+                                    rounds, wait)
     assert len(acked) > 1000
     assert srv.stop() == 0  # clean: flushes every partial batch
     seen: dict[bytes, str] = {}

@@ -63,12 +63,21 @@ pub fn kinesis_video() -> &'static ServiceModel {
 }
 
 static FIREHOSE: LazyLock<ServiceModel> = LazyLock::new(|| {
-    ServiceModel::from_botocore_json(include_str!("../models/firehose.json"), &[])
+    ServiceModel::from_botocore_json(include_str!("../models/firehose.json"), FIREHOSE_OVERRIDES)
         .unwrap_or_else(|e| panic!("bundled Firehose model is invalid: {e}"))
 });
 
+/// Every deviation from `firehose.json`, by shape name.
+const FIREHOSE_OVERRIDES: &[(&str, Override)] = &[
+    // AWS delivers to https:// endpoints only; Freshet also delivers to plain http://
+    // receivers (local services, tests), so the URL pattern admits both
+    // (docs/delivery.md). Other URLs get AWS's message, which names `https://.*`.
+    ("HttpEndpointUrl", Override::Pattern("https?://.*")),
+];
+
 /// The Amazon Data Firehose model (AWS JSON 1.1, `Firehose_20150804`), parsed on first
-/// use. Validated the same way as Kinesis requests; none of the Kinesis overrides apply.
+/// use. Validated the same way as Kinesis requests; none of the Kinesis overrides apply,
+/// only [`FIREHOSE_OVERRIDES`].
 pub fn firehose() -> &'static ServiceModel {
     &FIREHOSE
 }
@@ -101,6 +110,8 @@ enum Override {
     PatternText(&'static str),
     /// Report the `enum` values in this order.
     EnumOrder(&'static [&'static str]),
+    /// Match with this pattern instead (reported still with the model's text).
+    Pattern(&'static str),
 }
 
 /// Every deviation from `kinesis.json`, by shape name.
@@ -413,6 +424,7 @@ impl ServiceModel {
             let mut max = raw.get("max").and_then(Value::as_f64);
             let mut pattern_text = None;
             let mut enum_order: Option<Vec<String>> = None;
+            let mut pattern_source = None;
             for (shape_name, o) in overrides {
                 if shape_name == name {
                     match *o {
@@ -421,11 +433,12 @@ impl ServiceModel {
                         Override::EnumOrder(values) => {
                             enum_order = Some(values.iter().map(|s| s.to_string()).collect())
                         }
+                        Override::Pattern(p) => pattern_source = Some(p),
                     }
                 }
             }
             let pattern = match raw.get("pattern").and_then(Value::as_str) {
-                Some(p) => match compile_pattern(p) {
+                Some(p) => match compile_pattern(pattern_source.unwrap_or(p)) {
                     Ok(regex) => Some(Pattern {
                         regex,
                         refused_start: None,
@@ -1468,6 +1481,26 @@ mod tests {
             panic!("aws: tag keys are refused")
         };
         assert!(msg.contains("at 'tags.1.member.key'"), "{msg}");
+    }
+
+    #[test]
+    fn firehose_endpoint_urls_may_be_http_too() {
+        let op = firehose().operation("CreateDeliveryStream").unwrap();
+        let doc = |url: &str| {
+            serde_json::json!({"DeliveryStreamName": "s", "HttpEndpointDestinationConfiguration": {
+                "EndpointConfiguration": {"Url": url},
+                "S3Configuration": {"RoleARN": "arn:aws:iam::123456789012:role/r",
+                                    "BucketARN": "arn:aws:s3:::b-bucket"}}})
+        };
+        assert!(op.validate_input(&doc("https://example.com/x")).is_ok());
+        assert!(op.validate_input(&doc("http://127.0.0.1:8080/x")).is_ok());
+        let Err(InputError::Validation(msg)) = op.validate_input(&doc("ftp://example.com/")) else {
+            panic!("ftp:// is refused")
+        };
+        assert!(
+            msg.ends_with("Member must satisfy regular expression pattern: https://.*"),
+            "{msg}"
+        );
     }
 
     #[test]
