@@ -68,6 +68,18 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
+    /// Run analytics SQL (the Kinesis Data Analytics dialect) over a stream, here, and
+    /// print its output rows as they come: a table on a terminal, JSON lines when piped
+    ///
+    /// The stream is SOURCE_SQL_STREAM_001 (columns inferred from its first records, or
+    /// --schema); rows of DESTINATION_SQL_STREAM (or --output) are printed. Example:
+    /// `freshet sql counts.sql --stream quotes --from-start --no-follow`.
+    Sql {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[command(flatten)]
+        args: cli::sql::SqlArgs,
+    },
     /// Print a stream's records as they arrive, following all shards
     Tail {
         #[command(flatten)]
@@ -164,6 +176,9 @@ fn main() -> anyhow::Result<()> {
                 &mut std::io::stdout(),
             );
             Ok(())
+        }
+        Command::Sql { endpoint, args } => {
+            runtime.block_on(cli::sql::sql(&KinesisClient::new(&endpoint.endpoint), args))
         }
         Command::Tail { endpoint, args } => runtime.block_on(cli::commands::tail(
             &KinesisClient::new(&endpoint.endpoint),
