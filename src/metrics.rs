@@ -20,6 +20,10 @@
 //! | `freshet_storage_bytes` | bytes on disk per stream, `kind` = `data` or `video` |
 //! | `freshet_fsync_latency_seconds` | (each fdatasync of the storage engine) |
 //! | `freshet_open_connections` | (HTTP connections open) |
+//! | `freshet_analytics_records_total` | (source records an analytics application has read), `application` label |
+//! | `freshet_analytics_rows_out_total` | (rows its pumps emitted) |
+//! | `freshet_analytics_errors_total` | (records and rows sent to its error stream) |
+//! | `freshet_analytics_lag_milliseconds` | (how far its SQL clock is behind now: MillisBehindLatest of the application) |
 //!
 //! One process-wide registry ([`metrics`]); hot paths hold the handles of their stream
 //! ([`StreamMetrics`], [`VideoMetrics`]) so that counting costs an atomic add, not a
@@ -39,6 +43,22 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabel {
     pub stream: String,
+}
+
+/// The `application` label (analytics applications).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApplicationLabel {
+    pub application: String,
+}
+
+/// One running analytics application's figures, read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyticsFigures {
+    pub application: String,
+    pub records: u64,
+    pub rows_out: u64,
+    pub errors: u64,
+    pub lag_ms: i64,
 }
 
 /// Storage per stream: `kind` is `data` (a data stream's shards) or `video`.
@@ -74,6 +94,10 @@ pub struct Metrics {
     /// Each fdatasync of the storage engine.
     pub fsync_latency: Histogram,
     open_connections: Gauge,
+    analytics_records: Family<ApplicationLabel, Counter>,
+    analytics_rows_out: Family<ApplicationLabel, Counter>,
+    analytics_errors: Family<ApplicationLabel, Counter>,
+    analytics_lag_ms: Family<ApplicationLabel, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -112,6 +136,8 @@ pub struct Scrape {
     /// (feed's stream, RTP packets lost so far).
     pub feed_packets_lost: Vec<(String, u64)>,
     pub open_connections: Option<u64>,
+    /// Running analytics applications (their counters only grow while the process lives).
+    pub analytics: Vec<AnalyticsFigures>,
 }
 
 impl Metrics {
@@ -134,6 +160,10 @@ impl Metrics {
             storage_bytes: Family::default(),
             fsync_latency: latency_histogram(),
             open_connections: Gauge::default(),
+            analytics_records: Family::default(),
+            analytics_rows_out: Family::default(),
+            analytics_errors: Family::default(),
+            analytics_lag_ms: Family::default(),
         };
         // Counters get their `_total` suffix from the encoder.
         let f = &mut registry;
@@ -211,6 +241,26 @@ impl Metrics {
             "freshet_open_connections",
             "HTTP connections open",
             m.open_connections.clone(),
+        );
+        f.register(
+            "freshet_analytics_records",
+            "Source records read by an analytics application",
+            m.analytics_records.clone(),
+        );
+        f.register(
+            "freshet_analytics_rows_out",
+            "Rows emitted by an analytics application's pumps",
+            m.analytics_rows_out.clone(),
+        );
+        f.register(
+            "freshet_analytics_errors",
+            "Records and rows of an analytics application that went to its error stream",
+            m.analytics_errors.clone(),
+        );
+        f.register(
+            "freshet_analytics_lag_milliseconds",
+            "How far an analytics application's SQL clock is behind the present",
+            m.analytics_lag_ms.clone(),
         );
         Self { registry, ..m }
     }
@@ -294,6 +344,25 @@ impl Metrics {
         }
         if let Some(n) = scrape.open_connections {
             self.open_connections.set(n.min(i64::MAX as u64) as i64);
+        }
+        for a in scrape.analytics {
+            let label = ApplicationLabel {
+                application: a.application,
+            };
+            for (family, value) in [
+                (&self.analytics_records, a.records),
+                (&self.analytics_rows_out, a.rows_out),
+                (&self.analytics_errors, a.errors),
+            ] {
+                let c = family.get_or_create(&label);
+                let seen = c.get();
+                if value > seen {
+                    c.inc_by(value - seen);
+                }
+            }
+            self.analytics_lag_ms
+                .get_or_create(&label)
+                .set(a.lag_ms.max(0));
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

@@ -153,6 +153,9 @@ pub struct AnalyticsService {
     /// Serialises control-plane changes.
     control: tokio::sync::Mutex<()>,
     runners: Mutex<HashMap<String, RunnerHandle>>,
+    /// Counters per application, kept across its runners (restarts, updates) so that
+    /// they only grow while the process lives.
+    stats: Mutex<HashMap<String, Arc<RunStats>>>,
 }
 
 /// The in-application streams and tables the code is compiled against.
@@ -224,6 +227,7 @@ impl AnalyticsService {
             apps: RwLock::new(BTreeMap::new()),
             control: tokio::sync::Mutex::new(()),
             runners: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
         });
         let catalog = service.catalog.clone();
         let rows = tokio::task::spawn_blocking(move || catalog.list(NAMESPACE))
@@ -518,13 +522,20 @@ impl AnalyticsService {
         ])
         .await?;
         self.apps.write().unwrap().remove(name);
+        self.stats.lock().unwrap().remove(name);
         Ok(())
     }
 
     /// Starts the runner task of an application whose meta says RUNNING.
     fn launch(self: &Arc<Self>, meta: &ApplicationMeta, resume: bool) {
         let (stop, stop_rx) = watch::channel(false);
-        let stats = Arc::new(RunStats::default());
+        let stats = self
+            .stats
+            .lock()
+            .unwrap()
+            .entry(meta.name.clone())
+            .or_default()
+            .clone();
         let runner = runner::Runner {
             service: self.clone(),
             meta: meta.clone(),
@@ -1003,13 +1014,24 @@ impl AnalyticsService {
         }
     }
 
-    /// Application names and their counters, for the metrics endpoint.
-    pub fn all_stats(&self) -> Vec<(String, Arc<RunStats>)> {
+    /// The running applications' figures, for the metrics endpoint.
+    pub fn figures(&self) -> Vec<crate::metrics::AnalyticsFigures> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.clock.now_ms();
         self.runners
             .lock()
             .unwrap()
             .iter()
-            .map(|(n, h)| (n.clone(), h.stats.clone()))
+            .map(|(n, h)| {
+                let wm = h.stats.watermark_ms.load(Relaxed) as i64;
+                crate::metrics::AnalyticsFigures {
+                    application: n.clone(),
+                    records: h.stats.records_in.load(Relaxed),
+                    rows_out: h.stats.rows_out.load(Relaxed),
+                    errors: h.stats.errors.load(Relaxed),
+                    lag_ms: if wm == 0 { 0 } else { now - wm },
+                }
+            })
             .collect()
     }
 

@@ -386,6 +386,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     scrape.open_connections = state.connections.as_ref().map(|g| g.open().0 as u64);
+    if let Some(analytics) = &state.analytics {
+        scrape.analytics = analytics.figures();
+    }
     let body = crate::metrics::metrics().encode(scrape);
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(

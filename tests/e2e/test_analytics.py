@@ -278,7 +278,7 @@ def quote(i):
             "CHANGE": (i % 5) - 2, "PRICE": 10 + (i % 17)}
 
 
-def test_filter_pump_to_a_data_stream(ka, k):
+def test_filter_pump_to_a_data_stream(server, ka, k):
     source, dest = make_stream(k, shards=2), make_stream(k)
     rows = [quote(i) for i in range(300)]
     put_rows(k, source, rows)
@@ -295,6 +295,13 @@ def test_filter_pump_to_a_data_stream(ka, k):
     # Rows put while it runs are processed too.
     put_rows(k, source, [quote(3 * 7)])
     wait_for(lambda: len(read_stream(k, dest)) == len(want) + 1, 30, "one more row")
+    # The metrics count what was read and emitted.
+    import requests
+    text = requests.get(f"{server.endpoint}/metrics", timeout=10).text
+    label = f'{{application="{name}"}}'
+    assert f"freshet_analytics_records_total{label} {len(rows) + 1}" in text, text[-2000:]
+    assert f"freshet_analytics_rows_out_total{label} {len(want) + 1}" in text
+    assert f"freshet_analytics_errors_total{label} 0" in text
     ka.stop_application(ApplicationName=name)
 
 
