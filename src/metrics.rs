@@ -394,10 +394,20 @@ mod tests {
             storage: vec![("orders".into(), "data", 4096)],
             feed_packets_lost: vec![("cam-1".into(), 7)],
             open_connections: Some(2),
+            analytics: vec![AnalyticsFigures {
+                application: "app".into(),
+                records: 5,
+                rows_out: 2,
+                errors: 1,
+                lag_ms: 40,
+            }],
         });
         for line in [
             "freshet_incoming_records_total{stream=\"orders\"} 3",
             "freshet_incoming_bytes_total{stream=\"orders\"} 300",
+            "freshet_analytics_records_total{application=\"app\"} 5",
+            "freshet_analytics_errors_total{application=\"app\"} 1",
+            "freshet_analytics_lag_milliseconds{application=\"app\"} 40",
             "freshet_put_latency_seconds_count{stream=\"orders\"} 1",
             "freshet_putmedia_fragments_total{stream=\"cam-1\"} 1",
             "freshet_storage_bytes{stream=\"orders\",kind=\"data\"} 4096",
