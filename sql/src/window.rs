@@ -24,6 +24,7 @@ impl PartialEq for KeyVal {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             (Value::Double(a), Value::Double(b)) => norm(*a) == norm(*b),
+            (Value::Varchar(a), Value::Varchar(b)) => std::sync::Arc::ptr_eq(a, b) || a == b,
             (a, b) => a == b,
         }
     }
@@ -76,7 +77,15 @@ impl KeyHasher {
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // splitmix64's finaliser: the multiply-rotate leaves the low bits (the bucket
+        // index) depending only on the low input bits, which collide for keys like
+        // "K00001", "K00002".
+        let mut x = self.0;
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
     }
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
@@ -434,7 +443,11 @@ impl Tumbling {
             _ => return errs.push("the window's ROWTIME key is NULL".into()),
         };
         let end = start.saturating_add(self.width);
-        let w = self.windows.entry(end).or_default();
+        // Rows nearly always fall in the newest window.
+        let w = match self.windows.last_entry() {
+            Some(e) if *e.key() == end => e.into_mut(),
+            _ => self.windows.entry(end).or_default(),
+        };
         let slot = match w.index.get(self.key_scratch.as_slice()) {
             Some(&slot) => slot,
             None => {
