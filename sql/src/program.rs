@@ -314,6 +314,15 @@ impl Program {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn program_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::Program>();
+    }
+}
+
 /// Checks a row against a schema, converting values of another type.
 fn fit(columns: &[Column], values: Vec<Value>) -> Result<Vec<Value>, String> {
     if values.len() != columns.len() {

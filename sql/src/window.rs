@@ -149,11 +149,17 @@ pub(crate) enum Acc {
     Count(i64),
     Distinct(Vec<KeyVal>),
     SumInt(Option<i64>),
-    SumReal(Option<f64>),
+    SumReal {
+        seen: bool,
+        #[serde(with = "crate::value::any_f64")]
+        sum: f64,
+    },
     /// Welford's running mean and squared deviations (for AVG too).
     Moments {
         n: i64,
+        #[serde(with = "crate::value::any_f64")]
         mean: f64,
+        #[serde(with = "crate::value::any_f64")]
         m2: f64,
     },
     Extreme(Value),
@@ -167,7 +173,10 @@ impl Acc {
             AggKind::CountStar | AggKind::Count => Acc::Count(0),
             AggKind::CountDistinct => Acc::Distinct(Vec::new()),
             AggKind::SumInt => Acc::SumInt(None),
-            AggKind::SumReal => Acc::SumReal(None),
+            AggKind::SumReal => Acc::SumReal {
+                seen: false,
+                sum: 0.0,
+            },
             AggKind::Avg
             | AggKind::VarSamp
             | AggKind::VarPop
@@ -221,7 +230,10 @@ impl Acc {
                         .ok_or("numeric overflow in SUM")?,
                 );
             }
-            Acc::SumReal(s) => *s = Some(s.unwrap_or(0.0) + real(v)?),
+            Acc::SumReal { seen, sum } => {
+                *sum += real(v)?;
+                *seen = true;
+            }
             Acc::Moments { n, mean, m2 } => {
                 let x = real(v)?;
                 *n += 1;
@@ -253,7 +265,13 @@ impl Acc {
             Acc::Count(n) => Value::Integer(*n),
             Acc::Distinct(s) => Value::Integer(s.len() as i64),
             Acc::SumInt(s) => s.map_or(Value::Null, Value::Integer),
-            Acc::SumReal(s) => s.map_or(Value::Null, Value::Double),
+            Acc::SumReal { seen, sum } => {
+                if *seen {
+                    Value::Double(*sum)
+                } else {
+                    Value::Null
+                }
+            }
             Acc::Moments { n, mean, m2 } => {
                 let n = *n;
                 let var = |d: i64| {
