@@ -314,15 +314,6 @@ impl Program {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn program_can_move_between_threads() {
-        fn send<T: Send>() {}
-        send::<super::Program>();
-    }
-}
-
 /// Checks a row against a schema, converting values of another type.
 fn fit(columns: &[Column], values: Vec<Value>) -> Result<Vec<Value>, String> {
     if values.len() != columns.len() {
@@ -381,5 +372,14 @@ fn advance_chain(stages: &mut [Stage], now: i64, out: &mut Rows, errs: &mut Vec<
         for (r, v) in buf {
             run(tail, r, v, out, errs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn program_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::Program>();
     }
 }
