@@ -407,8 +407,62 @@ fn eval_key(
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TumblingWindow {
     groups: Vec<(Vec<KeyVal>, Vec<Acc>)>,
+    /// The groups by their key's byte encoding ([`encode_key`]): one contiguous
+    /// buffer per key, so a lookup touches one allocation, not one per value.
     #[serde(skip)]
-    index: KeyMap<usize>,
+    index: HashMap<Box<[u8]>, usize, BuildHasherDefault<KeyHasher>>,
+}
+
+/// Appends an injective byte encoding of `v` (tag, then fixed-width or
+/// length-prefixed bytes; doubles as their normalised bits).
+pub(crate) fn encode_key(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.push(0),
+        Value::Boolean(b) => out.extend([1, *b as u8]),
+        Value::Integer(i) => {
+            out.push(2);
+            out.extend(i.to_le_bytes());
+        }
+        Value::Double(d) => {
+            out.push(3);
+            out.extend(norm(*d).to_le_bytes());
+        }
+        Value::Decimal { mantissa, scale } => {
+            out.push(4);
+            out.extend(mantissa.to_le_bytes());
+            out.push(*scale);
+        }
+        Value::Varchar(s) => {
+            out.push(5);
+            out.extend((s.len() as u64).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        Value::Varbinary(b) => {
+            out.push(6);
+            out.extend((b.len() as u64).to_le_bytes());
+            out.extend(b.iter());
+        }
+        Value::Timestamp(t) => {
+            out.push(7);
+            out.extend(t.to_le_bytes());
+        }
+        Value::Date(d) => {
+            out.push(8);
+            out.extend(d.to_le_bytes());
+        }
+        Value::Time(t) => {
+            out.push(9);
+            out.extend(t.to_le_bytes());
+        }
+    }
+}
+
+fn encoded(key: &[KeyVal]) -> Box<[u8]> {
+    let mut b = Vec::new();
+    for k in key {
+        encode_key(&k.0, &mut b);
+    }
+    b.into_boxed_slice()
 }
 
 /// GROUP BY with a monotonic ROWTIME key: one window per step of that key.
@@ -424,6 +478,7 @@ pub(crate) struct Tumbling {
     /// Open windows by their end.
     windows: BTreeMap<i64, TumblingWindow>,
     key_scratch: Vec<KeyVal>,
+    bytes_scratch: Vec<u8>,
     row_scratch: Vec<Value>,
 }
 
@@ -448,17 +503,38 @@ impl Tumbling {
             output,
             windows: BTreeMap::new(),
             key_scratch: Vec::new(),
+            bytes_scratch: Vec::new(),
             row_scratch: Vec::new(),
         }
     }
 
     pub fn process(&mut self, rt: i64, row: &[Value], errs: &mut Vec<String>) {
-        if let Err(e) = eval_key(&self.keys, rt, row, &mut self.key_scratch) {
-            return errs.push(e);
+        // The key is encoded straight from the row (no value is cloned) and only
+        // materialised for a new group.
+        self.bytes_scratch.clear();
+        let mut start = None;
+        for (i, k) in self.keys.iter().enumerate() {
+            let computed;
+            let v = match k {
+                Expr::Col(c) => row.get(*c).unwrap_or(&Value::Null),
+                e => match e.eval(rt, row) {
+                    Ok(v) => {
+                        computed = v;
+                        &computed
+                    }
+                    Err(e) => return errs.push(e),
+                },
+            };
+            if i == self.window_key {
+                start = match v {
+                    Value::Timestamp(t) => Some(*t),
+                    _ => None,
+                };
+            }
+            encode_key(v, &mut self.bytes_scratch);
         }
-        let start = match self.key_scratch.get(self.window_key).map(|k| &k.0) {
-            Some(Value::Timestamp(t)) => *t,
-            _ => return errs.push("the window's ROWTIME key is NULL".into()),
+        let Some(start) = start else {
+            return errs.push("the window's ROWTIME key is NULL".into());
         };
         let end = start.saturating_add(self.width);
         // Rows nearly always fall in the newest window.
@@ -466,11 +542,15 @@ impl Tumbling {
             Some(e) if *e.key() == end => e.into_mut(),
             _ => self.windows.entry(end).or_default(),
         };
-        let slot = match w.index.get(self.key_scratch.as_slice()) {
+        let slot = match w.index.get(self.bytes_scratch.as_slice()) {
             Some(&slot) => slot,
             None => {
+                if let Err(e) = eval_key(&self.keys, rt, row, &mut self.key_scratch) {
+                    return errs.push(e);
+                }
                 let key = self.key_scratch.clone();
-                w.index.insert(key.clone(), w.groups.len());
+                w.index
+                    .insert(self.bytes_scratch.as_slice().into(), w.groups.len());
                 w.groups
                     .push((key, self.aggs.iter().map(|a| Acc::new(a.kind)).collect()));
                 w.groups.len() - 1
@@ -510,7 +590,7 @@ impl Tumbling {
                 .groups
                 .iter()
                 .enumerate()
-                .map(|(i, (k, _))| (k.clone(), i))
+                .map(|(i, (k, _))| (encoded(k), i))
                 .collect();
             self.windows.insert(end, w);
         }
@@ -827,6 +907,35 @@ mod tests {
             d.update(AggKind::CountDistinct, &Value::Double(x)).unwrap();
         }
         assert_eq!(d.finish(AggKind::CountDistinct), Value::Integer(2));
+    }
+
+    #[test]
+    fn key_encoding_tells_keys_apart() {
+        let keys: Vec<Vec<KeyVal>> = vec![
+            vec![
+                KeyVal(Value::Varchar("ab".into())),
+                KeyVal(Value::Varchar("c".into())),
+            ],
+            vec![
+                KeyVal(Value::Varchar("a".into())),
+                KeyVal(Value::Varchar("bc".into())),
+            ],
+            vec![KeyVal(Value::Integer(1))],
+            vec![KeyVal(Value::Timestamp(1))],
+            vec![KeyVal(Value::Null)],
+            vec![KeyVal(Value::Double(0.5))],
+            vec![],
+        ];
+        let enc: Vec<Box<[u8]>> = keys.iter().map(|k| encoded(k)).collect();
+        for i in 0..enc.len() {
+            for j in 0..i {
+                assert_ne!(enc[i], enc[j], "{:?} vs {:?}", keys[i], keys[j]);
+            }
+        }
+        assert_eq!(
+            encoded(&[KeyVal(Value::Double(0.0))]),
+            encoded(&[KeyVal(Value::Double(-0.0))])
+        );
     }
 
     #[test]
