@@ -131,6 +131,45 @@ pub(crate) enum Unit {
 pub(crate) struct Expr {
     pub kind: ExprKind,
     pub pos: Pos,
+    /// The height of the tree below and including this node (the parser refuses
+    /// trees too deep to plan, evaluate and drop without exhausting the stack).
+    pub depth: u32,
+}
+
+/// A node, its depth computed from its children's.
+pub(crate) fn mk(kind: ExprKind, pos: Pos) -> Expr {
+    let d = |e: &Expr| e.depth;
+    let opt = |e: &Option<Box<Expr>>| e.as_deref().map_or(0, d);
+    let below = match &kind {
+        ExprKind::Unary(_, a)
+        | ExprKind::IsNull(a, _)
+        | ExprKind::Cast(a, _)
+        | ExprKind::FloorTo(a, ..)
+        | ExprKind::Extract(_, a) => d(a),
+        ExprKind::Binary(_, a, b)
+        | ExprKind::Like(a, b, _)
+        | ExprKind::Step(a, b)
+        | ExprKind::Position(a, b) => d(a).max(d(b)),
+        ExprKind::Between(a, b, c, _) => d(a).max(d(b)).max(d(c)),
+        ExprKind::InList(a, l, _) => l.iter().map(d).fold(d(a), u32::max),
+        ExprKind::Case {
+            operand,
+            whens,
+            otherwise,
+        } => whens
+            .iter()
+            .map(|(w, t)| d(w).max(d(t)))
+            .fold(opt(operand).max(opt(otherwise)), u32::max),
+        ExprKind::Call { args, .. } => args.iter().map(d).max().unwrap_or(0),
+        ExprKind::Substring(a, b, c) => d(a).max(d(b)).max(opt(c)),
+        ExprKind::Trim(_, _, c, s) => opt(c).max(d(s)),
+        _ => 0,
+    };
+    Expr {
+        kind,
+        pos,
+        depth: below.saturating_add(1),
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -373,7 +373,7 @@ impl Expr {
                 let (x, y) = (e.eval(rowtime, row)?, by.eval(rowtime, row)?);
                 match (x, int(&y)) {
                     (Value::Timestamp(t), Some(step)) if step > 0 => {
-                        Value::Timestamp(t.div_euclid(step) * step)
+                        Value::Timestamp(t.div_euclid(step).checked_mul(step).ok_or(OVERFLOW)?)
                     }
                     (Value::Null, _) | (_, None) => Value::Null,
                     _ => return Err("STEP interval must be positive".into()),
@@ -386,7 +386,8 @@ impl Expr {
                         if *b == 0 {
                             return Err("STEP by zero".into());
                         }
-                        Value::Integer(a.div_euclid(*b).checked_mul(*b).ok_or(OVERFLOW)?)
+                        let q = a.checked_div_euclid(*b).ok_or(OVERFLOW)?;
+                        Value::Integer(q.checked_mul(*b).ok_or(OVERFLOW)?)
                     }
                     (Value::Null, _) | (_, Value::Null) => Value::Null,
                     _ => {

@@ -11,8 +11,11 @@ use crate::ast::*;
 use crate::lexer::{Tok, Token, tokenize};
 use crate::time;
 
-/// Deepest nesting of expressions and subqueries accepted.
-const MAX_DEPTH: u32 = 128;
+/// Deepest nesting of parentheses, function calls and subqueries accepted.
+const MAX_DEPTH: u32 = 64;
+
+/// Tallest expression tree accepted (operator chains count: `1+1+...` is left-deep).
+const MAX_TREE: u32 = 200;
 
 /// Words that cannot be an unquoted column or stream name.
 const RESERVED: &[&str] = &[
@@ -249,9 +252,10 @@ impl Parser {
     }
 
     fn sql_type(&mut self) -> Result<SqlType, SqlError> {
+        let start = self.i;
         let t = self.next();
         let Tok::Word(w) = &t.tok else {
-            self.i -= 1;
+            self.i = start;
             return Err(self.unexpected("a data type"));
         };
         let ty = match w.as_str() {
@@ -296,7 +300,7 @@ impl Parser {
             "DATE" => SqlType::Date,
             "TIME" => SqlType::Time,
             _ => {
-                self.i -= 1;
+                self.i = start;
                 return Err(self.unexpected("a data type"));
             }
         };
@@ -525,8 +529,9 @@ impl Parser {
         self.word("INTERVAL")?;
         let neg = self.eat_sym("-");
         let spos = self.pos();
+        let start = self.i;
         let Tok::Str(text) = self.next().tok else {
-            self.i -= 1;
+            self.i = start;
             return Err(self.unexpected("a string literal"));
         };
         let upos = self.pos();
@@ -577,6 +582,13 @@ impl Parser {
         e
     }
 
+    fn too_deep(&self, e: &Expr) -> Result<(), SqlError> {
+        if e.depth > MAX_TREE {
+            return Err(self.error_at(e.pos, "expression nested too deeply".into()));
+        }
+        Ok(())
+    }
+
     /// Binding powers: OR 1, AND 2, NOT 3 (prefix), comparisons 4, + - || 5, * / % 6.
     fn binary(&mut self, min: u8) -> Result<Expr, SqlError> {
         let pos = self.pos();
@@ -585,10 +597,7 @@ impl Parser {
             self.enter()?;
             let e = self.binary(3)?;
             self.depth -= 1;
-            Expr {
-                kind: ExprKind::Unary("NOT", Box::new(e)),
-                pos,
-            }
+            mk(ExprKind::Unary("NOT", Box::new(e)), pos)
         } else {
             self.unary()?
         };
@@ -611,15 +620,14 @@ impl Parser {
             let opos = self.pos();
             if op == "special" {
                 lhs = self.postfix(lhs, opos)?;
+                self.too_deep(&lhs)?;
                 continue;
             }
             self.next();
             let rhs = self.binary(bp)?;
             let op = if op == "!=" { "<>" } else { op };
-            lhs = Expr {
-                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-                pos: opos,
-            };
+            lhs = mk(ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), opos);
+            self.too_deep(&lhs)?;
         }
         Ok(lhs)
     }
@@ -630,10 +638,7 @@ impl Parser {
         if self.eat_word("IS") {
             let neg = self.eat_word("NOT");
             self.word("NULL")?;
-            return Ok(Expr {
-                kind: ExprKind::IsNull(l, neg),
-                pos,
-            });
+            return Ok(mk(ExprKind::IsNull(l, neg), pos));
         }
         let neg = self.eat_word("NOT");
         let kind = if self.eat_word("BETWEEN") {
@@ -652,7 +657,7 @@ impl Parser {
         } else {
             return Err(self.unexpected("\"BETWEEN\", \"IN\" or \"LIKE\""));
         };
-        Ok(Expr { kind, pos })
+        Ok(mk(kind, pos))
     }
 
     fn unary(&mut self) -> Result<Expr, SqlError> {
@@ -662,18 +667,9 @@ impl Parser {
             let e = self.unary()?;
             self.depth -= 1;
             return Ok(match e.kind {
-                ExprKind::Int(v) => Expr {
-                    kind: ExprKind::Int(v.wrapping_neg()),
-                    pos,
-                },
-                ExprKind::Double(v) => Expr {
-                    kind: ExprKind::Double(-v),
-                    pos,
-                },
-                _ => Expr {
-                    kind: ExprKind::Unary("-", Box::new(e)),
-                    pos,
-                },
+                ExprKind::Int(v) => mk(ExprKind::Int(v.wrapping_neg()), pos),
+                ExprKind::Double(v) => mk(ExprKind::Double(-v), pos),
+                _ => mk(ExprKind::Unary("-", Box::new(e)), pos),
             });
         }
         if self.eat_sym("+") {
@@ -722,7 +718,7 @@ impl Parser {
                 }
                 _ => return Err(self.unexpected("an expression")),
             };
-        Ok(Expr { kind, pos })
+        Ok(mk(kind, pos))
     }
 
     fn column(&mut self) -> Result<Expr, SqlError> {
@@ -730,21 +726,16 @@ impl Parser {
         let (first, _) = self.ident("a column name")?;
         if self.eat_sym(".") {
             let (second, _) = self.ident("a column name")?;
-            return Ok(Expr {
-                kind: ExprKind::Column(Some(first), second),
-                pos,
-            });
+            return Ok(mk(ExprKind::Column(Some(first), second), pos));
         }
-        Ok(Expr {
-            kind: ExprKind::Column(None, first),
-            pos,
-        })
+        Ok(mk(ExprKind::Column(None, first), pos))
     }
 
     fn typed_literal(&mut self, what: &str, pos: Pos) -> Result<ExprKind, SqlError> {
         self.next();
+        let start = self.i;
         let Tok::Str(s) = self.next().tok else {
-            self.i -= 1;
+            self.i = start;
             return Err(self.unexpected("a string literal"));
         };
         let bad = || self.error_at(pos, format!("invalid {what} literal '{s}'"));
@@ -959,7 +950,7 @@ impl Parser {
             }
             _ => return self.column(),
         };
-        Ok(Expr { kind, pos })
+        Ok(mk(kind, pos))
     }
 }
 
@@ -1098,5 +1089,23 @@ mod tests {
             "-".repeat(5000)
         );
         assert!(parse_program(&code).is_err());
+        // Long operator chains are deep trees too.
+        for op in ["+", " OR ", " IS NULL = ", "||"] {
+            let code = format!(
+                "CREATE PUMP p AS INSERT INTO s SELECT STREAM 1{} FROM x;",
+                format!("{op}1").repeat(30_000)
+            );
+            let e = parse_program(&code).unwrap_err();
+            assert!(
+                e.message.contains("nested too deeply"),
+                "{op}: {}",
+                e.message
+            );
+        }
+        let ok = format!(
+            "CREATE PUMP p AS INSERT INTO s SELECT STREAM 1{} FROM x;",
+            "+1".repeat(150)
+        );
+        assert!(parse_program(&ok).is_ok());
     }
 }

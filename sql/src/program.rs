@@ -168,11 +168,11 @@ impl Program {
 
     /// Runs one row of stream `s` through its readers, depth first.
     fn deliver(&mut self, s: usize, rt: i64, row: Vec<Value>, out: &mut Vec<Emitted>) {
-        let readers = self.readers[s].clone();
-        let last = readers.len().saturating_sub(1);
+        let count = self.readers[s].len();
         let mut row = Some(row);
-        for (k, p) in readers.into_iter().enumerate() {
-            let r = if k == last {
+        for k in 0..count {
+            let p = self.readers[s][k];
+            let r = if k + 1 == count {
                 row.take().unwrap_or_default()
             } else {
                 row.clone().unwrap_or_default()
@@ -188,6 +188,9 @@ impl Program {
 
     /// Inserts a pump's output rows into its target and runs them downstream.
     fn finish(&mut self, p: usize, rows: Rows, errs: Vec<String>, out: &mut Vec<Emitted>) {
+        if rows.is_empty() && errs.is_empty() {
+            return;
+        }
         let name = self.pumps[p].name.clone();
         self.errors.extend(errs.into_iter().map(|message| RowError {
             source: name.clone(),
@@ -332,7 +335,9 @@ fn fit(columns: &[Column], values: Vec<Value>) -> Result<Vec<Value>, String> {
                 | (Value::Date(_), SqlType::Date)
                 | (Value::Time(_), SqlType::Time)
         );
-        if !same {
+        // A string of at most n bytes has at most n characters.
+        let short = matches!((&*v, &c.ty), (Value::Varchar(s), SqlType::Varchar(n)) if s.len() <= *n as usize);
+        if !same && !short {
             let taken = std::mem::replace(v, Value::Null);
             *v = crate::expr::convert(taken, &c.ty, false)
                 .map_err(|e| format!("column {}: {e}", c.name))?;
@@ -367,5 +372,14 @@ fn advance_chain(stages: &mut [Stage], now: i64, out: &mut Rows, errs: &mut Vec<
         for (r, v) in buf {
             run(tail, r, v, out, errs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn program_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::Program>();
     }
 }

@@ -164,7 +164,7 @@ pub(crate) fn floor_to(ts: i64, unit: Unit, ceil: bool) -> Option<i64> {
         _ => None,
     };
     if let Some(step) = fixed {
-        let f = ts.div_euclid(step) * step;
+        let f = ts.div_euclid(step).checked_mul(step)?;
         return Some(if ceil && f != ts {
             f.checked_add(step)?
         } else {
@@ -172,18 +172,13 @@ pub(crate) fn floor_to(ts: i64, unit: Unit, ceil: bool) -> Option<i64> {
         });
     }
     let (y, m, ..) = fields(ts);
+    let at = |y: i64, m: u32| days_from_civil(y, m, 1).checked_mul(MS_DAY);
     let (start, next) = match unit {
         Unit::Month => {
             let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            (
-                days_from_civil(y, m, 1) * MS_DAY,
-                days_from_civil(ny, nm, 1) * MS_DAY,
-            )
+            (at(y, m)?, at(ny, nm)?)
         }
-        Unit::Year => (
-            days_from_civil(y, 1, 1) * MS_DAY,
-            days_from_civil(y + 1, 1, 1) * MS_DAY,
-        ),
+        Unit::Year => (at(y, 1)?, at(y + 1, 1)?),
         _ => return None,
     };
     Some(if ceil && start != ts { next } else { start })
@@ -458,6 +453,14 @@ mod tests {
             parse_timestamp("2004-10-01 00:00:00")
         );
         assert_eq!(extract(ts, Unit::DayOfWeek), 5); // a Thursday
+        for edge in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            for unit in [Unit::Second, Unit::Day, Unit::Month, Unit::Year] {
+                let _ = floor_to(edge, unit, true);
+                let _ = floor_to(edge, unit, false);
+            }
+            let _ = format_pattern("yyyy-MMMM-dd EEEE hh a D", edge);
+            let _ = extract(edge, Unit::DayOfYear);
+        }
         assert_eq!(extract(ts, Unit::DayOfYear), 274);
     }
 

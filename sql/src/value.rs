@@ -31,7 +31,8 @@ pub enum Value {
     Null,
     Boolean(bool),
     Integer(i64),
-    Double(f64),
+    /// Non-finite values serialise as the strings "NaN", "inf", "-inf".
+    Double(#[serde(with = "any_f64")] f64),
     /// An exact decimal: `mantissa * 10^-scale`.
     Decimal {
         mantissa: i128,
@@ -51,4 +52,63 @@ pub enum Value {
 pub struct Column {
     pub name: String,
     pub ty: SqlType,
+}
+
+/// Serde for f64 that round-trips NaN and the infinities through JSON (which has
+/// neither): finite values as numbers, the others as strings.
+pub(crate) mod any_f64 {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Number(f64),
+            Text(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Number(x) => Ok(x),
+            Repr::Text(t) => match t.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                _ => Err(D::Error::custom(format!("not a number: {t}"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_doubles_round_trip_through_json() {
+        for v in [f64::INFINITY, f64::NEG_INFINITY, 1.5, -0.0, 3.0] {
+            let j = serde_json::to_string(&Value::Double(v)).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Value>(&j).unwrap(),
+                Value::Double(v),
+                "{j}"
+            );
+        }
+        let j = serde_json::to_string(&Value::Double(f64::NAN)).unwrap();
+        let Value::Double(n) = serde_json::from_str::<Value>(&j).unwrap() else {
+            panic!("{j}")
+        };
+        assert!(n.is_nan());
+    }
 }

@@ -24,6 +24,7 @@ impl PartialEq for KeyVal {
     fn eq(&self, other: &Self) -> bool {
         match (&self.0, &other.0) {
             (Value::Double(a), Value::Double(b)) => norm(*a) == norm(*b),
+            (Value::Varchar(a), Value::Varchar(b)) => std::sync::Arc::ptr_eq(a, b) || a == b,
             (a, b) => a == b,
         }
     }
@@ -76,7 +77,15 @@ impl KeyHasher {
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // splitmix64's finaliser: the multiply-rotate leaves the low bits (the bucket
+        // index) depending only on the low input bits, which collide for keys like
+        // "K00001", "K00002".
+        let mut x = self.0;
+        x ^= x >> 30;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 27;
+        x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
     }
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
@@ -140,11 +149,17 @@ pub(crate) enum Acc {
     Count(i64),
     Distinct(Vec<KeyVal>),
     SumInt(Option<i64>),
-    SumReal(Option<f64>),
+    SumReal {
+        seen: bool,
+        #[serde(with = "crate::value::any_f64")]
+        sum: f64,
+    },
     /// Welford's running mean and squared deviations (for AVG too).
     Moments {
         n: i64,
+        #[serde(with = "crate::value::any_f64")]
         mean: f64,
+        #[serde(with = "crate::value::any_f64")]
         m2: f64,
     },
     Extreme(Value),
@@ -158,7 +173,10 @@ impl Acc {
             AggKind::CountStar | AggKind::Count => Acc::Count(0),
             AggKind::CountDistinct => Acc::Distinct(Vec::new()),
             AggKind::SumInt => Acc::SumInt(None),
-            AggKind::SumReal => Acc::SumReal(None),
+            AggKind::SumReal => Acc::SumReal {
+                seen: false,
+                sum: 0.0,
+            },
             AggKind::Avg
             | AggKind::VarSamp
             | AggKind::VarPop
@@ -212,7 +230,10 @@ impl Acc {
                         .ok_or("numeric overflow in SUM")?,
                 );
             }
-            Acc::SumReal(s) => *s = Some(s.unwrap_or(0.0) + real(v)?),
+            Acc::SumReal { seen, sum } => {
+                *sum += real(v)?;
+                *seen = true;
+            }
             Acc::Moments { n, mean, m2 } => {
                 let x = real(v)?;
                 *n += 1;
@@ -244,7 +265,13 @@ impl Acc {
             Acc::Count(n) => Value::Integer(*n),
             Acc::Distinct(s) => Value::Integer(s.len() as i64),
             Acc::SumInt(s) => s.map_or(Value::Null, Value::Integer),
-            Acc::SumReal(s) => s.map_or(Value::Null, Value::Double),
+            Acc::SumReal { seen, sum } => {
+                if *seen {
+                    Value::Double(*sum)
+                } else {
+                    Value::Null
+                }
+            }
             Acc::Moments { n, mean, m2 } => {
                 let n = *n;
                 let var = |d: i64| {
@@ -380,8 +407,62 @@ fn eval_key(
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct TumblingWindow {
     groups: Vec<(Vec<KeyVal>, Vec<Acc>)>,
+    /// The groups by their key's byte encoding ([`encode_key`]): one contiguous
+    /// buffer per key, so a lookup touches one allocation, not one per value.
     #[serde(skip)]
-    index: KeyMap<usize>,
+    index: HashMap<Box<[u8]>, usize, BuildHasherDefault<KeyHasher>>,
+}
+
+/// Appends an injective byte encoding of `v` (tag, then fixed-width or
+/// length-prefixed bytes; doubles as their normalised bits).
+pub(crate) fn encode_key(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.push(0),
+        Value::Boolean(b) => out.extend([1, *b as u8]),
+        Value::Integer(i) => {
+            out.push(2);
+            out.extend(i.to_le_bytes());
+        }
+        Value::Double(d) => {
+            out.push(3);
+            out.extend(norm(*d).to_le_bytes());
+        }
+        Value::Decimal { mantissa, scale } => {
+            out.push(4);
+            out.extend(mantissa.to_le_bytes());
+            out.push(*scale);
+        }
+        Value::Varchar(s) => {
+            out.push(5);
+            out.extend((s.len() as u64).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        Value::Varbinary(b) => {
+            out.push(6);
+            out.extend((b.len() as u64).to_le_bytes());
+            out.extend(b.iter());
+        }
+        Value::Timestamp(t) => {
+            out.push(7);
+            out.extend(t.to_le_bytes());
+        }
+        Value::Date(d) => {
+            out.push(8);
+            out.extend(d.to_le_bytes());
+        }
+        Value::Time(t) => {
+            out.push(9);
+            out.extend(t.to_le_bytes());
+        }
+    }
+}
+
+fn encoded(key: &[KeyVal]) -> Box<[u8]> {
+    let mut b = Vec::new();
+    for k in key {
+        encode_key(&k.0, &mut b);
+    }
+    b.into_boxed_slice()
 }
 
 /// GROUP BY with a monotonic ROWTIME key: one window per step of that key.
@@ -397,6 +478,7 @@ pub(crate) struct Tumbling {
     /// Open windows by their end.
     windows: BTreeMap<i64, TumblingWindow>,
     key_scratch: Vec<KeyVal>,
+    bytes_scratch: Vec<u8>,
     row_scratch: Vec<Value>,
 }
 
@@ -421,25 +503,54 @@ impl Tumbling {
             output,
             windows: BTreeMap::new(),
             key_scratch: Vec::new(),
+            bytes_scratch: Vec::new(),
             row_scratch: Vec::new(),
         }
     }
 
     pub fn process(&mut self, rt: i64, row: &[Value], errs: &mut Vec<String>) {
-        if let Err(e) = eval_key(&self.keys, rt, row, &mut self.key_scratch) {
-            return errs.push(e);
+        // The key is encoded straight from the row (no value is cloned) and only
+        // materialised for a new group.
+        self.bytes_scratch.clear();
+        let mut start = None;
+        for (i, k) in self.keys.iter().enumerate() {
+            let computed;
+            let v = match k {
+                Expr::Col(c) => row.get(*c).unwrap_or(&Value::Null),
+                e => match e.eval(rt, row) {
+                    Ok(v) => {
+                        computed = v;
+                        &computed
+                    }
+                    Err(e) => return errs.push(e),
+                },
+            };
+            if i == self.window_key {
+                start = match v {
+                    Value::Timestamp(t) => Some(*t),
+                    _ => None,
+                };
+            }
+            encode_key(v, &mut self.bytes_scratch);
         }
-        let start = match self.key_scratch.get(self.window_key).map(|k| &k.0) {
-            Some(Value::Timestamp(t)) => *t,
-            _ => return errs.push("the window's ROWTIME key is NULL".into()),
+        let Some(start) = start else {
+            return errs.push("the window's ROWTIME key is NULL".into());
         };
         let end = start.saturating_add(self.width);
-        let w = self.windows.entry(end).or_default();
-        let slot = match w.index.get(self.key_scratch.as_slice()) {
+        // Rows nearly always fall in the newest window.
+        let w = match self.windows.last_entry() {
+            Some(e) if *e.key() == end => e.into_mut(),
+            _ => self.windows.entry(end).or_default(),
+        };
+        let slot = match w.index.get(self.bytes_scratch.as_slice()) {
             Some(&slot) => slot,
             None => {
+                if let Err(e) = eval_key(&self.keys, rt, row, &mut self.key_scratch) {
+                    return errs.push(e);
+                }
                 let key = self.key_scratch.clone();
-                w.index.insert(key.clone(), w.groups.len());
+                w.index
+                    .insert(self.bytes_scratch.as_slice().into(), w.groups.len());
                 w.groups
                     .push((key, self.aggs.iter().map(|a| Acc::new(a.kind)).collect()));
                 w.groups.len() - 1
@@ -479,7 +590,7 @@ impl Tumbling {
                 .groups
                 .iter()
                 .enumerate()
-                .map(|(i, (k, _))| (k.clone(), i))
+                .map(|(i, (k, _))| (encoded(k), i))
                 .collect();
             self.windows.insert(end, w);
         }
@@ -796,6 +907,35 @@ mod tests {
             d.update(AggKind::CountDistinct, &Value::Double(x)).unwrap();
         }
         assert_eq!(d.finish(AggKind::CountDistinct), Value::Integer(2));
+    }
+
+    #[test]
+    fn key_encoding_tells_keys_apart() {
+        let keys: Vec<Vec<KeyVal>> = vec![
+            vec![
+                KeyVal(Value::Varchar("ab".into())),
+                KeyVal(Value::Varchar("c".into())),
+            ],
+            vec![
+                KeyVal(Value::Varchar("a".into())),
+                KeyVal(Value::Varchar("bc".into())),
+            ],
+            vec![KeyVal(Value::Integer(1))],
+            vec![KeyVal(Value::Timestamp(1))],
+            vec![KeyVal(Value::Null)],
+            vec![KeyVal(Value::Double(0.5))],
+            vec![],
+        ];
+        let enc: Vec<Box<[u8]>> = keys.iter().map(|k| encoded(k)).collect();
+        for i in 0..enc.len() {
+            for j in 0..i {
+                assert_ne!(enc[i], enc[j], "{:?} vs {:?}", keys[i], keys[j]);
+            }
+        }
+        assert_eq!(
+            encoded(&[KeyVal(Value::Double(0.0))]),
+            encoded(&[KeyVal(Value::Double(-0.0))])
+        );
     }
 
     #[test]

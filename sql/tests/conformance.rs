@@ -697,3 +697,93 @@ fn scalar_functions_end_to_end() {
         ]
     );
 }
+
+/// A table function for the hook: every n-th row, with a running count appended.
+struct EveryNth {
+    n: i64,
+    every: i64,
+}
+
+impl freshet_sql::TableFunction for EveryNth {
+    fn process(&mut self, _rowtime: i64, row: &[Value]) -> Result<Vec<Vec<Value>>, String> {
+        self.n += 1;
+        if self.n % self.every != 0 {
+            return Ok(Vec::new());
+        }
+        let mut r = row.to_vec();
+        r.push(Value::Integer(self.n));
+        Ok(vec![r])
+    }
+    fn checkpoint(&self) -> serde_json::Value {
+        serde_json::json!(self.n)
+    }
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.n = state.as_i64().ok_or("bad state")?;
+        Ok(())
+    }
+}
+
+struct EveryNthFactory;
+
+impl freshet_sql::TableFunctionFactory for EveryNthFactory {
+    fn name(&self) -> &str {
+        "EVERY_NTH"
+    }
+    fn create(
+        &self,
+        args: &[Value],
+        input: &[Column],
+    ) -> Result<(Vec<Column>, Box<dyn freshet_sql::TableFunction>), String> {
+        let every = match args {
+            [Value::Integer(n)] if *n > 0 => *n,
+            _ => return Err("takes one positive integer".into()),
+        };
+        let mut cols = input.to_vec();
+        cols.push(col("SEEN", SqlType::Integer));
+        Ok((cols, Box::new(EveryNth { n: 0, every })))
+    }
+}
+
+#[test]
+fn table_functions_in_from_go_through_the_factory() {
+    let code = r#"
+        CREATE STREAM O (T VARCHAR(4), SEEN INTEGER);
+        CREATE PUMP P AS INSERT INTO O
+        SELECT STREAM f.T, f.SEEN FROM TABLE(EVERY_NTH(
+            CURSOR(SELECT STREAM TICKER_SYMBOL AS T FROM SOURCE_SQL_STREAM_001 WHERE PRICE > 0), 2)) AS f;
+    "#;
+    let factories: Vec<Box<dyn freshet_sql::TableFunctionFactory>> =
+        vec![Box::new(EveryNthFactory)];
+    let e = Program::compile(code, &ticker_input(), &[]).err().unwrap();
+    assert!(
+        e.message
+            .contains("No match found for table function EVERY_NTH"),
+        "{}",
+        e.message
+    );
+    let bad = code.replace(", 2))", ", 'x'))");
+    let e = Program::compile_with(&bad, &ticker_input(), &[], &factories)
+        .err()
+        .unwrap();
+    assert!(
+        e.message.contains("takes one positive integer"),
+        "{}",
+        e.message
+    );
+
+    let mut p = Program::compile_with(code, &ticker_input(), &[], &factories).unwrap();
+    let rows: Vec<(i64, Vec<Value>)> = (0..5)
+        .map(|i| (i, vec![s("AMZN"), Value::Null, Value::Double(1.0)]))
+        .collect();
+    let mut out = run(&mut p, "SOURCE_SQL_STREAM_001", &rows[..3], None);
+    let mut q = Program::compile_with(code, &ticker_input(), &[], &factories).unwrap();
+    q.restore(&p.checkpoint()).unwrap();
+    out.extend(run(&mut q, "SOURCE_SQL_STREAM_001", &rows[3..], None));
+    assert_eq!(
+        rows_of(&out, "O"),
+        vec![
+            (1, vec![s("AMZN"), Value::Integer(2)]),
+            (3, vec![s("AMZN"), Value::Integer(4)])
+        ]
+    );
+}
