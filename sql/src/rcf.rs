@@ -1061,6 +1061,70 @@ mod tests {
         tree.check(2, 64).unwrap();
     }
 
+    fn check_all(forest: &RandomCutForest) {
+        let st = &forest.state;
+        if let Some(dim) = st.input_dim {
+            for tree in &st.trees {
+                tree.check(
+                    dim * st.params.shingle_size as usize,
+                    st.params.sub_sample_size as usize,
+                )
+                .unwrap();
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any rows (duplicates, NaNs, changing widths), small reservoirs that evict all
+        /// the time: no panic, and the trees and reservoirs stay consistent.
+        #[test]
+        fn any_rows_keep_the_forest_consistent(
+            rows in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        -1e3..1e3f64,
+                        proptest::strategy::Just(0.0),
+                        proptest::strategy::Just(1.0),
+                        proptest::strategy::Just(f64::NAN),
+                    ],
+                    1..3,
+                ),
+                0..300,
+            ),
+            seed in proptest::prelude::any::<u64>(),
+            shingle in 1u32..4,
+            time_decay in 11u64..40,
+        ) {
+            let params = RcfParams {
+                number_of_trees: 3,
+                sub_sample_size: 10,
+                time_decay,
+                shingle_size: shingle,
+            };
+            let mut forest = RandomCutForest::new(params, seed).unwrap();
+            for (i, row) in rows.iter().enumerate() {
+                let (score, attr) = if i % 2 == 0 {
+                    forest.explain_and_update(row)
+                } else {
+                    (forest.score_and_update(row), vec![Attribution::default(); row.len()])
+                };
+                proptest::prop_assert!(score.is_finite() && score >= 0.0);
+                proptest::prop_assert_eq!(attr.len(), row.len());
+                let sum: f64 = attr.iter().map(|a| a.score()).sum();
+                if i % 2 == 0 {
+                    proptest::prop_assert!((sum - score).abs() <= 1e-9 * score.max(1.0));
+                }
+            }
+            check_all(&forest);
+            let mut bytes = Vec::new();
+            ciborium::into_writer(&forest, &mut bytes).unwrap();
+            let restored: RandomCutForest = ciborium::from_reader(bytes.as_slice()).unwrap();
+            proptest::prop_assert_eq!(restored, forest);
+        }
+    }
+
     #[test]
     fn the_rng_is_uniform_enough() {
         let mut rng = Rng::new(1);

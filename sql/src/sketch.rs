@@ -596,3 +596,89 @@ impl CountDistinctTumbling {
         Some(row)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Space-Saving's guarantees on any stream: each count is an upper bound within
+        /// its error of the truth, every item above N/m is monitored, and a round trip
+        /// through serde keeps the summary working.
+        #[test]
+        fn space_saving_bounds_hold(
+            items in proptest::collection::vec(0u32..40, 0..600),
+            capacity in 1usize..12,
+        ) {
+            let mut s = SpaceSaving::new(capacity);
+            let mut truth: HashMap<String, u64> = HashMap::new();
+            for i in &items {
+                let key = format!("k{i}");
+                s.offer(&key, &Value::Integer(i64::from(*i)));
+                *truth.entry(key).or_default() += 1;
+            }
+            proptest::prop_assert_eq!(s.total(), items.len() as u64);
+            for c in &s.counters {
+                let t = truth.get(&c.key).copied().unwrap_or(0);
+                proptest::prop_assert!(c.count >= t && c.count - c.error <= t);
+            }
+            let n = items.len() as u64;
+            for (key, &t) in &truth {
+                if t * capacity as u64 > n {
+                    proptest::prop_assert!(s.index.contains_key(key), "{} missing", key);
+                }
+            }
+            let mut restored: SpaceSaving =
+                serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+            proptest::prop_assert_eq!(restored.top(usize::MAX), s.top(usize::MAX));
+            restored.offer("new", &Value::Null);
+            proptest::prop_assert_eq!(restored.total(), s.total() + 1);
+        }
+    }
+
+    #[test]
+    fn malformed_sketch_states_are_refused() {
+        assert!(serde_json::from_str::<HyperLogLog>("[1,2,3]").is_err());
+        let mut regs = vec![0u8; HLL_REGISTERS];
+        regs[5] = 52;
+        let json = serde_json::to_string(&regs).unwrap();
+        assert!(serde_json::from_str::<HyperLogLog>(&json).is_err());
+        let dup = r#"{"capacity":4,"total":2,"counters":[
+            {"key":"a","item":"Null","count":1,"error":0},
+            {"key":"a","item":"Null","count":1,"error":0}]}"#;
+        assert!(serde_json::from_str::<SpaceSaving>(dup).is_err());
+        let unique = dup.replacen("\"a\"", "\"b\"", 1);
+        assert!(serde_json::from_str::<SpaceSaving>(&unique).is_ok());
+        let zero = r#"{"k":1,"window_ms":0,"open":null,"late_rows":0}"#;
+        assert!(serde_json::from_str::<TopKTumbling>(zero).is_err());
+        let fine = zero.replace(":0,", ":1000,");
+        assert!(serde_json::from_str::<TopKTumbling>(&fine).is_ok());
+        let odd = r#"{"window_ms":1500,"open":null,"late_rows":0}"#;
+        assert!(serde_json::from_str::<CountDistinctTumbling>(odd).is_err());
+        let whole = odd.replace("1500", "2000");
+        assert!(serde_json::from_str::<CountDistinctTumbling>(&whole).is_ok());
+    }
+
+    #[test]
+    fn equal_sql_values_are_one_item() {
+        assert_eq!(
+            item_key(&Value::Double(-0.0)),
+            item_key(&Value::Double(0.0))
+        );
+        assert_eq!(
+            item_key(&Value::Decimal {
+                mantissa: 150,
+                scale: 2
+            }),
+            item_key(&Value::Decimal {
+                mantissa: 15,
+                scale: 1
+            })
+        );
+        assert_ne!(
+            item_key(&Value::Integer(1)),
+            item_key(&Value::Varchar("1".into()))
+        );
+        assert_eq!(item_key(&Value::Null), None);
+    }
+}
