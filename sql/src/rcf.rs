@@ -36,8 +36,8 @@
 //! seeded by the caller and stored in the state, so a seed and an input give the same
 //! scores every time, and a checkpoint (serde) continues exactly where it stopped. No
 //! input panics: rows with a non-finite value or with a number of numeric columns other
-//! than the first row's are skipped (score 0, not learnt), and a deserialized state is
-//! checked before use.
+//! than the first row's, or with more than [`MAX_DIMENSIONS`] coordinates once shingled,
+//! are skipped (score 0, not learnt), and a deserialized state is checked before use.
 
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -898,7 +898,7 @@ impl TryFrom<ForestState> for RandomCutForest {
             }
             Some(dim) => {
                 if dim == 0
-                    || dim > MAX_COLUMNS
+                    || dim * shingle > MAX_DIMENSIONS
                     || state.shingle.len() > dim * shingle
                     || !state.shingle.len().is_multiple_of(dim)
                     || state.shingle.iter().any(|x| !x.is_finite())
@@ -915,8 +915,11 @@ impl TryFrom<ForestState> for RandomCutForest {
     }
 }
 
-/// Numeric columns a row may have (a cap on what a checkpoint can make us allocate).
-const MAX_COLUMNS: usize = 1000;
+/// Coordinates of a shingled point (numeric columns times `shingleSize`): a cap on
+/// memory, which is about `numberOfTrees * 2 * subSampleSize * (2 * 8 * D + 64)` bytes
+/// for D coordinates: 4 MB with the default trees and samples and one column, 210 MB
+/// at the cap.
+pub const MAX_DIMENSIONS: usize = 256;
 
 impl RandomCutForest {
     /// A forest with the given parameters (checked against the reference's limits) and
@@ -952,7 +955,8 @@ impl RandomCutForest {
 
     fn process(&mut self, point: &[f64], explain: bool) -> (f64, Vec<Attribution>) {
         let zeros = || vec![Attribution::default(); point.len()];
-        if point.is_empty() || point.len() > MAX_COLUMNS || point.iter().any(|x| !x.is_finite()) {
+        let too_wide = point.len() * self.state.params.shingle_size as usize > MAX_DIMENSIONS;
+        if point.is_empty() || too_wide || point.iter().any(|x| !x.is_finite()) {
             return (0.0, zeros());
         }
         let st = &mut self.state;

@@ -288,6 +288,23 @@ fn rows_that_do_not_fit_are_skipped() {
     assert_eq!(forest.score_and_update(&[]), 0.0);
     assert_eq!(forest, before);
     assert!(forest.score_and_update(&[0.5]) > 0.0);
+
+    // 9 columns times a shingle of 30 is over the 256 coordinates a point may have.
+    let wide = RcfParams {
+        shingle_size: 30,
+        ..RcfParams::default()
+    };
+    let mut forest = RandomCutForest::new(wide, 3).unwrap();
+    let empty = forest.clone();
+    for i in 0..200 {
+        assert_eq!(forest.score_and_update(&[f64::from(i); 9]), 0.0);
+    }
+    assert_eq!(forest, empty);
+    let mut narrow = RandomCutForest::new(wide, 3).unwrap();
+    let learnt: Vec<f64> = (0..200)
+        .map(|i| narrow.score_and_update(&[f64::from(i % 17); 8]))
+        .collect();
+    assert!(learnt[200 - 1] > 0.0, "8 x 30 = 240 coordinates fit");
 }
 
 #[test]
