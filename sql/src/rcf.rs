@@ -250,8 +250,8 @@ const NONE: u32 = u32::MAX;
 enum Node {
     /// A slot on the free list.
     Free,
+    /// The point is the slot's box (minima = maxima).
     Leaf {
-        point: Vec<f64>,
         /// Copies of the point in the tree's sample (duplicates share a leaf).
         count: u32,
         parent: u32,
@@ -265,9 +265,6 @@ enum Node {
         parent: u32,
         /// Points below (with multiplicity): the mass that CoDisp compares.
         count: u32,
-        /// Bounding box of the points below, kept so that insertion needs no walk: the
-        /// minima, then the maxima (one allocation, one cache line for small rows).
-        bounds: Vec<f64>,
     },
 }
 
@@ -283,6 +280,10 @@ struct Sample {
 struct Tree {
     /// Arena of nodes; indices are stable while a node lives, freed slots are reused.
     nodes: Vec<Node>,
+    /// The box of each slot, `2 * dim` values from `2 * dim * slot`: the minima, then
+    /// the maxima (of the points below a branch; a leaf's point twice). Apart from the
+    /// nodes so that a node and its box are fetched from memory at the same time.
+    bounds: Vec<f64>,
     free: Vec<u32>,
     root: u32,
     /// Sum of the sampled points (with multiplicity), for the explanation's STRENGTH.
@@ -318,6 +319,7 @@ impl Tree {
     fn new(dim: usize) -> Tree {
         Tree {
             nodes: Vec::new(),
+            bounds: Vec::new(),
             free: Vec::new(),
             root: NONE,
             sum: vec![0.0; dim],
@@ -325,17 +327,24 @@ impl Tree {
         }
     }
 
-    fn alloc(&mut self, node: Node) -> u32 {
-        match self.free.pop() {
+    /// A slot for `node` with the box `[min, max]`.
+    fn alloc(&mut self, node: Node, min: &[f64], max: &[f64]) -> u32 {
+        let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[i as usize] = node;
                 i
             }
             None => {
                 self.nodes.push(node);
+                self.bounds
+                    .resize(self.bounds.len() + min.len() + max.len(), 0.0);
                 (self.nodes.len() - 1) as u32
             }
-        }
+        };
+        let (lo, hi) = self.bbox_mut(i);
+        lo.copy_from_slice(min);
+        hi.copy_from_slice(max);
+        i
     }
 
     fn release(&mut self, i: u32) {
@@ -365,11 +374,15 @@ impl Tree {
     }
 
     fn bbox(&self, i: u32) -> (&[f64], &[f64]) {
-        match &self.nodes[i as usize] {
-            Node::Leaf { point, .. } => (point, point),
-            Node::Branch { bounds, .. } => bounds.split_at(bounds.len() / 2),
-            Node::Free => (&[], &[]),
-        }
+        let d = self.sum.len();
+        let at = 2 * d * i as usize;
+        self.bounds[at..at + 2 * d].split_at(d)
+    }
+
+    fn bbox_mut(&mut self, i: u32) -> (&mut [f64], &mut [f64]) {
+        let d = self.sum.len();
+        let at = 2 * d * i as usize;
+        self.bounds[at..at + 2 * d].split_at_mut(d)
     }
 
     fn points(&self) -> u32 {
@@ -433,10 +446,11 @@ impl Tree {
                 } => {
                     node = if p[*d as usize] <= *c { *left } else { *right };
                 }
-                Node::Leaf { point, .. } => {
+                Node::Leaf { .. } => {
+                    let point = min;
                     // A cut never separates a point from a box holding it, so an equal
                     // point is found on the way down.
-                    if point.as_slice() == p {
+                    if point == p {
                         return Plan::Duplicate { leaf: node };
                     }
                     // Otherwise only a cut exactly on a boundary gets here (measure
@@ -514,11 +528,14 @@ impl Tree {
         }
         let (node, dim, cut, p_left) = match plan {
             Plan::Root => {
-                let leaf = self.alloc(Node::Leaf {
-                    point: p.to_vec(),
-                    count: 1,
-                    parent: NONE,
-                });
+                let leaf = self.alloc(
+                    Node::Leaf {
+                        count: 1,
+                        parent: NONE,
+                    },
+                    p,
+                    p,
+                );
                 self.root = leaf;
                 return leaf;
             }
@@ -555,42 +572,46 @@ impl Tree {
             bounds[d] = bounds[d].min(p[d]);
             bounds[n + d] = bounds[n + d].max(p[d]);
         }
-        let leaf = self.alloc(Node::Leaf {
-            point: p.to_vec(),
-            count: 1,
-            parent: NONE,
-        });
+        let leaf = self.alloc(
+            Node::Leaf {
+                count: 1,
+                parent: NONE,
+            },
+            p,
+            p,
+        );
         let (left, right) = if p_left { (leaf, node) } else { (node, leaf) };
-        let branch = self.alloc(Node::Branch {
-            dim: dim as u32,
-            cut,
-            left,
-            right,
-            parent,
-            count: self.count(node) + 1,
-            bounds,
-        });
+        let (min, max) = bounds.split_at(n);
+        let branch = self.alloc(
+            Node::Branch {
+                dim: dim as u32,
+                cut,
+                left,
+                right,
+                parent,
+                count: self.count(node) + 1,
+            },
+            min,
+            max,
+        );
         self.set_parent(leaf, branch);
         self.set_parent(node, branch);
         self.replace_child(parent, node, branch);
         let mut i = parent;
         while i != NONE {
-            match &mut self.nodes[i as usize] {
-                Node::Branch {
-                    count,
-                    bounds,
-                    parent,
-                    ..
-                } => {
+            let up = match &mut self.nodes[i as usize] {
+                Node::Branch { count, parent, .. } => {
                     *count += 1;
-                    for d in 0..n {
-                        bounds[d] = bounds[d].min(p[d]);
-                        bounds[n + d] = bounds[n + d].max(p[d]);
-                    }
-                    i = *parent;
+                    *parent
                 }
                 _ => break,
+            };
+            let (min, max) = self.bbox_mut(i);
+            for d in 0..n {
+                min[d] = min[d].min(p[d]);
+                max[d] = max[d].max(p[d]);
             }
+            i = up;
         }
         leaf
     }
@@ -598,19 +619,17 @@ impl Tree {
     /// Removes one copy of the point at `leaf` (the paper's `DeletePoint`).
     fn remove(&mut self, leaf: u32) {
         let (parent, remaining) = match &mut self.nodes[leaf as usize] {
-            Node::Leaf {
-                point,
-                count,
-                parent,
-            } => {
-                for (s, x) in self.sum.iter_mut().zip(point.iter()) {
-                    *s -= x;
-                }
+            Node::Leaf { count, parent } => {
                 *count -= 1;
                 (*parent, *count)
             }
             _ => return,
         };
+        let d = self.sum.len();
+        let at = 2 * d * leaf as usize;
+        for (s, x) in self.sum.iter_mut().zip(&self.bounds[at..at + d]) {
+            *s -= x;
+        }
         if remaining > 0 {
             let mut i = parent;
             while i != NONE {
@@ -660,15 +679,13 @@ impl Tree {
                 // A box is the union of its children's; once one is unchanged, so are
                 // all above it.
                 let mut changed = false;
-                let n = self.sum.len();
-                for k in 0..n {
-                    let lo = self.bbox(l).0[k].min(self.bbox(r).0[k]);
-                    let hi = self.bbox(l).1[k].max(self.bbox(r).1[k]);
-                    if let Node::Branch { bounds, .. } = &mut self.nodes[i as usize] {
-                        changed |= bounds[k] != lo || bounds[n + k] != hi;
-                        bounds[k] = lo;
-                        bounds[n + k] = hi;
-                    }
+                let (li, ri, ii) = (2 * d * l as usize, 2 * d * r as usize, 2 * d * i as usize);
+                for k in 0..d {
+                    let lo = self.bounds[li + k].min(self.bounds[ri + k]);
+                    let hi = self.bounds[li + d + k].max(self.bounds[ri + d + k]);
+                    changed |= self.bounds[ii + k] != lo || self.bounds[ii + d + k] != hi;
+                    self.bounds[ii + k] = lo;
+                    self.bounds[ii + d + k] = hi;
                 }
                 boxes_settled = !changed;
             }
@@ -758,8 +775,15 @@ impl Tree {
     /// reservoir whose entries are exactly the leaves' copies.
     fn check(&self, dim: usize, capacity: usize) -> Result<(), String> {
         let n = self.nodes.len();
-        if n > 4 * capacity + 4 || self.sum.len() != dim || self.sample.len() > capacity {
+        if n > 4 * capacity + 4
+            || self.sum.len() != dim
+            || self.sample.len() > capacity
+            || self.bounds.len() != 2 * dim * n
+        {
             return Err("tree: sizes out of bounds".into());
+        }
+        if self.bounds.iter().chain(&self.sum).any(|x| !x.is_finite()) {
+            return Err("tree: non-finite values".into());
         }
         let mut seen = vec![false; n];
         let mut copies = vec![0u64; n];
@@ -781,12 +805,9 @@ impl Tree {
                 seen[iu] = true;
                 match &self.nodes[iu] {
                     Node::Free => return Err("tree: link to a free slot".into()),
-                    Node::Leaf { point, count, .. } => {
-                        if point.len() != dim
-                            || point.iter().any(|x| !x.is_finite())
-                            || *count == 0
-                            || u64::from(*count) != copies[iu]
-                        {
+                    Node::Leaf { count, .. } => {
+                        let (min, max) = self.bbox(i);
+                        if min != max || *count == 0 || u64::from(*count) != copies[iu] {
                             return Err("tree: malformed leaf".into());
                         }
                         total += u64::from(*count);
@@ -797,13 +818,10 @@ impl Tree {
                         left,
                         right,
                         count,
-                        bounds,
                         ..
                     } => {
                         if *d as usize >= dim
                             || !cut.is_finite()
-                            || bounds.len() != 2 * dim
-                            || bounds.iter().any(|x| !x.is_finite())
                             || *left as usize >= n
                             || *right as usize >= n
                             || *count != self.count(*left).saturating_add(self.count(*right))

@@ -155,8 +155,9 @@ fn a_corrupt_checkpoint_is_refused() {
         forest.score_and_update(&[v]);
     }
     let good = serde_json::to_value(&forest).unwrap();
-    let corruptions: [(&str, serde_json::Value); 5] = [
+    let corruptions: [(&str, serde_json::Value); 6] = [
         ("/trees/0/root", 1_000_000.into()),
+        ("/trees/0/bounds", serde_json::json!([0.0, 1.0])),
         ("/trees/1/sample/0/leaf", 1_000_000.into()),
         ("/trees/2/sum", serde_json::json!([])),
         ("/params/number_of_trees", 4.into()),
