@@ -904,17 +904,18 @@ impl TryFrom<ForestState> for RandomCutForest {
 
     fn try_from(state: ForestState) -> Result<Self, String> {
         state.params.validate()?;
-        if state.trees.len() != state.params.number_of_trees as usize {
-            return Err("forest: wrong number of trees".into());
-        }
         let shingle = state.params.shingle_size as usize;
         match state.input_dim {
+            // The trees are made with the first row (which fixes the dimension).
             None => {
-                if !state.shingle.is_empty() || state.trees.iter().any(|t| t.root != NONE) {
+                if !state.shingle.is_empty() || !state.trees.is_empty() || state.points != 0 {
                     return Err("forest: points without a dimension".into());
                 }
             }
             Some(dim) => {
+                if state.trees.len() != state.params.number_of_trees as usize {
+                    return Err("forest: wrong number of trees".into());
+                }
                 if dim == 0
                     || dim * shingle > MAX_DIMENSIONS
                     || state.shingle.len() > dim * shingle

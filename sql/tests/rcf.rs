@@ -142,6 +142,20 @@ fn a_checkpoint_continues_identically() {
 }
 
 #[test]
+fn a_checkpoint_before_the_first_row_restores() {
+    let fresh = RandomCutForest::new(RcfParams::default(), 5).unwrap();
+    let mut restored: RandomCutForest =
+        serde_json::from_str(&serde_json::to_string(&fresh).unwrap()).unwrap();
+    let mut fresh = fresh;
+    for &v in &series(300) {
+        assert_eq!(
+            fresh.score_and_update(&[v]),
+            restored.score_and_update(&[v])
+        );
+    }
+}
+
+#[test]
 fn a_corrupt_checkpoint_is_refused() {
     let mut forest = RandomCutForest::new(
         RcfParams {
