@@ -494,22 +494,20 @@ impl Tree {
                 node
             }
         };
+        // The sibling's mass is the parent's less ours: no visit to the sibling.
+        let mut mass = self.count(node);
         loop {
             let parent = self.parent(node);
             if parent == NONE {
                 break;
             }
-            let sibling = match &self.nodes[parent as usize] {
-                Node::Branch { left, right, .. } => {
-                    if *left == node {
-                        *right
-                    } else {
-                        *left
-                    }
-                }
+            let (sibling, parent_mass) = match &self.nodes[parent as usize] {
+                Node::Branch {
+                    left, right, count, ..
+                } => (if *left == node { *right } else { *left }, *count),
                 _ => break,
             };
-            let ratio = f64::from(self.count(sibling)) / (f64::from(self.count(node)) + 1.0);
+            let ratio = f64::from(parent_mass.saturating_sub(mass)) / (f64::from(mass) + 1.0);
             if ratio > best.codisp {
                 best = Displacement {
                     codisp: ratio,
@@ -517,6 +515,7 @@ impl Tree {
                 };
             }
             node = parent;
+            mass = parent_mass;
         }
         best
     }
