@@ -39,6 +39,7 @@
 //! than the first row's, or with more than [`MAX_DIMENSIONS`] coordinates once shingled,
 //! are skipped (score 0, not learnt), and a deserialized state is checked before use.
 
+use crate::{Column, SqlType, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -1048,6 +1049,185 @@ impl RandomCutForest {
             }
         }
         (total / trees, attributions)
+    }
+}
+
+/// The seed of the forests that SQL creates: fixed, so that an application's scores are
+/// the same on every run over the same rows.
+pub const SQL_SEED: u64 = 0x5EED_F0E5_7000_0001;
+
+/// `RANDOM_CUT_FOREST(CURSOR(...) [, numberOfTrees [, subSampleSize [, timeDecay [,
+/// shingleSize]]]])`: the cursor's columns and `ANOMALY_SCORE DOUBLE`.
+pub struct RandomCutForestFactory;
+
+/// `RANDOM_CUT_FOREST_WITH_EXPLANATION(CURSOR(...) [, numberOfTrees [, subSampleSize [,
+/// timeDecay [, shingleSize [, withDirectionality]]]]])`: the cursor's columns,
+/// `ANOMALY_SCORE DOUBLE` and `ANOMALY_EXPLANATION VARCHAR`.
+pub struct RandomCutForestWithExplanationFactory;
+
+impl crate::functions::TableFunctionFactory for RandomCutForestFactory {
+    fn name(&self) -> &str {
+        "RANDOM_CUT_FOREST"
+    }
+
+    fn create(
+        &self,
+        args: &[Value],
+        input: &[Column],
+    ) -> Result<(Vec<Column>, Box<dyn crate::functions::TableFunction>), String> {
+        create_function(self.name(), args, input, false)
+    }
+}
+
+impl crate::functions::TableFunctionFactory for RandomCutForestWithExplanationFactory {
+    fn name(&self) -> &str {
+        "RANDOM_CUT_FOREST_WITH_EXPLANATION"
+    }
+
+    fn create(
+        &self,
+        args: &[Value],
+        input: &[Column],
+    ) -> Result<(Vec<Column>, Box<dyn crate::functions::TableFunction>), String> {
+        create_function(self.name(), args, input, true)
+    }
+}
+
+fn create_function(
+    name: &str,
+    args: &[Value],
+    input: &[Column],
+    explain: bool,
+) -> Result<(Vec<Column>, Box<dyn crate::functions::TableFunction>), String> {
+    let max_args = if explain { 5 } else { 4 };
+    if args.len() > max_args {
+        return Err(format!(
+            "{name} takes a cursor and at most {max_args} parameters, got {}",
+            args.len()
+        ));
+    }
+    let mut params = RcfParams::default();
+    let mut with_directionality = false;
+    let names = ["numberOfTrees", "subSampleSize", "timeDecay", "shingleSize"];
+    for (i, arg) in args.iter().enumerate() {
+        if i == 4 {
+            match arg {
+                Value::Boolean(b) => with_directionality = *b,
+                Value::Null => {}
+                _ => return Err(format!("{name}: withDirectionality must be a BOOLEAN")),
+            }
+            continue;
+        }
+        let v = match arg {
+            Value::Null => continue,
+            Value::Integer(v) => *v,
+            _ => return Err(format!("{name}: {} must be an INTEGER", names[i])),
+        };
+        let out_of_range = || format!("{name}: {} out of range: {v}", names[i]);
+        match i {
+            0 => params.number_of_trees = u32::try_from(v).map_err(|_| out_of_range())?,
+            1 => params.sub_sample_size = u32::try_from(v).map_err(|_| out_of_range())?,
+            2 => params.time_decay = u64::try_from(v).map_err(|_| out_of_range())?,
+            _ => params.shingle_size = u32::try_from(v).map_err(|_| out_of_range())?,
+        }
+    }
+    params.validate().map_err(|e| format!("{name}: {e}"))?;
+    let numeric: Vec<usize> = input
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            matches!(
+                c.ty,
+                SqlType::Integer | SqlType::Double | SqlType::Decimal { .. }
+            )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if numeric.is_empty() {
+        return Err(format!("{name}: the cursor has no numeric column"));
+    }
+    let columns: Vec<String> = numeric.iter().map(|&i| input[i].name.clone()).collect();
+    let mut output = input.to_vec();
+    output.push(Column {
+        name: "ANOMALY_SCORE".into(),
+        ty: SqlType::Double,
+    });
+    let explanation = explain.then_some(with_directionality);
+    if explain {
+        // Room for every column's member with four-decimal numbers.
+        let width: usize = columns.iter().map(|c| c.len() + 96).sum::<usize>() + 2;
+        output.push(Column {
+            name: "ANOMALY_EXPLANATION".into(),
+            ty: SqlType::Varchar(u32::try_from(width).unwrap_or(u32::MAX)),
+        });
+    }
+    let forest = RandomCutForest::new(params, SQL_SEED)?;
+    Ok((
+        output,
+        Box::new(RcfFunction {
+            forest,
+            numeric,
+            columns,
+            explanation,
+        }),
+    ))
+}
+
+/// One pump's forest.
+struct RcfFunction {
+    forest: RandomCutForest,
+    /// Positions of the numeric columns in the cursor's rows.
+    numeric: Vec<usize>,
+    /// Their names, for the explanation.
+    columns: Vec<String>,
+    /// `Some(withDirectionality)` for the explanation variant.
+    explanation: Option<bool>,
+}
+
+impl crate::functions::TableFunction for RcfFunction {
+    fn process(&mut self, _rowtime: i64, row: &[Value]) -> Result<Vec<Vec<Value>>, String> {
+        // A NULL (or a value of another type) makes the point unusable: NaN, which
+        // the forest skips (score 0).
+        let point: Vec<f64> = self
+            .numeric
+            .iter()
+            .map(|&i| match row.get(i) {
+                Some(Value::Integer(v)) => *v as f64,
+                Some(Value::Double(v)) => *v,
+                Some(Value::Decimal { mantissa, scale }) => {
+                    *mantissa as f64 / 10f64.powi(i32::from(*scale))
+                }
+                _ => f64::NAN,
+            })
+            .collect();
+        let mut out = row.to_vec();
+        match self.explanation {
+            None => {
+                let score = self.forest.score_and_update(&point);
+                out.push(Value::Double(score));
+            }
+            Some(with_directionality) => {
+                let (score, attributions) = self.forest.explain_and_update(&point);
+                let names: Vec<&str> = self.columns.iter().map(String::as_str).collect();
+                let json = explanation_json(&names, &attributions, with_directionality);
+                out.push(Value::Double(score));
+                out.push(Value::Varchar(json.into()));
+            }
+        }
+        Ok(vec![out])
+    }
+
+    fn checkpoint(&self) -> serde_json::Value {
+        serde_json::to_value(&self.forest).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let forest = RandomCutForest::deserialize(state).map_err(|e| e.to_string())?;
+        if forest.params() != self.forest.params() {
+            return Err("the checkpoint is of a forest with other parameters".into());
+        }
+        self.forest = forest;
+        Ok(())
     }
 }
 

@@ -478,3 +478,122 @@ fn hll_error_over_many_cardinalities_stays_within_three_sigma() {
         assert!(error < 0.025, "n {n}: estimate {}", row.count);
     }
 }
+
+fn input_stream() -> Vec<freshet_sql::StreamDef> {
+    vec![freshet_sql::StreamDef {
+        name: "SOURCE_SQL_STREAM_001".into(),
+        columns: vec![
+            freshet_sql::Column {
+                name: "TICKER".into(),
+                ty: freshet_sql::SqlType::Varchar(4),
+            },
+            freshet_sql::Column {
+                name: "PRICE".into(),
+                ty: freshet_sql::SqlType::Double,
+            },
+        ],
+    }]
+}
+
+const RCF_APP: &str = r#"
+CREATE OR REPLACE STREAM "TEMP_STREAM" ("PRICE" DOUBLE, "ANOMALY_SCORE" DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "TEMP_STREAM"
+SELECT STREAM "PRICE", "ANOMALY_SCORE"
+FROM TABLE(RANDOM_CUT_FOREST(CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001")));
+"#;
+
+fn push_prices(p: &mut freshet_sql::Program, prices: &[f64], from: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (i, &v) in prices.iter().enumerate() {
+        let rowtime = 1_700_000_000_000 + 1000 * (from + i) as i64;
+        p.push(
+            "SOURCE_SQL_STREAM_001",
+            rowtime,
+            vec![text("AMZN"), Value::Double(v)],
+            &mut out,
+        )
+        .unwrap();
+    }
+    out.iter()
+        .filter(|e| e.stream == "TEMP_STREAM")
+        .map(|e| match e.values[1] {
+            Value::Double(s) => s,
+            ref v => panic!("{v:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn random_cut_forest_runs_in_an_application() {
+    let points = series(3000);
+    let mut app = freshet_sql::Program::compile(RCF_APP, &input_stream(), &[]).unwrap();
+    let scores = push_prices(&mut app, &points, 0);
+    assert_eq!(scores.len(), points.len());
+    // The same scores as the forest alone with the SQL functions' seed.
+    let direct = scores_with_seed(&points);
+    assert_eq!(scores, direct);
+    let rank = ranks(&scores);
+    for &i in SPIKES.iter().filter(|&&i| i < 3000) {
+        assert!(rank[i] < 30, "spike at {i}: rank {}", rank[i]);
+    }
+    // Parameters out of range are a compile error.
+    let bad = RCF_APP.replace(
+        "\"SOURCE_SQL_STREAM_001\")))",
+        "\"SOURCE_SQL_STREAM_001\"), 0))",
+    );
+    assert!(freshet_sql::Program::compile(&bad, &input_stream(), &[]).is_err());
+}
+
+fn scores_with_seed(points: &[f64]) -> Vec<f64> {
+    scores(RcfParams::default(), freshet_sql::rcf::SQL_SEED, points)
+}
+
+#[test]
+fn an_application_checkpoint_continues_the_forest() {
+    let points = series(2000);
+    let mut app = freshet_sql::Program::compile(RCF_APP, &input_stream(), &[]).unwrap();
+    push_prices(&mut app, &points[..1000], 0);
+    let state = app.checkpoint();
+    let mut restored = freshet_sql::Program::compile(RCF_APP, &input_stream(), &[]).unwrap();
+    restored.restore(&state).unwrap();
+    let a = push_prices(&mut app, &points[1000..], 1000);
+    let b = push_prices(&mut restored, &points[1000..], 1000);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn the_explanation_variant_runs_in_an_application() {
+    let code = r#"
+CREATE OR REPLACE STREAM "OUT" ("PRICE" DOUBLE, "ANOMALY_SCORE" DOUBLE, "ANOMALY_EXPLANATION" VARCHAR(512));
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "OUT"
+SELECT STREAM "PRICE", "ANOMALY_SCORE", "ANOMALY_EXPLANATION"
+FROM TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(
+    CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"), 100, 256, 100000, 1, true));
+"#;
+    let mut app = freshet_sql::Program::compile(code, &input_stream(), &[]).unwrap();
+    let mut out = Vec::new();
+    for (i, v) in series(700).into_iter().enumerate() {
+        app.push(
+            "SOURCE_SQL_STREAM_001",
+            1000 * i as i64,
+            vec![text("AMZN"), Value::Double(v)],
+            &mut out,
+        )
+        .unwrap();
+    }
+    let spike = &out[600];
+    let Value::Varchar(json) = &spike.values[2] else {
+        panic!("{spike:?}")
+    };
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["PRICE"]["DIRECTION"], "HIGH", "{json}");
+    let Value::Double(score) = spike.values[1] else {
+        panic!()
+    };
+    let attribution: f64 = v["PRICE"]["ATTRIBUTION_SCORE"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((attribution - score).abs() < 1e-3, "{json} vs {score}");
+}
