@@ -47,7 +47,10 @@ pub trait TableFunctionFactory: Send + Sync {
 /// The table functions every program knows. Register a new one by adding its factory
 /// here (e.g. `Box::new(crate::rcf::RandomCutForestFactory)`).
 pub fn builtin() -> Vec<Box<dyn TableFunctionFactory>> {
-    Vec::new()
+    vec![
+        Box::new(crate::rcf::RandomCutForestFactory),
+        Box::new(crate::rcf::RandomCutForestWithExplanationFactory),
+    ]
 }
 
 #[cfg(test)]

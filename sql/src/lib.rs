@@ -18,7 +18,9 @@
 //!
 //! Modules: `lexer` (tokens), `parser` (to `ast`), `plan` (names, types, stages),
 //! `expr` (scalar evaluation), `window` (tumbling, stagger, sliding aggregation),
-//! `time` (calendar and formats), [`functions`] (table functions), `program`.
+//! `time` (calendar and formats), [`functions`] (table functions), `program`;
+//! [`rcf`] (RANDOM_CUT_FOREST) and [`sketch`] (TOP_K_ITEMS_TUMBLING,
+//! COUNT_DISTINCT_ITEMS_TUMBLING) as state machines.
 
 mod ast;
 mod error;
@@ -28,6 +30,8 @@ mod lexer;
 mod parser;
 mod plan;
 mod program;
+pub mod rcf;
+pub mod sketch;
 mod time;
 mod value;
 mod window;
