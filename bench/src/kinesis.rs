@@ -86,11 +86,16 @@ pub fn api_error(resp: &Response) -> CallError {
 impl Endpoint {
     /// Builds a complete, signed HTTP/1.1 request for `operation`.
     pub fn build_request(&self, operation: &str, body: &[u8]) -> Vec<u8> {
-        let target = format!("{TARGET_PREFIX}{operation}");
+        self.build_target_request(&format!("{TARGET_PREFIX}{operation}"), body)
+    }
+
+    /// Builds a complete, signed HTTP/1.1 request for a full `X-Amz-Target` (another
+    /// JSON 1.1 service on the same endpoint, such as `KinesisAnalytics_20150814.<Op>`).
+    pub fn build_target_request(&self, target: &str, body: &[u8]) -> Vec<u8> {
         let date = amz_date_now();
         let auth = self
             .signer
-            .authorization(&self.host, CONTENT_TYPE, &date, &target, body);
+            .authorization(&self.host, CONTENT_TYPE, &date, target, body);
         let head = format!(
             "POST / HTTP/1.1\r\nHost: {}\r\nContent-Type: {CONTENT_TYPE}\r\nX-Amz-Target: {target}\r\n\
              X-Amz-Date: {date}\r\nAuthorization: {auth}\r\nUser-Agent: freshet-bench/0.1\r\n\
@@ -138,8 +143,20 @@ impl Endpoint {
         operation: &str,
         body: &Value,
     ) -> Result<Value, CallError> {
+        self.call_target(conn, &format!("{TARGET_PREFIX}{operation}"), body)
+            .await
+    }
+
+    /// [`Endpoint::call`] with a full `X-Amz-Target`.
+    pub async fn call_target(
+        &self,
+        conn: &mut Option<Conn>,
+        target: &str,
+        body: &Value,
+    ) -> Result<Value, CallError> {
+        let operation = target.rsplit('.').next().unwrap_or(target);
         let body = serde_json::to_vec(body).expect("JSON serialises");
-        let req = self.build_request(operation, &body);
+        let req = self.build_target_request(target, &body);
         let resp = self.send(conn, &req).await?;
         if resp.status != 200 {
             return Err(api_error(&resp));

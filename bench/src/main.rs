@@ -8,6 +8,7 @@
 //! `freshet-bench rtp` simulates RTP cameras over UDP and `freshet-bench
 //! playback` measures HLS playback and GetClip.
 
+mod analytics;
 mod efo;
 mod fragment_index;
 mod get;
@@ -143,6 +144,43 @@ enum Command {
     /// --interval-ms apart; a sample's latency is from just before its request is
     /// written to the moment a consumer has parsed the event carrying it.
     Efo(EfoArgs),
+    /// Benchmark analytics applications end to end: events/s through a tumbling-window
+    /// GROUP BY over --keys keys into an output stream, and the delay from a window's
+    /// end to its result record.
+    ///
+    /// Loads --records records into a fresh input stream, starts an application from
+    /// TRIM_HORIZON and times it until the server's freshet_analytics_records_total
+    /// reaches --records; then puts --rate records/s for --live-secs while reading the
+    /// output stream: a row's delay is its output record's arrival time minus its
+    /// window's end. Repeat with --runs for medians.
+    Analytics(AnalyticsArgs),
+}
+
+#[derive(Args, Debug)]
+struct AnalyticsArgs {
+    /// Base URL of a plain-HTTP Freshet endpoint on loopback.
+    #[arg(long, default_value = "http://127.0.0.1:4570")]
+    endpoint: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    records: usize,
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    #[arg(long, default_value_t = 2)]
+    shards: u32,
+    /// Tumbling window width in seconds.
+    #[arg(long, default_value_t = 1)]
+    window_secs: u64,
+    /// Live phase: records/s.
+    #[arg(long, default_value_t = 5_000)]
+    rate: usize,
+    #[arg(long, default_value_t = 10)]
+    live_secs: u64,
+    /// Connections loading the backlog.
+    #[arg(long, default_value_t = 4)]
+    loaders: usize,
+    /// Runs (each with fresh streams); the table shows every run and the medians.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
 }
 
 #[derive(Args, Debug)]
@@ -614,6 +652,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Analytics(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(analytics_command(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench analytics: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Efo(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -889,6 +940,61 @@ async fn resolve_endpoint(
         .into());
     }
     Ok((addr, authority.to_string()))
+}
+
+async fn analytics_command(args: AnalyticsArgs) -> Result<(), BoxError> {
+    let (addr, host) = resolve_endpoint(&args.endpoint, false).await?;
+    let ep = Arc::new(Endpoint {
+        addr,
+        host,
+        signer: Signer::new("test", "test", "us-east-1", "kinesis"),
+        timeout: Duration::from_secs(60),
+    });
+    println!(
+        "run  records  load_s  process_s  events/s  rows_out  delay_n  delay_p50_ms  delay_p99_ms  delay_max_ms"
+    );
+    let mut rates = Vec::new();
+    let mut p99s = Vec::new();
+    for run in 0..args.runs.max(1) {
+        let name = format!("bench-analytics-{}-{run}", std::process::id());
+        let r = analytics::run(
+            ep.clone(),
+            &name,
+            args.records,
+            args.keys,
+            args.shards,
+            args.window_secs,
+            args.rate,
+            args.live_secs,
+            args.loaders,
+        )
+        .await?;
+        println!(
+            "{:>3}  {:>7}  {:>6.2}  {:>9.2}  {:>8.0}  {:>8}  {:>7}  {:>12.1}  {:>12.1}  {:>12.1}",
+            run + 1,
+            r.records,
+            r.load_secs,
+            r.process_secs,
+            r.events_per_sec,
+            r.rows_out,
+            r.delay_samples,
+            r.delay_p50_ms,
+            r.delay_p99_ms,
+            r.delay_max_ms
+        );
+        rates.push(r.events_per_sec);
+        p99s.push(r.delay_p99_ms);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "median events/s {:.0}, median window delay p99 {:.1} ms",
+        median(&mut rates),
+        median(&mut p99s)
+    );
+    Ok(())
 }
 
 async fn efo_command(args: EfoArgs) -> Result<(), BoxError> {
