@@ -459,3 +459,51 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
         capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert f"{bad}:2:" in run.stderr, run.stderr
+
+
+def test_last_stopped_point_resumes_where_it_stopped(ka, k):
+    """Stop, put while stopped, start from LAST_STOPPED_POINT: the records put while it
+    was stopped are processed, the ones before are not processed again."""
+    source, dest = make_stream(k), make_stream(k)
+    name = create_app(ka, FILTER_SQL, source, [app_output(dest)])
+    start(ka, name)
+    first = [dict(quote(i), SECTOR="TECHNOLOGY") for i in range(20)]
+    put_rows(k, source, first)
+    wait_for(lambda: len(read_stream(k, dest)) == 20, 30, "the first rows")
+    ka.stop_application(ApplicationName=name)
+    wait_for(lambda: ka.describe_application(ApplicationName=name)
+             ["ApplicationDetail"]["ApplicationStatus"] == "READY", 20, "READY")
+    second = [dict(quote(i), SECTOR="TECHNOLOGY", PRICE=1000 + i) for i in range(15)]
+    put_rows(k, source, second)
+    start(ka, name, "LAST_STOPPED_POINT")
+    wait_for(lambda: len(read_stream(k, dest)) >= 35, 30, "the rows put while stopped")
+    prices = sorted(r["PRICE"] for r in read_json(k, dest))
+    assert prices == sorted([float(r["PRICE"]) for r in first] + [float(r["PRICE"]) for r in second])
+    detail = ka.describe_application(ApplicationName=name)["ApplicationDetail"]
+    assert detail["InputDescriptions"][0]["InputStartingPositionConfiguration"] == {
+        "InputStartingPosition": "LAST_STOPPED_POINT"}
+    ka.stop_application(ApplicationName=name)
+
+
+def test_update_while_running_keeps_reading(ka, k):
+    """UpdateApplication on a running application: the new code takes over from where
+    the old one was, and the version increments."""
+    source, dest = make_stream(k), make_stream(k)
+    name = create_app(ka, FILTER_SQL, source, [app_output(dest)])
+    start(ka, name)
+    put_rows(k, source, [dict(quote(i), SECTOR="TECHNOLOGY") for i in range(10)])
+    wait_for(lambda: len(read_stream(k, dest)) == 10, 30, "rows of the first code")
+    new_code = FILTER_SQL.replace("WHERE SECTOR = 'TECHNOLOGY'", "WHERE SECTOR = 'ENERGY'")
+    ka.update_application(ApplicationName=name, CurrentApplicationVersionId=1,
+                          ApplicationUpdate={"ApplicationCodeUpdate": new_code})
+    wait_for(lambda: ka.describe_application(ApplicationName=name)
+             ["ApplicationDetail"]["ApplicationStatus"] == "RUNNING", 20, "RUNNING")
+    put_rows(k, source, [dict(quote(i), SECTOR="ENERGY", PRICE=500 + i) for i in range(5)]
+             + [dict(quote(i), SECTOR="TECHNOLOGY", PRICE=900) for i in range(5)])
+    wait_for(lambda: len(read_stream(k, dest)) >= 15, 30, "rows of the new code")
+    got = read_json(k, dest)
+    assert len(got) == 15
+    assert sorted(r["PRICE"] for r in got[10:]) == [500.0, 501.0, 502.0, 503.0, 504.0]
+    assert ka.describe_application(ApplicationName=name)["ApplicationDetail"][
+        "ApplicationVersionId"] == 2
+    ka.stop_application(ApplicationName=name)
