@@ -92,7 +92,10 @@ pub async fn cloudwatch(State(state): State<AppState>, req: Request) -> Response
     if cbor {
         let mut resp = (StatusCode::OK, vec![0xa0u8]).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/cbor"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/cbor"),
+        );
         h.insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
         resp
     } else if json_target {

@@ -121,11 +121,12 @@ impl Num {
         Ok(Num { mant, scale }.normalised())
     }
 
-    pub fn neg(self) -> Num {
-        Num {
-            mant: -self.mant,
+    /// `-self` (refused only for the one mantissa an i128 cannot negate).
+    pub fn negated(self) -> Result<Num, String> {
+        Ok(Num {
+            mant: self.mant.checked_neg().ok_or(OVERFLOW)?,
             scale: self.scale,
-        }
+        })
     }
 }
 
@@ -376,7 +377,12 @@ mod tests {
         assert_eq!(Num::parse("-0.001").unwrap().to_string(), "-0.001");
         assert_eq!(Num::parse("000").unwrap().to_string(), "0");
         let big = Num::parse("99999999999999999999999999999999999999").unwrap();
-        assert!(big.checked_add(Num::from_i128(1)).is_err());
+        assert_eq!(
+            big.checked_add(Num::from_i128(1)).unwrap().to_string(),
+            format!("1{}", "0".repeat(38))
+        );
+        let e38 = Num::parse("1e38").unwrap();
+        assert!(e38.checked_add(e38).is_err(), "beyond an i128 is refused");
         let a = Num::parse("9007199254740993").unwrap();
         let b = Num::parse("9007199254740992").unwrap();
         assert!(a > b, "exact beyond f64 precision");

@@ -39,9 +39,9 @@ impl Classified for LeaseError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::ResourceNotFound(_) => ErrorKind::NotFound,
-            Self::ResourceInUse(_) | Self::ConditionalCheckFailed | Self::TransactionCanceled(_) => {
-                ErrorKind::InUse
-            }
+            Self::ResourceInUse(_)
+            | Self::ConditionalCheckFailed
+            | Self::TransactionCanceled(_) => ErrorKind::InUse,
             Self::Validation(_) => ErrorKind::InvalidArgument,
             Self::LimitExceeded(_) => ErrorKind::LimitExceeded,
             Self::Internal(_) => ErrorKind::Internal,

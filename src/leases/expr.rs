@@ -59,7 +59,9 @@ impl Path {
 
     /// Sets the value at the path; the parent must exist.
     fn set(&self, item: &mut Item, value: Attr) -> Result<(), String> {
-        let invalid = || "The document path provided in the update expression is invalid for update".to_string();
+        let invalid = || {
+            "The document path provided in the update expression is invalid for update".to_string()
+        };
         let Some((last, parents)) = self.0.split_last() else {
             return Err(invalid());
         };
@@ -454,14 +456,16 @@ impl<'a> Parser<'a> {
     }
 
     fn expect_sym(&mut self, sym: &str) -> Result<(), String> {
-        if self.peek() == Some(&Tok::Sym(match sym {
-            "(" => "(",
-            ")" => ")",
-            "," => ",",
-            "=" => "=",
-            "]" => "]",
-            _ => "",
-        })) {
+        if self.peek()
+            == Some(&Tok::Sym(match sym {
+                "(" => "(",
+                ")" => ")",
+                "," => ",",
+                "=" => "=",
+                "]" => "]",
+                _ => "",
+            }))
+        {
             self.pos += 1;
             Ok(())
         } else {
@@ -564,9 +568,7 @@ impl<'a> Parser<'a> {
                 self.expect_sym(")")?;
                 return Ok(Operand::Size(p));
             }
-            return Err(format!(
-                "Invalid function name; function: {f}"
-            ));
+            return Err(format!("Invalid function name; function: {f}"));
         }
         match self.peek() {
             Some(Tok::Value(v)) => {
@@ -695,11 +697,17 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(Tok::Sym("+")) => {
                 self.pos += 1;
-                Ok(SetValue::Plus(Box::new(left), Box::new(self.set_operand()?)))
+                Ok(SetValue::Plus(
+                    Box::new(left),
+                    Box::new(self.set_operand()?),
+                ))
             }
             Some(Tok::Sym("-")) => {
                 self.pos += 1;
-                Ok(SetValue::Minus(Box::new(left), Box::new(self.set_operand()?)))
+                Ok(SetValue::Minus(
+                    Box::new(left),
+                    Box::new(self.set_operand()?),
+                ))
             }
             _ => Ok(left),
         }
@@ -833,9 +841,30 @@ fn path_text(p: &Path) -> String {
 /// its list is not enforced.
 fn is_reserved(word: &str) -> bool {
     const RESERVED: &[&str] = &[
-        "AND", "OR", "NOT", "BETWEEN", "IN", "SET", "REMOVE", "ADD", "DELETE", "SIZE", "STATUS",
-        "NAME", "TIMESTAMP", "DATA", "KEY", "VALUE", "COUNT", "TABLE", "USER", "OWNER", "DATE",
-        "TIME", "TYPE", "YEAR",
+        "AND",
+        "OR",
+        "NOT",
+        "BETWEEN",
+        "IN",
+        "SET",
+        "REMOVE",
+        "ADD",
+        "DELETE",
+        "SIZE",
+        "STATUS",
+        "NAME",
+        "TIMESTAMP",
+        "DATA",
+        "KEY",
+        "VALUE",
+        "COUNT",
+        "TABLE",
+        "USER",
+        "OWNER",
+        "DATE",
+        "TIME",
+        "TYPE",
+        "YEAR",
     ];
     RESERVED.iter().any(|r| r.eq_ignore_ascii_case(word))
 }
@@ -902,9 +931,7 @@ pub fn project(item: &Item, paths: &[Path]) -> Item {
                 if i + 1 == steps.len() {
                     cur.insert(n.clone(), v.clone());
                 } else {
-                    let entry = cur
-                        .entry(n.clone())
-                        .or_insert_with(|| Attr::M(Item::new()));
+                    let entry = cur.entry(n.clone()).or_insert_with(|| Attr::M(Item::new()));
                     let Attr::M(m) = entry else { break };
                     cur = m;
                 }
@@ -974,9 +1001,7 @@ pub fn eval(cond: &Cond, item: &Item) -> bool {
                 operand_value(lo, item),
                 operand_value(hi, item),
             ) {
-                (Some(a), Some(lo), Some(hi)) => {
-                    cmp(&a, CmpOp::Ge, &lo) && cmp(&a, CmpOp::Le, &hi)
-                }
+                (Some(a), Some(lo), Some(hi)) => cmp(&a, CmpOp::Ge, &lo) && cmp(&a, CmpOp::Le, &hi),
                 _ => false,
             }
         }
@@ -1035,7 +1060,7 @@ fn set_value(v: &SetValue, old: &Item) -> Result<Attr, String> {
             match (set_value(a, old)?, set_value(b, old)?) {
                 (Attr::N(a), Attr::N(b)) => {
                     let b = if matches!(v, SetValue::Minus(..)) {
-                        b.neg()
+                        b.negated()?
                     } else {
                         b
                     };
@@ -1292,16 +1317,21 @@ mod tests {
             "leaseCounter": {"N": "7"}, "tags": {"SS": ["a", "b"]},
             "m": {"M": {"x": {"L": [{"N": "1"}, {"N": "2"}]}}}
         }));
-        let mut p = ph(json!({":w": {"S": "w1"}, ":c": {"N": "7"}, ":lo": {"N": "1"},
+        let mut p = ph(
+            json!({":w": {"S": "w1"}, ":c": {"N": "7"}, ":lo": {"N": "1"},
             ":hi": {"N": "10"}, ":pre": {"S": "shard"}, ":t": {"S": "SS"}, ":b": {"S": "b"},
-            ":two": {"N": "2"}}));
+            ":two": {"N": "2"}}),
+        );
         let cases = [
             ("#o = :w AND leaseCounter = :c", true),
             ("#o <> :w", false),
             ("leaseCounter BETWEEN :lo AND :hi", true),
             ("leaseCounter IN (:lo, :c)", true),
             ("NOT (leaseCounter < :c) AND leaseCounter >= :c", true),
-            ("attribute_exists(leaseKey) AND attribute_not_exists(nope)", true),
+            (
+                "attribute_exists(leaseKey) AND attribute_not_exists(nope)",
+                true,
+            ),
             ("attribute_type(tags, :t)", true),
             ("begins_with(leaseKey, :pre)", true),
             ("contains(tags, :b)", true),
@@ -1320,7 +1350,10 @@ mod tests {
     fn bad_expressions_get_dynamodb_messages() {
         let mut p = ph(json!({":v": {"S": "x"}}));
         let e = parse_condition("a = ", Kind::Condition, &mut p).unwrap_err();
-        assert!(e.starts_with("Invalid ConditionExpression: Syntax error; token: \"<EOF>\""), "{e}");
+        assert!(
+            e.starts_with("Invalid ConditionExpression: Syntax error; token: \"<EOF>\""),
+            "{e}"
+        );
         let e = parse_condition("a = :nope", Kind::Condition, &mut p).unwrap_err();
         assert!(e.contains("attribute value: :nope"), "{e}");
         let e = parse_condition("#nope = :v", Kind::Condition, &mut p).unwrap_err();
@@ -1335,8 +1368,10 @@ mod tests {
 
     #[test]
     fn updates_apply_set_arithmetic_remove_add_delete() {
-        let old = item(json!({"k": {"S": "1"}, "n": {"N": "5"}, "s": {"SS": ["a", "b"]},
-            "l": {"L": [{"S": "x"}]}, "gone": {"S": "y"}}));
+        let old = item(
+            json!({"k": {"S": "1"}, "n": {"N": "5"}, "s": {"SS": ["a", "b"]},
+            "l": {"L": [{"S": "x"}]}, "gone": {"S": "y"}}),
+        );
         let mut p = ph(json!({":one": {"N": "1"}, ":l": {"L": [{"S": "z"}]},
             ":sa": {"SS": ["c"]}, ":sd": {"SS": ["a"]}, ":d": {"N": "9"}}));
         let u = parse_update(

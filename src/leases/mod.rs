@@ -122,7 +122,10 @@ impl Table {
 
     /// The catalog key of an item with key attributes `key` (already checked).
     fn storage_key(&self, key: &Item) -> String {
-        let h = key.get(&self.hash.name).map(Attr::key_text).unwrap_or_default();
+        let h = key
+            .get(&self.hash.name)
+            .map(Attr::key_text)
+            .unwrap_or_default();
         match &self.range {
             None => h,
             Some(r) => {
@@ -134,14 +137,22 @@ impl Table {
 
     /// Checks a `Key` parameter: exactly the key attributes, of the right types.
     fn check_key(&self, key: &Item) -> Result<()> {
-        let defs: Vec<&KeyDef> = std::iter::once(&self.hash).chain(self.range.as_ref()).collect();
+        let defs: Vec<&KeyDef> = std::iter::once(&self.hash)
+            .chain(self.range.as_ref())
+            .collect();
         if key.len() != defs.len() {
-            return Err(invalid("The provided key element does not match the schema"));
+            return Err(invalid(
+                "The provided key element does not match the schema",
+            ));
         }
         for d in defs {
             match key.get(&d.name) {
                 Some(v) if v.type_name() == d.ty => check_key_value(&d.name, v)?,
-                _ => return Err(invalid("The provided key element does not match the schema")),
+                _ => {
+                    return Err(invalid(
+                        "The provided key element does not match the schema",
+                    ));
+                }
             }
         }
         Ok(())
@@ -442,12 +453,19 @@ impl LeaseService {
         check_table_name(name)?;
         let defs = attribute_types(&doc["AttributeDefinitions"])?;
         let (hash, range) = key_schema(&doc["KeySchema"], &defs)?;
-        let billing = doc["BillingMode"].as_str().unwrap_or("PROVISIONED").to_string();
+        let billing = doc["BillingMode"]
+            .as_str()
+            .unwrap_or("PROVISIONED")
+            .to_string();
         let throughput = doc["ProvisionedThroughput"].clone();
         check_billing(&billing, &throughput)?;
         let now = now_ms();
         let mut indexes = Vec::new();
-        for g in doc["GlobalSecondaryIndexes"].as_array().into_iter().flatten() {
+        for g in doc["GlobalSecondaryIndexes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             indexes.push(index_of(g, &defs, &billing, now)?);
         }
         let lock = self.lock_of(name);
@@ -644,7 +662,8 @@ impl LeaseService {
             return Err(LeaseError::ConditionalCheckFailed);
         }
         let new = self.next_item(&t, key, old.as_ref(), action)?;
-        self.catalog.write(vec![self.catalog_write(&t, key, new.as_ref())?])?;
+        self.catalog
+            .write(vec![self.catalog_write(&t, key, new.as_ref())?])?;
         Ok((old, new))
     }
 
@@ -743,8 +762,7 @@ impl LeaseService {
             }
         }
         let touched = update.touched();
-        let (old, new) =
-            self.write_item(&t, &key, cond.as_ref(), &WriteAction::Update(update))?;
+        let (old, new) = self.write_item(&t, &key, cond.as_ref(), &WriteAction::Update(update))?;
         let only = |item: Option<Item>| -> Option<Item> {
             item.map(|i| {
                 i.into_iter()
@@ -767,20 +785,13 @@ impl LeaseService {
 
     fn scan(&self, doc: &Value, query: bool) -> Result<Value> {
         let t = self.active(text(doc, "TableName"))?;
-        let index = match doc["IndexName"].as_str() {
-            Some(n) => Some(
-                t.indexes
-                    .iter()
-                    .find(|i| i.name == n)
-                    .cloned()
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "The table does not have the specified index: {n}"
-                        ))
-                    })?,
-            ),
-            None => None,
-        };
+        let index =
+            match doc["IndexName"].as_str() {
+                Some(n) => Some(t.indexes.iter().find(|i| i.name == n).cloned().ok_or_else(
+                    || invalid(format!("The table does not have the specified index: {n}")),
+                )?),
+                None => None,
+            };
         let mut ph = Placeholders::from_request(doc).map_err(invalid)?;
         let (hash, range) = t.key_defs(index.as_ref());
         let key_cond = if query {
@@ -801,7 +812,11 @@ impl LeaseService {
         let filter = match doc["FilterExpression"].as_str() {
             Some(src) => Some(expr::parse_condition(src, Kind::Filter, &mut ph).map_err(invalid)?),
             None => expr::legacy_filter(
-                if query { &doc["QueryFilter"] } else { &doc["ScanFilter"] },
+                if query {
+                    &doc["QueryFilter"]
+                } else {
+                    &doc["ScanFilter"]
+                },
                 doc["ConditionalOperator"].as_str(),
             )
             .map_err(invalid)?,
@@ -836,7 +851,8 @@ impl LeaseService {
                         .zip(b.get(&r.name))
                         .and_then(|(x, y)| x.compare(y))
                 });
-                r.unwrap_or(std::cmp::Ordering::Equal).then_with(|| ka.cmp(kb))
+                r.unwrap_or(std::cmp::Ordering::Equal)
+                    .then_with(|| ka.cmp(kb))
             });
             if query && doc["ScanIndexForward"].as_bool() == Some(false) {
                 all.reverse();
@@ -847,7 +863,9 @@ impl LeaseService {
             let esk = item_param(doc, "ExclusiveStartKey")?;
             let esk_key = t.key_of(&esk);
             if esk_key.len() != 1 + usize::from(t.range.is_some()) {
-                return Err(invalid("The provided starting key is invalid: The provided key element does not match the schema"));
+                return Err(invalid(
+                    "The provided starting key is invalid: The provided key element does not match the schema",
+                ));
             }
             let sk = t.storage_key(&esk_key);
             start = all
@@ -901,16 +919,18 @@ impl LeaseService {
 
     fn batch_get(&self, doc: &Value) -> Result<Value> {
         let Some(req) = doc["RequestItems"].as_object() else {
-            return Err(invalid("1 validation error detected: Value null at 'requestItems' failed to satisfy constraint: Member must not be null"));
+            return Err(invalid(
+                "1 validation error detected: Value null at 'requestItems' failed to satisfy constraint: Member must not be null",
+            ));
         };
         let total: usize = req
             .values()
             .map(|r| r["Keys"].as_array().map_or(0, Vec::len))
             .sum();
         if total > BATCH_GET_LIMIT {
-            return Err(invalid(format!(
-                "Too many items requested for the BatchGetItem call"
-            )));
+            return Err(invalid(
+                "Too many items requested for the BatchGetItem call",
+            ));
         }
         let mut responses = serde_json::Map::new();
         for (name, r) in req {
@@ -936,7 +956,9 @@ impl LeaseService {
 
     fn batch_write(&self, doc: &Value) -> Result<Value> {
         let Some(req) = doc["RequestItems"].as_object() else {
-            return Err(invalid("1 validation error detected: Value null at 'requestItems' failed to satisfy constraint: Member must not be null"));
+            return Err(invalid(
+                "1 validation error detected: Value null at 'requestItems' failed to satisfy constraint: Member must not be null",
+            ));
         };
         let total: usize = req.values().map(|r| r.as_array().map_or(0, Vec::len)).sum();
         if total == 0 || total > BATCH_WRITE_LIMIT {
@@ -967,7 +989,9 @@ impl LeaseService {
                         action: WriteAction::Delete,
                     });
                 } else {
-                    return Err(invalid("Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes"));
+                    return Err(invalid(
+                        "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes",
+                    ));
                 }
             }
         }
@@ -987,7 +1011,9 @@ impl LeaseService {
             let (kind, body) = ["ConditionCheck", "Put", "Delete", "Update"]
                 .iter()
                 .find_map(|k| entry.get(*k).filter(|v| v.is_object()).map(|v| (*k, v)))
-                .ok_or_else(|| invalid("TransactItems can only contain one of Check, Put, Update or Delete"))?;
+                .ok_or_else(|| {
+                    invalid("TransactItems can only contain one of Check, Put, Update or Delete")
+                })?;
             let t = self.active(text(body, "TableName"))?;
             let mut ph = Placeholders::from_request(body).map_err(invalid)?;
             let (key, action) = match kind {
@@ -1092,7 +1118,11 @@ fn check_table_name(name: &str) -> Result<()> {
     if name.len() < 3 || name.len() > 255 {
         return Err(invalid(format!(
             "1 validation error detected: Value '{name}' at 'tableName' failed to satisfy constraint: Member must have length {}",
-            if name.len() < 3 { "greater than or equal to 3" } else { "less than or equal to 255" }
+            if name.len() < 3 {
+                "greater than or equal to 3"
+            } else {
+                "less than or equal to 255"
+            }
         )));
     }
     if !name
@@ -1110,14 +1140,18 @@ fn check_billing(billing: &str, throughput: &Value) -> Result<()> {
     match billing {
         "PAY_PER_REQUEST" => {
             if !throughput.is_null() {
-                return Err(invalid("One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST"));
+                return Err(invalid(
+                    "One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST",
+                ));
             }
         }
         "PROVISIONED" => {
             if throughput["ReadCapacityUnits"].as_u64().is_none()
                 || throughput["WriteCapacityUnits"].as_u64().is_none()
             {
-                return Err(invalid("One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED"));
+                return Err(invalid(
+                    "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED",
+                ));
             }
         }
         other => {
@@ -1143,10 +1177,7 @@ fn attribute_types(defs: &Value) -> Result<HashMap<String, String>> {
     Ok(out)
 }
 
-fn key_schema(
-    schema: &Value,
-    defs: &HashMap<String, String>,
-) -> Result<(KeyDef, Option<KeyDef>)> {
+fn key_schema(schema: &Value, defs: &HashMap<String, String>) -> Result<(KeyDef, Option<KeyDef>)> {
     let list = schema.as_array().cloned().unwrap_or_default();
     let def = |e: &Value| -> Result<KeyDef> {
         let name = text(e, "AttributeName");
@@ -1168,8 +1199,12 @@ fn key_schema(
         [h, r] if text(h, "KeyType") == "HASH" && text(r, "KeyType") == "RANGE" => {
             Ok((def(h)?, Some(def(r)?)))
         }
-        [] => Err(invalid("1 validation error detected: Value null at 'keySchema' failed to satisfy constraint: Member must not be null")),
-        _ => Err(invalid("Invalid KeySchema: The first KeySchemaElement is not a HASH key type")),
+        [] => Err(invalid(
+            "1 validation error detected: Value null at 'keySchema' failed to satisfy constraint: Member must not be null",
+        )),
+        _ => Err(invalid(
+            "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
+        )),
     }
 }
 
@@ -1232,7 +1267,10 @@ fn both(non_expr: &str, expr: &str) -> LeaseError {
 }
 
 fn condition(doc: &Value, ph: &mut Placeholders) -> Result<Option<Cond>> {
-    match (doc["ConditionExpression"].as_str(), doc["Expected"].is_object()) {
+    match (
+        doc["ConditionExpression"].as_str(),
+        doc["Expected"].is_object(),
+    ) {
         (Some(_), true) => Err(both("Expected", "ConditionExpression")),
         (Some(src), false) => Ok(Some(
             expr::parse_condition(src, Kind::Condition, ph).map_err(invalid)?,

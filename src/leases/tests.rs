@@ -77,10 +77,16 @@ fn conditional_renewals_are_atomic_under_contention() {
     // Each counter value can be renewed from exactly once.
     assert_eq!(wins.load(std::sync::atomic::Ordering::SeqCst), 50);
     let got = s
-        .call("GetItem", &json!({"TableName": "leases", "Key": {"leaseKey": {"S": "shard-0"}}}))
+        .call(
+            "GetItem",
+            &json!({"TableName": "leases", "Key": {"leaseKey": {"S": "shard-0"}}}),
+        )
         .unwrap();
     assert_eq!(got["Item"]["leaseCounter"], json!({"N": "50"}));
-    assert!(matches!(renew(&s, "3"), Err(LeaseError::ConditionalCheckFailed)));
+    assert!(matches!(
+        renew(&s, "3"),
+        Err(LeaseError::ConditionalCheckFailed)
+    ));
 }
 
 #[test]
@@ -89,8 +95,11 @@ fn tables_and_items_survive_reopen_and_transactions_cancel_whole() {
     {
         let s = service(dir.path());
         create(&s);
-        s.call("PutItem", &json!({"TableName": "leases", "Item": {"leaseKey": {"S": "a"}}}))
-            .unwrap();
+        s.call(
+            "PutItem",
+            &json!({"TableName": "leases", "Item": {"leaseKey": {"S": "a"}}}),
+        )
+        .unwrap();
     }
     let s = service(dir.path());
     let e = s
@@ -110,8 +119,13 @@ fn tables_and_items_survive_reopen_and_transactions_cancel_whole() {
         other => panic!("{other:?}"),
     }
     let scan = s.call("Scan", &json!({"TableName": "leases"})).unwrap();
-    assert_eq!(scan["Count"], 1, "the Put of the cancelled transaction is not there");
-    let d = s.call("DescribeTable", &json!({"TableName": "leases"})).unwrap();
+    assert_eq!(
+        scan["Count"], 1,
+        "the Put of the cancelled transaction is not there"
+    );
+    let d = s
+        .call("DescribeTable", &json!({"TableName": "leases"}))
+        .unwrap();
     assert_eq!(d["Table"]["TableStatus"], "ACTIVE");
     assert_eq!(d["Table"]["ItemCount"], 1);
 }
