@@ -281,6 +281,19 @@ def test_cloudwatch_put_metric_data_is_accepted(server):
         {"MetricName": "RecordsProcessed", "Value": 12.0, "Unit": "Count",
          "Dimensions": [{"Name": "ShardId", "Value": "shardId-000000000000"}]}])
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
+    # botocore speaks RPCv2 CBOR to CloudWatch; the SDK for Java v2 the JSON 1.0 or
+    # the query protocol, depending on its version: all three are answered.
+    import requests
+    r = requests.post(server.endpoint + "/", data=b'{"Namespace": "KCL", "MetricData": []}',
+                      headers={"Content-Type": "application/x-amz-json-1.0",
+                               "X-Amz-Target": "GraniteServiceVersion20100801.PutMetricData"},
+                      timeout=10)
+    assert r.status_code == 200 and r.json() == {}
+    r = requests.post(server.endpoint + "/",
+                      data="Action=PutMetricData&Version=2010-08-01&Namespace=KCL",
+                      headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+                      timeout=10)
+    assert r.status_code == 200 and "<PutMetricDataResponse" in r.text
 
 
 # --------------------------------------------------------------------------
