@@ -11,6 +11,7 @@ pub mod consumers;
 pub mod delivery;
 pub mod error;
 pub mod ingest;
+pub mod leases;
 pub mod media;
 pub mod metrics;
 pub mod server;

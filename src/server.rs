@@ -180,6 +180,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot open delivery streams: {e}"))?;
     let catalog_for_feeds = catalog.clone();
     let analytics_catalog = catalog.clone();
+    let leases_catalog = catalog.clone();
     let analytics_clock = clock.clone();
     let state_delay_ms = service_config.state_delay_ms;
     let clock_for_feeds = clock.clone();
@@ -306,6 +307,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("cannot open analytics applications: {e}"))?;
     state.analytics = Some(analytics.clone());
+    state.leases = Some(crate::leases::LeaseService::new(
+        crate::leases::LeaseConfig {
+            account_id: service_account.clone(),
+            region: service_region.clone(),
+            state_delay_ms,
+        },
+        leases_catalog,
+    ));
     state.media_budget =
         api::MediaBudget::new(config.media_memory_mb.unwrap_or(1024).max(1) as usize * 1024 * 1024);
     state.send_budget =

@@ -14,6 +14,7 @@ mod fragment_index;
 mod get;
 mod http;
 mod kinesis;
+mod leases;
 mod null_server;
 mod playback;
 mod put;
@@ -154,6 +155,22 @@ enum Command {
     /// output stream: a row's delay is its output record's arrival time minus its
     /// window's end. Repeat with --runs for medians.
     Analytics(AnalyticsArgs),
+    /// Lease-store renewals: conditional UpdateItem (KCL's lease renew) operations/s and
+    /// p50/p99 latency with each --clients N clients, against a running server.
+    Leases(LeasesArgs),
+}
+
+#[derive(Args, Debug)]
+struct LeasesArgs {
+    /// Base URL of a plain-HTTP endpoint on loopback.
+    #[arg(long, default_value = "http://127.0.0.1:4567")]
+    endpoint: String,
+    /// Client counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    clients: Vec<usize>,
+    /// Seconds per client count.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
 }
 
 #[derive(Args, Debug)]
@@ -652,6 +669,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Leases(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(leases_command(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Analytics(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -940,6 +970,29 @@ async fn resolve_endpoint(
         .into());
     }
     Ok((addr, authority.to_string()))
+}
+
+async fn leases_command(args: LeasesArgs) -> Result<(), BoxError> {
+    let (addr, host) = resolve_endpoint(&args.endpoint, false).await?;
+    let ep = Arc::new(Endpoint {
+        addr,
+        host,
+        signer: Signer::new("test", "test", "us-east-1", "dynamodb"),
+        timeout: Duration::from_secs(30),
+    });
+    println!("clients  renewals  ops_per_s  p50_ms  p99_ms");
+    for n in args.clients {
+        let secs = Duration::from_secs(args.seconds.max(1));
+        let (ops, mut lat) = leases::run(ep.clone(), n.max(1), secs)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (p50, p99, _) = lat.summary();
+        println!(
+            "{n:>7}  {ops:>8}  {:>9.0}  {p50:>6.2}  {p99:>6.2}",
+            ops as f64 / secs.as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 async fn analytics_command(args: AnalyticsArgs) -> Result<(), BoxError> {

@@ -129,6 +129,30 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
     }
     if path == "/"
         && let Some(op) = super::header_str(headers, "x-amz-target")
+            .and_then(|t| t.strip_prefix(super::dynamodb::TARGET_PREFIX))
+    {
+        return Route::Aws {
+            family: Family::Kinesis,
+            service: "dynamodb",
+            action: format!("dynamodb:{op}"),
+            streaming: false,
+        };
+    }
+    if (path == "/"
+        && (super::header_str(headers, "x-amz-target")
+            .is_some_and(|t| t.starts_with(super::dynamodb::CLOUDWATCH_PREFIX))
+            || super::dynamodb::is_cloudwatch_query(headers)))
+        || path.starts_with(super::dynamodb::CLOUDWATCH_CBOR_PATH)
+    {
+        return Route::Aws {
+            family: Family::Kinesis,
+            service: "monitoring",
+            action: "cloudwatch:PutMetricData".into(),
+            streaming: false,
+        };
+    }
+    if path == "/"
+        && let Some(op) = super::header_str(headers, "x-amz-target")
             .and_then(|t| t.strip_prefix(super::analytics::TARGET_PREFIX))
     {
         return Route::Aws {

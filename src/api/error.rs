@@ -212,6 +212,38 @@ impl ApiError {
         self.with_body(Family::Kinesis, body, "application/x-amz-json-1.1")
     }
 
+    /// A response in DynamoDB's JSON 1.0 shape: `__type` with DynamoDB's namespaces
+    /// (`com.amazonaws.dynamodb.v20120810#` for its own exceptions,
+    /// `com.amazon.coral.validate#` for ValidationException, `com.amazon.coral.service#`
+    /// for protocol errors), `message`, and any `extra` members (CancellationReasons).
+    pub fn into_dynamodb_json(self, extra: Option<serde_json::Value>) -> Response {
+        let namespace = match self.code {
+            "ValidationException" => "com.amazon.coral.validate#",
+            "SerializationException"
+            | "UnknownOperationException"
+            | "InternalFailure"
+            | "ServiceUnavailable"
+            | "RequestTimeoutException"
+            | "AccessDeniedException"
+            | "UnrecognizedClientException"
+            | "IncompleteSignatureException"
+            | "InvalidSignatureException"
+            | "MissingAuthenticationTokenException" => "com.amazon.coral.service#",
+            _ => "com.amazonaws.dynamodb.v20120810#",
+        };
+        let mut body = serde_json::json!({ "__type": format!("{namespace}{}", self.code) });
+        if !self.message.is_empty() {
+            body["message"] = self.message.clone().into();
+        }
+        if let Some(serde_json::Value::Object(extra)) = extra {
+            for (k, v) in extra {
+                body[k] = v;
+            }
+        }
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        self.with_body(Family::Kinesis, body, "application/x-amz-json-1.0")
+    }
+
     /// A response in the REST-JSON shape of the Kinesis Video APIs: `{"Message"}` and
     /// the type in `x-amzn-ErrorType`. Those APIs have no Serialization or Validation
     /// exceptions: such errors are InvalidArgumentException there.
@@ -288,6 +320,12 @@ impl From<crate::delivery::DeliveryError> for ApiError {
 
 impl From<crate::analytics::AnalyticsError> for ApiError {
     fn from(e: crate::analytics::AnalyticsError) -> Self {
+        Self::from_service(&e)
+    }
+}
+
+impl From<crate::leases::LeaseError> for ApiError {
+    fn from(e: crate::leases::LeaseError) -> Self {
         Self::from_service(&e)
     }
 }

@@ -4,6 +4,8 @@
 //!   and CBOR), as in the Kinesis API reference.
 //! - [`rest`]: a plain JSON REST API for producers without an AWS SDK.
 //! - [`video`]: the Kinesis Video Streams control plane (REST-JSON, `POST /<op>`).
+//! - [`dynamodb`]: the DynamoDB subset of the lease store (`POST /`, JSON 1.0) and
+//!   CloudWatch PutMetricData, accepted.
 //! - [`error`]: the single mapping from domain errors to wire errors.
 //!
 //! Handlers are thin: decode, call a domain service, encode. Request bodies are read
@@ -16,6 +18,7 @@ pub mod auth;
 pub mod cbor;
 pub mod console;
 pub mod cors;
+pub mod dynamodb;
 pub mod endpoint;
 pub mod error;
 pub mod eventstream;
@@ -82,6 +85,8 @@ pub struct AppState {
     pub delivery: Option<Arc<crate::delivery::DeliveryService>>,
     /// Analytics applications (the Kinesis Analytics API); `None` where they do not run.
     pub analytics: Option<Arc<crate::analytics::AnalyticsService>>,
+    /// The lease store (the DynamoDB API subset KCL uses); `None` where it does not run.
+    pub leases: Option<Arc<crate::leases::LeaseService>>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -267,6 +272,7 @@ impl AppState {
             connections: None,
             delivery: None,
             analytics: None,
+            leases: None,
         }
     }
 
@@ -285,6 +291,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", post(aws_json).get(root))
+        .route(
+            "/service/GraniteServiceVersion20100801/operation/{operation}",
+            post(dynamodb::cloudwatch),
+        )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -357,8 +367,15 @@ async fn aws_json(state: State<AppState>, req: Request) -> Response {
         .headers()
         .get("x-amz-target")
         .is_some_and(|t| t.as_bytes().starts_with(firehose::TARGET_PREFIX.as_bytes()));
+    let target = req.headers().get("x-amz-target").map(|t| t.as_bytes());
     if firehose {
         firehose::handle(state, req).await
+    } else if target.is_some_and(|t| t.starts_with(dynamodb::TARGET_PREFIX.as_bytes())) {
+        dynamodb::handle(state, req).await
+    } else if target.is_some_and(|t| t.starts_with(dynamodb::CLOUDWATCH_PREFIX.as_bytes()))
+        || dynamodb::is_cloudwatch_query(req.headers())
+    {
+        dynamodb::cloudwatch(state, req).await
     } else if req.headers().get("x-amz-target").is_some_and(|t| {
         t.as_bytes()
             .starts_with(analytics::TARGET_PREFIX.as_bytes())

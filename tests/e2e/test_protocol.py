@@ -279,7 +279,7 @@ def junk_requests():
     for target in (None, "", "Kinesis_20131202", "Kinesis_20131202.", ".ListStreams",
                    "kinesis_20131202.liststreams",
                    "Kinesis_20131202.Liststreams", "Firehose_20150804.NoSuchOperation",
-                   "DynamoDB_20120810.ListTables",
+                   "DynamoDB_20120810.NoSuchOperation", "DynamoDBStreams_20120810.ListStreams",
                    "Kinesis_20131202." + "A" * 5000, "Kinesis_20131202.ListStreams\u00e9"):
         reqs.append((b"{}", AMZ_JSON, target))
     for body in (b"null", b"[]", b"123", b'"str"', b"true", b"", b"{}{}", b"\x00", b'{"StreamName": "\xff\xfe"}',
