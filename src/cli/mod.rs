@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod group;
 pub mod sign;
 pub mod status;
 pub mod video;
