@@ -66,9 +66,11 @@ class Group:
         check_schema(f"/v1/groups/{{group}}/{route}", "post", resp)
         return resp
 
-    def describe(self) -> dict:
+    def describe(self, missing_ok: bool = False) -> dict | None:
         resp = requests.get(f"{self.endpoint}/v1/groups/{self.name}?stream={self.stream}", timeout=10)
         check_schema("/v1/groups/{group}", "get", resp)
+        if missing_ok and resp.status_code == 404:
+            return None  # no worker has joined yet
         assert resp.status_code == 200, resp.text
         return resp.json()
 
@@ -120,7 +122,9 @@ def test_workers_share_shards_survive_a_kill_and_follow_a_split(endpoint, kinesi
             procs[w] = start_worker(endpoint, stream, group, w, path)
 
         def spread():
-            d = g.describe()
+            d = g.describe(missing_ok=True)
+            if d is None:
+                return None
             counts = sorted(len(m["shards"]) for m in d["members"])
             return d if counts == [1, 1, 2] and all(s["worker"] for s in d["shards"]) else None
         d = wait_for(spread, 30, "the 4 shards spread over the 3 workers")
@@ -264,6 +268,7 @@ def test_bad_requests_get_the_rest_error_shape(endpoint, kinesis):
 
 
 def test_groups_and_checkpoints_survive_a_restart(start_server, tmp_path):
+    (tmp_path / "data").mkdir()
     data_dir = str(tmp_path / "data")
     server = start_server(data_dir=data_dir)
     kinesis = make_client(server.endpoint)
