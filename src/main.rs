@@ -68,7 +68,8 @@ enum Command {
         /// The shell
         shell: clap_complete::Shell,
     },
-    /// Print a stream's records as they arrive, following all shards
+    /// Print a stream's records as they arrive, following all shards (with --group:
+    /// the shards a consumer group leases to this worker)
     Tail {
         #[command(flatten)]
         endpoint: Endpoint,

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::rest::{MAX_REST_BODY, RestError};
 use super::{AppState, read_body};
-use crate::consumers::groups::GroupError;
+use crate::consumers::groups::{GroupError, Holder};
 
 /// Largest consumer-group request body (they are small JSON objects).
 const MAX_GROUP_BODY: usize = 64 * 1024;
@@ -160,9 +160,11 @@ async fn records(
         .records(
             &stream,
             &group,
-            &b.worker,
-            &b.shard_id,
-            b.epoch,
+            Holder {
+                worker: &b.worker,
+                shard: &b.shard_id,
+                epoch: b.epoch,
+            },
             b.after.as_deref(),
             b.limit.unwrap_or(1000),
         )
@@ -213,9 +215,11 @@ async fn checkpoint(
         .checkpoint(
             &stream,
             &group,
-            &b.worker,
-            &b.shard_id,
-            b.epoch,
+            Holder {
+                worker: &b.worker,
+                shard: &b.shard_id,
+                epoch: b.epoch,
+            },
             b.sequence_number.as_deref(),
             b.shard_end,
         )

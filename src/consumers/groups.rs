@@ -336,6 +336,14 @@ pub struct GroupStatus {
     pub shards: Vec<ShardStatus>,
 }
 
+/// Who claims a shard: a worker, under the epoch of its lease.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub worker: &'a str,
+    pub shard: &'a str,
+    pub epoch: u64,
+}
+
 fn valid_name(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
@@ -591,12 +599,15 @@ impl GroupService {
         &self,
         stream: &str,
         group: &str,
-        worker: &str,
-        shard: &str,
-        epoch: u64,
+        holder: Holder<'_>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Records> {
+        let Holder {
+            worker,
+            shard,
+            epoch,
+        } = holder;
         let checkpoint = self
             .with_group(stream, group, false, |g, _, now| {
                 let Some(m) = g.members.get_mut(worker) else {
@@ -642,17 +653,19 @@ impl GroupService {
     /// Records that the group has processed `shard` up to `sequence_number` (or, with
     /// `shard_end`, all of it), if `worker` still holds it under `epoch`. A checkpoint
     /// never moves back. Durable before it returns.
-    #[allow(clippy::too_many_arguments)]
     pub async fn checkpoint(
         &self,
         stream: &str,
         group: &str,
-        worker: &str,
-        shard: &str,
-        epoch: u64,
+        holder: Holder<'_>,
         sequence_number: Option<&str>,
         shard_end: bool,
     ) -> Result<()> {
+        let Holder {
+            worker,
+            shard,
+            epoch,
+        } = holder;
         let seq = match sequence_number {
             Some(text) => {
                 let parsed = SequenceNumber::parse(text).ok_or_else(|| {
