@@ -80,7 +80,8 @@ enum Command {
         #[command(flatten)]
         args: cli::sql::SqlArgs,
     },
-    /// Print a stream's records as they arrive, following all shards
+    /// Print a stream's records as they arrive, following all shards (with --group:
+    /// the shards a consumer group leases to this worker)
     Tail {
         #[command(flatten)]
         endpoint: Endpoint,

@@ -65,7 +65,7 @@ enum Route {
     },
 }
 
-fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
+fn classify(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Route {
     if method == Method::OPTIONS
         || (method == Method::GET && matches!(path, "/health" | "/ready" | "/"))
         || (method == Method::GET && (path.starts_with("/hls/") || path.starts_with("/dash/")))
@@ -98,6 +98,17 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap) -> Route {
         return Route::Rest {
             action: action.into(),
             stream,
+        };
+    }
+    if path.starts_with("/v1/groups/") {
+        // Consumer groups read the stream named by the `stream` query parameter; a
+        // request without it names the empty stream, which only `*` patterns allow.
+        let stream = super::groups::stream_param(query)
+            .unwrap_or_default()
+            .to_string();
+        return Route::Rest {
+            action: "kinesis:GetRecords".into(),
+            stream: Some(stream),
         };
     }
     if let Some(rest) = path.strip_prefix("/v1/video/feeds") {
@@ -325,7 +336,12 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(auth) = state.auth.clone() else {
         return next.run(req).await;
     };
-    let route = classify(req.method(), req.uri().path(), req.headers());
+    let route = classify(
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or_default(),
+        req.headers(),
+    );
     // A CBOR request (the Java SDK, KCL, KPL) is answered in CBOR, as AWS does.
     let cbor = req
         .headers()
@@ -587,7 +603,8 @@ mod tests {
         if let Some(t) = target {
             h.insert("x-amz-target", HeaderValue::from_str(t).unwrap());
         }
-        classify(&method, path, &h)
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        classify(&method, path, query, &h)
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod eventstream;
 pub mod feeds;
 pub mod firehose;
 pub mod getmedia;
+pub mod groups;
 pub mod kinesis;
 pub mod listener;
 pub mod playback;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub streams: Arc<StreamService>,
     /// Enhanced fan-out subscriptions (SubscribeToShard) over `streams`.
     pub fanout: Arc<crate::consumers::FanOut>,
+    /// Consumer groups (the REST API's `/v1/groups`) over `streams`.
+    pub groups: Arc<crate::consumers::groups::GroupService>,
     pub video: Arc<VideoService>,
     /// Bytes of request bodies being held in memory at once, across all requests.
     /// A request waits for its share before its body is read: backpressure instead
@@ -259,6 +262,11 @@ impl AppState {
                 streams.clone(),
                 crate::consumers::DEFAULT_LIFETIME,
             ),
+            groups: Arc::new(crate::consumers::groups::GroupService::new(
+                streams.clone(),
+                streams.catalog(),
+                streams.clock(),
+            )),
             streams,
             video,
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET_BYTES / 1024)),
@@ -331,6 +339,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dash/v1/getMP4MediaFragment.mp4", get(playback::dash_fmp4))
         .route("/{operation}", post(video::handle))
         .merge(rest::routes())
+        .merge(groups::routes())
         .merge(feeds::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth::layer))

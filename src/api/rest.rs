@@ -76,7 +76,7 @@ async fn list(State(state): State<AppState>) -> Result<Response, RestError> {
 }
 
 /// An error in the REST API's shape.
-struct RestError(ApiError);
+pub(super) struct RestError(ApiError);
 
 impl From<ApiError> for RestError {
     fn from(e: ApiError) -> Self {

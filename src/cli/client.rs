@@ -17,6 +17,32 @@ impl KinesisClient {
         }
     }
 
+    /// POSTs `body` to the REST API at `path_and_query` (`/v1/...`): the status and the
+    /// JSON answer (`Null` when it is not JSON). Only an unreachable server is an `Err`.
+    pub async fn rest_post(
+        &self,
+        path_and_query: &str,
+        body: &Value,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let url = format!("{}{path_and_query}", self.endpoint);
+        let body = serde_json::to_vec(body)?;
+        let headers = [("content-type", "application/json")];
+        let mut req = self.http.post(&url).body(body.clone());
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        let resp = super::sign::sign_reqwest(req, "POST", &url, "kinesis", &headers, &body)?
+            .send()
+            .await
+            .with_context(|| format!("cannot reach Freshet at {}", self.endpoint))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
     /// Calls `operation` with `input`; an AWS error becomes an `Err` with its type and message.
     pub async fn call(&self, operation: &str, input: Value) -> anyhow::Result<Value> {
         let url = format!("{}/", self.endpoint);

@@ -280,10 +280,27 @@ pub struct TailArgs {
     /// Stop when caught up instead of following
     #[arg(long)]
     pub no_follow: bool,
+    /// Share the stream with the other workers of this consumer group: each shard is
+    /// read by one worker at a time, from the group's checkpoint (the oldest record for
+    /// a new group), and checkpointed after its records are printed. A worker that
+    /// stops heartbeating loses its shards to the others after its lease timeout
+    /// (at least once, in order per shard; see docs/consumer-groups.md)
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// With --group: this worker's id (default: a new random one)
+    #[arg(long, value_name = "ID", requires = "group")]
+    pub worker: Option<String>,
+    /// With --group: how long the server waits for this worker's heartbeat before
+    /// giving its shards to others (1000 to 300000)
+    #[arg(long, value_name = "MS", default_value_t = 10_000, requires = "group")]
+    pub lease_timeout_ms: i64,
 }
 
 /// Follows every shard of a stream, moving to child shards when a shard closes.
 pub async fn tail(client: &KinesisClient, args: TailArgs) -> anyhow::Result<()> {
+    if let Some(group) = args.group.clone() {
+        return super::group::tail(client, &args, &group).await;
+    }
     let shards = client
         .call("ListShards", json!({"StreamName": args.stream}))
         .await?;

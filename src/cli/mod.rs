@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod group;
 pub mod sign;
 pub mod sql;
 pub mod status;

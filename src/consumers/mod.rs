@@ -14,6 +14,8 @@
 //!
 //! No HTTP here: the API layer frames the events (AWS event stream).
 
+pub mod groups;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -228,6 +228,16 @@ impl StreamService {
         &self.config
     }
 
+    /// The catalog the streams live in (consumer groups keep their records there too).
+    pub fn catalog(&self) -> Arc<dyn Catalog> {
+        self.catalog.clone()
+    }
+
+    /// The clock the service runs on.
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clone()
+    }
+
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
