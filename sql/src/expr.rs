@@ -915,17 +915,7 @@ pub(crate) fn castable(from: Ty, to: &SqlType) -> bool {
 }
 
 pub(crate) fn type_text(t: &SqlType) -> String {
-    match t {
-        SqlType::Boolean => "BOOLEAN".into(),
-        SqlType::Integer => "INTEGER".into(),
-        SqlType::Double => "DOUBLE".into(),
-        SqlType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
-        SqlType::Varchar(n) => format!("VARCHAR({n})"),
-        SqlType::Varbinary(n) => format!("VARBINARY({n})"),
-        SqlType::Timestamp => "TIMESTAMP".into(),
-        SqlType::Date => "DATE".into(),
-        SqlType::Time => "TIME".into(),
-    }
+    t.to_string()
 }
 
 #[cfg(test)]

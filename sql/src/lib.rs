@@ -32,7 +32,7 @@ mod plan;
 mod program;
 pub mod rcf;
 pub mod sketch;
-mod time;
+pub mod time;
 mod value;
 mod window;
 

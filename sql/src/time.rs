@@ -2,7 +2,8 @@
 //! FLOOR/CEIL to a unit, EXTRACT, and the Java `SimpleDateFormat` patterns of
 //! CHAR_TO_TIMESTAMP and TIMESTAMP_TO_CHAR (Kinesis Data Analytics SQL reference,
 //! "Date and Time Patterns"). Proleptic Gregorian calendar, no time zones (UTC), no
-//! clock. Never panics: out-of-range input is an error or `None`.
+//! clock. Never panics: out-of-range input is an error or `None`. The parsing and
+//! formatting of dates and timestamps is public: the server's record schemas use it.
 
 use crate::ast::Unit;
 
@@ -89,7 +90,7 @@ fn num(s: &str) -> Option<u32> {
 }
 
 /// `yyyy-MM-dd`.
-pub(crate) fn parse_date(s: &str) -> Option<i32> {
+pub fn parse_date(s: &str) -> Option<i32> {
     let mut it = s.trim().splitn(3, '-');
     let (y, m, d) = (num(it.next()?)?, num(it.next()?)?, num(it.next()?)?);
     let ms = to_millis(y as i64, m, d, 0, 0, 0, 0)?;
@@ -97,7 +98,7 @@ pub(crate) fn parse_date(s: &str) -> Option<i32> {
 }
 
 /// `HH:mm:ss[.fff]` as milliseconds since midnight.
-pub(crate) fn parse_time(s: &str) -> Option<u32> {
+pub fn parse_time(s: &str) -> Option<u32> {
     let mut it = s.trim().splitn(3, ':');
     let h = num(it.next()?)?;
     let mi = num(it.next()?)?;
@@ -123,7 +124,7 @@ pub(crate) fn parse_time(s: &str) -> Option<u32> {
 }
 
 /// `yyyy-MM-dd[ HH:mm[:ss[.fff]]]` (also with `T`).
-pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
+pub fn parse_timestamp(s: &str) -> Option<i64> {
     let s = s.trim();
     let (date, time) = match s.split_once([' ', 'T']) {
         Some((d, t)) => (d, Some(t)),
@@ -138,12 +139,12 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
 }
 
 /// `2004-09-30 13:48:23.000`.
-pub(crate) fn format_timestamp(ts: i64) -> String {
+pub fn format_timestamp(ts: i64) -> String {
     let (y, mo, d, h, mi, s, ms) = fields(ts);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{ms:03}")
 }
 
-pub(crate) fn format_date(days: i32) -> String {
+pub fn format_date(days: i32) -> String {
     let (y, m, d) = civil_from_days(days as i64);
     format!("{y:04}-{m:02}-{d:02}")
 }

@@ -25,6 +25,23 @@ pub enum SqlType {
     Time,
 }
 
+impl std::fmt::Display for SqlType {
+    /// The type as SQL writes it (`VARCHAR(4)`, `DECIMAL(10,2)`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SqlType::Boolean => f.write_str("BOOLEAN"),
+            SqlType::Integer => f.write_str("INTEGER"),
+            SqlType::Double => f.write_str("DOUBLE"),
+            SqlType::Decimal { precision, scale } => write!(f, "DECIMAL({precision},{scale})"),
+            SqlType::Varchar(n) => write!(f, "VARCHAR({n})"),
+            SqlType::Varbinary(n) => write!(f, "VARBINARY({n})"),
+            SqlType::Timestamp => f.write_str("TIMESTAMP"),
+            SqlType::Date => f.write_str("DATE"),
+            SqlType::Time => f.write_str("TIME"),
+        }
+    }
+}
+
 /// A value in a row. TIMESTAMP values are milliseconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {

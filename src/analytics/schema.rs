@@ -20,6 +20,8 @@ use freshet_sql::{Column, SqlType, Value};
 use serde_json::{Map, Value as Json};
 
 use super::model::{RecordColumn, RecordFormat, SourceSchema};
+/// A timestamp as the service writes it: `yyyy-MM-dd HH:mm:ss.SSS` (UTC).
+pub use freshet_sql::time::format_timestamp;
 
 /// The most rows one record may hold (an array under RecordRowPath, or CSV lines).
 const MAX_ROWS_PER_RECORD: usize = 10_000;
@@ -282,7 +284,7 @@ pub fn from_json(ty: &SqlType, v: &Json) -> Result<Value, String> {
         Json::Bool(b) => match ty {
             SqlType::Boolean => Ok(Value::Boolean(*b)),
             SqlType::Varchar(_) => from_text(ty, if *b { "true" } else { "false" }),
-            _ => Err(format!("cannot convert {v} to {}", type_name(ty))),
+            _ => Err(format!("cannot convert {v} to {}", ty)),
         },
         Json::Number(n) => match ty {
             SqlType::Timestamp => n
@@ -293,40 +295,26 @@ pub fn from_json(ty: &SqlType, v: &Json) -> Result<Value, String> {
         },
         Json::Array(_) | Json::Object(_) => match ty {
             SqlType::Varchar(_) => from_text(ty, &v.to_string()),
-            _ => Err(format!("cannot convert {v} to {}", type_name(ty))),
+            _ => Err(format!("cannot convert {v} to {}", ty)),
         },
         Json::Null => Ok(Value::Null),
     }
 }
 
-fn type_name(ty: &SqlType) -> String {
-    match ty {
-        SqlType::Boolean => "BOOLEAN".into(),
-        SqlType::Integer => "INTEGER".into(),
-        SqlType::Double => "DOUBLE".into(),
-        SqlType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
-        SqlType::Varchar(n) => format!("VARCHAR({n})"),
-        SqlType::Varbinary(n) => format!("VARBINARY({n})"),
-        SqlType::Timestamp => "TIMESTAMP".into(),
-        SqlType::Date => "DATE".into(),
-        SqlType::Time => "TIME".into(),
-    }
-}
-
 /// Text (a CSV field, a JSON string) as a value of `ty`.
 pub fn from_text(ty: &SqlType, s: &str) -> Result<Value, String> {
-    let fail = || format!("cannot convert '{s}' to {}", type_name(ty));
+    let fail = || format!("cannot convert '{s}' to {}", ty);
     let t = s.trim();
     match ty {
         SqlType::Varchar(n) => {
             if s.chars().count() > *n as usize {
-                return Err(format!("'{s}' is longer than {}", type_name(ty)));
+                return Err(format!("'{s}' is longer than {}", ty));
             }
             Ok(Value::Varchar(Arc::from(s)))
         }
         SqlType::Varbinary(n) => {
             if s.len() > *n as usize {
-                return Err(format!("value is longer than {}", type_name(ty)));
+                return Err(format!("value is longer than {}", ty));
             }
             Ok(Value::Varbinary(Arc::from(s.as_bytes())))
         }
@@ -355,11 +343,12 @@ pub fn from_text(ty: &SqlType, s: &str) -> Result<Value, String> {
             parse_decimal(t, *precision, *scale).ok_or_else(fail)
         }
         SqlType::Timestamp => parse_timestamp(t).map(Value::Timestamp).ok_or_else(fail),
-        SqlType::Date => {
-            let (y, m, d) = parse_date(t).ok_or_else(fail)?;
-            Ok(Value::Date(days_from_civil(y, m, d) as i32))
-        }
-        SqlType::Time => parse_time(t).map(Value::Time).ok_or_else(fail),
+        SqlType::Date => freshet_sql::time::parse_date(t)
+            .map(Value::Date)
+            .ok_or_else(fail),
+        SqlType::Time => freshet_sql::time::parse_time(t)
+            .map(Value::Time)
+            .ok_or_else(fail),
     }
 }
 
@@ -377,90 +366,13 @@ fn parse_decimal(t: &str, precision: u8, scale: u8) -> Option<Value> {
     })
 }
 
-fn parse_date(t: &str) -> Option<(i64, u32, u32)> {
-    let mut it = t.splitn(3, '-');
-    let y: i64 = it.next()?.parse().ok()?;
-    let m: u32 = it.next()?.parse().ok()?;
-    let d: u32 = it.next()?.parse().ok()?;
-    ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m, d))
-}
-
-/// `HH:mm:ss[.SSS]` as milliseconds since midnight.
-fn parse_time(t: &str) -> Option<u32> {
-    let (hms, frac) = match t.split_once('.') {
-        Some((a, b)) => (a, b),
-        None => (t, ""),
-    };
-    let mut it = hms.split(':');
-    let h: u32 = it.next()?.parse().ok()?;
-    let m: u32 = it.next()?.parse().ok()?;
-    let s: u32 = it.next().unwrap_or("0").parse().ok()?;
-    if h > 23 || m > 59 || s > 60 || it.next().is_some() {
-        return None;
-    }
-    let ms = if frac.is_empty() {
-        0
-    } else {
-        if !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let digits: String = frac.chars().chain("000".chars()).take(3).collect();
-        digits.parse().ok()?
-    };
-    Some(((h * 60 + m) * 60 + s) * 1000 + ms)
-}
-
 /// `yyyy-MM-dd HH:mm:ss[.SSS]`, with `T` for the space and an optional `Z`, or
 /// milliseconds since the epoch, as milliseconds since the epoch (UTC).
 pub fn parse_timestamp(t: &str) -> Option<i64> {
     if let Ok(ms) = t.parse::<i64>() {
         return Some(ms);
     }
-    let t = t.strip_suffix('Z').unwrap_or(t);
-    let (date, time) = match t.split_once([' ', 'T']) {
-        Some((d, tm)) => (d, tm),
-        None => (t, "00:00:00"),
-    };
-    let (y, m, d) = parse_date(date)?;
-    let ms = parse_time(time)?;
-    Some(days_from_civil(y, m, d) * 86_400_000 + ms as i64)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// A timestamp as the service writes it: `yyyy-MM-dd HH:mm:ss.SSS` (UTC).
-pub fn format_timestamp(ms: i64) -> String {
-    let (y, mo, d) = civil_from_days(ms.div_euclid(86_400_000));
-    let t = ms.rem_euclid(86_400_000);
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
-        t / 3_600_000,
-        t / 60_000 % 60,
-        t / 1000 % 60,
-        t % 1000
-    )
+    freshet_sql::time::parse_timestamp(t.strip_suffix('Z').unwrap_or(t))
 }
 
 fn decimal_text(mantissa: i128, scale: u8) -> String {
@@ -497,10 +409,7 @@ pub fn to_json(v: &Value) -> Json {
             Json::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
         Value::Timestamp(ms) => Json::String(format_timestamp(*ms)),
-        Value::Date(d) => {
-            let (y, m, dd) = civil_from_days(*d as i64);
-            Json::String(format!("{y:04}-{m:02}-{dd:02}"))
-        }
+        Value::Date(d) => Json::String(freshet_sql::time::format_date(*d)),
         Value::Time(ms) => Json::String(format!(
             "{:02}:{:02}:{:02}",
             ms / 3_600_000,

@@ -10,15 +10,14 @@
 //! with an InvalidArgumentException that names it.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::error::ApiError;
 use super::kinesis::model;
-use super::{AppState, MAX_KINESIS_BODY, read_body};
 use crate::delivery::model::{
     ContentEncoding, HttpBackupMode, HttpEndpointDestination, S3Destination,
 };
@@ -27,40 +26,14 @@ use crate::delivery::{CreateRequest, DeliveryService};
 
 /// The `X-Amz-Target` prefix of Firehose operations.
 pub const TARGET_PREFIX: &str = "Firehose_20150804.";
-const JSON_TYPE: &str = "application/x-amz-json-1.1";
 
 /// The entry point for `POST /` with a Firehose target.
 pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
-    let (mut parts, body) = req.into_parts();
-    let target = super::header_str(&parts.headers, "x-amz-target")
-        .unwrap_or("")
-        .to_string();
-    let body = match read_body(&state, &mut parts, body, MAX_KINESIS_BODY).await {
-        Ok(b) => b,
-        Err(e) => return e.into_aws_json(),
-    };
-    match run(&state, &target, &body.bytes).await {
-        Ok(doc) => {
-            let mut resp =
-                (StatusCode::OK, serde_json::to_vec(&doc).unwrap_or_default()).into_response();
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_TYPE));
-            resp
-        }
-        Err(e) => e.into_aws_json(),
-    }
+    super::serve_json11(state, req, run).await
 }
 
 async fn run(state: &AppState, target: &str, bytes: &[u8]) -> Result<Value, ApiError> {
-    let op_name = target.strip_prefix(TARGET_PREFIX).unwrap_or("");
-    let op = model::firehose()
-        .operation(op_name)
-        .ok_or_else(|| ApiError::unknown_operation(format!("Unknown operation {op_name}.")))?;
-    let mut doc: Value = serde_json::from_slice(bytes).map_err(|_| ApiError::serialization(""))?;
-    op.normalize_input(&mut doc).map_err(|e| match e {
-        model::InputError::Serialization(m) => ApiError::serialization(m),
-        model::InputError::Validation(m) => ApiError::validation(m),
-    })?;
+    let (op_name, doc) = super::json11_input(model::firehose(), TARGET_PREFIX, target, bytes)?;
     let Some(service) = state.delivery.as_ref() else {
         return Err(ApiError::unknown_operation(format!(
             "Unknown operation {op_name}."

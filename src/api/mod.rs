@@ -586,6 +586,59 @@ pub const MIN_BODY_BYTES_PER_SEC: u64 = 1024;
 /// nothing. A body must arrive within [`BODY_RATE_GRACE`] plus its length at
 /// [`MIN_BODY_BYTES_PER_SEC`]; a slower one is answered 408 and its connection closed,
 /// so that slow clients cannot hold budget, workers or sockets that others need.
+/// A call of an AWS JSON 1.1 service beside Kinesis on `POST /` (Firehose, Kinesis
+/// Analytics): the body read under the Kinesis limits, `run` with the target and the
+/// body, its answer or error in JSON 1.1.
+pub(crate) async fn serve_json11(
+    state: AppState,
+    req: Request,
+    run: impl AsyncFnOnce(&AppState, &str, &[u8]) -> Result<serde_json::Value, ApiError>,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let target = header_str(&parts.headers, "x-amz-target")
+        .unwrap_or("")
+        .to_string();
+    let body = match read_body(&state, &mut parts, body, MAX_KINESIS_BODY).await {
+        Ok(b) => b,
+        Err(e) => return e.into_aws_json(),
+    };
+    match run(&state, &target, &body.bytes).await {
+        Ok(doc) => {
+            let mut resp =
+                (StatusCode::OK, serde_json::to_vec(&doc).unwrap_or_default()).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
+            resp
+        }
+        Err(e) => e.into_aws_json(),
+    }
+}
+
+/// The operation a JSON 1.1 target names (after `prefix`) and the body, checked and
+/// normalised against the service's model (SerializationException /
+/// ValidationException with AWS's messages).
+pub(crate) fn json11_input<'t>(
+    service: &kinesis::model::ServiceModel,
+    prefix: &str,
+    target: &'t str,
+    bytes: &[u8],
+) -> Result<(&'t str, serde_json::Value), ApiError> {
+    use kinesis::model::InputError;
+    let op_name = target.strip_prefix(prefix).unwrap_or("");
+    let op = service
+        .operation(op_name)
+        .ok_or_else(|| ApiError::unknown_operation(format!("Unknown operation {op_name}.")))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| ApiError::serialization(""))?;
+    op.normalize_input(&mut doc).map_err(|e| match e {
+        InputError::Serialization(m) => ApiError::serialization(m),
+        InputError::Validation(m) => ApiError::validation(m),
+    })?;
+    Ok((op_name, doc))
+}
+
 pub async fn read_body(
     state: &AppState,
     parts: &mut axum::http::request::Parts,
