@@ -274,7 +274,8 @@ impl Harness {
                 std::fs::write(&path, old).unwrap();
             }
             Crash::CheckpointAhead(more) => {
-                // Layout: magic (8), covered index-log offset (8), count (8), rows, CRC32C.
+                // Layout (video::frozen): magic (8), covered index-log offset (8), count
+                // (8), longest duration (8), rows, producer order, CRC32C.
                 let rows = self.index_rows_held();
                 let mut body = bytes[..bytes.len() - 4].to_vec();
                 body[8..16].copy_from_slice(&(rows + more).to_le_bytes());

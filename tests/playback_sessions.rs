@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use freshet::api::{AppState, router};
 use freshet::clock::ManualClock;
-use freshet::media::fragmenter::{FragmentPolicy, TrackSpec};
-use freshet::media::samples::Codec;
+use freshet::media::fragmenter::FragmentPolicy;
 use freshet::store::catalog::RedbCatalog;
 use freshet::store::{Store, StoreConfig};
 use freshet::streams::{ServiceConfig, StreamService};
@@ -46,14 +45,7 @@ async fn server(dir: &std::path::Path, clock: Arc<ManualClock>) -> (String, Arc<
 async fn record(video: &Arc<VideoService>, stream: &str, t0: i64) {
     ensure_stream(video, stream, true, 24).await.unwrap();
     let (private, frames) = common::sample_video_frames(SAMPLE, t0);
-    let track = TrackSpec {
-        codec: Codec::H264,
-        codec_private: private,
-        width: 320,
-        height: 240,
-        sample_rate: 0,
-        channels: 0,
-    };
+    let track = common::sample_h264_track(private);
     let mut sink = IngestSink::new(
         video.clone(),
         stream,

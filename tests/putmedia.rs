@@ -1154,3 +1154,82 @@ async fn a_lost_fragment_index_is_rebuilt_from_the_fragments_and_counted() {
     assert_eq!(list_all(&server.endpoint(), "lost", None).await, persisted);
     assert_eq!(index_rebuilds(&server.endpoint()).await, 0);
 }
+
+/// Reads ack lines from a PutMedia response until one of `event` type arrives (with a
+/// deadline); returns the lines read so far.
+async fn read_acks_until(rd: &mut tokio::net::tcp::OwnedReadHalf, raw: &mut Vec<u8>, event: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 65536];
+    while !String::from_utf8_lossy(raw).contains(&format!("\"EventType\":\"{event}\"")) {
+        let n = tokio::time::timeout_at(deadline, rd.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {event} ack: {}", String::from_utf8_lossy(raw)))
+            .unwrap();
+        assert!(n > 0, "connection closed before {event}");
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// A producer that stalls in the middle of a fragment: the fragment's server timestamp
+/// is when its first bytes arrived (its BUFFERING ack), not when it was complete.
+#[tokio::test]
+async fn a_stalled_fragment_is_stamped_when_its_first_bytes_arrived() {
+    let server = Server::start(&["--state-delay-ms", "0"]).await;
+    let ep = server.endpoint();
+    create_video_stream(&ep, "stall", 2).await;
+    let (head, clusters) = split_sample();
+    let cluster = &clusters[0];
+    let addr = ep.trim_start_matches("http://").to_string();
+    let mut sock = TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(
+        format!(
+            "POST /putMedia HTTP/1.1\r\nHost: {addr}\r\nx-amzn-stream-name: stall\r\n\
+             x-amzn-fragment-timecode-type: ABSOLUTE\r\nx-amzn-producer-start-timestamp: 1700000000.000\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let chunk = |b: &[u8]| {
+        let mut f = format!("{:x}\r\n", b.len()).into_bytes();
+        f.extend_from_slice(b);
+        f.extend_from_slice(b"\r\n");
+        f
+    };
+    let half = cluster.len() / 2;
+    let mut first = head.clone();
+    first.extend_from_slice(&cluster[..half]);
+    wr.write_all(&chunk(&first)).await.unwrap();
+    let mut raw = Vec::new();
+    read_acks_until(&mut rd, &mut raw, "BUFFERING").await;
+    let buffering_ms = now_ms();
+    // The producer holds the fragment open (the behaviour under test, not a wait for
+    // the server).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wr.write_all(&chunk(&cluster[half..])).await.unwrap();
+    read_acks_until(&mut rd, &mut raw, "PERSISTED").await;
+    let persisted_ms = now_ms();
+    wr.write_all(b"0\r\n\r\n").await.unwrap();
+
+    let listed = list_fragments(&ep, serde_json::json!({"StreamName": "stall"})).await;
+    let fragments = listed["Fragments"].as_array().unwrap();
+    assert_eq!(fragments.len(), 1, "{listed}");
+    let server_ms = (fragments[0]["ServerTimestamp"].as_f64().unwrap() * 1000.0).round() as i64;
+    assert!(
+        server_ms <= buffering_ms && buffering_ms - server_ms < 1000,
+        "stamped at {server_ms}, first bytes acknowledged at {buffering_ms}"
+    );
+    assert!(
+        persisted_ms - server_ms >= 1500,
+        "stamped at {server_ms}, complete at {persisted_ms}: stamped at its end"
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

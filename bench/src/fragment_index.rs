@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use crate::http::Conn;
 use crate::rng::Rng;
 use crate::stats::Latencies;
-use crate::video::{Clip, putmedia_head};
+use crate::video::{Clip, first_body_byte, putmedia_head};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,10 +41,10 @@ pub struct IndexConfig {
     pub window_secs: u64,
 }
 
-/// One running server.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
+/// One running server (also used by `freshet-bench delivery`).
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 fn free_addr() -> Result<SocketAddr, BoxError> {
@@ -54,7 +54,7 @@ fn free_addr() -> Result<SocketAddr, BoxError> {
 
 impl Server {
     /// Starts the server and waits until it is ready ([`Server::start_timed`]).
-    async fn start(bin: &Path, data: &Path) -> Result<Server, BoxError> {
+    pub(crate) async fn start(bin: &Path, data: &Path) -> Result<Server, BoxError> {
         Ok(Server::start_timed(bin, data).await?.0)
     }
 
@@ -67,7 +67,7 @@ impl Server {
     }
 
     /// SIGTERM, then wait for the exit.
-    async fn stop(mut self) -> Result<(), BoxError> {
+    pub(crate) async fn stop(mut self) -> Result<(), BoxError> {
         // SAFETY: plain syscall on the pid of a child we own and have not reaped.
         unsafe {
             libc_kill(self.child.id() as i32, 15);
@@ -262,6 +262,20 @@ async fn list_window(
     Ok((v["Fragments"].as_array().map_or(0, Vec::len), d))
 }
 
+/// One GetMedia from the first fragment at or after `start_ms` by producer time: the
+/// time to the first byte of its body (the index lookup, then the fragment's read).
+async fn getmedia_producer_ttfb(
+    addr: SocketAddr,
+    stream: &str,
+    start_ms: u64,
+) -> Result<Duration, BoxError> {
+    let body = format!(
+        "{{\"StreamName\":\"{stream}\",\"StartSelector\":{{\"StartSelectorType\":\"PRODUCER_TIMESTAMP\",\"StartTimestamp\":{:.3}}}}}",
+        start_ms as f64 / 1000.0
+    );
+    first_body_byte(addr, &json_request(&addr, "/getMedia", &body)).await
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
@@ -346,6 +360,10 @@ pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
             warm.record(d);
         }
         drop(conn);
+        let mut media_warm = Latencies::default();
+        for _ in 0..cfg.queries.div_ceil(4) {
+            media_warm.record(getmedia_producer_ttfb(server.addr, &stream, pick()).await?);
+        }
         // Cold: the first query after each restart.
         let mut server = server;
         let mut cold = Latencies::default();
@@ -371,13 +389,21 @@ pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
             segments = segments.max(count);
             hls.record(d);
         }
+        // Cold GetMedia: the first request after each restart.
+        let mut media_cold = Latencies::default();
+        for _ in 0..cfg.restarts {
+            (server, _) = restarted(server, &cfg.freshet_bin, &data).await?;
+            media_cold.record(getmedia_producer_ttfb(server.addr, &stream, pick()).await?);
+        }
         server.stop().await?;
         let index_bytes = find_dir(&data, "fragment-index").map_or(0, |d| dir_bytes(&d));
         let (w50, w99, wmax) = warm.summary();
         let (c50, c99, cmax) = cold.summary();
         let (h50, _, hmax) = hls.summary();
+        let (mw50, mw99, _) = media_warm.summary();
+        let (mc50, _, mcmax) = media_cold.summary();
         rows.push(format!(
-            "| {n:>7} | {fill_secs:>6.1} | {listed:>6} | {w50:>8.2} | {w99:>8.2} | {wmax:>8.2} | {c50:>8.2} | {c99:>8.2} | {cmax:>8.2} | {segments:>8} | {h50:>8.2} | {hmax:>8.2} | {:>9.1} | {rebuilds:>8} |",
+            "| {n:>7} | {fill_secs:>6.1} | {listed:>6} | {w50:>8.2} | {w99:>8.2} | {wmax:>8.2} | {c50:>8.2} | {c99:>8.2} | {cmax:>8.2} | {segments:>8} | {h50:>8.2} | {hmax:>8.2} | {mw50:>8.2} | {mw99:>8.2} | {mc50:>8.2} | {mcmax:>8.2} | {:>9.1} | {rebuilds:>8} |",
             index_bytes as f64 / n.max(1) as f64
         ));
     }
@@ -390,9 +416,14 @@ pub async fn run(cfg: IndexConfig, clip: Clip) -> Result<(), BoxError> {
         cfg.restarts
     );
     println!(
-        "| fragments | fill s | listed | warm p50 | warm p99 | warm max | cold p50 | cold p99 | cold max | HLS segments | HLS cold p50 | HLS cold max | index B/frag | rebuilds |"
+        "GetMedia TTFB = GetMedia PRODUCER_TIMESTAMP at a random time to the first body byte, warm ({} requests) and first after each of {} more restarts (ms)",
+        cfg.queries.div_ceil(4),
+        cfg.restarts
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| fragments | fill s | listed | warm p50 | warm p99 | warm max | cold p50 | cold p99 | cold max | HLS segments | HLS cold p50 | HLS cold max | GetMedia TTFB warm p50 | warm p99 | cold p50 | cold max | index B/frag | rebuilds |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }

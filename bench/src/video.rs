@@ -406,11 +406,16 @@ async fn getmedia_ttfb(cfg: &VideoConfig, name: &str) -> Result<Duration, BoxErr
     let body = format!(
         "{{\"StreamName\":\"{name}\",\"StartSelector\":{{\"StartSelectorType\":\"EARLIEST\"}}}}"
     );
-    let req = json_request(&cfg.host, "/getMedia", &body);
-    let mut s = TcpStream::connect(cfg.addr).await?;
+    first_body_byte(cfg.addr, &json_request(&cfg.host, "/getMedia", &body)).await
+}
+
+/// Sends `req` (a GetMedia request) on a new connection: time from writing it to the
+/// first byte of the (chunked) response body; the connection is dropped then.
+pub(crate) async fn first_body_byte(addr: SocketAddr, req: &[u8]) -> Result<Duration, BoxError> {
+    let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let t0 = Instant::now();
-    s.write_all(&req).await?;
+    s.write_all(req).await?;
     let mut buf = Vec::with_capacity(4096);
     let mut raw = vec![0u8; 4096];
     loop {

@@ -20,7 +20,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use axum::extract::{Query, Request, State};
@@ -33,14 +32,14 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{AppState, read_body};
-use crate::media::fmp4;
 use crate::media::samples::{FragmentSamples, demux_fragment};
 use crate::media::ts::{TsContinuity, ts_segment};
+use crate::media::{dash, fmp4, hls};
 use crate::video::fragments::{fragment_number, parse_fragment_number};
 use crate::video::images::{self, Size};
 use crate::video::playback::{
     Container, Discontinuity, FragmentInfo, PlaybackMode, Protocol, REPLAY_LOOKAHEAD_MS, Selection,
-    Session, TokenError, durations_ms, is_discontinuous,
+    Session, TokenError, durations_ms, is_producer_gap, marks_discontinuity,
 };
 use crate::video::{VideoRef, VideoStreamMeta};
 
@@ -348,6 +347,7 @@ async fn session_url(
         max_fragments,
         expires_ms: state.video.now_ms() + expires as i64 * 1000,
         created_ms: state.video.now_ms(),
+        anchor: None,
     };
     // There must be media to play, and it must be playable.
     let fragments = session_fragments(&state, &meta, &session).await?;
@@ -364,6 +364,11 @@ async fn session_url(
     let (_, _, fmeta, cluster) = read_fragment(&state, &meta, first.offset).await?;
     demux(&fmeta, &cluster)?;
 
+    let anchor = first.offset;
+    let session = Session {
+        anchor: Some(anchor),
+        ..session
+    };
     let token = session.encode(state.video.session_key());
     let (key, path) = match protocol {
         Protocol::Hls => ("HLSStreamingSessionURL", "hls/v1/getHLSMasterPlaylist.m3u8"),
@@ -566,17 +571,22 @@ async fn hls_master_inner(
     let (_, _, fmeta, cluster) = read_fragment(state, &meta, first.offset).await?;
     let demuxed = demux(&fmeta, &cluster)?;
     let codecs: Vec<String> = demuxed.tracks.iter().map(fmp4::codec_string).collect();
-    let bandwidth = bandwidth(&fragments);
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    let _ = write!(
-        out,
-        "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\"",
-        codecs.join(",")
-    );
-    if let Some(v) = demuxed.tracks.iter().find(|t| t.codec.is_video()) {
-        let _ = write!(out, ",RESOLUTION={}x{}", v.width, v.height);
-    }
-    let _ = write!(out, "\ngetHLSMediaPlaylist.m3u8?{}\n", token_query(q));
+    let playlist = hls::MasterPlaylist {
+        version: Some(7),
+        independent_segments: true,
+        variants: vec![hls::Variant {
+            bandwidth: bandwidth(&fragments),
+            average_bandwidth: None,
+            codecs,
+            resolution: demuxed
+                .tracks
+                .iter()
+                .find(|t| t.codec.is_video())
+                .map(|v| (v.width, v.height)),
+            uri: format!("getHLSMediaPlaylist.m3u8?{}", token_query(q)),
+        }],
+    };
+    let out = hls::write_master(&playlist);
     Ok(with_type(out, "application/vnd.apple.mpegurl"))
 }
 
@@ -591,21 +601,6 @@ fn bandwidth(fragments: &[FragmentInfo]) -> u64 {
         .max(1)
 }
 
-fn iso8601_ms(ms: i64) -> String {
-    // `format_timestamp_ms` gives seconds; the playlist wants a calendar date.
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::clock::civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 async fn hls_media_inner(
     state: &AppState,
     q: &HashMap<String, String>,
@@ -614,20 +609,34 @@ async fn hls_media_inner(
     let fragments = fragments_or_404(state, &meta, &session).await?;
     let durations = durations_ms(&fragments);
     let token = token_query(q);
-    let target = durations
-        .iter()
-        .map(|d| d.div_ceil(1000))
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
-    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
-    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", fragments[0].offset);
-    if session.discontinuity == Discontinuity::Always {
+    let live = session.mode != PlaybackMode::OnDemand;
+    // A live window keeps its numbering across refreshes and producer gaps: the media
+    // sequence is the log offset, and the discontinuity sequence counts the marked
+    // fragments that have slid out since the session began.
+    let window = if live && session.discontinuity != Discontinuity::Always {
+        Some(
+            state
+                .video
+                .window_start(
+                    &meta,
+                    session.listed_by_producer(),
+                    session.anchor,
+                    &fragments[0],
+                    session.discontinuity,
+                )
+                .await
+                .map_err(video_error)?,
+        )
+    } else {
+        None
+    };
+    let discontinuity_sequence = match (session.discontinuity, window) {
         // Every segment starts a discontinuity, so the count before the first listed
         // one is its position in the stream.
-        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", fragments[0].offset);
-    }
+        (Discontinuity::Always, _) => Some(fragments[0].offset),
+        (_, Some(w)) => Some(w.discontinuities_before),
+        _ => None,
+    };
     let ended = match session.mode {
         PlaybackMode::OnDemand => true,
         // Ended once the replay position has passed the end of the range.
@@ -637,51 +646,53 @@ async fn hls_media_inner(
             .is_some_and(|(end, horizon)| horizon - REPLAY_LOOKAHEAD_MS >= end),
         PlaybackMode::Live => false,
     };
-    if session.mode == PlaybackMode::OnDemand {
-        out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
-    }
     let fmp4 = session.container == Container::FragmentedMp4;
+    let file = if fmp4 {
+        "getMP4MediaFragment.mp4"
+    } else {
+        "getTSFragment.ts"
+    };
     let mut header = None;
+    let mut segments = Vec::with_capacity(fragments.len());
     for (i, f) in fragments.iter().enumerate() {
         let new_header = header != Some(f.header_id);
-        let disc = match session.discontinuity {
-            Discontinuity::Always => true,
-            Discontinuity::Never => false,
-            Discontinuity::OnDiscontinuity => {
-                i > 0 && is_discontinuous(&fragments[i - 1], durations[i - 1], f)
+        let discontinuity = match i.checked_sub(1) {
+            Some(p) => marks_discontinuity(session.discontinuity, (&fragments[p]).into(), f.into()),
+            None => {
+                session.discontinuity == Discontinuity::Always
+                    || window.is_some_and(|w| w.first_marked)
             }
-        } || (i > 0 && new_header);
-        if disc {
-            out.push_str("#EXT-X-DISCONTINUITY\n");
-        }
-        if fmp4 && new_header {
-            let _ = writeln!(
-                out,
-                "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?{token}&FragmentNumber={}\"",
-                // The run's first fragment: the same URL on every refresh of the
-                // playlist, so players (and the cache) reuse the init segment.
-                fragment_number(meta.stream_id, f.run_start)
-            );
-        }
-        header = Some(f.header_id);
-        if session.display_timestamp {
-            let _ = writeln!(
-                out,
-                "#EXT-X-PROGRAM-DATE-TIME:{}",
-                iso8601_ms(f.time_ms(session.by_producer))
-            );
-        }
-        let _ = writeln!(out, "#EXTINF:{:.3},", durations[i] as f64 / 1000.0);
-        let file = if fmp4 {
-            "getMP4MediaFragment.mp4"
-        } else {
-            "getTSFragment.ts"
         };
-        let _ = writeln!(out, "{file}?{token}&FragmentNumber={}", f.number);
+        header = Some(f.header_id);
+        segments.push(hls::Segment {
+            duration_ms: durations[i],
+            title: String::new(),
+            uri: format!("{file}?{token}&FragmentNumber={}", f.number),
+            discontinuity,
+            // The run's first fragment names the init segment: the same URL on every
+            // refresh of the playlist, so players (and the cache) reuse it.
+            map_uri: (fmp4 && new_header).then(|| {
+                format!(
+                    "getMP4InitFragment.mp4?{token}&FragmentNumber={}",
+                    fragment_number(meta.stream_id, f.run_start)
+                )
+            }),
+            program_date_time_ms: session
+                .display_timestamp
+                .then(|| f.time_ms(session.by_producer)),
+        });
     }
-    if ended {
-        out.push_str("#EXT-X-ENDLIST\n");
-    }
+    let playlist = hls::MediaPlaylist {
+        version: Some(7),
+        target_duration_s: None,
+        media_sequence: Some(fragments[0].offset),
+        discontinuity_sequence,
+        playlist_type: (session.mode == PlaybackMode::OnDemand).then_some(hls::PlaylistType::Vod),
+        independent_segments: false,
+        segments,
+        ended,
+    };
+    let out = hls::write_media(&playlist);
     Ok(with_type(out, "application/vnd.apple.mpegurl"))
 }
 
@@ -809,148 +820,168 @@ async fn media_inner(
     ))
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-}
-
-fn iso_duration(ms: u64) -> String {
-    format!("PT{}.{:03}S", ms / 1000, ms % 1000)
-}
-
 async fn dash_inner(state: &AppState, q: &HashMap<String, String>) -> Result<Response, Response> {
     let (session, meta) = open_session(state, q, Protocol::Dash)?;
     let fragments = fragments_or_404(state, &meta, &session).await?;
     let durations = durations_ms(&fragments);
-    let token = xml_escape(&token_query(q));
+    let token = token_query(q);
     let dynamic = session.mode != PlaybackMode::OnDemand;
     let total: u64 = durations.iter().sum();
     let max_dur = durations.iter().copied().max().unwrap_or(1000);
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = write!(
-        out,
-        "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" minBufferTime=\"{}\"",
-        iso_duration(max_dur)
-    );
-    if dynamic {
+    let presentation = if dynamic {
         // Media time is producer time since the epoch, so the live edge is "now".
-        let _ = writeln!(
-            out,
-            " type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\"{}\" minimumUpdatePeriod=\"{}\" timeShiftBufferDepth=\"{}\" suggestedPresentationDelay=\"{}\">",
-            iso8601_ms(state.video.now_ms()),
-            iso_duration(max_dur),
-            iso_duration(total.max(max_dur)),
-            iso_duration(max_dur * 3),
-        );
+        dash::Presentation::Dynamic {
+            availability_start_ms: 0,
+            publish_time_ms: state.video.now_ms(),
+            minimum_update_period_ms: max_dur,
+            time_shift_buffer_depth_ms: total.max(max_dur),
+            suggested_presentation_delay_ms: Some(max_dur * 3),
+        }
     } else {
-        let _ = writeln!(
-            out,
-            " type=\"static\" mediaPresentationDuration=\"{}\">",
-            iso_duration(total)
-        );
-    }
-    // One Period per run of fragments with the same stream header (a live manifest
-    // shows the newest run only), one AdaptationSet per track.
+        dash::Presentation::Static { duration_ms: total }
+    };
+    // One AdaptationSet per track, and one Period per run of fragments with the same
+    // stream header; live, also a new Period at every producer gap. A live manifest
+    // names each Period by its first fragment and starts it at that fragment's producer
+    // time (found from the session's anchor, so both stay the same as the window
+    // slides); an on-demand one lays its Periods end to end from 0 (a gap within one is
+    // a jump of the timeline: players that play one Period only still play it all).
+    let breaks = |prev: &FragmentInfo, next: &FragmentInfo| {
+        if dynamic {
+            is_producer_gap(prev.into(), next.into())
+        } else {
+            prev.header_id != next.header_id
+        }
+    };
     let mut runs = Vec::new();
     let mut i = 0;
     while i < fragments.len() {
-        let hash = fragments[i].header_id;
-        let end = fragments[i..]
-            .iter()
-            .position(|f| f.header_id != hash)
-            .map_or(fragments.len(), |p| i + p);
+        let end = (i + 1..fragments.len())
+            .find(|&j| breaks(&fragments[j - 1], &fragments[j]))
+            .unwrap_or(fragments.len());
         runs.push(i..end);
         i = end;
     }
-    if dynamic && runs.len() > 1 {
-        runs.drain(..runs.len() - 1);
-    }
+    let first_run_start = if dynamic {
+        state
+            .video
+            .window_start(
+                &meta,
+                session.listed_by_producer(),
+                session.anchor,
+                &fragments[0],
+                Discontinuity::Never,
+            )
+            .await
+            .map_err(video_error)?
+            .run_start
+    } else {
+        (fragments[0].offset, fragments[0].producer_ms)
+    };
+    let mut periods = Vec::with_capacity(runs.len());
     let mut period_start_ms: u64 = 0;
-    for (period, range) in runs.into_iter().enumerate() {
+    for (n, range) in runs.into_iter().enumerate() {
         let run = &fragments[range.clone()];
         let run_durations = &durations[range];
+        let (run_offset, run_producer_ms) = if n == 0 {
+            first_run_start
+        } else {
+            (run[0].offset, run[0].producer_ms)
+        };
         let (_, _, fmeta, cluster) = read_fragment(state, &meta, run[0].offset).await?;
         let demuxed = demux(&fmeta, &cluster)?;
-        let start_attr = if dynamic {
-            String::from("PT0S")
+        let (id, start_ms, pto_ms) = if dynamic {
+            let start = run_producer_ms.max(0) as u64;
+            (format!("f{run_offset}"), start, start)
         } else {
-            iso_duration(period_start_ms)
+            (
+                n.to_string(),
+                period_start_ms,
+                run[0].producer_ms.max(0) as u64,
+            )
         };
-        let _ = writeln!(out, "  <Period id=\"{period}\" start=\"{start_attr}\">");
-        for track in &demuxed.tracks {
-            let kind = if track.codec.is_video() {
-                "video"
-            } else {
-                "audio"
-            };
-            let scale = track.timescale() as u64;
-            let ticks = |ms: i64| (ms.max(0) as u64).saturating_mul(scale) / 1000;
-            let _ = writeln!(
-                out,
-                "    <AdaptationSet contentType=\"{kind}\" mimeType=\"{kind}/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">"
-            );
-            // A long, descriptive id: ffmpeg's DASH reader sizes its URL buffer from
-            // the manifest URL plus the id and bandwidth lengths, and our segment URLs
-            // (token, track, 42-digit fragment number) are longer than the manifest's.
-            let _ = write!(
-                out,
-                "      <Representation id=\"period-{period}-track-{}-{}-starting-at-fragment-{}\" codecs=\"{}\" bandwidth=\"{}\"",
-                track.number,
-                fmp4::codec_string(track),
-                fragment_number(meta.stream_id, run[0].run_start),
-                fmp4::codec_string(track),
-                bandwidth(run)
-            );
-            if track.codec.is_video() {
-                let _ = write!(
-                    out,
-                    " width=\"{}\" height=\"{}\"",
-                    track.width, track.height
-                );
-            } else {
-                let _ = write!(out, " audioSamplingRate=\"{}\"", track.sample_rate);
-            }
-            out.push_str(">\n");
-            let pto = if dynamic {
-                0
-            } else {
-                ticks(run[0].producer_ms)
-            };
-            let _ = writeln!(
-                out,
-                "        <SegmentList timescale=\"{scale}\" presentationTimeOffset=\"{pto}\">"
-            );
-            let _ = writeln!(
-                out,
-                "          <Initialization sourceURL=\"getMP4InitFragment.mp4?{token}&amp;TrackNumber={}&amp;FragmentNumber={}\"/>",
-                track.number,
-                fragment_number(meta.stream_id, run[0].run_start)
-            );
-            out.push_str("          <SegmentTimeline>\n");
-            for (f, d) in run.iter().zip(run_durations) {
-                let t = ticks(f.producer_ms);
-                let _ = writeln!(
-                    out,
-                    "            <S t=\"{t}\" d=\"{}\"/>",
-                    ticks(f.producer_ms + *d as i64) - t
-                );
-            }
-            out.push_str("          </SegmentTimeline>\n");
-            for f in run {
-                let _ = writeln!(
-                    out,
-                    "          <SegmentURL media=\"getMP4MediaFragment.mp4?{token}&amp;TrackNumber={}&amp;FragmentNumber={}\"/>",
-                    track.number, f.number
-                );
-            }
-            out.push_str("        </SegmentList>\n      </Representation>\n    </AdaptationSet>\n");
-        }
-        out.push_str("  </Period>\n");
+        let init_number = fragment_number(meta.stream_id, run[0].run_start);
+        let adaptation_sets = demuxed
+            .tracks
+            .iter()
+            .map(|track| {
+                let kind = if track.codec.is_video() {
+                    "video"
+                } else {
+                    "audio"
+                };
+                let scale = track.timescale() as u64;
+                let ticks = |ms: i64| (ms.max(0) as u64).saturating_mul(scale) / 1000;
+                let codecs = fmp4::codec_string(track);
+                dash::AdaptationSet {
+                    content_type: Some(kind.into()),
+                    mime_type: format!("{kind}/mp4"),
+                    segment_alignment: true,
+                    start_with_sap: Some(1),
+                    representations: vec![dash::Representation {
+                        // A long, descriptive id: ffmpeg's DASH reader sizes its URL
+                        // buffer from the manifest URL plus the id and bandwidth
+                        // lengths, and our segment URLs (token, track, 42-digit
+                        // fragment number) are longer than the manifest's.
+                        id: format!(
+                            "period-{id}-track-{}-{codecs}-starting-at-fragment-{init_number}",
+                            track.number
+                        ),
+                        bandwidth: bandwidth(run),
+                        width: track.codec.is_video().then_some(track.width),
+                        height: track.codec.is_video().then_some(track.height),
+                        audio_sampling_rate: (!track.codec.is_video())
+                            .then_some(track.sample_rate),
+                        codecs,
+                        segments: dash::Segments {
+                            timescale: scale,
+                            presentation_time_offset: ticks(pto_ms as i64),
+                            timeline: run
+                                .iter()
+                                .zip(run_durations)
+                                .map(|(f, d)| {
+                                    let t = ticks(f.producer_ms);
+                                    dash::TimelineEntry {
+                                        t: Some(t),
+                                        d: ticks(f.producer_ms + *d as i64) - t,
+                                        r: 0,
+                                    }
+                                })
+                                .collect(),
+                            addressing: dash::Addressing::List {
+                                initialization: format!(
+                                    "getMP4InitFragment.mp4?{token}&TrackNumber={}&FragmentNumber={init_number}",
+                                    track.number
+                                ),
+                                media: run
+                                    .iter()
+                                    .map(|f| {
+                                        format!(
+                                            "getMP4MediaFragment.mp4?{token}&TrackNumber={}&FragmentNumber={}",
+                                            track.number, f.number
+                                        )
+                                    })
+                                    .collect(),
+                            },
+                        },
+                    }],
+                }
+            })
+            .collect();
+        periods.push(dash::Period {
+            id,
+            start_ms,
+            adaptation_sets,
+        });
         period_start_ms += run_durations.iter().sum::<u64>();
     }
-    out.push_str("</MPD>\n");
-    Ok(with_type(out, "application/dash+xml"))
+    let mpd = dash::Mpd {
+        profiles: dash::PROFILE_ISOFF_LIVE.into(),
+        min_buffer_time_ms: max_dur,
+        presentation,
+        periods,
+    };
+    Ok(with_type(dash::write_mpd(&mpd), "application/dash+xml"))
 }
 
 /// `POST /getClip`: one MP4 (moov first) of the fragments in a range.
@@ -1319,14 +1350,6 @@ async fn decode_at(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn playlist_dates_and_durations() {
-        assert_eq!(iso8601_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso_duration(5_986), "PT5.986S");
-        assert_eq!(xml_escape("a&b\"<"), "a&amp;b&quot;&lt;");
-    }
 
     #[test]
     fn the_segment_cache_stays_within_its_budget() {

@@ -32,6 +32,7 @@ use super::{AppState, header_str};
 use crate::media::mkv::{Limits, MkvEvent, MkvReader, kvs_tags};
 use crate::video::VideoRef;
 use crate::video::fragments::FragmentMeta;
+use crate::video::ingest::{self, IncomingFragment};
 
 /// An IDLE ack is sent after this long without data.
 const IDLE_EVERY: Duration = Duration::from_secs(3);
@@ -137,6 +138,7 @@ pub async fn handle(State(state): State<AppState>, req: Request) -> Response {
         start_ms,
         next_offset: None,
         frame_durations_ns: Vec::new(),
+        fragment_arrived_ms: None,
     };
     tokio::spawn(async move {
         if !ingest.meta.accepts_media() {
@@ -235,6 +237,8 @@ struct Ingest {
     /// not (a lone frame without DefaultDuration, at the end of a stream say) counts
     /// its last frame this long ([`crate::media::mkv::Fragment::duration_ns`]).
     frame_durations_ns: Vec<Option<u64>>,
+    /// When the first bytes of the fragment being received arrived (server clock).
+    fragment_arrived_ms: Option<i64>,
 }
 
 impl Ingest {
@@ -280,6 +284,8 @@ impl Ingest {
                     self.info_and_tracks = Bytes::from(h.info_and_tracks_bytes);
                 }
                 MkvEvent::FragmentStart { cluster_timecode } => {
+                    // The fragment's first bytes are here: its server timestamp.
+                    self.fragment_arrived_ms = Some(self.video.now_ms());
                     let number = self.expected_number().await;
                     if !self
                         .send(ack(
@@ -322,18 +328,14 @@ impl Ingest {
         producer_tags: Vec<(String, String)>,
     ) -> bool {
         let tc = fragment.cluster_timecode;
-        let scale = self.timecode_scale as u128;
-        let tc_ms = (tc as u128 * scale / 1_000_000) as i64;
-        let producer_ts_ms = if self.relative {
-            self.start_ms.unwrap_or(0) + tc_ms
-        } else {
-            tc_ms
-        };
-        if producer_ts_ms < 0 {
-            let reason = format!("producer timestamp {producer_ts_ms} ms is before the epoch");
+        let relative_start = self.relative.then(|| self.start_ms.unwrap_or(0));
+        let Some(producer_ts_ms) =
+            ingest::producer_timestamp_ms(tc, self.timecode_scale, relative_start)
+        else {
+            let reason = format!("the producer timestamp of timecode {tc} is before the epoch");
             self.fail(Some(tc), ERR_INVALID_TIMESTAMP, &reason).await;
             return false;
-        }
+        };
         let number = self.expected_number().await;
         if !self
             .send(ack("RECEIVED", Some(tc), number.as_deref(), None))
@@ -348,35 +350,28 @@ impl Ingest {
                 *known = Some(d);
             }
         }
-        let fm = FragmentMeta {
-            producer_ts_ms,
-            cluster_timecode: tc,
-            timecode_scale: self.timecode_scale,
-            // To the nearest millisecond: consecutive fragments still add up.
-            duration_ms: duration_ns.saturating_add(500_000) / 1_000_000,
-            frame_count: fragment.frame_count as u32,
-            ebml_header: self.ebml_header.clone(),
-            info_and_tracks: self.info_and_tracks.clone(),
-            producer_tags,
+        let incoming = IncomingFragment {
+            meta: FragmentMeta {
+                producer_ts_ms,
+                cluster_timecode: tc,
+                timecode_scale: self.timecode_scale,
+                duration_ms: ingest::duration_ms_of_ns(duration_ns),
+                frame_count: fragment.frame_count as u32,
+                ebml_header: self.ebml_header.clone(),
+                info_and_tracks: self.info_and_tracks.clone(),
+                producer_tags,
+            },
+            cluster: Bytes::from(fragment.raw_cluster_bytes),
+            arrived_ms: self.fragment_arrived_ms.take(),
         };
-        if self.meta.retention_hours == 0 {
-            // Nothing is kept for streams without retention: live readers get the
-            // fragment, and the producer its acknowledgement of receipt.
-            let (number, _) =
-                self.video
-                    .relay_fragment(&self.meta, fm, Bytes::from(fragment.raw_cluster_bytes));
-            return self
-                .send(ack("PERSISTED", Some(tc), Some(&number), None))
-                .await;
-        }
-        match self
-            .video
-            .append_fragment(&self.meta, fm, Bytes::from(fragment.raw_cluster_bytes))
-            .await
-        {
-            Ok((number, _, offset)) => {
-                self.next_offset = Some(offset + 1);
-                self.send(ack("PERSISTED", Some(tc), Some(&number), None))
+        // A stream without retention keeps nothing: live readers get the fragment, and
+        // the producer its PERSISTED as an acknowledgement of receipt.
+        match self.video.ingest_fragment(&self.meta, incoming).await {
+            Ok(stored) => {
+                if let Some(offset) = stored.offset {
+                    self.next_offset = Some(offset + 1);
+                }
+                self.send(ack("PERSISTED", Some(tc), Some(&stored.number), None))
                     .await
             }
             Err(e) => {

@@ -242,6 +242,11 @@ impl Fragmenter {
         done
     }
 
+    /// Whether a fragment is being cut (its key frame came, it has not ended).
+    pub fn is_open(&self) -> bool {
+        self.start_ms.is_some()
+    }
+
     /// Upstream lost data: what is complete so far becomes a fragment, and nothing is
     /// kept until the next key frame.
     pub fn discontinuity(&mut self) -> Option<BuiltFragment> {

@@ -911,6 +911,7 @@ impl Log {
         &self,
         payloads: &[Entry],
         now_ms: i64,
+        stamp_ms: i64,
         roll: &RollPolicy,
         buffers: &mut WriteBuffers,
     ) -> io::Result<(u64, i64)> {
@@ -930,12 +931,22 @@ impl Log {
             ..*roll
         };
         if roll.should_roll(&appender.summary, now_ms) {
-            self.roll_locked(appender, now_ms)?;
+            // The new segment is created at the time its first entry gets, so that the
+            // entry may carry an arrival time before the roll.
+            let first = stamp_ms.max(appender.summary.last_timestamp_ms);
+            self.roll_locked(appender, first)?;
         }
         appender.index_current = false;
         let summary = &mut appender.summary;
-        // Timestamps never go backwards within a log, even if the wall clock does.
-        let timestamp = now_ms.max(summary.last_timestamp_ms);
+        // Timestamps never go backwards within a log, even if the wall clock does (or
+        // an entry arrived before the last one was stamped). An empty segment's floor
+        // is its creation time, except for the first of a new log (nothing before).
+        let floor = if summary.end_offset == 0 {
+            i64::MIN
+        } else {
+            summary.last_timestamp_ms
+        };
+        let timestamp = stamp_ms.max(floor);
         let first_offset = summary.end_offset;
         let start_position = summary.valid_len;
         let frame_lens: Vec<u64> = payloads
@@ -1368,7 +1379,7 @@ mod tests {
         };
         let mut buffers = WriteBuffers::default();
         let (first, ts) = log
-            .write_batch(&payloads, 2_000, &roll, &mut buffers)
+            .write_batch(&payloads, 2_000, 2_000, &roll, &mut buffers)
             .unwrap();
         assert_eq!((first, ts), (0, 2_000));
         log.sync().unwrap();
@@ -1415,7 +1426,7 @@ mod tests {
                     })
                     .collect();
                 let (first, _) = log
-                    .write_batch(&payloads, 2_000, &roll, &mut buffers)
+                    .write_batch(&payloads, 2_000, 2_000, &roll, &mut buffers)
                     .unwrap();
                 assert_eq!(first, all.len() as u64);
                 log.sync().unwrap();
@@ -1470,7 +1481,7 @@ mod tests {
             let mut all: Vec<Bytes> = Vec::new();
             let mut append = |log: &Log, len: usize, all: &mut Vec<Bytes>| {
                 let body = Bytes::from(vec![(all.len() % 251 + 1) as u8; len]);
-                log.write_batch(&[body.clone().into()], 2_000, &roll, &mut buffers)
+                log.write_batch(&[body.clone().into()], 2_000, 2_000, &roll, &mut buffers)
                     .unwrap();
                 log.sync().unwrap();
                 log.publish();
@@ -1576,7 +1587,7 @@ mod tests {
                 let payloads: Vec<Entry> = (next..(next + next % 5 + 1).min(total))
                     .map(|i| body(i).into())
                     .collect();
-                log.write_batch(&payloads, 2_000, &roll, &mut buffers)
+                log.write_batch(&payloads, 2_000, 2_000, &roll, &mut buffers)
                     .unwrap();
                 log.sync().unwrap();
                 log.publish();
@@ -1607,7 +1618,7 @@ mod tests {
             let payloads: Vec<Entry> = (0..n)
                 .map(|i| Bytes::from(vec![(all.len() + i) as u8; 700]).into())
                 .collect();
-            log.write_batch(&payloads, 2_000, &roll, &mut buffers)
+            log.write_batch(&payloads, 2_000, 2_000, &roll, &mut buffers)
                 .unwrap();
             log.sync().unwrap();
             log.publish();

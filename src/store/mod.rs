@@ -225,11 +225,24 @@ impl Store {
         log: &Arc<Log>,
         payloads: Vec<Entry>,
     ) -> Result<AppendAck, StoreError> {
+        self.append_arrived(log, payloads, None).await
+    }
+
+    /// [`Store::append`], stamping the entries with `arrived_ms` (when their data began
+    /// to arrive) instead of the commit time: never later than the commit, and never
+    /// before the log's last timestamp, so timestamps still never decrease along a log.
+    pub async fn append_arrived(
+        &self,
+        log: &Arc<Log>,
+        payloads: Vec<Entry>,
+        arrived_ms: Option<i64>,
+    ) -> Result<AppendAck, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer
             .send(writer::Command::Append {
                 log: log.clone(),
                 payloads,
+                arrived_ms,
                 reply,
             })
             .await
@@ -251,6 +264,7 @@ impl Store {
                 .send(writer::Command::Append {
                     log,
                     payloads,
+                    arrived_ms: None,
                     reply,
                 })
                 .await
@@ -411,6 +425,56 @@ mod tests {
         assert_eq!(batch.entries[0].payload, Bytes::from("entry-000123"));
         let ack = s.append(&log, payloads(500, 1)).await.unwrap();
         assert_eq!(ack.first_offset, 500);
+    }
+
+    /// Entries stamped with their arrival: never later than the commit, never before
+    /// the entry before (also across a segment roll), and the first of a new log as
+    /// early as it arrived.
+    #[tokio::test]
+    async fn arrival_stamps_are_kept_within_the_log_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(10_000));
+        // Segments of 2 KiB: the 1 KiB entries below roll often.
+        let s = store(dir.path(), clock.clone(), 2048);
+        let log = s.open_log("t/arrived").unwrap();
+        clock.set_ms(12_000);
+        let stamp = |ack: AppendAck| ack.timestamp_ms;
+        let big = || vec![Entry::from(Bytes::from(vec![1u8; 1024]))];
+        assert_eq!(
+            stamp(s.append_arrived(&log, big(), Some(9_000)).await.unwrap()),
+            9_000
+        );
+        // Later than the commit: the commit time.
+        assert_eq!(
+            stamp(s.append_arrived(&log, big(), Some(99_000)).await.unwrap()),
+            12_000
+        );
+        // Before the last entry: the last entry's time.
+        assert_eq!(
+            stamp(s.append_arrived(&log, big(), Some(11_000)).await.unwrap()),
+            12_000
+        );
+        let mut stamps = Vec::new();
+        for i in 0..20 {
+            clock.advance_ms(100);
+            let arrived = clock.now_ms() - 250 + (i % 3) * 100;
+            let ack = s.append_arrived(&log, big(), Some(arrived)).await.unwrap();
+            assert!(ack.timestamp_ms <= clock.now_ms());
+            stamps.push(ack.timestamp_ms);
+        }
+        assert!(log.segment_count() > 5, "the entries rolled segments");
+        assert!(stamps.is_sorted(), "{stamps:?}");
+        // Arrival times were kept where they did not go back: some are before their
+        // commit.
+        assert!(
+            stamps
+                .iter()
+                .enumerate()
+                .any(|(i, &t)| t < 12_000 + 100 * (i as i64 + 1))
+        );
+        let all = s.read(&log, 0, 100, usize::MAX).await.unwrap();
+        let read: Vec<i64> = all.entries.iter().map(|e| e.timestamp_ms).collect();
+        assert_eq!(read[3..], stamps[..]);
     }
 
     #[tokio::test]

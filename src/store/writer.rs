@@ -49,6 +49,10 @@ pub(super) enum Command {
     Append {
         log: Arc<Log>,
         payloads: Vec<Entry>,
+        /// When the data began to arrive, if earlier than the commit: the entries are
+        /// stamped with it (never later than the commit, never before the log's last
+        /// timestamp).
+        arrived_ms: Option<i64>,
         reply: oneshot::Sender<io::Result<AppendAck>>,
     },
     RollIfStale {
@@ -220,9 +224,16 @@ fn command_bytes(cmd: &Command) -> usize {
 }
 
 /// The appends of one group commit that go to one log, in arrival order.
+/// One append: its entries, their arrival time if given, and where to answer.
+type Request = (
+    Vec<Entry>,
+    Option<i64>,
+    oneshot::Sender<io::Result<AppendAck>>,
+);
+
 struct LogBatch {
     log: Arc<Log>,
-    requests: Vec<(Vec<Entry>, oneshot::Sender<io::Result<AppendAck>>)>,
+    requests: Vec<Request>,
 }
 
 /// Writes one log's share of a group commit and makes it durable. Returns each
@@ -236,7 +247,12 @@ fn write_log(
     let results: Vec<_> = batch
         .requests
         .iter()
-        .map(|(payloads, _)| batch.log.write_batch(payloads, now, &config.roll, scratch))
+        .map(|(payloads, arrived_ms, _)| {
+            let stamp = arrived_ms.map_or(now, |a| a.min(now));
+            batch
+                .log
+                .write_batch(payloads, now, stamp, &config.roll, scratch)
+        })
         .collect();
     // Keep big buffers from pinning memory after a burst.
     scratch.trim();
@@ -265,12 +281,13 @@ fn commit_group(
             Command::Append {
                 log,
                 payloads,
+                arrived_ms,
                 reply,
             } => match batches.iter_mut().find(|b| Arc::ptr_eq(&b.log, &log)) {
-                Some(b) => b.requests.push((payloads, reply)),
+                Some(b) => b.requests.push((payloads, arrived_ms, reply)),
                 None => batches.push(LogBatch {
                     log,
-                    requests: vec![(payloads, reply)],
+                    requests: vec![(payloads, arrived_ms, reply)],
                 }),
             },
             Command::RollIfStale {
@@ -320,7 +337,7 @@ fn commit_group(
         if !sync_failed {
             batch.log.publish();
         }
-        for ((payloads, reply), result) in batch.requests.into_iter().zip(results) {
+        for ((payloads, _, reply), result) in batch.requests.into_iter().zip(results) {
             let outcome = match result {
                 Ok(_) if sync_failed => Err(io::Error::other(format!(
                     "could not make log {} durable",

@@ -25,15 +25,17 @@
 //! playback reads want fragments *overlapping* `[start, end)`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use super::fragments::{FragmentMeta, fragment_number, parse_fragment_number};
+use super::frozen::Frozen;
 
 /// The row version written. Version 2 added `run_start`; version 1 rows (without it)
 /// still read, their run start derived again from the entries before them.
-const ROW_VERSION: u8 = 2;
+pub(super) const ROW_VERSION: u8 = 2;
 /// Bytes of one on-disk row (version 2).
 pub const ROW_LEN: usize = ROW_LEN_V1 + 8;
 /// Bytes of a version 1 row.
@@ -270,18 +272,74 @@ impl Cursor {
 }
 
 /// The fragment index of one stream (see the module doc).
+///
+/// The entries are a virtual sequence in offset order: first the live rows of a
+/// checkpoint read in place ([`Frozen`], when the index was loaded from one), then the
+/// entries added since, in memory. Queries binary-search the whole sequence, so a
+/// loaded index answers without having decoded its checkpoint; an insert that would
+/// change the checkpoint's rows (a replacement, or a row filling a hole among them)
+/// first copies them into memory ("thaws" them), once.
 #[derive(Debug, Default, Clone)]
 pub struct FragmentIndex {
-    /// In offset order (= server-time order).
+    frozen: Option<FrozenPart>,
+    /// The entries after the frozen rows, in offset order (= server-time order).
     entries: VecDeque<IndexEntry>,
-    /// (producer start, offset) of every entry, sorted: the producer order. A sorted
-    /// vector rather than a tree: built from a checkpoint in one pass (producer clocks
-    /// mostly run forwards, so it is usually sorted already), and an append in
-    /// producer order is a push; one out of order moves the entries after it.
+    /// (producer start, offset) of every entry of `entries`, sorted: the producer
+    /// order (the frozen rows carry their own). A sorted vector rather than a tree:
+    /// producer clocks mostly run forwards, so an append is usually a push; one out of
+    /// order moves the entries after it.
     by_producer: Vec<(i64, u64)>,
     /// The longest duration ever indexed: how far before a range's start an
     /// overlapping fragment may begin. Never lowered, so it only ever widens a scan.
     max_duration_ms: i64,
+}
+
+/// The live rows `[from, to)` of a checkpoint: retention trims the front, a log that
+/// lost its tail the back.
+#[derive(Debug, Clone)]
+struct FrozenPart {
+    rows: Arc<Frozen>,
+    from: usize,
+    to: usize,
+}
+
+impl FrozenPart {
+    fn len(&self) -> usize {
+        self.to - self.from
+    }
+
+    /// The offsets of the live rows: `[first, last]`.
+    fn span(&self) -> (u64, u64) {
+        (self.rows.offset(self.from), self.rows.offset(self.to - 1))
+    }
+
+    /// Whether a producer-order key names a live row.
+    fn live(&self, offset: u64) -> bool {
+        let (first, last) = self.span();
+        (first..=last).contains(&offset)
+    }
+}
+
+/// Two sorted sequences of producer keys, merged.
+struct Merge<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+}
+
+impl<A, B> Iterator for Merge<A, B>
+where
+    A: Iterator<Item = (i64, u64)>,
+    B: Iterator<Item = (i64, u64)>,
+{
+    type Item = (i64, u64);
+    fn next(&mut self) -> Option<(i64, u64)> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(x), Some(y)) if x <= y => self.a.next(),
+            (Some(_), Some(_)) => self.b.next(),
+            (Some(_), None) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
+    }
 }
 
 impl FragmentIndex {
@@ -321,41 +379,168 @@ impl FragmentIndex {
             by_producer.sort_unstable();
         }
         FragmentIndex {
+            frozen: None,
             entries,
             by_producer,
             max_duration_ms,
         }
     }
 
+    /// An index of a checkpoint read in place, then `rows` (written after it, in any
+    /// order; a later row of an offset replaces an earlier one) inserted one by one.
+    /// Nothing of the checkpoint is copied unless a row changes one of its rows.
+    pub fn from_frozen(frozen: Arc<Frozen>, mut rows: Vec<IndexEntry>) -> Self {
+        let mut index = FragmentIndex {
+            max_duration_ms: frozen.max_duration_ms(),
+            frozen: (!frozen.is_empty()).then(|| FrozenPart {
+                from: 0,
+                to: frozen.len(),
+                rows: frozen,
+            }),
+            ..Self::default()
+        };
+        rows.sort_by_key(|e| e.offset);
+        for e in rows {
+            index.insert(e);
+        }
+        index
+    }
+
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.frozen_len() + self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// The first and one-past-last indexed offsets.
+    /// Whether part of the index is still read in place from a checkpoint.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
+
+    fn frozen_len(&self) -> usize {
+        self.frozen.as_ref().map_or(0, FrozenPart::len)
+    }
+
+    /// Entry `i` of the virtual sequence (offset order).
+    fn at(&self, i: usize) -> IndexEntry {
+        match &self.frozen {
+            Some(f) if i < f.len() => f.rows.entry(f.from + i),
+            _ => self.entries[i - self.frozen_len()],
+        }
+    }
+
+    fn offset_at(&self, i: usize) -> u64 {
+        match &self.frozen {
+            Some(f) if i < f.len() => f.rows.offset(f.from + i),
+            _ => self.entries[i - self.frozen_len()].offset,
+        }
+    }
+
+    /// The first position whose entry fails `pred` (entries for which it holds come
+    /// first), by binary search.
+    fn partition_point(&self, pred: impl Fn(&IndexEntry) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self.at(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// The entries from position `i` on, in offset order.
+    fn iter_from(&self, i: usize) -> impl Iterator<Item = IndexEntry> + '_ {
+        let nf = self.frozen_len();
+        let frozen = self
+            .frozen
+            .iter()
+            .flat_map(move |f| (f.from + i.min(nf)..f.to).map(|r| f.rows.entry(r)));
+        frozen.chain(
+            self.entries
+                .range(i.saturating_sub(nf).min(self.entries.len())..)
+                .copied(),
+        )
+    }
+
+    /// The producer order from the first key not below `key`.
+    fn producer_from(&self, key: (i64, u64)) -> impl Iterator<Item = (i64, u64)> + '_ {
+        let frozen = self.frozen.iter().flat_map(move |f| {
+            (f.rows.key_partition(key)..f.rows.len())
+                .map(|j| f.rows.key(j))
+                .filter(|k| f.live(k.1))
+        });
+        let from = self.by_producer.partition_point(|k| *k < key);
+        Merge {
+            a: frozen.peekable(),
+            b: self.by_producer[from..].iter().copied().peekable(),
+        }
+    }
+
+    /// The last producer key below `key`, if any.
+    fn producer_before(&self, key: (i64, u64)) -> Option<(i64, u64)> {
+        let frozen = self.frozen.as_ref().and_then(|f| {
+            (0..f.rows.key_partition(key))
+                .rev()
+                .map(|j| f.rows.key(j))
+                .find(|k| f.live(k.1))
+        });
+        let i = self.by_producer.partition_point(|k| *k < key);
+        let tail = i.checked_sub(1).map(|i| self.by_producer[i]);
+        frozen.max(tail)
+    }
+
+    /// Copies the frozen rows into memory: from here on the index is all in memory.
+    fn thaw(&mut self) {
+        let Some(f) = self.frozen.take() else {
+            return;
+        };
+        let mut entries = VecDeque::with_capacity(f.len() + self.entries.len());
+        entries.extend((f.from..f.to).map(|r| f.rows.entry(r)));
+        entries.append(&mut self.entries);
+        self.entries = entries;
+        let frozen_keys = (0..f.rows.len())
+            .map(|j| f.rows.key(j))
+            .filter(|k| f.live(k.1));
+        let tail = std::mem::take(&mut self.by_producer);
+        self.by_producer = Merge {
+            a: frozen_keys.peekable(),
+            b: tail.into_iter().peekable(),
+        }
+        .collect();
+    }
+
+    /// The first offset and one past the last, when not empty.
     pub fn offsets(&self) -> Option<(u64, u64)> {
-        Some((
-            self.entries.front()?.offset,
-            self.entries.back()?.offset + 1,
-        ))
+        if self.is_empty() {
+            return None;
+        }
+        Some((self.offset_at(0), self.offset_at(self.len() - 1) + 1))
     }
 
     /// Every entry, in offset order.
-    pub fn entries(&self) -> impl Iterator<Item = &IndexEntry> {
-        self.entries.iter()
+    pub fn entries(&self) -> impl Iterator<Item = IndexEntry> + '_ {
+        self.iter_from(0)
+    }
+
+    /// The producer order of every entry: (producer start, offset), sorted.
+    pub fn producer_keys(&self) -> impl Iterator<Item = (i64, u64)> + '_ {
+        self.producer_from((i64::MIN, 0))
+    }
+
+    /// The longest duration indexed.
+    pub fn max_duration_ms(&self) -> i64 {
+        self.max_duration_ms
     }
 
     /// The entry of `offset`, if indexed.
-    pub fn get(&self, offset: u64) -> Option<&IndexEntry> {
-        let i = self.position(offset).ok()?;
-        self.entries.get(i)
-    }
-
-    fn position(&self, offset: u64) -> Result<usize, usize> {
-        self.entries.binary_search_by_key(&offset, |e| e.offset)
+    pub fn get(&self, offset: u64) -> Option<IndexEntry> {
+        let i = self.partition_point(|e| e.offset < offset);
+        (i < self.len() && self.offset_at(i) == offset).then(|| self.at(i))
     }
 
     /// Adds an entry (replacing one of the same offset) and returns it as stored.
@@ -365,25 +550,39 @@ impl FragmentIndex {
     pub fn insert(&mut self, mut entry: IndexEntry) -> IndexEntry {
         if entry.run_start >= entry.offset {
             entry.run_start = entry.offset;
-            let before = self.entries.partition_point(|e| e.offset < entry.offset);
-            if let Some(prev) = before.checked_sub(1).and_then(|i| self.entries.get(i))
+            let before = self.partition_point(|e| e.offset < entry.offset);
+            if let Some(prev) = before.checked_sub(1).map(|i| self.at(i))
                 && prev.offset + 1 == entry.offset
                 && prev.header_id == entry.header_id
             {
                 entry.run_start = prev.run_start;
             }
         }
+        if let Some(f) = &self.frozen
+            && entry.offset <= f.span().1
+        {
+            if self.get(entry.offset) == Some(entry) {
+                // A row the checkpoint holds already (written again after it).
+                return entry;
+            }
+            self.thaw();
+        }
         self.max_duration_ms = self
             .max_duration_ms
             .max(i64::try_from(entry.duration_ms).unwrap_or(i64::MAX));
         match self.entries.back() {
-            Some(last) if last.offset >= entry.offset => match self.position(entry.offset) {
-                Ok(i) => {
-                    let old = std::mem::replace(&mut self.entries[i], entry);
-                    self.remove_producer(old.producer_ms, old.offset);
+            Some(last) if last.offset >= entry.offset => {
+                match self
+                    .entries
+                    .binary_search_by_key(&entry.offset, |e| e.offset)
+                {
+                    Ok(i) => {
+                        let old = std::mem::replace(&mut self.entries[i], entry);
+                        self.remove_producer(old.producer_ms, old.offset);
+                    }
+                    Err(i) => self.entries.insert(i, entry),
                 }
-                Err(i) => self.entries.insert(i, entry),
-            },
+            }
             _ => self.entries.push_back(entry),
         }
         let key = (entry.producer_ms, entry.offset);
@@ -406,15 +605,28 @@ impl FragmentIndex {
 
     /// The newest `n` entries, in offset order.
     pub fn latest(&self, n: usize) -> Vec<IndexEntry> {
-        let skip = self.entries.len().saturating_sub(n);
-        self.entries.range(skip..).copied().collect()
+        self.iter_from(self.len().saturating_sub(n)).collect()
     }
 
     /// Drops every entry before `first_offset` (retention). Returns how many.
     pub fn trim_before(&mut self, first_offset: u64) -> usize {
-        let n = self.entries.partition_point(|e| e.offset < first_offset);
-        if n > 0 {
-            self.entries.drain(..n);
+        let n = self.partition_point(|e| e.offset < first_offset);
+        if n == 0 {
+            return 0;
+        }
+        let nf = self.frozen_len();
+        if let Some(f) = &mut self.frozen {
+            f.from += n.min(nf);
+            if f.from == f.to {
+                self.frozen = None;
+            } else if f.len() < f.rows.len() / 2 {
+                // Most of the checkpoint expired: its producer order would mostly be
+                // skipped; keep the rest in memory instead.
+                self.thaw();
+            }
+        }
+        if n > nf {
+            self.entries.drain(..n - nf);
             self.by_producer.retain(|&(_, o)| o >= first_offset);
         }
         n
@@ -423,33 +635,70 @@ impl FragmentIndex {
     /// Drops every entry at or after `end_offset` (entries the fragment log does not
     /// hold). Returns how many.
     pub fn trim_from(&mut self, end_offset: u64) -> usize {
-        let keep = self.entries.partition_point(|e| e.offset < end_offset);
-        let n = self.entries.len() - keep;
-        if n > 0 {
-            self.entries.truncate(keep);
+        let keep = self.partition_point(|e| e.offset < end_offset);
+        let n = self.len() - keep;
+        if n == 0 {
+            return 0;
+        }
+        let nf = self.frozen_len();
+        if keep < nf {
+            if let Some(f) = &mut self.frozen {
+                f.to = f.from + keep;
+                if f.from == f.to {
+                    self.frozen = None;
+                }
+            }
+            self.entries.clear();
+            self.by_producer.clear();
+        } else {
+            self.entries.truncate(keep - nf);
             self.by_producer.retain(|&(_, o)| o < end_offset);
         }
         n
     }
 
-    /// Offset ranges in `[first, end)` with no entry, in order.
+    /// Offset ranges in `[first, end)` with no entry, in order. Costs one step per
+    /// gap and a binary search's worth per contiguous stretch, not one per entry.
     pub fn gaps(&self, first: u64, end: u64) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let mut at = first;
-        let from = self.entries.partition_point(|e| e.offset < first);
-        for e in self.entries.range(from..) {
-            if e.offset >= end {
-                break;
-            }
-            if e.offset > at {
-                out.push((at, e.offset));
-            }
-            at = e.offset + 1;
+        if first >= end {
+            return out;
         }
-        if at < end {
-            out.push((at, end));
+        let lo = self.partition_point(|e| e.offset < first);
+        let hi = self.partition_point(|e| e.offset < end);
+        if lo == hi {
+            out.push((first, end));
+            return out;
+        }
+        let a = self.offset_at(lo);
+        if a > first {
+            out.push((first, a));
+        }
+        self.inner_gaps(lo, hi, &mut out);
+        let b = self.offset_at(hi - 1) + 1;
+        if b < end {
+            out.push((b, end));
         }
         out
+    }
+
+    /// The gaps between consecutive entries of positions `[lo, hi)`: none when the
+    /// offsets there are consecutive (their span equals their count), else bisected.
+    fn inner_gaps(&self, lo: usize, hi: usize, out: &mut Vec<(u64, u64)>) {
+        if hi - lo < 2 {
+            return;
+        }
+        let (a, b) = (self.offset_at(lo), self.offset_at(hi - 1));
+        if b - a == (hi - 1 - lo) as u64 {
+            return;
+        }
+        if hi - lo == 2 {
+            out.push((a + 1, b));
+            return;
+        }
+        let mid = lo + (hi - lo) / 2;
+        self.inner_gaps(lo, mid + 1, out);
+        self.inner_gaps(mid, hi, out);
     }
 
     /// Entries selected by `range` on `base` (every entry when `range` is `None`), in
@@ -463,8 +712,8 @@ impl FragmentIndex {
         max: usize,
     ) -> (Vec<IndexEntry>, Option<Cursor>) {
         let mut out = Vec::new();
-        let push = |e: &IndexEntry, out: &mut Vec<IndexEntry>| -> Option<Cursor> {
-            if range.is_some_and(|r| !r.selects(e, base)) {
+        let push = |e: IndexEntry, out: &mut Vec<IndexEntry>| -> Option<Cursor> {
+            if range.is_some_and(|r| !r.selects(&e, base)) {
                 return None;
             }
             if out.len() == max {
@@ -473,23 +722,22 @@ impl FragmentIndex {
                     offset: e.offset,
                 });
             }
-            out.push(*e);
+            out.push(e);
             None
         };
         match base {
             TimeBase::Server => {
                 // Server timestamps never decrease along the log: binary searches find
                 // the first candidate, and the scan stops past the range's end.
-                let mut i =
-                    from.map_or(0, |c| self.entries.partition_point(|e| e.offset < c.offset));
+                let mut i = from.map_or(0, |c| self.partition_point(|e| e.offset < c.offset));
                 if let Some(r) = range {
                     let lo = match r.rule {
                         RangeRule::StartWithin => r.start_ms,
                         RangeRule::Overlapping => r.start_ms.saturating_sub(self.max_duration_ms),
                     };
-                    i = i.max(self.entries.partition_point(|e| e.server_ms < lo));
+                    i = i.max(self.partition_point(|e| e.server_ms < lo));
                 }
-                for e in self.entries.range(i..) {
+                for e in self.iter_from(i) {
                     if range.is_some_and(|r| past_end(&r, e.server_ms)) {
                         break;
                     }
@@ -507,8 +755,7 @@ impl FragmentIndex {
                     };
                     lo = lo.max((start, 0));
                 }
-                let from = self.by_producer.partition_point(|k| *k < lo);
-                for &(start, offset) in &self.by_producer[from..] {
+                for (start, offset) in self.producer_from(lo) {
                     if range.is_some_and(|r| past_end(&r, start)) {
                         break;
                     }
@@ -524,19 +771,42 @@ impl FragmentIndex {
         (out, None)
     }
 
+    /// Entries in the order of `base`, from the one just before `from` (when there is
+    /// one) on: what a reader walking a stretch of the stream needs to judge the first
+    /// entry against its predecessor. `from` need not be stored (it may have expired).
+    pub fn ordered_from(
+        &self,
+        base: TimeBase,
+        from: Cursor,
+    ) -> Box<dyn Iterator<Item = IndexEntry> + '_> {
+        match base {
+            TimeBase::Server => {
+                let i = self.partition_point(|e| e.offset < from.offset);
+                Box::new(self.iter_from(i.saturating_sub(1)))
+            }
+            TimeBase::Producer => {
+                let key = (from.start_ms, from.offset);
+                let start = self.producer_before(key).unwrap_or(key);
+                Box::new(
+                    self.producer_from(start)
+                        .filter_map(|(_, offset)| self.get(offset)),
+                )
+            }
+        }
+    }
+
     /// The first entry starting at or after `at_ms` on `base`: on server time the
     /// first to arrive at or after it; on producer time the one with the earliest
     /// producer start at or after it (ties: the first to arrive).
     pub fn first_at_or_after(&self, base: TimeBase, at_ms: i64) -> Option<IndexEntry> {
         match base {
             TimeBase::Server => {
-                let i = self.entries.partition_point(|e| e.server_ms < at_ms);
-                self.entries.get(i).copied()
+                let i = self.partition_point(|e| e.server_ms < at_ms);
+                (i < self.len()).then(|| self.at(i))
             }
             TimeBase::Producer => {
-                let i = self.by_producer.partition_point(|k| *k < (at_ms, 0));
-                let &(_, offset) = self.by_producer.get(i)?;
-                self.get(offset).copied()
+                let (_, offset) = self.producer_from((at_ms, 0)).next()?;
+                self.get(offset)
             }
         }
     }
@@ -578,6 +848,132 @@ mod tests {
 
     fn offsets(v: &[IndexEntry]) -> Vec<u64> {
         v.iter().map(|e| e.offset).collect()
+    }
+
+    /// Every query of `a` and `b` answers the same.
+    fn assert_same(a: &FragmentIndex, b: &FragmentIndex, seed: u64, step: usize) {
+        let ctx = format!("seed {seed} step {step}");
+        let ea: Vec<IndexEntry> = a.entries().collect();
+        assert_eq!(ea, b.entries().collect::<Vec<_>>(), "{ctx}");
+        assert_eq!(
+            a.producer_keys().collect::<Vec<_>>(),
+            b.producer_keys().collect::<Vec<_>>(),
+            "{ctx}"
+        );
+        assert_eq!((a.len(), a.offsets()), (b.len(), b.offsets()), "{ctx}");
+        assert_eq!(a.latest(3), b.latest(3), "{ctx}");
+        for o in 0..70 {
+            assert_eq!(a.get(o), b.get(o), "{ctx} get {o}");
+        }
+        assert_eq!(a.gaps(0, 70), b.gaps(0, 70), "{ctx}");
+        assert_eq!(a.gaps(5, 33), b.gaps(5, 33), "{ctx}");
+        for base in [TimeBase::Server, TimeBase::Producer] {
+            for at in [-1000, 0, 150, 400, 1000, 5000] {
+                assert_eq!(
+                    a.first_at_or_after(base, at),
+                    b.first_at_or_after(base, at),
+                    "{ctx}"
+                );
+            }
+            for (lo, hi) in [(0, 10_000), (100, 300), (350, 351), (-50, 20)] {
+                for rule in [RangeRule::StartWithin, RangeRule::Overlapping] {
+                    let r = Some(range(lo, hi, rule));
+                    let (mut from_a, mut from_b) = (None, None);
+                    // Pages of 3 until the end: the same pages and cursors.
+                    for _ in 0..40 {
+                        let pa = a.list(base, r, from_a, 3);
+                        let pb = b.list(base, r, from_b, 3);
+                        assert_eq!(pa, pb, "{ctx} {base:?} {lo}..{hi} {rule:?}");
+                        if pa.1.is_none() {
+                            break;
+                        }
+                        (from_a, from_b) = (pa.1, pb.1);
+                    }
+                }
+            }
+            for e in ea.iter().step_by(5) {
+                let c = Cursor {
+                    start_ms: e.start_ms(base),
+                    offset: e.offset,
+                };
+                let wa: Vec<IndexEntry> = a.ordered_from(base, c).take(6).collect();
+                let wb: Vec<IndexEntry> = b.ordered_from(base, c).take(6).collect();
+                assert_eq!(wa, wb, "{ctx} ordered_from {c:?}");
+            }
+        }
+    }
+
+    /// An index read in place from a checkpoint answers every query as the same
+    /// index held in memory, through inserts (in order, out of order, replacements,
+    /// rows the checkpoint holds again), retention trims at both ends and thaws.
+    #[test]
+    fn a_frozen_index_answers_as_the_index_in_memory() {
+        for seed in 1..=60u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let mut rows = Vec::new();
+            let mut server = 0i64;
+            for offset in 0..40u64 {
+                if next(6) == 0 {
+                    continue; // a hole: a row lost
+                }
+                server += next(30) as i64;
+                // Producer clocks that jump, go back and repeat.
+                let producer = match next(5) {
+                    0 => 100,
+                    1 => server - 200,
+                    _ => server + next(50) as i64,
+                };
+                let mut e = entry(offset, server, producer, 10 + next(40));
+                e.header_id = next(2);
+                rows.push(e);
+            }
+            let cut = next(rows.len() as u64 + 1) as usize;
+            let memory = FragmentIndex::from_rows(rows.clone());
+            let frozen_part = FragmentIndex::from_rows(rows[..cut].to_vec());
+            let bytes = Frozen::encode(
+                0,
+                frozen_part.max_duration_ms(),
+                &frozen_part.entries().collect::<Vec<_>>(),
+                &frozen_part.producer_keys().collect::<Vec<_>>(),
+            );
+            let f = Arc::new(Frozen::parse(Bytes::from(bytes)).unwrap());
+            // The rows after the checkpoint, and some it holds again.
+            let mut after = rows[cut..].to_vec();
+            after.extend(
+                rows[..cut]
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|e| frozen_part.get(e.offset).unwrap()),
+            );
+            let mut a = FragmentIndex::from_frozen(f, after);
+            let mut b = memory;
+            assert_same(&a, &b, seed, 0);
+            for step in 1..=12 {
+                match next(5) {
+                    0 => {
+                        let o = next(45);
+                        assert_eq!(a.trim_before(o), b.trim_before(o), "seed {seed}");
+                    }
+                    1 => {
+                        let o = 20 + next(30);
+                        assert_eq!(a.trim_from(o), b.trim_from(o), "seed {seed}");
+                    }
+                    _ => {
+                        let offset = next(50);
+                        let e = entry(offset, 10 * offset as i64, next(500) as i64, next(60));
+                        assert_eq!(a.insert(e), b.insert(e), "seed {seed}");
+                    }
+                }
+                assert_same(&a, &b, seed, step);
+            }
+        }
     }
 
     #[test]
@@ -672,7 +1068,7 @@ mod tests {
             one_by_one.insert(*e);
         }
         let bulk = FragmentIndex::from_rows(rows);
-        let all = |i: &FragmentIndex| i.entries().copied().collect::<Vec<_>>();
+        let all = |i: &FragmentIndex| i.entries().collect::<Vec<_>>();
         assert_eq!(all(&bulk), all(&one_by_one));
         assert_eq!(bulk.by_producer, one_by_one.by_producer);
         assert_eq!(bulk.max_duration_ms, one_by_one.max_duration_ms);

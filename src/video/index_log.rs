@@ -21,10 +21,12 @@
 //!
 //! - A checkpoint speeds up loading: every [`CHECKPOINT_ROWS`] rows by default
 //!   (`VideoConfig::index_checkpoint_rows`), and after a load that read that many rows
-//!   from the log, the whole in-memory index is written to
-//!   one file beside the index log (`checkpoint`: rows in offset order, the index-log
-//!   offset it covers, CRC32C), by write-to-temporary-then-rename. A load reads the
-//!   checkpoint and only the index-log rows after it. A checkpoint that is torn, of
+//!   from the log, the whole index is written to one file beside the index log
+//!   (`checkpoint`, the format of [`super::frozen`]: rows in offset order, the producer
+//!   order, the index-log offset it covers, CRC32C), by write-to-temporary-then-rename.
+//!   A load maps the checkpoint and reads it in place (nothing of it is decoded into
+//!   memory), then inserts only the index-log rows after it. A checkpoint of the first
+//!   format (rows only) is still read, into memory. A checkpoint that is torn, of
 //!   another format, or claims more rows than the log holds (the log lost its tail) is
 //!   removed and the whole log read; one that is older than the newest rows (stale) is
 //!   used, with the rows after it. It is never needed for correctness, so it is not
@@ -40,6 +42,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::fragments::FragmentMeta;
+use super::frozen::Frozen;
 use super::index::{FragmentIndex, IndexEntry, ROW_LEN};
 use crate::store::{Entry, Log, ReadAccess, Store, StoreError};
 
@@ -55,7 +58,8 @@ pub const INDEX_SEGMENT_BYTES: u64 = 1024 * 1024;
 pub const CHECKPOINT_ROWS: u64 = 4096;
 /// The checkpoint file in the index log's directory (the log ignores it).
 const CHECKPOINT_FILE: &str = "checkpoint";
-const CHECKPOINT_MAGIC: &[u8; 8] = b"FIDXCKP1";
+/// The first checkpoint format (rows only), still read.
+const CHECKPOINT_MAGIC_V1: &[u8; 8] = b"FIDXCKP1";
 
 /// The open fragment index of one stream and the queue to its log.
 #[derive(Debug)]
@@ -118,24 +122,23 @@ impl StreamIndex {
             >= self.checkpointed.load(Ordering::Relaxed) + self.checkpoint_rows
     }
 
-    /// Writes a checkpoint of the whole index now. Blocking.
+    /// Writes a checkpoint of the whole index now (the format of [`Frozen`]).
+    /// Blocking.
     pub fn write_checkpoint(&self) -> std::io::Result<()> {
         // The log's end first: every row before it was in memory before it was queued,
         // so the copy taken after holds it (or it has expired since).
         let covers = self.log.bounds().end_offset;
-        let rows: Vec<IndexEntry> = self.index.read().unwrap().entries().copied().collect();
-        let mut out = Vec::with_capacity(24 + rows.len() * ROW_LEN + 4);
-        out.extend_from_slice(CHECKPOINT_MAGIC);
-        out.extend_from_slice(&covers.to_le_bytes());
-        out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
-        for e in &rows {
-            out.extend_from_slice(&e.encode());
-        }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let (rows, keys, max_duration_ms) = {
+            let idx = self.index.read().unwrap();
+            let rows: Vec<IndexEntry> = idx.entries().collect();
+            let keys: Vec<(i64, u64)> = idx.producer_keys().collect();
+            (rows, keys, idx.max_duration_ms())
+        };
+        let out = Frozen::encode(covers, max_duration_ms, &rows, &keys);
         let path = self.log.dir().join(CHECKPOINT_FILE);
         let tmp = self.log.dir().join(format!("{CHECKPOINT_FILE}.tmp"));
         std::fs::write(&tmp, &out)?;
+        // A new file renamed over the old: a mapping of the old one stays valid.
         std::fs::rename(&tmp, &path)?;
         self.checkpointed.fetch_max(covers, Ordering::Relaxed);
         Ok(())
@@ -215,8 +218,8 @@ pub struct Loaded {
 /// module doc). Blocking.
 pub fn load(store: &Store, fragments: &Log, id: &str) -> Result<Loaded, StoreError> {
     let existed = store.has_log(id);
-    let (log, rows, checkpointed, rows_read) = match open_and_read(store, id) {
-        Ok((log, rows, checkpointed, rows_read)) => (log, Some(rows), checkpointed, rows_read),
+    let (log, base, checkpointed, rows_read) = match open_and_read(store, id) {
+        Ok((log, base, checkpointed, rows_read)) => (log, Some(base), checkpointed, rows_read),
         Err(why) => {
             tracing::warn!(log = id, why, "fragment index unreadable: rebuilding it");
             store.remove_log(id)?;
@@ -224,14 +227,15 @@ pub fn load(store: &Store, fragments: &Log, id: &str) -> Result<Loaded, StoreErr
         }
     };
     log.set_segment_limit(INDEX_SEGMENT_BYTES);
-    let replaced = !existed || rows.is_none();
+    let replaced = !existed || base.is_none();
     let bounds = fragments.bounds();
     let (first, end) = (bounds.first_offset, bounds.end_offset);
-    let mut rows = rows.unwrap_or_default();
-    let before = rows.len();
-    rows.retain(|e| (first..end).contains(&e.offset));
-    let dropped = before - rows.len();
-    let mut index = FragmentIndex::from_rows(rows);
+    let mut index = match base {
+        Some(Base::Frozen(frozen, rows)) => FragmentIndex::from_frozen(frozen, rows),
+        Some(Base::Rows(rows)) => FragmentIndex::from_rows(rows),
+        None => FragmentIndex::new(),
+    };
+    let dropped = index.trim_before(first) + index.trim_from(end);
     let mut derived = Vec::new();
     for (from, to) in index.gaps(first, end) {
         let mut at = from;
@@ -264,32 +268,51 @@ pub fn load(store: &Store, fragments: &Log, id: &str) -> Result<Loaded, StoreErr
     })
 }
 
-/// Opens the index log and reads its rows: those of the checkpoint, if one is
-/// readable, then those the log holds after it. `Err` with the reason when the log
+/// What a load starts from: a checkpoint read in place and the rows after it, or rows
+/// (a checkpoint of the first format, or none).
+enum Base {
+    Frozen(Arc<Frozen>, Vec<IndexEntry>),
+    Rows(Vec<IndexEntry>),
+}
+
+/// Opens the index log and reads what a load starts from: the checkpoint, if one is
+/// readable, then the rows the log holds after it. `Err` with the reason when the log
 /// cannot be opened or holds a row this version cannot read. Also returns the offset
 /// the checkpoint covered (0: none) and how many rows were read from the log.
-fn open_and_read(
-    store: &Store,
-    id: &str,
-) -> Result<(Arc<Log>, Vec<IndexEntry>, u64, usize), String> {
+fn open_and_read(store: &Store, id: &str) -> Result<(Arc<Log>, Base, u64, usize), String> {
     let log = store.open_log(id).map_err(|e| e.to_string())?;
     let bounds = log.bounds();
     let path = log.dir().join(CHECKPOINT_FILE);
-    let (mut rows, covers) = match read_checkpoint(&path) {
-        Some((covers, rows)) if covers <= bounds.end_offset => (rows, covers),
-        found => {
-            // A checkpoint that claims rows the log does not hold (its tail was lost)
-            // would be taken once the log grows past its claim, and the rows written
-            // in between skipped: it goes now, as does a torn or foreign one.
-            if found.is_some() || path.exists() {
-                tracing::warn!(log = id, "fragment index checkpoint unusable: removed");
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(log = id, error = %e, "fragment index checkpoint not removed");
-                }
+    let checkpoint = match Frozen::open(&path) {
+        Ok(Some(f)) => Some(Checkpoint::Frozen(Arc::new(f))),
+        Ok(None) => None,
+        // The first format (rows only), written by earlier versions.
+        Err(why) => match read_checkpoint_v1(&path) {
+            Some((covers, rows)) => Some(Checkpoint::Rows(covers, rows)),
+            None => {
+                tracing::debug!(log = id, why, "fragment index checkpoint not readable");
+                Some(Checkpoint::Unusable)
             }
-            (Vec::new(), 0)
-        }
+        },
     };
+    let covers_of = |c: &Checkpoint| match c {
+        Checkpoint::Frozen(f) => Some(f.covers()),
+        Checkpoint::Rows(covers, _) => Some(*covers),
+        Checkpoint::Unusable => None,
+    };
+    let checkpoint =
+        checkpoint.filter(|c| covers_of(c).is_some_and(|covers| covers <= bounds.end_offset));
+    if checkpoint.is_none() && path.exists() {
+        // A checkpoint that claims rows the log does not hold (its tail was lost)
+        // would be taken once the log grows past its claim, and the rows written in
+        // between skipped: it goes now, as does a torn or foreign one.
+        tracing::warn!(log = id, "fragment index checkpoint unusable: removed");
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(log = id, error = %e, "fragment index checkpoint not removed");
+        }
+    }
+    let covers = checkpoint.as_ref().and_then(covers_of).unwrap_or(0);
+    let mut rows = Vec::new();
     let mut at = bounds.first_offset.max(covers);
     let mut read = 0;
     loop {
@@ -308,17 +331,33 @@ fn open_and_read(
         read += batch.entries.len();
         at = batch.next_offset;
     }
-    Ok((log, rows, covers, read))
+    let base = match checkpoint {
+        Some(Checkpoint::Frozen(f)) => Base::Frozen(f, rows),
+        Some(Checkpoint::Rows(_, mut before)) => {
+            before.append(&mut rows);
+            Base::Rows(before)
+        }
+        _ => Base::Rows(rows),
+    };
+    Ok((log, base, covers, read))
 }
 
-/// The rows of a checkpoint file and the index-log offset it covers; `None` when it
-/// is missing, torn, or not a checkpoint this version reads.
-fn read_checkpoint(path: &std::path::Path) -> Option<(u64, Vec<IndexEntry>)> {
+/// A checkpoint file as found.
+enum Checkpoint {
+    Frozen(Arc<Frozen>),
+    /// The first format: the index-log offset covered and the rows.
+    Rows(u64, Vec<IndexEntry>),
+    Unusable,
+}
+
+/// The rows of a checkpoint of the first format (`FIDXCKP1`: rows only) and the
+/// index-log offset it covers; `None` when it is missing, torn, or not of that format.
+fn read_checkpoint_v1(path: &std::path::Path) -> Option<(u64, Vec<IndexEntry>)> {
     let bytes = std::fs::read(path).ok()?;
     let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
     if crc32c::crc32c(body).to_le_bytes() != crc
         || body.len() < 24
-        || &body[..8] != CHECKPOINT_MAGIC
+        || &body[..8] != CHECKPOINT_MAGIC_V1
     {
         return None;
     }

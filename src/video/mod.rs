@@ -8,6 +8,7 @@
 //! `CurrentVersion`. Fragments (PutMedia ingest, reads) build on this.
 
 pub mod fragments;
+pub mod frozen;
 pub mod images;
 pub mod index;
 pub mod index_log;
@@ -770,12 +771,27 @@ impl VideoService {
         fragment: FragmentMeta,
         cluster: Bytes,
     ) -> (String, i64) {
-        let now = self.clock.now_ms();
+        self.relay_fragment_arrived(meta, fragment, cluster, None)
+    }
+
+    /// [`VideoService::relay_fragment`] with the server timestamp taken from
+    /// `arrived_ms` (never later than now); the fragment number stays time-based on
+    /// now, so numbers still increase.
+    pub(crate) fn relay_fragment_arrived(
+        &self,
+        meta: &VideoStreamMeta,
+        fragment: FragmentMeta,
+        cluster: Bytes,
+        arrived_ms: Option<i64>,
+    ) -> (String, i64) {
+        let clock_now = self.clock.now_ms();
+        let now = arrived_ms.map_or(clock_now, |a| a.min(clock_now));
         let seq = self
             .live_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             & 0xFFF;
-        let number = fragments::fragment_number(meta.stream_id, ((now.max(0) as u64) << 12) | seq);
+        let number =
+            fragments::fragment_number(meta.stream_id, ((clock_now.max(0) as u64) << 12) | seq);
         let _ = self
             .live_sender(meta.stream_id)
             .send(Arc::new(LiveFragment {
@@ -867,12 +883,27 @@ impl VideoService {
     }
 
     /// Stores one fragment durably; returns its fragment number, server timestamp and
-    /// log offset.
+    /// log offset. The server timestamp is the commit time; front ends store through
+    /// [`VideoService::ingest_fragment`], which stamps the arrival of the first bytes.
     pub async fn append_fragment(
         &self,
         meta: &VideoStreamMeta,
         fragment: FragmentMeta,
         cluster: Bytes,
+    ) -> Result<(String, i64, u64)> {
+        self.append_fragment_arrived(meta, fragment, cluster, None)
+            .await
+    }
+
+    /// [`VideoService::append_fragment`] with the server timestamp taken from
+    /// `arrived_ms` (clamped by the store: never after the commit, never before the
+    /// stream's previous fragment).
+    pub(crate) async fn append_fragment_arrived(
+        &self,
+        meta: &VideoStreamMeta,
+        fragment: FragmentMeta,
+        cluster: Bytes,
+        arrived_ms: Option<i64>,
     ) -> Result<(String, i64, u64)> {
         let log = self.log(meta).await?;
         let index = self.stream_index(meta).await?;
@@ -880,12 +911,13 @@ impl VideoService {
         let started = std::time::Instant::now();
         let ack = self
             .store
-            .append(
+            .append_arrived(
                 &log,
                 vec![Entry {
                     head: fragment.encode(),
                     body: cluster,
                 }],
+                arrived_ms,
             )
             .await?;
         // Durable now: index it (the row is written after, never before).
@@ -1159,7 +1191,7 @@ impl VideoService {
     ) -> Result<Vec<Option<IndexEntry>>> {
         let index = self.stream_index(meta).await?;
         let idx = index.index.read().unwrap();
-        Ok(offsets.iter().map(|&o| idx.get(o).copied()).collect())
+        Ok(offsets.iter().map(|&o| idx.get(o)).collect())
     }
 
     /// The log offset GetMedia starts reading at.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::fragments::{fragment_number, parse_fragment_number};
-use super::index::{IndexEntry, RangeRule, TimeBase, TimeRange};
+use super::index::{Cursor, FragmentIndex, IndexEntry, RangeRule, TimeBase, TimeRange};
 use super::{Result, VideoService, VideoStreamMeta};
 
 /// Which streaming protocol a session serves.
@@ -90,12 +90,25 @@ pub struct Session {
     /// timestamp at the pace of real time since then.
     #[serde(rename = "o", default)]
     pub created_ms: i64,
+    /// The log offset of the first fragment listed when the session was created: where
+    /// a live window's discontinuity count and DASH Period starts are counted from, so
+    /// that they stay the same on every refresh (RFC 8216 §6.2.2; DASH-IF IOP: a Period
+    /// keeps its id and start). `None` in tokens of older servers: counted from the
+    /// window's first fragment then.
+    #[serde(rename = "f", default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<u64>,
 }
 
 /// How far ahead of the replay position a LIVE_REPLAY playlist lists fragments.
 pub const REPLAY_LOOKAHEAD_MS: i64 = 10_000;
 
 impl Session {
+    /// Whether the session's fragments are listed in producer order (LIVE lists the
+    /// newest by arrival whatever the selector).
+    pub fn listed_by_producer(&self) -> bool {
+        self.by_producer && self.mode != PlaybackMode::Live
+    }
+
     /// LIVE_REPLAY: the selector time the playlist window reaches at `now_ms`.
     pub fn replay_horizon_ms(&self, now_ms: i64) -> Option<i64> {
         let start = self.start_ms?;
@@ -213,6 +226,53 @@ pub struct Selection {
     pub max: usize,
 }
 
+/// What the playback rules need of a fragment: its producer start, stored duration
+/// and stream header (from an [`IndexEntry`] or a [`FragmentInfo`], without copying
+/// either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub producer_ms: i64,
+    pub duration_ms: u64,
+    pub header_id: u64,
+}
+
+impl From<&FragmentInfo> for Timing {
+    fn from(f: &FragmentInfo) -> Self {
+        Timing {
+            producer_ms: f.producer_ms,
+            duration_ms: f.duration_ms,
+            header_id: f.header_id,
+        }
+    }
+}
+
+impl From<&IndexEntry> for Timing {
+    fn from(e: &IndexEntry) -> Self {
+        Timing {
+            producer_ms: e.producer_ms,
+            duration_ms: e.duration_ms,
+            header_id: e.header_id,
+        }
+    }
+}
+
+/// The playback duration of `f` followed by `next` (see [`durations_ms`]).
+pub fn playback_duration_ms(f: Timing, next: Option<Timing>) -> u64 {
+    let own = f.duration_ms.max(1);
+    match next {
+        Some(next) if tiles(f, next) => (next.producer_ms - f.producer_ms) as u64,
+        _ => own,
+    }
+}
+
+/// Whether `next` follows `f` closely enough for `f`'s segment to stretch up to it:
+/// it starts after `f` and at most 1.5 × `f`'s duration + 100 ms after `f` started.
+fn tiles(f: Timing, next: Timing) -> bool {
+    let own = f.duration_ms.max(1);
+    let step = next.producer_ms.saturating_sub(f.producer_ms);
+    step > 0 && (step as u64) <= own + own / 2 + 100
+}
+
 /// Playback durations of consecutive fragments in milliseconds (HLS `#EXTINF`, DASH
 /// segment durations, bandwidth): up to the next fragment's start when it follows
 /// closely, so that segments tile the timeline, else the fragment's own stored duration
@@ -222,20 +282,7 @@ pub fn durations_ms(fragments: &[FragmentInfo]) -> Vec<u64> {
     fragments
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            let own = f.duration_ms.max(1);
-            match fragments.get(i + 1) {
-                Some(next) => {
-                    let gap = next.producer_ms - f.producer_ms;
-                    if gap > 0 && (gap as u64) <= own + own / 2 + 100 {
-                        gap as u64
-                    } else {
-                        own
-                    }
-                }
-                None => own,
-            }
-        })
+        .map(|(i, f)| playback_duration_ms(f.into(), fragments.get(i + 1).map(Timing::from)))
         .collect()
 }
 
@@ -246,7 +293,147 @@ pub fn is_discontinuous(prev: &FragmentInfo, prev_duration_ms: u64, next: &Fragm
     (next.producer_ms - expected).abs() > 50 || prev.header_id != next.header_id
 }
 
+/// A producer gap between two consecutive fragments (documented in `docs/video.md`):
+/// `next` does not tile after `prev` (it starts more than 1.5 × `prev`'s duration plus
+/// 100 ms after `prev` started, or not after it: the producer stopped and resumed,
+/// or its clock jumped), or the stream header changed (a new PutMedia connection with
+/// other codec data). Players cannot play across one as if it were not there: HLS
+/// marks it with `EXT-X-DISCONTINUITY` in every mode but `ALWAYS` (where every
+/// segment is marked), and DASH starts a new Period.
+pub fn is_producer_gap(prev: Timing, next: Timing) -> bool {
+    !tiles(prev, next) || prev.header_id != next.header_id
+}
+
+/// Whether a playlist marks `next` with `EXT-X-DISCONTINUITY` after `prev` under a
+/// session's `HLSDiscontinuityMode`: `ALWAYS` every segment; `ON_DISCONTINUITY` a
+/// gap or overlap of more than 50 ms or a producer gap; `NEVER` only a producer gap.
+pub fn marks_discontinuity(mode: Discontinuity, prev: Timing, next: Timing) -> bool {
+    match mode {
+        Discontinuity::Always => true,
+        Discontinuity::OnDiscontinuity => {
+            let expected = prev.producer_ms + playback_duration_ms(prev, Some(next)) as i64;
+            (next.producer_ms - expected).abs() > 50 || is_producer_gap(prev, next)
+        }
+        Discontinuity::Never => is_producer_gap(prev, next),
+    }
+}
+
+/// Where a session's current window stands in the stream: what the playlist and
+/// manifest writers need about the fragments before the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowStart {
+    /// Fragments marked as discontinuous (by the rule asked for) from the session's
+    /// anchor up to, not including, the window's first fragment: the HLS
+    /// `EXT-X-DISCONTINUITY-SEQUENCE`.
+    pub discontinuities_before: u64,
+    /// Whether the window's first fragment is marked itself (against its predecessor
+    /// in the stream, which may lie outside the window).
+    pub first_marked: bool,
+    /// The first fragment (offset, producer start) of the stretch without a producer
+    /// gap that the window's first fragment belongs to, not before the anchor: a
+    /// DASH Period's stable id and start.
+    pub run_start: (u64, i64),
+}
+
+/// [`WindowStart`] over `index` in the order of `base`: walks from `from` (the
+/// session's anchor; the window's `first` fragment when the anchor is later) to
+/// `first`, judging each fragment against its predecessor in the stream. A
+/// `run_start` offset of `u64::MAX` means `first` is not in the index.
+pub fn window_start_of(
+    index: &FragmentIndex,
+    base: TimeBase,
+    from: Cursor,
+    first: Cursor,
+    mode: Discontinuity,
+) -> WindowStart {
+    let key = |c: Cursor| match base {
+        TimeBase::Server => (0, c.offset),
+        TimeBase::Producer => (c.start_ms, c.offset),
+    };
+    let first_key = key(first);
+    let from = if key(from) < first_key { from } else { first };
+    let from_key = key(from);
+    let mut out = WindowStart {
+        run_start: (u64::MAX, 0),
+        ..WindowStart::default()
+    };
+    let mut prev: Option<Timing> = None;
+    let mut run_start = None;
+    for e in index.ordered_from(base, from) {
+        let k = key(Cursor {
+            start_ms: e.start_ms(base),
+            offset: e.offset,
+        });
+        let t = Timing::from(&e);
+        if k < from_key {
+            prev = Some(t);
+            continue;
+        }
+        if k > first_key {
+            break;
+        }
+        let marked = prev.is_some_and(|p| marks_discontinuity(mode, p, t));
+        if run_start.is_none() || prev.is_some_and(|p| is_producer_gap(p, t)) {
+            run_start = Some((e.offset, e.producer_ms));
+        }
+        if k == first_key {
+            out.first_marked = marked;
+            if let Some(r) = run_start {
+                out.run_start = r;
+            }
+            break;
+        }
+        out.discontinuities_before += u64::from(marked);
+        prev = Some(t);
+    }
+    out
+}
+
 impl VideoService {
+    /// [`WindowStart`] of a window whose first fragment is `first`, walking the
+    /// stream in the session's order from its anchor (`None`: from `first`). The walk
+    /// costs one step per fragment since the anchor, in memory (no media is read).
+    /// An anchor that has expired counts from the oldest fragment stored.
+    pub async fn window_start(
+        &self,
+        meta: &VideoStreamMeta,
+        by_producer: bool,
+        anchor: Option<u64>,
+        first: &FragmentInfo,
+        mode: Discontinuity,
+    ) -> Result<WindowStart> {
+        let index = self.stream_index(meta).await?;
+        let index = index.index.read().unwrap();
+        let base = if by_producer {
+            TimeBase::Producer
+        } else {
+            TimeBase::Server
+        };
+        let first_cursor = Cursor {
+            start_ms: first.time_ms(by_producer),
+            offset: first.offset,
+        };
+        let from = match anchor {
+            None => first_cursor,
+            Some(a) => match index.get(a) {
+                Some(a) => Cursor {
+                    start_ms: a.start_ms(base),
+                    offset: a.offset,
+                },
+                // Expired: from the oldest fragment stored.
+                None => Cursor {
+                    start_ms: i64::MIN,
+                    offset: a.min(first.offset),
+                },
+            },
+        };
+        let mut out = window_start_of(&index, base, from, first_cursor, mode);
+        if out.run_start.0 == u64::MAX {
+            out.run_start = (first.offset, first.producer_ms);
+        }
+        Ok(out)
+    }
+
     /// Fragments overlapping a time range, through the stream's fragment index (no
     /// media is read), at most `sel.max`; the flag says whether more fragments matched.
     pub async fn select_fragments(
@@ -326,6 +513,7 @@ mod tests {
             max_fragments: 1000,
             expires_ms: 10_000,
             created_ms: 0,
+            anchor: None,
         }
     }
 
@@ -373,6 +561,125 @@ mod tests {
             header_id: 1,
             run_start: 0,
         }
+    }
+
+    fn entry(offset: u64, producer_ms: i64, header_id: u64) -> IndexEntry {
+        IndexEntry {
+            offset,
+            server_ms: 1_000_000 + offset as i64 * 1000,
+            producer_ms,
+            duration_ms: 1000,
+            size: 100,
+            frame_count: 25,
+            header_id,
+            run_start: offset,
+        }
+    }
+
+    fn timing(producer_ms: i64, header_id: u64) -> Timing {
+        Timing {
+            producer_ms,
+            duration_ms: 1000,
+            header_id,
+        }
+    }
+
+    #[test]
+    fn producer_gaps_and_discontinuity_modes() {
+        let a = timing(0, 1);
+        // Follows on (even 0.5 s late): no gap. 1.6 s later, back in time, or another
+        // header: a gap.
+        assert!(!is_producer_gap(a, timing(1000, 1)));
+        assert!(!is_producer_gap(a, timing(1600, 1)));
+        assert!(is_producer_gap(a, timing(1601, 1)));
+        assert!(is_producer_gap(a, timing(0, 1)));
+        assert!(is_producer_gap(a, timing(-5000, 1)));
+        assert!(is_producer_gap(a, timing(1000, 2)));
+        for mode in [Discontinuity::Never, Discontinuity::OnDiscontinuity] {
+            assert!(!marks_discontinuity(mode, a, timing(1000, 1)));
+            assert!(marks_discontinuity(mode, a, timing(4000, 1)), "{mode:?}");
+            assert!(marks_discontinuity(mode, a, timing(1000, 2)), "{mode:?}");
+        }
+        assert!(marks_discontinuity(
+            Discontinuity::Always,
+            a,
+            timing(1000, 1)
+        ));
+    }
+
+    #[test]
+    fn a_live_window_counts_the_marks_that_slid_out_since_its_anchor() {
+        // 0..4 follow on; 4 s of silence; 5..8 follow on; 9 has another header.
+        let mut rows: Vec<IndexEntry> = (0..5).map(|o| entry(o, o as i64 * 1000, 1)).collect();
+        rows.extend((5..9).map(|o| entry(o, 9000 + (o as i64 - 5) * 1000, 1)));
+        rows.push(entry(9, 13_000, 2));
+        let index = FragmentIndex::from_rows(rows);
+        let at = |offset: u64| Cursor {
+            start_ms: index.get(offset).unwrap().producer_ms,
+            offset,
+        };
+        let mode = Discontinuity::OnDiscontinuity;
+        for base in [TimeBase::Server, TimeBase::Producer] {
+            let w =
+                |from: u64, first: u64| window_start_of(&index, base, at(from), at(first), mode);
+            // The window starts before the gap: nothing has slid out.
+            assert_eq!(
+                w(0, 3),
+                WindowStart {
+                    discontinuities_before: 0,
+                    first_marked: false,
+                    run_start: (0, 0)
+                }
+            );
+            // Its first fragment is the first after the gap: marked, not yet counted.
+            assert_eq!(
+                w(0, 5),
+                WindowStart {
+                    discontinuities_before: 0,
+                    first_marked: true,
+                    run_start: (5, 9000)
+                }
+            );
+            // Past it: counted, and the Period still starts at it.
+            assert_eq!(
+                w(0, 7),
+                WindowStart {
+                    discontinuities_before: 1,
+                    first_marked: false,
+                    run_start: (5, 9000)
+                }
+            );
+            // Past the header change too.
+            assert_eq!(w(2, 9).discontinuities_before, 1);
+            assert!(w(2, 9).first_marked);
+            assert_eq!(w(0, 9).run_start, (9, 13_000));
+            // An anchor after the window's first counts from the first: judged
+            // against its predecessor in the stream all the same.
+            assert_eq!(w(8, 5).discontinuities_before, 0);
+            assert!(w(8, 5).first_marked);
+            // The anchor itself is counted once it slides out.
+            assert_eq!(w(5, 6).discontinuities_before, 1);
+        }
+        // ALWAYS marks every fragment but the stream's first.
+        let w = window_start_of(
+            &index,
+            TimeBase::Server,
+            at(0),
+            at(4),
+            Discontinuity::Always,
+        );
+        assert_eq!(w.discontinuities_before, 3);
+        // A first fragment not in the index: nothing found.
+        let missing = Cursor {
+            start_ms: 0,
+            offset: 99,
+        };
+        assert_eq!(
+            window_start_of(&index, TimeBase::Server, at(0), missing, mode)
+                .run_start
+                .0,
+            u64::MAX
+        );
     }
 
     #[test]

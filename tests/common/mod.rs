@@ -263,6 +263,19 @@ pub fn seq_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// The video of a sample clip as an RTP depacketizer would hand it over: the track's
+/// The H.264 track of the 320×240 sample clips, with the codec private data
+/// [`sample_video_frames`] returns.
+pub fn sample_h264_track(codec_private: Vec<u8>) -> freshet::media::fragmenter::TrackSpec {
+    freshet::media::fragmenter::TrackSpec {
+        codec: freshet::media::samples::Codec::H264,
+        codec_private,
+        width: 320,
+        height: 240,
+        sample_rate: 0,
+        channels: 0,
+    }
+}
+
 /// codec private and each frame as (time ms from `t0`, key frame, data).
 pub fn sample_video_frames(sample: &[u8], t0: i64) -> (Vec<u8>, Vec<(i64, bool, bytes::Bytes)>) {
     use freshet::media::mkv::{Limits, MkvEvent, MkvReader};

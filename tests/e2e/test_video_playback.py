@@ -399,3 +399,109 @@ def test_live_replay_window_starts_at_the_start_timestamp(endpoint, archived):
     assert numbers == sorted(stored, key=int)[-2:]
     assert "#EXT-X-ENDLIST" not in media
     assert "#EXT-X-PLAYLIST-TYPE" not in media
+
+
+def playlist_segments(text: str) -> list[tuple[int, bool, str]]:
+    """(media sequence number, discontinuity before it, URI) of each segment."""
+    seq = int(re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text).group(1))
+    out, disc = [], False
+    for line in text.splitlines():
+        if line == "#EXT-X-DISCONTINUITY":
+            disc = True
+        elif line and not line.startswith("#"):
+            out.append((seq, disc, line))
+            seq, disc = seq + 1, False
+    return out
+
+
+def discontinuity_sequence(text: str) -> int:
+    m = re.search(r"#EXT-X-DISCONTINUITY-SEQUENCE:(\d+)", text)
+    assert m, text
+    return int(m.group(1))
+
+
+def test_live_hls_and_dash_survive_a_producer_gap(endpoint, kv, archived, tmp_path):
+    """A producer pushes, stops for longer than a fragment, and resumes on a new PutMedia
+    connection. One LIVE session keeps working across the gap: the media sequence
+    numbers carry on, the first fragment after the gap is marked EXT-X-DISCONTINUITY,
+    EXT-X-DISCONTINUITY-SEQUENCE counts the marked fragments as they slide out of the
+    window, the segments after the gap decode, and DASH starts a new Period."""
+    name = unique_name("gap")
+    # Producer times as a live camera's: the clip's six 1 s fragments, recorded over
+    # the last 6 s.
+    acks = push(endpoint, "h264-1s-gop.kvs.mkv", name, "--relative-start",
+                f"{time.time() - 6:.3f}")
+    assert sum(a["EventType"] == "PERSISTED" for a in acks) == 6
+    hls = archived.get_hls_streaming_session_url(
+        StreamName=name, PlaybackMode="LIVE", DiscontinuityMode="ON_DISCONTINUITY",
+        MaxMediaPlaylistFragmentResults=8)["HLSStreamingSessionURL"]
+    media_url = hls.replace("getHLSMasterPlaylist", "getHLSMediaPlaylist")
+    dash = archived.get_dash_streaming_session_url(
+        StreamName=name, PlaybackMode="LIVE",
+        MaxManifestFragmentResults=8)["DASHStreamingSessionURL"]
+    before = requests.get(media_url, timeout=10)
+    assert before.status_code == 200, before.text
+    segs_before = playlist_segments(before.text)
+    assert len(segs_before) == 6
+    assert not any(d for _, d, _ in segs_before), before.text
+    assert discontinuity_sequence(before.text) == 0
+    mpd_before = requests.get(dash, timeout=10).text
+    assert mpd_before.count("<Period ") == 1, mpd_before
+    small_url = archived.get_hls_streaming_session_url(
+        StreamName=name, PlaybackMode="LIVE", DiscontinuityMode="ON_DISCONTINUITY",
+        MaxMediaPlaylistFragmentResults=3)["HLSStreamingSessionURL"].replace(
+            "getHLSMasterPlaylist", "getHLSMediaPlaylist")
+    assert discontinuity_sequence(requests.get(small_url, timeout=10).text) == 0
+
+    # The gap: 3 s without fragments (more than 1.5 fragment durations of producer
+    # time), then a new connection whose producer timestamps start from "now". During the gap
+    # the session still answers with what it had.
+    gap_until = time.time() + 3
+    while time.time() < gap_until:
+        during = requests.get(media_url, timeout=10)
+        assert during.status_code == 200 and playlist_segments(during.text) == segs_before
+        time.sleep(0.5)
+    acks = push(endpoint, "h264-1s-gop.kvs.mkv", name, "--relative-start", f"{time.time():.3f}")
+    assert sum(a["EventType"] == "PERSISTED" for a in acks) == 6
+
+    after = requests.get(media_url, timeout=10)
+    assert after.status_code == 200, after.text
+    segs_after = playlist_segments(after.text)
+    assert len(segs_after) == 8
+    # Numbering carries on: the segments both playlists list keep their numbers.
+    by_uri_before = {u: s for s, _, u in segs_before}
+    common = [(s, u) for s, _, u in segs_after if u in by_uri_before]
+    assert common and all(by_uri_before[u] == s for s, u in common), (before.text, after.text)
+    numbers = [s for s, _, _ in segs_after]
+    assert numbers == list(range(numbers[0], numbers[0] + 8))
+    # One discontinuity, on the first fragment after the gap (the 7th of 12 pushed,
+    # the 3rd of this window of the newest 8), with the same init segment (the same
+    # stream header: one EXT-X-MAP).
+    marked = [i for i, (_, d, _) in enumerate(segs_after) if d]
+    assert marked == [2], after.text
+    assert after.text.count("#EXT-X-MAP:") == 1
+    assert discontinuity_sequence(after.text) == 0
+
+    # The segments after the gap decode, fetched as a player does.
+    base = media_url.rsplit("/", 1)[0] + "/"
+    init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', after.text).group(1)
+    resumed = tmp_path / "resumed.mp4"
+    resumed.write_bytes(b"".join(requests.get(base + p, timeout=10).content
+                                 for p in [init] + [u for _, _, u in segs_after[2:]]))
+    assert frames_by_codec(resumed) == {"h264": 150}
+    decodes_cleanly(resumed)
+
+    # DASH: a new Period after the gap; the first keeps its id and start.
+    mpd_after = requests.get(dash, timeout=10).text
+    periods = re.findall(r'<Period id="([^"]+)" start="([^"]+)"', mpd_after)
+    assert len(periods) == 2, mpd_after
+    assert periods[0] == re.findall(r'<Period id="([^"]+)" start="([^"]+)"', mpd_before)[0]
+
+    # A session of 3 begun before the gap, read after it: the marked fragment has slid
+    # out of its window, so its discontinuity sequence counts it, and its numbering
+    # carries on from where it was.
+    small_text = requests.get(small_url, timeout=10).text
+    small_after = playlist_segments(small_text)
+    assert [s for s, _, _ in small_after] == [numbers[-3], numbers[-2], numbers[-1]]
+    assert not any(d for _, d, _ in small_after), small_text
+    assert discontinuity_sequence(small_text) == 1, small_text
