@@ -19,10 +19,12 @@ use super::AppState;
 use super::error::ApiError;
 use super::kinesis::model;
 use crate::delivery::model::{
-    ContentEncoding, HttpBackupMode, HttpEndpointDestination, S3Destination,
+    ContentEncoding, HttpBackupMode, HttpEndpointDestination, KinesisSource, S3Destination,
 };
 use crate::delivery::naming::Compression;
-use crate::delivery::{CreateRequest, DeliveryService};
+use crate::delivery::{
+    CreateRequest, DeliveryService, DestinationUpdate, HttpUpdate, S3Update, UpdateRequest,
+};
 
 /// The `X-Amz-Target` prefix of Firehose operations.
 pub const TARGET_PREFIX: &str = "Firehose_20150804.";
@@ -69,15 +71,28 @@ async fn apply(
             json!({ "DeliveryStreamARN": arn })
         }
         "DescribeDeliveryStream" => describe(service, name)?,
+        "UpdateDestination" => {
+            service.update_destination(update_request(doc)?).await?;
+            json!({})
+        }
         "ListDeliveryStreams" => {
-            if let Some(t) = doc["DeliveryStreamType"].as_str()
-                && t != "DirectPut"
-            {
-                return Ok(json!({ "DeliveryStreamNames": [], "HasMoreDeliveryStreams": false }));
-            }
+            let kinesis_source = match doc["DeliveryStreamType"].as_str() {
+                None => None,
+                Some("DirectPut") => Some(false),
+                Some("KinesisStreamAsSource") => Some(true),
+                // Sources Freshet does not have: none of its streams.
+                Some(_) => {
+                    return Ok(
+                        json!({ "DeliveryStreamNames": [], "HasMoreDeliveryStreams": false }),
+                    );
+                }
+            };
             let limit = doc["Limit"].as_u64().unwrap_or(10) as usize;
-            let (names, more) =
-                service.list(doc["ExclusiveStartDeliveryStreamName"].as_str(), limit);
+            let (names, more) = service.list(
+                doc["ExclusiveStartDeliveryStreamName"].as_str(),
+                limit,
+                kinesis_source,
+            );
             json!({ "DeliveryStreamNames": names, "HasMoreDeliveryStreams": more })
         }
         "DeleteDeliveryStream" => {
@@ -145,12 +160,19 @@ fn unsupported(what: &str) -> ApiError {
 }
 
 /// Members of an S3 destination configuration that are accepted only when off.
-fn check_s3_member_support(cfg: &Value, path: &str) -> Result<(), ApiError> {
+/// `processing`: whether this configuration may process records (an extended S3 or
+/// an HTTP endpoint destination; checked by the delivery service).
+fn check_s3_member_support(cfg: &Value, path: &str, processing: bool) -> Result<(), ApiError> {
     for member in [
         "ProcessingConfiguration",
         "DataFormatConversionConfiguration",
         "DynamicPartitioningConfiguration",
     ] {
+        if processing
+            && (member == "ProcessingConfiguration" || member == "DynamicPartitioningConfiguration")
+        {
+            continue;
+        }
         if cfg[member]["Enabled"].as_bool() == Some(true) {
             return Err(unsupported(&format!("{path}.{member}")));
         }
@@ -188,12 +210,33 @@ fn check_s3_member_support(cfg: &Value, path: &str) -> Result<(), ApiError> {
 }
 
 fn create_request(doc: &Value) -> Result<CreateRequest, ApiError> {
-    match doc["DeliveryStreamType"].as_str() {
-        None | Some("DirectPut") => {}
-        Some(other) => return Err(unsupported(&format!("DeliveryStreamType {other}"))),
+    let mut req = create_destination(doc)?;
+    req.source = kinesis_source(doc)?;
+    Ok(req)
+}
+
+/// `DeliveryStreamType` and `KinesisStreamSourceConfiguration`.
+fn kinesis_source(doc: &Value) -> Result<Option<KinesisSource>, ApiError> {
+    let cfg = doc.get("KinesisStreamSourceConfiguration");
+    match (doc["DeliveryStreamType"].as_str(), cfg) {
+        (None | Some("DirectPut"), None) => Ok(None),
+        (None | Some("DirectPut"), Some(_)) => Err(ApiError::invalid_argument(
+            "KinesisStreamSourceConfiguration is only allowed with DeliveryStreamType KinesisStreamAsSource.",
+        )),
+        (Some("KinesisStreamAsSource"), None) => Err(ApiError::invalid_argument(
+            "KinesisStreamSourceConfiguration is required for KinesisStreamAsSource type DeliveryStream.",
+        )),
+        (Some("KinesisStreamAsSource"), Some(cfg)) => Ok(Some(KinesisSource {
+            stream_arn: text(cfg, "KinesisStreamARN").to_string(),
+            role_arn: text(cfg, "RoleARN").to_string(),
+            start_ms: 0,
+        })),
+        (Some(other), _) => Err(unsupported(&format!("DeliveryStreamType {other}"))),
     }
+}
+
+fn create_destination(doc: &Value) -> Result<CreateRequest, ApiError> {
     for member in [
-        "KinesisStreamSourceConfiguration",
         "MSKSourceConfiguration",
         "DatabaseSourceConfiguration",
         "DeliveryStreamEncryptionConfigurationInput",
@@ -202,15 +245,7 @@ fn create_request(doc: &Value) -> Result<CreateRequest, ApiError> {
             return Err(unsupported(member));
         }
     }
-    let destinations: Vec<&str> = doc
-        .as_object()
-        .map(|o| {
-            o.keys()
-                .filter(|k| k.ends_with("DestinationConfiguration"))
-                .map(String::as_str)
-                .collect()
-        })
-        .unwrap_or_default();
+    let destinations = members_ending(doc, "DestinationConfiguration");
     let (member, cfg) = match destinations.as_slice() {
         [one]
             if *one == "ExtendedS3DestinationConfiguration"
@@ -234,22 +269,167 @@ fn create_request(doc: &Value) -> Result<CreateRequest, ApiError> {
             )));
         }
     };
-    check_s3_member_support(cfg, member)?;
+    check_s3_member_support(cfg, member, member == "ExtendedS3DestinationConfiguration")?;
     Ok(CreateRequest {
         name: text(doc, "DeliveryStreamName").to_string(),
         destination: s3_destination(cfg, member)?,
         http: None,
         tags: tags_of(&doc["Tags"]),
+        source: None,
+    })
+}
+
+/// The names of `doc`'s members that end with `suffix` (the destination given).
+fn members_ending<'a>(doc: &'a Value, suffix: &str) -> Vec<&'a str> {
+    doc.as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| k.ends_with(suffix))
+                .map(String::as_str)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The members of an HTTP endpoint configuration or update accepted only when off.
+fn check_http_member_support(cfg: &Value, member: &str) -> Result<(), ApiError> {
+    // S3BackupMode means something else here (FailedDataOnly or AllData, both built).
+    let mut shared = cfg.clone();
+    if let Some(o) = shared.as_object_mut() {
+        o.remove("S3BackupMode");
+    }
+    check_s3_member_support(&shared, member, true)?;
+    if cfg["SecretsManagerConfiguration"]["Enabled"].as_bool() == Some(true) {
+        return Err(unsupported(&format!(
+            "{member}.SecretsManagerConfiguration"
+        )));
+    }
+    Ok(())
+}
+
+fn compression_of(cfg: &Value, member: &str) -> Result<Option<Compression>, ApiError> {
+    match cfg["CompressionFormat"].as_str() {
+        None => Ok(None),
+        Some("UNCOMPRESSED") => Ok(Some(Compression::Uncompressed)),
+        Some("GZIP") => Ok(Some(Compression::Gzip)),
+        Some("ZIP") => Ok(Some(Compression::Zip)),
+        Some("Snappy") => Ok(Some(Compression::Snappy)),
+        Some("HADOOP_SNAPPY") => Ok(Some(Compression::HadoopSnappy)),
+        Some(other) => Err(unsupported(&format!("{member}.CompressionFormat {other}"))),
+    }
+}
+
+fn opt_u32(v: &Value) -> Option<u32> {
+    v.as_u64().map(|n| n.min(u64::from(u32::MAX)) as u32)
+}
+
+fn opt_string(v: &Value) -> Option<String> {
+    v.as_str().map(String::from)
+}
+
+/// UpdateDestination (already checked against the model): exactly one destination
+/// update, with the members CreateDeliveryStream supports.
+fn update_request(doc: &Value) -> Result<UpdateRequest, ApiError> {
+    let updates = members_ending(doc, "DestinationUpdate");
+    let update = match updates.as_slice() {
+        [one @ ("S3DestinationUpdate" | "ExtendedS3DestinationUpdate")] => {
+            let cfg = &doc[*one];
+            check_s3_member_support(cfg, one, *one == "ExtendedS3DestinationUpdate")?;
+            if cfg.get("S3BackupUpdate").is_some() {
+                return Err(unsupported(&format!("{one}.S3BackupUpdate")));
+            }
+            DestinationUpdate::S3(s3_update(cfg, one)?)
+        }
+        ["HttpEndpointDestinationUpdate"] => DestinationUpdate::Http(Box::new(http_update(
+            &doc["HttpEndpointDestinationUpdate"],
+        )?)),
+        [one] => return Err(unsupported(one)),
+        [] => {
+            return Err(ApiError::invalid_argument(
+                "Exactly one destination update must be specified: Freshet supports ExtendedS3DestinationUpdate, S3DestinationUpdate and HttpEndpointDestinationUpdate.",
+            ));
+        }
+        _ => {
+            return Err(ApiError::invalid_argument(format!(
+                "Exactly one destination update must be specified, got {}.",
+                updates.join(", ")
+            )));
+        }
+    };
+    Ok(UpdateRequest {
+        name: text(doc, "DeliveryStreamName").to_string(),
+        current_version: text(doc, "CurrentDeliveryStreamVersionId").to_string(),
+        destination_id: text(doc, "DestinationId").to_string(),
+        update,
+    })
+}
+
+fn s3_update(cfg: &Value, member: &str) -> Result<S3Update, ApiError> {
+    let hints = &cfg["BufferingHints"];
+    Ok(S3Update {
+        role_arn: opt_string(&cfg["RoleARN"]),
+        bucket_arn: opt_string(&cfg["BucketARN"]),
+        prefix: opt_string(&cfg["Prefix"]),
+        error_output_prefix: opt_string(&cfg["ErrorOutputPrefix"]),
+        size_mbs: opt_u32(&hints["SizeInMBs"]),
+        interval_secs: opt_u32(&hints["IntervalInSeconds"]),
+        compression: compression_of(cfg, member)?,
+        file_extension: opt_string(&cfg["FileExtension"]),
+        extended: member == "ExtendedS3DestinationUpdate",
+        processing: cfg.get("ProcessingConfiguration").cloned(),
+        dynamic_partitioning: cfg["DynamicPartitioningConfiguration"]["Enabled"].as_bool(),
+    })
+}
+
+fn http_update(cfg: &Value) -> Result<HttpUpdate, ApiError> {
+    const MEMBER: &str = "HttpEndpointDestinationUpdate";
+    check_http_member_support(cfg, MEMBER)?;
+    let s3 = match cfg.get("S3Update") {
+        Some(backup) => {
+            let path = format!("{MEMBER}.S3Update");
+            check_s3_member_support(backup, &path, false)?;
+            Some(s3_update(backup, &path)?)
+        }
+        None => None,
+    };
+    let endpoint = &cfg["EndpointConfiguration"];
+    let hints = &cfg["BufferingHints"];
+    let request = &cfg["RequestConfiguration"];
+    Ok(HttpUpdate {
+        url: opt_string(&endpoint["Url"]),
+        name: opt_string(&endpoint["Name"]),
+        access_key: opt_string(&endpoint["AccessKey"]),
+        size_mbs: opt_u32(&hints["SizeInMBs"]),
+        interval_secs: opt_u32(&hints["IntervalInSeconds"]),
+        content_encoding: request["ContentEncoding"].as_str().map(|e| match e {
+            "GZIP" => ContentEncoding::Gzip,
+            _ => ContentEncoding::None,
+        }),
+        common_attributes: request["CommonAttributes"].as_array().map(|a| {
+            a.iter()
+                .map(|t| {
+                    (
+                        text(t, "AttributeName").to_string(),
+                        text(t, "AttributeValue").to_string(),
+                    )
+                })
+                .collect()
+        }),
+        retry_secs: opt_u32(&cfg["RetryOptions"]["DurationInSeconds"]),
+        backup_mode: cfg["S3BackupMode"].as_str().map(|m| match m {
+            "AllData" => HttpBackupMode::AllData,
+            _ => HttpBackupMode::FailedDataOnly,
+        }),
+        role_arn: opt_string(&cfg["RoleARN"]),
+        cloudwatch: cfg.get("CloudWatchLoggingOptions").cloned(),
+        processing: cfg.get("ProcessingConfiguration").cloned(),
+        s3,
     })
 }
 
 /// An S3 destination (or an HTTP endpoint's backup bucket) from its configuration.
 fn s3_destination(cfg: &Value, member: &str) -> Result<S3Destination, ApiError> {
-    let compression = match cfg["CompressionFormat"].as_str() {
-        None | Some("UNCOMPRESSED") => Compression::Uncompressed,
-        Some("GZIP") => Compression::Gzip,
-        Some(other) => return Err(unsupported(&format!("{member}.CompressionFormat {other}"))),
-    };
+    let compression = compression_of(cfg, member)?.unwrap_or(Compression::Uncompressed);
     let hints = &cfg["BufferingHints"];
     let opt = |key: &str| {
         cfg[key]
@@ -267,6 +447,9 @@ fn s3_destination(cfg: &Value, member: &str) -> Result<S3Destination, ApiError> 
         compression,
         file_extension: opt("FileExtension"),
         extended: member == "ExtendedS3DestinationConfiguration",
+        processing: cfg.get("ProcessingConfiguration").cloned(),
+        dynamic_partitioning: cfg["DynamicPartitioningConfiguration"]["Enabled"].as_bool()
+            == Some(true),
     })
 }
 
@@ -274,19 +457,9 @@ fn s3_destination(cfg: &Value, member: &str) -> Result<S3Destination, ApiError> 
 /// is there, the hints and retry duration are in range, the enums are AWS's).
 fn http_create_request(doc: &Value, cfg: &Value) -> Result<CreateRequest, ApiError> {
     const MEMBER: &str = "HttpEndpointDestinationConfiguration";
-    // S3BackupMode means something else here (FailedDataOnly or AllData, both built).
-    let mut shared = cfg.clone();
-    if let Some(o) = shared.as_object_mut() {
-        o.remove("S3BackupMode");
-    }
-    check_s3_member_support(&shared, MEMBER)?;
-    if cfg["SecretsManagerConfiguration"]["Enabled"].as_bool() == Some(true) {
-        return Err(unsupported(&format!(
-            "{MEMBER}.SecretsManagerConfiguration"
-        )));
-    }
+    check_http_member_support(cfg, MEMBER)?;
     let backup_cfg = &cfg["S3Configuration"];
-    check_s3_member_support(backup_cfg, &format!("{MEMBER}.S3Configuration"))?;
+    check_s3_member_support(backup_cfg, &format!("{MEMBER}.S3Configuration"), false)?;
     let endpoint = &cfg["EndpointConfiguration"];
     let hints = &cfg["BufferingHints"];
     let request = &cfg["RequestConfiguration"];
@@ -333,6 +506,7 @@ fn http_create_request(doc: &Value, cfg: &Value) -> Result<CreateRequest, ApiErr
         destination: s3_destination(backup_cfg, &format!("{MEMBER}.S3Configuration"))?,
         http: Some(http),
         tags: tags_of(&doc["Tags"]),
+        source: None,
     })
 }
 
@@ -358,7 +532,7 @@ fn describe(service: &DeliveryService, name: &str) -> Result<Value, ApiError> {
         let mut out = stream_description(
             &d,
             json!({
-                "DestinationId": "destinationId-000000000001",
+                "DestinationId": crate::delivery::DESTINATION_ID,
                 "HttpEndpointDestinationDescription": http_description(http, s3),
             }),
         );
@@ -372,10 +546,19 @@ fn describe(service: &DeliveryService, name: &str) -> Result<Value, ApiError> {
     if let Some(ext) = &dest.file_extension {
         extended["FileExtension"] = json!(ext);
     }
+    if let Some(p) = &dest.processing {
+        extended["ProcessingConfiguration"] = p.clone();
+    }
+    if dest.dynamic_partitioning {
+        extended["DynamicPartitioningConfiguration"] = json!({
+            "Enabled": true,
+            "RetryOptions": { "DurationInSeconds": 300 },
+        });
+    }
     let mut out = stream_description(
         &d,
         json!({
-            "DestinationId": "destinationId-000000000001",
+            "DestinationId": crate::delivery::DESTINATION_ID,
             "S3DestinationDescription": s3,
             "ExtendedS3DestinationDescription": extended,
         }),
@@ -389,17 +572,28 @@ fn describe(service: &DeliveryService, name: &str) -> Result<Value, ApiError> {
 /// A `DeliveryStreamDescription` around its one destination.
 fn stream_description(d: &crate::delivery::Described, destination: Value) -> Value {
     let m = &d.meta;
-    json!({
+    let mut out = json!({
         "DeliveryStreamName": m.name,
         "DeliveryStreamARN": d.arn,
         "DeliveryStreamStatus": m.status.as_str(),
         "DeliveryStreamEncryptionConfiguration": { "Status": "DISABLED" },
-        "DeliveryStreamType": "DirectPut",
+        "DeliveryStreamType": if m.source.is_some() { "KinesisStreamAsSource" } else { "DirectPut" },
         "VersionId": m.version.to_string(),
         "CreateTimestamp": m.created_ms as f64 / 1000.0,
         "Destinations": [destination],
         "HasMoreDestinations": false,
-    })
+    });
+    if let Some(source) = &m.source {
+        out["Source"] = json!({ "KinesisStreamSourceDescription": {
+            "KinesisStreamARN": source.stream_arn,
+            "RoleARN": source.role_arn,
+            "DeliveryStartTimestamp": source.start_ms as f64 / 1000.0,
+        }});
+    }
+    if m.version > 1 {
+        out["LastUpdateTimestamp"] = json!(m.updated_ms as f64 / 1000.0);
+    }
+    out
 }
 
 /// `HttpEndpointDestinationDescription`: as configured, but never the AccessKey.

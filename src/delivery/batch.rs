@@ -44,6 +44,11 @@ impl Batcher {
         Self { hints, open: None }
     }
 
+    /// Replaces the hints (an UpdateDestination); they apply to the open batch too.
+    pub fn set_hints(&mut self, hints: Hints) {
+        self.hints = hints;
+    }
+
     /// Adds the record at `offset` (the next after the last one added). Returns true
     /// when the batch is full and must be delivered before more are added.
     pub fn push(&mut self, offset: u64, arrival_ms: i64, len: usize) -> bool {
@@ -111,6 +116,16 @@ mod tests {
         );
         assert_eq!(span.first_arrival_ms, 1_000);
         assert!(b.open().is_none() && !b.is_due(i64::MAX));
+    }
+
+    #[test]
+    fn new_hints_apply_to_the_open_batch() {
+        let mut b = Batcher::new(Hints::from_aws(5, 300));
+        b.push(0, 1_000, 10);
+        assert!(!b.is_due(60_000));
+        b.set_hints(Hints::from_aws(5, 1));
+        assert_eq!(b.due_at_ms(), Some(2_000));
+        assert!(b.is_due(2_000));
     }
 
     proptest! {

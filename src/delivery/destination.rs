@@ -26,6 +26,10 @@ pub type PutFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DestinationError
 pub trait Destination: Send + Sync + 'static {
     /// Writes `body` as the object `key` of `bucket`, replacing any object of that key.
     fn put_object<'a>(&'a self, bucket: &'a str, key: &'a str, body: Bytes) -> PutFuture<'a>;
+
+    /// What `/metrics` calls this destination (the `destination` label): `file` for the
+    /// local directory, `s3` for S3.
+    fn kind(&self) -> &'static str;
 }
 
 /// S3 buckets as directories: `<root>/<bucket>/<key>`.
@@ -134,6 +138,10 @@ impl Destination for LocalDirectory {
             .await
             .map_err(|e| DestinationError(format!("writer task failed: {e}")))?
         })
+    }
+
+    fn kind(&self) -> &'static str {
+        "file"
     }
 }
 

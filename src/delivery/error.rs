@@ -16,6 +16,9 @@ pub enum DeliveryError {
     InvalidArgument(String),
     #[error("{0}")]
     LimitExceeded(String),
+    /// UpdateDestination's CurrentDeliveryStreamVersionId is not the stream's version.
+    #[error("{0}")]
+    ConcurrentModification(String),
     /// The server cannot take the request now (storage full, shutting down).
     #[error("{0}")]
     Unavailable(String),
@@ -30,7 +33,7 @@ impl Classified for DeliveryError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::ResourceNotFound(_) => ErrorKind::NotFound,
-            Self::ResourceInUse(_) => ErrorKind::InUse,
+            Self::ResourceInUse(_) | Self::ConcurrentModification(_) => ErrorKind::InUse,
             Self::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Self::LimitExceeded(_) => ErrorKind::LimitExceeded,
             Self::Unavailable(_) => ErrorKind::Unavailable,
@@ -44,6 +47,7 @@ impl Classified for DeliveryError {
             Self::ResourceInUse(_) => "ResourceInUseException",
             Self::InvalidArgument(_) => "InvalidArgumentException",
             Self::LimitExceeded(_) => "LimitExceededException",
+            Self::ConcurrentModification(_) => "ConcurrentModificationException",
             Self::Unavailable(_) => "ServiceUnavailableException",
             Self::Internal(_) => "InternalFailure",
         }

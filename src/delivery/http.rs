@@ -266,6 +266,18 @@ impl EndpointClient {
 
     /// Sends `req` to `url`: the status and at most [`RESPONSE_BYTES`] of the body.
     pub async fn post(&self, url: &str, req: &EndpointRequest) -> Result<(u16, Bytes), String> {
+        self.post_limited(url, req, RESPONSE_BYTES, false).await
+    }
+
+    /// Sends `req` to `url`: the status and at most `limit` bytes of the body; with
+    /// `strict`, a longer body is an error instead of being cut.
+    pub async fn post_limited(
+        &self,
+        url: &str,
+        req: &EndpointRequest,
+        limit: usize,
+        strict: bool,
+    ) -> Result<(u16, Bytes), String> {
         let mut builder = http::Request::post(url);
         for (name, value) in &req.headers {
             builder = builder.header(*name, value.as_str());
@@ -282,7 +294,7 @@ impl EndpointClient {
             let status = resp.status().as_u16();
             let mut body = resp.into_body();
             let mut read = Vec::new();
-            while read.len() < RESPONSE_BYTES {
+            while strict || read.len() < limit {
                 match body.frame().await {
                     None => break,
                     Some(Err(e)) => {
@@ -290,7 +302,10 @@ impl EndpointClient {
                     }
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
-                            let room = RESPONSE_BYTES - read.len();
+                            let room = limit - read.len();
+                            if strict && data.len() > room {
+                                return Err(format!("the response is larger than {limit} bytes"));
+                            }
                             read.extend_from_slice(&data[..data.len().min(room)]);
                         }
                     }
@@ -305,6 +320,19 @@ impl EndpointClient {
                 REQUEST_TIMEOUT.as_secs()
             )),
         }
+    }
+}
+
+/// Transformation functions (the `Lambda` processor) are called over HTTP: the Lambda
+/// event as the JSON body, the function's result as the response.
+impl super::processing::Invoker for EndpointClient {
+    async fn invoke(&self, url: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+        let req = EndpointRequest {
+            headers: vec![("Content-Type", "application/json".to_string())],
+            body,
+        };
+        self.post_limited(url, &req, super::processing::LAMBDA_RESPONSE_BYTES, true)
+            .await
     }
 }
 

@@ -1,5 +1,6 @@
 //! Delivery streams (Amazon Data Firehose semantics, the Firehose API reference):
-//! Direct PUT records buffered durably and delivered in batches to S3-style object
+//! Direct PUT records buffered durably, or a data stream's records (`source.rs`,
+//! `KinesisStreamAsSource`), delivered in batches to S3-style object
 //! storage, at least once and never under two names, or to an HTTP endpoint ([`http`],
 //! with an S3 backup bucket for the batches it does not take).
 //!
@@ -10,22 +11,29 @@
 //! - [`worker`]: one task per delivery stream: partition (one partition for now) →
 //!   batch ([`batch`]) → build and name ([`naming`]) → deliver ([`destination`]) →
 //!   acknowledge (the checkpoint in the catalog).
+//! - Metrics: each stream's counters ([`crate::metrics::DeliveryMetrics`]) are held by
+//!   the put path and the worker; its backlog and data freshness are worked out when
+//!   `/metrics` is scraped ([`DeliveryService::figures`]).
 //!
 //! This module never reaches into `api`; it knows nothing of the API's HTTP (the
 //! endpoint destination is an HTTP client of its own). Not yet supported
-//! (refused at CreateDeliveryStream with InvalidArgumentException): other sources and
-//! destinations, processors, dynamic partitioning, format conversion, ZIP and Snappy
+//! (refused at CreateDeliveryStream with InvalidArgumentException): MSK and database
+//! sources, other destinations, processors, dynamic partitioning, format conversion, ZIP and Snappy
 //! (docs/delivery.md).
 
 pub mod batch;
+pub mod compress;
 pub mod destination;
 pub mod error;
 pub mod http;
+pub mod kpl;
 pub mod model;
 pub mod naming;
+pub mod processing;
 /// The S3 destination (`aws-sdk-s3`), behind the `s3` cargo feature (on by default).
 #[cfg(feature = "s3")]
 pub mod s3;
+mod source;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +48,7 @@ use model::*;
 use crate::clock::SharedClock;
 use crate::store::catalog::{Catalog, CatalogWrite};
 use crate::store::{Entry, Log, Store};
+use crate::streams::{StreamRef, StreamService};
 use destination::Destination;
 
 const NAMESPACE: &str = "delivery-streams";
@@ -60,11 +69,15 @@ pub struct DeliveryConfig {
     pub region: String,
     /// How long a delivery stream stays CREATING / DELETING.
     pub state_delay_ms: u64,
+    /// Lambda function ARNs to the URLs that stand in for them (`--delivery-lambda`).
+    pub lambda_urls: processing::LambdaUrls,
 }
 
 /// A running worker.
 struct WorkerHandle {
     stop: watch::Sender<bool>,
+    /// The stream's configuration, sent on UpdateDestination.
+    config: watch::Sender<DeliveryStreamMeta>,
     join: tokio::task::JoinHandle<()>,
 }
 
@@ -73,6 +86,9 @@ struct StreamEntry {
     meta: RwLock<DeliveryStreamMeta>,
     log: Arc<Log>,
     failure: Arc<Mutex<Option<String>>>,
+    metrics: crate::metrics::DeliveryMetrics,
+    /// What the worker has delivered and holds (the backlog, at scrape time).
+    progress: Arc<worker::Progress>,
 }
 
 /// The destination of a CreateDeliveryStream, parsed by the API layer.
@@ -83,6 +99,142 @@ pub struct CreateRequest {
     pub destination: S3Destination,
     pub http: Option<HttpEndpointDestination>,
     pub tags: Vec<(String, String)>,
+    /// `KinesisStreamAsSource`: the data stream (its `start_ms` is set at creation).
+    pub source: Option<KinesisSource>,
+}
+
+/// The one destination of every delivery stream (AWS numbers them; Freshet has one).
+pub const DESTINATION_ID: &str = "destinationId-000000000001";
+
+/// The members of an S3 destination update (`S3DestinationUpdate`,
+/// `ExtendedS3DestinationUpdate`, or an HTTP endpoint's `S3Update`): those given replace
+/// the current ones, the others are kept (an empty Prefix, ErrorOutputPrefix or
+/// FileExtension removes it).
+#[derive(Debug, Clone, Default)]
+pub struct S3Update {
+    pub role_arn: Option<String>,
+    pub bucket_arn: Option<String>,
+    pub prefix: Option<String>,
+    pub error_output_prefix: Option<String>,
+    pub size_mbs: Option<u32>,
+    pub interval_secs: Option<u32>,
+    pub compression: Option<naming::Compression>,
+    pub file_extension: Option<String>,
+    /// Given as `ExtendedS3DestinationUpdate`.
+    pub extended: bool,
+    /// `ProcessingConfiguration`: replaces the current one when given.
+    pub processing: Option<serde_json::Value>,
+    /// `DynamicPartitioningConfiguration.Enabled` when given (it cannot change).
+    pub dynamic_partitioning: Option<bool>,
+}
+
+impl S3Update {
+    fn apply(&self, d: &mut S3Destination) {
+        let clearable = |v: &Option<String>, into: &mut Option<String>| {
+            if let Some(v) = v {
+                *into = (!v.is_empty()).then(|| v.clone());
+            }
+        };
+        if let Some(v) = &self.role_arn {
+            d.role_arn = v.clone();
+        }
+        if let Some(v) = &self.bucket_arn {
+            d.bucket_arn = v.clone();
+        }
+        clearable(&self.prefix, &mut d.prefix);
+        clearable(&self.error_output_prefix, &mut d.error_output_prefix);
+        clearable(&self.file_extension, &mut d.file_extension);
+        if let Some(v) = self.size_mbs {
+            d.size_mbs = v;
+        }
+        if let Some(v) = self.interval_secs {
+            d.interval_secs = v;
+        }
+        if let Some(v) = self.compression {
+            d.compression = v;
+        }
+        d.extended |= self.extended;
+        if let Some(p) = &self.processing {
+            d.processing = Some(p.clone());
+        }
+    }
+}
+
+/// The members of an `HttpEndpointDestinationUpdate`, merged as [`S3Update`]'s are.
+#[derive(Debug, Clone, Default)]
+pub struct HttpUpdate {
+    pub url: Option<String>,
+    pub name: Option<String>,
+    pub access_key: Option<String>,
+    pub size_mbs: Option<u32>,
+    pub interval_secs: Option<u32>,
+    pub content_encoding: Option<ContentEncoding>,
+    pub common_attributes: Option<Vec<(String, String)>>,
+    pub retry_secs: Option<u32>,
+    pub backup_mode: Option<HttpBackupMode>,
+    pub role_arn: Option<String>,
+    pub cloudwatch: Option<serde_json::Value>,
+    pub processing: Option<serde_json::Value>,
+    /// `S3Update`: the backup bucket.
+    pub s3: Option<S3Update>,
+}
+
+impl HttpUpdate {
+    fn apply(&self, h: &mut HttpEndpointDestination) {
+        if let Some(v) = &self.url {
+            h.url = v.clone();
+        }
+        if let Some(v) = &self.name {
+            h.name = (!v.is_empty()).then(|| v.clone());
+        }
+        if let Some(v) = &self.access_key {
+            h.access_key = (!v.is_empty()).then(|| v.clone());
+        }
+        if let Some(v) = self.size_mbs {
+            h.size_mbs = v;
+        }
+        if let Some(v) = self.interval_secs {
+            h.interval_secs = v;
+        }
+        if let Some(v) = self.content_encoding {
+            h.content_encoding = v;
+        }
+        if let Some(v) = &self.common_attributes {
+            h.common_attributes = v.clone();
+        }
+        if let Some(v) = self.retry_secs {
+            h.retry_secs = v;
+        }
+        if let Some(v) = self.backup_mode {
+            h.backup_mode = v;
+        }
+        if let Some(v) = &self.role_arn {
+            h.role_arn = Some(v.clone());
+        }
+        if let Some(v) = &self.cloudwatch {
+            h.cloudwatch = Some(v.clone());
+        }
+        if let Some(v) = &self.processing {
+            h.processing = Some(v.clone());
+        }
+    }
+}
+
+/// The destination update of an UpdateDestination, parsed by the API layer.
+#[derive(Debug, Clone)]
+pub enum DestinationUpdate {
+    S3(S3Update),
+    Http(Box<HttpUpdate>),
+}
+
+/// An UpdateDestination.
+#[derive(Debug, Clone)]
+pub struct UpdateRequest {
+    pub name: String,
+    /// `CurrentDeliveryStreamVersionId` as given.
+    pub current_version: String,
+    pub destination_id: String,
+    pub update: DestinationUpdate,
 }
 
 /// A delivery stream as DescribeDeliveryStream shows it.
@@ -101,6 +253,8 @@ pub struct DeliveryService {
     store: Arc<Store>,
     catalog: Arc<dyn Catalog>,
     destination: Arc<dyn Destination>,
+    /// The data streams `KinesisStreamAsSource` delivery streams read.
+    data_streams: Option<Arc<StreamService>>,
     streams: RwLock<BTreeMap<String, Arc<StreamEntry>>>,
     /// Serialises control-plane changes (create, delete, tags).
     control: tokio::sync::Mutex<()>,
@@ -116,6 +270,7 @@ impl DeliveryService {
         store: Arc<Store>,
         catalog: Arc<dyn Catalog>,
         destination: Arc<dyn Destination>,
+        data_streams: Option<Arc<StreamService>>,
     ) -> Result<Arc<DeliveryService>> {
         let service = Arc::new(DeliveryService {
             config,
@@ -123,6 +278,7 @@ impl DeliveryService {
             store,
             catalog,
             destination,
+            data_streams,
             streams: RwLock::new(BTreeMap::new()),
             control: tokio::sync::Mutex::new(()),
             workers: Mutex::new(HashMap::new()),
@@ -188,7 +344,15 @@ impl DeliveryService {
     /// Puts a stream in memory and starts its worker.
     fn install(&self, meta: DeliveryStreamMeta, log: Arc<Log>) {
         let failure = Arc::new(Mutex::new(None));
+        let metrics = crate::metrics::metrics().delivery(
+            &meta.name,
+            self.destination.kind(),
+            meta.http.is_some(),
+        );
+        // Until the worker has read its checkpoint, everything in the log counts.
+        let progress = Arc::new(worker::Progress::starting_at(log.bounds().first_offset));
         let (stop, stop_rx) = watch::channel(false);
+        let (config, config_rx) = watch::channel(meta.clone());
         let worker = worker::Worker {
             meta: meta.clone(),
             log: log.clone(),
@@ -197,21 +361,30 @@ impl DeliveryService {
             clock: self.clock.clone(),
             destination: self.destination.clone(),
             stop: stop_rx,
+            config: config_rx,
             failure: failure.clone(),
             source_arn: self.arn(&meta.name),
+            region: self.config.region.clone(),
+            lambda_urls: self.config.lambda_urls.clone(),
             endpoint_client: None,
+            streams: self.data_streams.clone(),
+            shard: None,
+            metrics: metrics.clone(),
+            progress: progress.clone(),
         };
         let join = tokio::spawn(worker.run());
         self.workers
             .lock()
             .unwrap()
-            .insert(meta.log_id(), WorkerHandle { stop, join });
+            .insert(meta.log_id(), WorkerHandle { stop, config, join });
         self.streams.write().unwrap().insert(
             meta.name.clone(),
             Arc::new(StreamEntry {
                 meta: RwLock::new(meta),
                 log,
                 failure,
+                metrics,
+                progress,
             }),
         );
     }
@@ -225,41 +398,82 @@ impl DeliveryService {
             .ok_or_else(|| self.not_found(name))
     }
 
-    /// CreateDeliveryStream (DirectPut to an S3 destination).
-    pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<String> {
-        naming::PrefixTemplate::parse(req.destination.prefix.as_deref().unwrap_or(""), false)
-            .map_err(DeliveryError::InvalidArgument)?;
-        if let Some(p) = &req.destination.error_output_prefix {
-            naming::PrefixTemplate::parse(p, true).map_err(DeliveryError::InvalidArgument)?;
+    /// Checks the processing and dynamic partitioning of a destination: the processors
+    /// (processing::Pipeline::parse), and that a partitioned prefix uses only keys that
+    /// a processor gives, with an error prefix.
+    fn check_processing(
+        &self,
+        dest: &S3Destination,
+        http: Option<&HttpEndpointDestination>,
+    ) -> Result<()> {
+        let invalid = DeliveryError::InvalidArgument;
+        if let Some(http) = http {
+            processing::Pipeline::parse(http.processing.as_ref(), &self.config.lambda_urls)
+                .map_err(invalid)?;
         }
-        if naming::PrefixTemplate::has_expressions(req.destination.prefix.as_deref().unwrap_or(""))
-            && req
-                .destination
-                .error_output_prefix
-                .as_deref()
-                .unwrap_or("")
-                .is_empty()
-        {
-            return Err(DeliveryError::InvalidArgument(
-                "ErrorOutputPrefix cannot be null or empty when Prefix contains expressions."
+        let pipeline =
+            processing::Pipeline::parse(dest.processing.as_ref(), &self.config.lambda_urls)
+                .map_err(invalid)?;
+        let prefix = dest.prefix.as_deref().unwrap_or("");
+        let template =
+            naming::PrefixTemplate::parse_partitioned(prefix, false, dest.dynamic_partitioning)
+                .map_err(invalid)?;
+        if !dest.dynamic_partitioning {
+            if pipeline.as_ref().is_some_and(|p| p.query.is_some()) {
+                return Err(invalid(
+                    "The MetadataExtraction processor needs dynamic partitioning: set DynamicPartitioningConfiguration.Enabled."
+                        .into(),
+                ));
+            }
+            return Ok(());
+        }
+        let (query_keys, lambda_keys) = template.partition_keys();
+        if query_keys.is_empty() && lambda_keys.is_empty() {
+            return Err(invalid(
+                "Dynamic partitioning is enabled, but the Prefix has no !{partitionKeyFromQuery:...} or !{partitionKeyFromLambda:...} expression."
                     .into(),
             ));
         }
-        if !destination::valid_bucket(req.destination.bucket()) {
-            return Err(DeliveryError::InvalidArgument(format!(
-                "BucketARN {} does not name a valid S3 bucket.",
-                req.destination.bucket_arn
-            )));
-        }
-        if let Some(ext) = &req.destination.file_extension
-            && (!ext.starts_with('.') || ext.contains('/'))
-        {
-            return Err(DeliveryError::InvalidArgument(
-                "FileExtension must start with '.' and cannot contain '/'.".into(),
+        let has_query = pipeline.as_ref().is_some_and(|p| p.query.is_some());
+        let has_lambda = pipeline.as_ref().is_some_and(|p| p.lambda.is_some());
+        if !query_keys.is_empty() && !has_query {
+            return Err(invalid(
+                "The Prefix uses !{partitionKeyFromQuery:...}, which needs a MetadataExtraction processor.".into(),
             ));
         }
-        if let Some(http) = &req.http {
-            check_endpoint(http)?;
+        if !lambda_keys.is_empty() && !has_lambda {
+            return Err(invalid(
+                "The Prefix uses !{partitionKeyFromLambda:...}, which needs a Lambda processor."
+                    .into(),
+            ));
+        }
+        if dest.error_output_prefix.as_deref().unwrap_or("").is_empty() {
+            return Err(invalid(
+                "ErrorOutputPrefix cannot be null or empty when dynamic partitioning is enabled."
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// CreateDeliveryStream (DirectPut to an S3 destination).
+    pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<String> {
+        check_destination(&req.destination, req.http.as_ref())?;
+        self.check_processing(&req.destination, req.http.as_ref())?;
+        if let Some(source) = &req.source {
+            let known = self.data_streams.as_ref().is_some_and(|s| {
+                s.describe_stream_summary(&StreamRef {
+                    name: None,
+                    arn: Some(source.stream_arn.clone()),
+                })
+                .is_ok()
+            });
+            if !known {
+                return Err(DeliveryError::InvalidArgument(format!(
+                    "The specified Kinesis stream {} does not exist.",
+                    source.stream_arn
+                )));
+            }
         }
         if req.tags.len() > TAG_LIMIT {
             return Err(self.tag_limit(&req.name));
@@ -291,6 +505,7 @@ impl DeliveryService {
             destination: req.destination,
             http: req.http,
             tags: req.tags.into_iter().collect(),
+            source: req.source.map(|s| KinesisSource { start_ms: now, ..s }),
         };
         // A log left by a stream of this name whose deletion a crash interrupted.
         let store = self.store.clone();
@@ -339,6 +554,81 @@ impl DeliveryService {
         Ok(self.arn(&meta.name))
     }
 
+    /// UpdateDestination: the update merged into the destination, checked as
+    /// CreateDeliveryStream checks a destination, written to the catalog, then applied;
+    /// the worker delivers every batch it seals from then on under the new version.
+    /// Returns the new version.
+    pub async fn update_destination(&self, req: UpdateRequest) -> Result<u64> {
+        let _guard = self.control.lock().await;
+        let entry = self.entry(&req.name)?;
+        let mut meta = entry.meta.read().unwrap().clone();
+        if meta.status != DeliveryStatus::Active {
+            return Err(DeliveryError::ResourceInUse(format!(
+                "Cannot update firehose: {} when it is in {} status",
+                meta.name,
+                meta.status.as_str()
+            )));
+        }
+        if req.current_version != meta.version.to_string() {
+            return Err(DeliveryError::ConcurrentModification(format!(
+                "Cannot update firehose: {} since the current version id: {} and specified version id: {} do not match",
+                meta.name, meta.version, req.current_version
+            )));
+        }
+        if req.destination_id != DESTINATION_ID {
+            return Err(DeliveryError::InvalidArgument(format!(
+                "Destination Id {} not found",
+                req.destination_id
+            )));
+        }
+        if let DestinationUpdate::S3(u) = &req.update
+            && let Some(dynamic) = u.dynamic_partitioning
+            && dynamic != meta.destination.dynamic_partitioning
+        {
+            // As AWS: dynamic partitioning is chosen at creation, for good.
+            return Err(DeliveryError::InvalidArgument(if dynamic {
+                "Dynamic partitioning cannot be enabled on an existing delivery stream that was created without it.".into()
+            } else {
+                "Dynamic partitioning cannot be disabled once it is enabled on a delivery stream."
+                    .into()
+            }));
+        }
+        match (&req.update, &mut meta.http) {
+            (DestinationUpdate::S3(u), None) => u.apply(&mut meta.destination),
+            (DestinationUpdate::Http(u), Some(http)) => {
+                u.apply(http);
+                if let Some(s3) = &u.s3 {
+                    s3.apply(&mut meta.destination);
+                }
+            }
+            (DestinationUpdate::S3(_), Some(_)) => {
+                return Err(DeliveryError::InvalidArgument(
+                    "Changing the destination type of a delivery stream (from HttpEndpoint to S3) is not supported by Freshet yet; delete and create the delivery stream instead.".into(),
+                ));
+            }
+            (DestinationUpdate::Http(_), None) => {
+                return Err(DeliveryError::InvalidArgument(
+                    "Changing the destination type of a delivery stream (from S3 to HttpEndpoint) is not supported by Freshet yet; delete and create the delivery stream instead.".into(),
+                ));
+            }
+        }
+        check_destination(&meta.destination, meta.http.as_ref())?;
+        self.check_processing(&meta.destination, meta.http.as_ref())?;
+        meta.version += 1;
+        meta.updated_ms = self.clock.now_ms().max(meta.updated_ms);
+        self.persist(vec![Self::put_meta(&meta)?]).await?;
+        *entry.meta.write().unwrap() = meta.clone();
+        if let Some(w) = self.workers.lock().unwrap().get(&meta.log_id()) {
+            let _ = w.config.send(meta.clone());
+        }
+        tracing::info!(
+            delivery_stream = meta.name,
+            version = meta.version,
+            "destination updated"
+        );
+        Ok(meta.version)
+    }
+
     /// DescribeDeliveryStream.
     pub fn describe(&self, name: &str) -> Result<Described> {
         let entry = self.entry(name)?;
@@ -350,13 +640,59 @@ impl DeliveryService {
         })
     }
 
-    /// ListDeliveryStreams: names after `start`, at most `limit`, and whether there are more.
-    pub fn list(&self, start: Option<&str>, limit: usize) -> (Vec<String>, bool) {
+    /// Each delivery stream's backlog and data freshness, for `/metrics`: records
+    /// accepted and not yet delivered (Direct PUT: from the worker's checkpoint to the
+    /// log's end; a data-stream source: the records its workers have read and not yet
+    /// delivered), and the age of the oldest of them that a worker holds.
+    pub fn figures(&self) -> Vec<crate::metrics::DeliveryFigures> {
+        let now = self.clock.now_ms();
+        let streams = self.streams.read().unwrap();
+        streams
+            .values()
+            .filter_map(|e| {
+                let meta = e.meta.read().unwrap();
+                if meta.status == DeliveryStatus::Deleting {
+                    return None;
+                }
+                let (held, oldest_ms) = e.progress.held();
+                let backlog = match meta.source {
+                    Some(_) => held,
+                    None => e
+                        .log
+                        .bounds()
+                        .end_offset
+                        .saturating_sub(e.progress.delivered_next()),
+                };
+                let freshness = match oldest_ms {
+                    Some(at) if backlog > 0 => (now - at).max(0) as f64 / 1000.0,
+                    _ => 0.0,
+                };
+                Some(crate::metrics::DeliveryFigures {
+                    delivery_stream: meta.name.clone(),
+                    backlog_records: backlog,
+                    data_freshness_seconds: freshness,
+                })
+            })
+            .collect()
+    }
+
+    /// ListDeliveryStreams: names after `start`, at most `limit`, and whether there are
+    /// more; only those with a Kinesis source, or only those without, when `kinesis_source`
+    /// says so.
+    pub fn list(
+        &self,
+        start: Option<&str>,
+        limit: usize,
+        kinesis_source: Option<bool>,
+    ) -> (Vec<String>, bool) {
         let streams = self.streams.read().unwrap();
         let mut names = streams
-            .keys()
-            .filter(|n| start.is_none_or(|s| n.as_str() > s))
-            .cloned();
+            .iter()
+            .filter(|(n, _)| start.is_none_or(|s| n.as_str() > s))
+            .filter(|(_, e)| {
+                kinesis_source.is_none_or(|k| e.meta.read().unwrap().source.is_some() == k)
+            })
+            .map(|(n, _)| n.clone());
         let out: Vec<String> = names.by_ref().take(limit).collect();
         let more = names.next().is_some();
         (out, more)
@@ -377,6 +713,7 @@ impl DeliveryService {
         if let Some(w) = self.workers.lock().unwrap().remove(&meta.log_id()) {
             w.join.abort();
         }
+        crate::metrics::metrics().forget_delivery(&meta.name);
         let service = self.clone();
         let delay = self.config.state_delay_ms;
         tokio::spawn(async move {
@@ -404,7 +741,20 @@ impl DeliveryService {
         tokio::task::spawn_blocking(move || store.remove_log(&id))
             .await
             .map_err(|e| DeliveryError::Internal(e.to_string()))??;
-        self.persist(vec![
+        let catalog = self.catalog.clone();
+        let shards = tokio::task::spawn_blocking(move || catalog.list(source::SHARD_CHECKPOINTS))
+            .await
+            .map_err(|e| DeliveryError::Internal(e.to_string()))??;
+        let prefix = source::checkpoint_key(&meta.log_id(), "");
+        let mut writes: Vec<CatalogWrite> = shards
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(key, _)| CatalogWrite::Delete {
+                namespace: source::SHARD_CHECKPOINTS.into(),
+                key,
+            })
+            .collect();
+        writes.extend([
             CatalogWrite::Delete {
                 namespace: worker::CHECKPOINTS.into(),
                 key: meta.log_id(),
@@ -413,8 +763,8 @@ impl DeliveryService {
                 namespace: NAMESPACE.into(),
                 key: meta.name.clone(),
             },
-        ])
-        .await
+        ]);
+        self.persist(writes).await
     }
 
     fn active(&self, name: &str) -> Result<Arc<StreamEntry>> {
@@ -434,6 +784,12 @@ impl DeliveryService {
     /// returns; their record ids, in order.
     pub async fn put_records(&self, name: &str, records: Vec<Bytes>) -> Result<Vec<String>> {
         let entry = self.active(name)?;
+        if entry.meta.read().unwrap().source.is_some() {
+            return Err(DeliveryError::InvalidArgument(
+                "This operation is not permitted on KinesisStreamAsSource type DeliveryStream."
+                    .into(),
+            ));
+        }
         let total: usize = records.iter().map(Bytes::len).sum();
         if total > BATCH_BYTES {
             return Err(DeliveryError::InvalidArgument(format!(
@@ -449,6 +805,8 @@ impl DeliveryService {
         let count = records.len();
         let entries: Vec<Entry> = records.into_iter().map(Entry::from).collect();
         let ack = self.store.append(&entry.log, entries).await?;
+        entry.metrics.incoming_records.inc_by(count as u64);
+        entry.metrics.incoming_bytes.inc_by(total as u64);
         let salt = uuid::Uuid::new_v4().simple().to_string();
         Ok((0..count as u64)
             .map(|i| format!("{salt}{:020}", ack.first_offset + i))
@@ -458,6 +816,45 @@ impl DeliveryService {
     fn tag_limit(&self, name: &str) -> DeliveryError {
         tag_limit_error(name)
     }
+}
+
+/// What the model cannot check of a destination, the same at CreateDeliveryStream and
+/// UpdateDestination: prefixes that parse (and an ErrorOutputPrefix where AWS requires
+/// one), a valid bucket name, a usable FileExtension, and a usable HTTP endpoint.
+fn check_destination(dest: &S3Destination, http: Option<&HttpEndpointDestination>) -> Result<()> {
+    naming::PrefixTemplate::parse_partitioned(
+        dest.prefix.as_deref().unwrap_or(""),
+        false,
+        dest.dynamic_partitioning,
+    )
+    .map_err(DeliveryError::InvalidArgument)?;
+    if let Some(p) = &dest.error_output_prefix {
+        naming::PrefixTemplate::parse(p, true).map_err(DeliveryError::InvalidArgument)?;
+    }
+    if naming::PrefixTemplate::has_expressions(dest.prefix.as_deref().unwrap_or(""))
+        && dest.error_output_prefix.as_deref().unwrap_or("").is_empty()
+    {
+        return Err(DeliveryError::InvalidArgument(
+            "ErrorOutputPrefix cannot be null or empty when Prefix contains expressions.".into(),
+        ));
+    }
+    if !destination::valid_bucket(dest.bucket()) {
+        return Err(DeliveryError::InvalidArgument(format!(
+            "BucketARN {} does not name a valid S3 bucket.",
+            dest.bucket_arn
+        )));
+    }
+    if let Some(ext) = &dest.file_extension
+        && (!ext.starts_with('.') || ext.contains('/'))
+    {
+        return Err(DeliveryError::InvalidArgument(
+            "FileExtension must start with '.' and cannot contain '/'.".into(),
+        ));
+    }
+    if let Some(http) = http {
+        check_endpoint(http)?;
+    }
+    Ok(())
 }
 
 /// What the model cannot check of an HTTP endpoint destination: a URL that can be

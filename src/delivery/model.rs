@@ -39,6 +39,13 @@ pub struct S3Destination {
     pub file_extension: Option<String>,
     /// Configured through `ExtendedS3DestinationConfiguration`.
     pub extended: bool,
+    /// `ProcessingConfiguration` as given (checked by `processing::Pipeline::parse`),
+    /// shown by DescribeDeliveryStream and parsed again by the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing: Option<serde_json::Value>,
+    /// `DynamicPartitioningConfiguration.Enabled`: objects per partition key values.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dynamic_partitioning: bool,
 }
 
 impl S3Destination {
@@ -117,6 +124,17 @@ pub struct HttpEndpointDestination {
     pub processing: Option<serde_json::Value>,
 }
 
+/// A Kinesis data stream as the source (`KinesisStreamSourceConfiguration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KinesisSource {
+    pub stream_arn: String,
+    /// Recorded and shown, not checked.
+    pub role_arn: String,
+    /// `DeliveryStartTimestamp`: the stream's creation; its shards are read from
+    /// TRIM_HORIZON.
+    pub start_ms: i64,
+}
+
 /// One delivery stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryStreamMeta {
@@ -135,6 +153,10 @@ pub struct DeliveryStreamMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpEndpointDestination>,
     pub tags: BTreeMap<String, String>,
+    /// `KinesisStreamAsSource`: the data stream its records come from (absent for
+    /// Direct PUT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<KinesisSource>,
 }
 
 impl DeliveryStreamMeta {
@@ -144,12 +166,60 @@ impl DeliveryStreamMeta {
     }
 }
 
+/// The configuration a batch is delivered under: the stream's version and destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchConfig {
+    pub version: u64,
+    pub destination: S3Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpEndpointDestination>,
+}
+
+impl DeliveryStreamMeta {
+    /// The configuration a batch sealed now is delivered under.
+    pub fn batch_config(&self) -> BatchConfig {
+        BatchConfig {
+            version: self.version,
+            destination: self.destination.clone(),
+            http: self.http.clone(),
+        }
+    }
+}
+
 /// How far delivery has got.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Every record before this offset is delivered.
     pub next: u64,
     /// A batch being delivered (first and last offset), written before its upload: after
     /// a crash it is delivered again, exactly so, under the same name.
     pub pending: Option<(u64, u64)>,
+    /// The configuration the pending batch is delivered under, so that a re-delivery
+    /// after a crash uses the same one even if UpdateDestination changed it since
+    /// (absent in checkpoints written before UpdateDestination existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_config: Option<BatchConfig>,
+}
+
+/// A batch of one source shard's records being delivered: its first and last records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardBatch {
+    pub first_sequence_number: String,
+    pub last_sequence_number: String,
+    /// Offsets of the first and last records in the shard (the batch's identity).
+    pub first_offset: u64,
+    pub last_offset: u64,
+}
+
+/// How far delivery has got in one shard of a source data stream (namespace
+/// `delivery-shard-checkpoints`, key `<log id>/<shard id>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCheckpoint {
+    /// The last record delivered; `None`: nothing yet (read from TRIM_HORIZON).
+    pub after: Option<String>,
+    /// A batch being delivered, written before its upload (as [`Checkpoint::pending`]).
+    pub pending: Option<ShardBatch>,
+    pub pending_config: Option<BatchConfig>,
+    /// Read to the end of the closed shard and all delivered: its children may be read.
+    pub finished: bool,
 }

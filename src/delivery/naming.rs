@@ -15,7 +15,18 @@
 //! derived from the batch (its stream and its first and last offsets), so a batch that is
 //! uploaded again after a crash gets exactly the same name, never a second one.
 
+use std::collections::BTreeMap;
+
 use crate::clock::civil_from_days;
+
+/// Whether `key` can name a partition key (letters, digits, `_` and `-`).
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
 
 /// How an object's bytes are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -24,6 +35,12 @@ pub enum Compression {
     Uncompressed,
     #[serde(rename = "GZIP")]
     Gzip,
+    #[serde(rename = "ZIP")]
+    Zip,
+    #[serde(rename = "Snappy")]
+    Snappy,
+    #[serde(rename = "HADOOP_SNAPPY")]
+    HadoopSnappy,
 }
 
 impl Compression {
@@ -32,6 +49,9 @@ impl Compression {
         match self {
             Compression::Uncompressed => "UNCOMPRESSED",
             Compression::Gzip => "GZIP",
+            Compression::Zip => "ZIP",
+            Compression::Snappy => "Snappy",
+            Compression::HadoopSnappy => "HADOOP_SNAPPY",
         }
     }
 
@@ -40,6 +60,9 @@ impl Compression {
         match self {
             Compression::Uncompressed => "",
             Compression::Gzip => ".gz",
+            Compression::Zip => ".zip",
+            Compression::Snappy => ".snappy",
+            Compression::HadoopSnappy => ".hsnappy",
         }
     }
 }
@@ -105,6 +128,10 @@ enum Piece {
     Timestamp(Vec<DatePart>),
     RandomString,
     ErrorOutputType,
+    /// `!{partitionKeyFromQuery:KEY}` (dynamic partitioning only).
+    QueryKey(String),
+    /// `!{partitionKeyFromLambda:KEY}` (dynamic partitioning only).
+    LambdaKey(String),
 }
 
 /// One piece of a Java `DateTimeFormatter` pattern.
@@ -195,6 +222,16 @@ impl PrefixTemplate {
     /// place `!{firehose:error-output-type}` may appear). Errors are the message of the
     /// InvalidArgumentException the caller answers.
     pub fn parse(text: &str, error_prefix: bool) -> Result<PrefixTemplate, String> {
+        Self::parse_partitioned(text, error_prefix, false)
+    }
+
+    /// As [`Self::parse`]; with `dynamic` (dynamic partitioning enabled) the prefix may
+    /// hold `!{partitionKeyFromQuery:KEY}` and `!{partitionKeyFromLambda:KEY}`.
+    pub fn parse_partitioned(
+        text: &str,
+        error_prefix: bool,
+        dynamic: bool,
+    ) -> Result<PrefixTemplate, String> {
         let mut pieces = Vec::new();
         let mut rest = text;
         let mut expressions = 0;
@@ -223,9 +260,29 @@ impl PrefixTemplate {
                             .into(),
                     );
                 }
+                Some(("partitionKeyFromQuery", key))
+                    if dynamic && !error_prefix && valid_key(key) =>
+                {
+                    Piece::QueryKey(key.to_string())
+                }
+                Some(("partitionKeyFromLambda", key))
+                    if dynamic && !error_prefix && valid_key(key) =>
+                {
+                    Piece::LambdaKey(key.to_string())
+                }
+                Some(("partitionKeyFromQuery" | "partitionKeyFromLambda", _)) if error_prefix => {
+                    return Err(format!(
+                        "The expression !{{{expr}}} is not allowed in ErrorOutputPrefix."
+                    ));
+                }
+                Some(("partitionKeyFromQuery" | "partitionKeyFromLambda", key)) if dynamic => {
+                    return Err(format!(
+                        "The expression !{{{expr}}} does not name a valid partition key {key:?}."
+                    ));
+                }
                 Some(("partitionKeyFromQuery" | "partitionKeyFromLambda", _)) => {
                     return Err(format!(
-                        "The expression !{{{expr}}} needs dynamic partitioning, which Freshet does not support yet."
+                        "The expression !{{{expr}}} needs dynamic partitioning: set DynamicPartitioningConfiguration.Enabled."
                     ));
                 }
                 _ => {
@@ -266,19 +323,74 @@ impl PrefixTemplate {
         text.contains("!{")
     }
 
+    /// The keys of `!{partitionKeyFromQuery:...}` and of `!{partitionKeyFromLambda:...}`.
+    pub fn partition_keys(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut query = Vec::new();
+        let mut lambda = Vec::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::QueryKey(k) => query.push(k.as_str()),
+                Piece::LambdaKey(k) => lambda.push(k.as_str()),
+                _ => {}
+            }
+        }
+        (query, lambda)
+    }
+
     /// The prefix of a batch whose oldest record arrived at `arrival_ms`.
     pub fn evaluate(&self, arrival_ms: i64, batch: uuid::Uuid, error_type: Option<&str>) -> String {
+        let none = BTreeMap::new();
+        self.evaluate_keyed(arrival_ms, batch, error_type, &none, &none)
+            .unwrap_or_default()
+    }
+
+    /// The prefix of a partition's records: as [`Self::evaluate`], with the records'
+    /// partition keys. An error when a key the prefix uses is missing, or when a key's
+    /// value would make an empty, `.` or `..` segment of the object's name.
+    pub fn evaluate_keyed(
+        &self,
+        arrival_ms: i64,
+        batch: uuid::Uuid,
+        error_type: Option<&str>,
+        query: &BTreeMap<String, String>,
+        lambda: &BTreeMap<String, String>,
+    ) -> Result<String, String> {
         let t = civil(arrival_ms);
         let mut out = String::new();
+        let key = |map: &BTreeMap<String, String>, k: &str, from: &str| {
+            map.get(k).cloned().ok_or_else(|| {
+                format!("The partition key {k} (!{{{from}:{k}}}) is missing for the record.")
+            })
+        };
         for piece in &self.pieces {
             match piece {
                 Piece::Text(s) => out.push_str(s),
                 Piece::Timestamp(parts) => format_date(parts, &t, &mut out),
                 Piece::RandomString => out.push_str(&random_string(batch)),
                 Piece::ErrorOutputType => out.push_str(error_type.unwrap_or("processing-failed")),
+                Piece::QueryKey(k) => out.push_str(&key(query, k, "partitionKeyFromQuery")?),
+                Piece::LambdaKey(k) => out.push_str(&key(lambda, k, "partitionKeyFromLambda")?),
             }
         }
-        out
+        if self
+            .pieces
+            .iter()
+            .any(|p| matches!(p, Piece::QueryKey(_) | Piece::LambdaKey(_)))
+        {
+            let segments: Vec<&str> = out.split('/').collect();
+            let last = segments.len() - 1;
+            if out.starts_with('/')
+                || segments
+                    .iter()
+                    .enumerate()
+                    .any(|(i, s)| *s == "." || *s == ".." || (s.is_empty() && i != last))
+            {
+                return Err(format!(
+                    "The partition keys make the prefix {out:?}, which has an empty, '.' or '..' segment."
+                ));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -293,10 +405,28 @@ pub fn object_key(
     batch: uuid::Uuid,
     extension: &str,
 ) -> String {
+    object_key_under(
+        &prefix.evaluate(arrival_ms, batch, error_type),
+        stream,
+        version,
+        arrival_ms,
+        batch,
+        extension,
+    )
+}
+
+/// The object key of a batch under an evaluated prefix.
+pub fn object_key_under(
+    prefix: &str,
+    stream: &str,
+    version: u64,
+    arrival_ms: i64,
+    batch: uuid::Uuid,
+    extension: &str,
+) -> String {
     let t = civil(arrival_ms);
     format!(
-        "{}{stream}-{version}-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}-{}{extension}",
-        prefix.evaluate(arrival_ms, batch, error_type),
+        "{prefix}{stream}-{version}-{:04}-{:02}-{:02}-{:02}-{:02}-{:02}-{}{extension}",
         t.year,
         t.month,
         t.day,
@@ -367,6 +497,59 @@ mod tests {
         ] {
             assert!(PrefixTemplate::parse(p, err).is_err(), "{p}");
         }
+    }
+
+    #[test]
+    fn partition_keys_fill_dynamic_prefixes() {
+        let p = PrefixTemplate::parse_partitioned(
+            "c=!{partitionKeyFromQuery:customer_id}/d=!{partitionKeyFromLambda:day}/!{timestamp:yyyy}/",
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(p.partition_keys(), (vec!["customer_id"], vec!["day"]));
+        let id = batch_uuid("s/1", 0, 0);
+        let q: BTreeMap<String, String> = [("customer_id".to_string(), "42".to_string())].into();
+        let l: BTreeMap<String, String> = [("day".to_string(), "07".to_string())].into();
+        assert_eq!(
+            p.evaluate_keyed(LEAP, id, None, &q, &l).unwrap(),
+            "c=42/d=07/2024/"
+        );
+        assert!(
+            p.evaluate_keyed(LEAP, id, None, &q, &BTreeMap::new())
+                .unwrap_err()
+                .contains("day")
+        );
+        let bare =
+            PrefixTemplate::parse_partitioned("!{partitionKeyFromQuery:customer_id}/", false, true)
+                .unwrap();
+        for bad in ["..", ".", "", "a//b", "/abs"] {
+            let k: BTreeMap<String, String> = [("customer_id".to_string(), bad.to_string())].into();
+            assert!(
+                bare.evaluate_keyed(LEAP, id, None, &k, &l).is_err(),
+                "{bad:?}"
+            );
+        }
+        let nested: BTreeMap<String, String> =
+            [("customer_id".to_string(), "a/b".to_string())].into();
+        assert_eq!(
+            bare.evaluate_keyed(LEAP, id, None, &nested, &l).unwrap(),
+            "a/b/"
+        );
+        // Only with dynamic partitioning, never in an error prefix, and with a valid key.
+        assert!(PrefixTemplate::parse("!{partitionKeyFromQuery:id}/", false).is_err());
+        assert!(
+            PrefixTemplate::parse_partitioned(
+                "!{partitionKeyFromQuery:id}/!{firehose:error-output-type}",
+                true,
+                true
+            )
+            .is_err()
+        );
+        assert!(
+            PrefixTemplate::parse_partitioned("!{partitionKeyFromQuery:a b}/", false, true)
+                .is_err()
+        );
     }
 
     #[test]

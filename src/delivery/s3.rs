@@ -232,6 +232,10 @@ impl Destination for S3 {
     fn put_object<'a>(&'a self, bucket: &'a str, key: &'a str, body: Bytes) -> PutFuture<'a> {
         Box::pin(self.put(bucket, key, body))
     }
+
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
 }
 
 /// The Content-MD5 header of a body: base64 of its MD5 digest (RFC 1864).

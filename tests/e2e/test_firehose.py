@@ -143,12 +143,10 @@ def test_validation_and_unsupported(fh):
     assert err(e)[0] == "ValidationException"
     assert "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+" in err(e)[1]
     for kwargs, what in [
-        ({"DeliveryStreamType": "KinesisStreamAsSource"}, "DeliveryStreamType KinesisStreamAsSource"),
-        ({"ExtendedS3DestinationConfiguration": s3_config("b-bucket", CompressionFormat="Snappy")},
-         "CompressionFormat Snappy"),
+        ({"DeliveryStreamType": "MSKAsSource"}, "DeliveryStreamType MSKAsSource"),
         ({"ExtendedS3DestinationConfiguration": s3_config(
-            "b-bucket", DynamicPartitioningConfiguration={"Enabled": True})},
-         "DynamicPartitioningConfiguration"),
+            "b-bucket", DataFormatConversionConfiguration={"Enabled": True})},
+         "DataFormatConversionConfiguration"),
         ({"HttpEndpointDestinationConfiguration": {
             "EndpointConfiguration": {"Url": "https://example.com"},
             "SecretsManagerConfiguration": {"Enabled": True},
@@ -163,6 +161,11 @@ def test_validation_and_unsupported(fh):
         code, msg = err(e)
         assert code == "InvalidArgumentException", msg
         assert what in msg and "not supported" in msg, msg
+    with pytest.raises(ClientError) as e:
+        fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_config(
+            "b-bucket", DynamicPartitioningConfiguration={"Enabled": True}))
+    assert err(e)[0] == "InvalidArgumentException"
+    assert "Dynamic partitioning is enabled, but the Prefix has no" in err(e)[1]
     with pytest.raises(ClientError) as e:
         fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_config(
             "b-bucket", Prefix="!{timestamp:yyyy}/"))

@@ -340,8 +340,9 @@ def test_bad_configurations_get_aws_errors(server):
     code, msg = refused(http_config("http://", "b-bucket"))
     assert code == "InvalidArgumentException" and "Url" in msg, msg
     code, msg = refused(http_config(url, "b-bucket", ProcessingConfiguration={
-        "Enabled": True, "Processors": [{"Type": "AppendDelimiterToRecord"}]}))
-    assert code == "InvalidArgumentException" and "ProcessingConfiguration" in msg, msg
+        "Enabled": True, "Processors": [{"Type": "AppendDelimiterToRecord", "Parameters": [
+            {"ParameterName": "LambdaArn", "ParameterValue": "x"}]}]}))
+    assert code == "InvalidArgumentException" and "AppendDelimiterToRecord" in msg, msg
     code, msg = refused(http_config(url, "Bad_Bucket"))
     assert code == "InvalidArgumentException" and "BucketARN" in msg, msg
     assert name not in fh.list_delivery_streams(Limit=10000)["DeliveryStreamNames"]
