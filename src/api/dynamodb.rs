@@ -1,10 +1,7 @@
 //! The DynamoDB wire protocol for the lease store: `POST /` with
 //! `X-Amz-Target: DynamoDB_20120810.<Operation>`, bodies in AWS JSON 1.0
-//! (`application/x-amz-json-1.0`), as in the DynamoDB API reference; and CloudWatch's
-//! `PutMetricData`, accepted so that the Kinesis Client Library's default metrics
-//! publishing succeeds (`X-Amz-Target: GraniteServiceVersion20100801.PutMetricData`
-//! in JSON 1.0, the query protocol's form-encoded `Action=PutMetricData`, and the
-//! RPCv2 CBOR path `/service/GraniteServiceVersion20100801/operation/PutMetricData`).
+//! (`application/x-amz-json-1.0`), as in the DynamoDB API reference. (The CloudWatch
+//! `PutMetricData` the Kinesis Client Library also calls is `api::cloudwatch`.)
 //!
 //! The handler is thin: parse the JSON, run the operation on
 //! [`crate::leases::LeaseService`] off the async runtime, encode. Errors carry
@@ -21,10 +18,6 @@ use crate::leases::LeaseError;
 
 /// The `X-Amz-Target` prefix of DynamoDB operations.
 pub const TARGET_PREFIX: &str = "DynamoDB_20120810.";
-/// The `X-Amz-Target` prefix of CloudWatch operations (JSON 1.0).
-pub const CLOUDWATCH_PREFIX: &str = "GraniteServiceVersion20100801.";
-/// The path prefix of CloudWatch operations in the RPCv2 CBOR protocol.
-pub const CLOUDWATCH_CBOR_PATH: &str = "/service/GraniteServiceVersion20100801/operation/";
 const JSON_TYPE: &str = "application/x-amz-json-1.0";
 
 /// The entry point for `POST /` with a DynamoDB target.
@@ -77,43 +70,4 @@ fn error_response(e: LeaseError) -> Response {
         _ => None,
     };
     ApiError::from(e).into_dynamodb_json(extra)
-}
-
-/// CloudWatch `PutMetricData` (and any other CloudWatch operation): accepted and
-/// answered with success in the protocol it came in. The figures are not kept.
-pub async fn cloudwatch(State(state): State<AppState>, req: Request) -> Response {
-    let (mut parts, body) = req.into_parts();
-    let cbor = parts.uri.path().starts_with(CLOUDWATCH_CBOR_PATH);
-    let json_target = super::header_str(&parts.headers, "x-amz-target")
-        .is_some_and(|t| t.starts_with(CLOUDWATCH_PREFIX));
-    if let Err(e) = read_body(&state, &mut parts, body, MAX_KINESIS_BODY).await {
-        return e.into_dynamodb_json(None);
-    }
-    if cbor {
-        let mut resp = (StatusCode::OK, vec![0xa0u8]).into_response();
-        let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/cbor"),
-        );
-        h.insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
-        resp
-    } else if json_target {
-        json_ok(&json!({}))
-    } else {
-        let body = "<PutMetricDataResponse xmlns=\"http://monitoring.amazonaws.com/doc/2010-08-01/\">\
-            <ResponseMetadata><RequestId>00000000-0000-0000-0000-000000000000</RequestId>\
-            </ResponseMetadata></PutMetricDataResponse>";
-        let mut resp = (StatusCode::OK, body).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
-        resp
-    }
-}
-
-/// Whether a `POST /` is CloudWatch's query protocol (form-encoded, `Action=...`).
-pub fn is_cloudwatch_query(headers: &axum::http::HeaderMap) -> bool {
-    super::header_str(headers, "content-type")
-        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
-        && super::header_str(headers, "x-amz-target").is_none()
 }

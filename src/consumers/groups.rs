@@ -130,6 +130,35 @@ pub struct ShardInfo {
     pub closed: bool,
 }
 
+impl ShardInfo {
+    /// A shard of ListShards: its parents (split or merge) and whether it is closed.
+    pub fn of(s: crate::streams::model::Shard) -> ShardInfo {
+        ShardInfo {
+            closed: s.sequence_number_range.ending_sequence_number.is_some(),
+            parents: s
+                .parent_shard_id
+                .into_iter()
+                .chain(s.adjacent_parent_shard_id)
+                .collect(),
+            id: s.shard_id,
+        }
+    }
+}
+
+/// The shards that may be read now, in the order given: not finished, and every parent
+/// finished (a parent no longer listed has been trimmed away by retention: nothing to
+/// wait for). `finished(id)`: read to its end and processed.
+pub fn readable(shards: &[ShardInfo], finished: impl Fn(&str) -> bool) -> Vec<String> {
+    let known: BTreeSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
+    let done = |id: &str| !known.contains(id) || finished(id);
+    shards
+        .iter()
+        .filter(|s| !done(&s.id))
+        .filter(|s| s.parents.iter().all(|p| done(p)))
+        .map(|s| s.id.clone())
+        .collect()
+}
+
 /// A group, as stored in the catalog (one record per group).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupRecord {
@@ -148,20 +177,11 @@ pub struct GroupRecord {
 }
 
 impl GroupRecord {
-    fn finished(&self, shard: &str, known: &BTreeSet<&str>) -> bool {
-        // A parent no longer listed has been trimmed away by retention: nothing to wait for.
-        !known.contains(shard) || self.checkpoints.get(shard).is_some_and(|c| c.finished)
-    }
-
     /// Shards that may be leased now: not finished, parents finished.
     pub fn available(&self, shards: &[ShardInfo]) -> Vec<String> {
-        let known: BTreeSet<&str> = shards.iter().map(|s| s.id.as_str()).collect();
-        shards
-            .iter()
-            .filter(|s| !self.finished(&s.id, &known))
-            .filter(|s| s.parents.iter().all(|p| self.finished(p, &known)))
-            .map(|s| s.id.clone())
-            .collect()
+        readable(shards, |id| {
+            self.checkpoints.get(id).is_some_and(|c| c.finished)
+        })
     }
 
     /// Expires silent members (and their leases), drops leases of shards that are no
@@ -377,18 +397,7 @@ impl GroupService {
         let (list, _) = self
             .streams
             .list_shards(Some(&r), None, None, Some(10_000), None)?;
-        let shards = list
-            .into_iter()
-            .map(|s| ShardInfo {
-                closed: s.sequence_number_range.ending_sequence_number.is_some(),
-                parents: s
-                    .parent_shard_id
-                    .into_iter()
-                    .chain(s.adjacent_parent_shard_id)
-                    .collect(),
-                id: s.shard_id,
-            })
-            .collect();
+        let shards = list.into_iter().map(ShardInfo::of).collect();
         let created = (summary.stream_creation_timestamp * 1000.0).round() as i64;
         Ok((shards, created))
     }

@@ -436,6 +436,7 @@ impl LeaseService {
             "BatchGetItem" => self.batch_get(doc),
             "BatchWriteItem" => self.batch_write(doc),
             "TransactWriteItems" => self.transact_write(doc),
+            "TransactGetItems" => self.transact_get(doc),
             other => Err(invalid(format!(
                 "{other} is not supported by Freshet's lease store (docs/leases.md)."
             ))),
@@ -1057,6 +1058,72 @@ impl LeaseService {
         Ok(json!({}))
     }
 
+    /// TransactGetItems: the items of up to 100 `Get`s as of one moment (no write to
+    /// any table involved can come between two of the reads), in request order; `{}`
+    /// for an item that does not exist.
+    fn transact_get(&self, doc: &Value) -> Result<Value> {
+        let list = doc["TransactItems"].as_array().cloned().unwrap_or_default();
+        if list.is_empty() || list.len() > TRANSACT_LIMIT {
+            return Err(invalid(format!(
+                "1 validation error detected: Value at 'transactItems' failed to satisfy constraint: Member must have length less than or equal to {TRANSACT_LIMIT}, Member must have length greater than or equal to 1"
+            )));
+        }
+        let mut gets = Vec::with_capacity(list.len());
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in &list {
+            let Some(body) = entry.get("Get").filter(|v| v.is_object()) else {
+                return Err(invalid("TransactItems can only contain Get operations"));
+            };
+            let t = self.active(text(body, "TableName"))?;
+            let mut ph = Placeholders::from_request(body).map_err(invalid)?;
+            let projection = projection(body, &mut ph)?;
+            ph.check_all_used().map_err(invalid)?;
+            let key = item_param(body, "Key")?;
+            t.check_key(&key)?;
+            if !seen.insert((t.name.clone(), t.storage_key(&key))) {
+                return Err(invalid(
+                    "Transaction request cannot include multiple operations on one item",
+                ));
+            }
+            gets.push((t, key, projection));
+        }
+        let names: std::collections::BTreeSet<String> =
+            gets.iter().map(|(t, _, _)| t.name.clone()).collect();
+        self.with_tables_locked(&names, || {
+            let mut responses = Vec::with_capacity(gets.len());
+            for (t, key, projection) in &gets {
+                // The table may have gone while waiting for the locks.
+                let t = self.active(&t.name)?;
+                responses.push(match self.get_stored(&t, key)? {
+                    Some(item) => {
+                        let item = match projection {
+                            Some(p) => expr::project(&item, p),
+                            None => item,
+                        };
+                        json!({ "Item": item_to_json(&item) })
+                    }
+                    None => json!({}),
+                });
+            }
+            Ok(json!({ "Responses": responses }))
+        })
+    }
+
+    /// Runs `f` holding the locks of tables `names` (taken in name order, so two such
+    /// calls never deadlock): no write to them comes in between.
+    fn with_tables_locked<R>(
+        &self,
+        names: &std::collections::BTreeSet<String>,
+        f: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
+        let locks: Vec<Arc<Mutex<()>>> = names.iter().map(|n| self.lock_of(n)).collect();
+        let _guards: Vec<_> = locks
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        f()
+    }
+
     /// Checks every condition and applies every write in one catalog commit, holding
     /// the locks of all tables involved (taken in name order, so never deadlocking).
     fn commit_all(&self, prepared: Vec<PreparedWrite>, duplicate: &str) -> Result<()> {
@@ -1068,40 +1135,37 @@ impl LeaseService {
         }
         let names: std::collections::BTreeSet<String> =
             prepared.iter().map(|p| p.table.name.clone()).collect();
-        let locks: Vec<Arc<Mutex<()>>> = names.iter().map(|n| self.lock_of(n)).collect();
-        let _guards: Vec<_> = locks
-            .iter()
-            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        let mut tables: BTreeMap<String, Table> = BTreeMap::new();
-        for n in &names {
-            tables.insert(n.clone(), self.active(n)?);
-        }
-        let mut reasons = Vec::new();
-        let mut writes = Vec::new();
-        let mut failed = false;
-        for p in &prepared {
-            let t = &tables[&p.table.name];
-            let old = self.get_stored(t, &p.key)?;
-            if let Some(c) = &p.cond
-                && !expr::eval(c, old.as_ref().unwrap_or(&Item::new()))
-            {
-                reasons.push(Some("ConditionalCheckFailed".to_string()));
-                failed = true;
-                continue;
+        self.with_tables_locked(&names, || {
+            let mut tables: BTreeMap<String, Table> = BTreeMap::new();
+            for n in &names {
+                tables.insert(n.clone(), self.active(n)?);
             }
-            reasons.push(None);
-            if matches!(p.action, WriteAction::Check) {
-                continue;
+            let mut reasons = Vec::new();
+            let mut writes = Vec::new();
+            let mut failed = false;
+            for p in &prepared {
+                let t = &tables[&p.table.name];
+                let old = self.get_stored(t, &p.key)?;
+                if let Some(c) = &p.cond
+                    && !expr::eval(c, old.as_ref().unwrap_or(&Item::new()))
+                {
+                    reasons.push(Some("ConditionalCheckFailed".to_string()));
+                    failed = true;
+                    continue;
+                }
+                reasons.push(None);
+                if matches!(p.action, WriteAction::Check) {
+                    continue;
+                }
+                let new = self.next_item(t, &p.key, old.as_ref(), &p.action)?;
+                writes.push(self.catalog_write(t, &p.key, new.as_ref())?);
             }
-            let new = self.next_item(t, &p.key, old.as_ref(), &p.action)?;
-            writes.push(self.catalog_write(t, &p.key, new.as_ref())?);
-        }
-        if failed {
-            return Err(LeaseError::TransactionCanceled(reasons));
-        }
-        self.catalog.write(writes)?;
-        Ok(())
+            if failed {
+                return Err(LeaseError::TransactionCanceled(reasons));
+            }
+            self.catalog.write(writes)?;
+            Ok(())
+        })
     }
 }
 

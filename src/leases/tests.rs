@@ -129,3 +129,73 @@ fn tables_and_items_survive_reopen_and_transactions_cancel_whole() {
     assert_eq!(d["Table"]["TableStatus"], "ACTIVE");
     assert_eq!(d["Table"]["ItemCount"], 1);
 }
+
+/// TransactGetItems reads its items as of one moment: while writers move units between
+/// two items with TransactWriteItems (the total stays 100), every transactional read
+/// of both sees a total of 100.
+#[test]
+fn transactional_reads_see_whole_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(dir.path());
+    create(&s);
+    for (key, n) in [("a", "100"), ("b", "0")] {
+        s.call(
+            "PutItem",
+            &json!({"TableName": "leases", "Item": {"leaseKey": {"S": key}, "n": {"N": n}}}),
+        )
+        .unwrap();
+    }
+    let moves = 300;
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for i in 0..moves {
+                let (from, to) = if i % 3 == 2 { ("b", "a") } else { ("a", "b") };
+                let step = |key: &str, op: &str| {
+                    json!({"Update": {"TableName": "leases", "Key": {"leaseKey": {"S": key}},
+                        "UpdateExpression": format!("SET n = n {op} :one"),
+                        "ExpressionAttributeValues": {":one": {"N": "1"}}}})
+                };
+                s.call(
+                    "TransactWriteItems",
+                    &json!({"TransactItems": [step(from, "-"), step(to, "+")]}),
+                )
+                .unwrap();
+            }
+        })
+    };
+    let get = |key: &str| json!({"Get": {"TableName": "leases", "Key": {"leaseKey": {"S": key}}}});
+    let mut reads = 0;
+    let mut totals = std::collections::BTreeSet::new();
+    while !writer.is_finished() || reads == 0 {
+        let r = s
+            .call(
+                "TransactGetItems",
+                &json!({"TransactItems": [get("a"), get("b")]}),
+            )
+            .unwrap();
+        let n = |i: usize| {
+            r["Responses"][i]["Item"]["n"]["N"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        };
+        totals.insert(n(0) + n(1));
+        reads += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(
+        totals.into_iter().collect::<Vec<_>>(),
+        [100],
+        "after {reads} reads"
+    );
+    let r = s
+        .call(
+            "TransactGetItems",
+            &json!({"TransactItems": [get("a"), get("b")]}),
+        )
+        .unwrap();
+    assert_eq!(r["Responses"][0]["Item"]["n"]["N"], "0");
+    assert_eq!(r["Responses"][1]["Item"]["n"]["N"], "100");
+}

@@ -2,7 +2,7 @@
 `dynamodb`: the table lifecycle, items with both the legacy and the expression
 parameters, ConditionalCheckFailedException exactly as DynamoDB sends it, Scan paging,
 Query, batches, transactions that cancel with their reasons, bad expressions; CloudWatch
-PutMetricData accepted; and KCL's lease protocol run by three worker processes over a
+PutMetricData in its three protocols, its figures on /metrics, its errors; and KCL's lease protocol run by three worker processes over a
 four-shard data stream, one of them SIGKILLed, every record processed and no lease ever
 held twice at the same counter."""
 
@@ -275,25 +275,137 @@ def test_batches_and_transactions(ddb):
     assert "Item" in ddb.get_item(TableName=name, Key={"leaseKey": {"S": "new"}})
 
 
-def test_cloudwatch_put_metric_data_is_accepted(server):
+def test_transact_get_items_reads_items_in_request_order(ddb):
+    name = lease_table(ddb)
+    other = lease_table(ddb)
+    ddb.put_item(TableName=name, Item={"leaseKey": {"S": "a"}, "leaseCounter": {"N": "3"},
+                                       "leaseOwner": {"S": "w1"}})
+    ddb.put_item(TableName=other, Item={"leaseKey": {"S": "b"}, "leaseCounter": {"N": "9"}})
+    r = ddb.transact_get_items(TransactItems=[
+        {"Get": {"TableName": other, "Key": {"leaseKey": {"S": "b"}}}},
+        {"Get": {"TableName": name, "Key": {"leaseKey": {"S": "missing"}}}},
+        {"Get": {"TableName": name, "Key": {"leaseKey": {"S": "a"}},
+                 "ProjectionExpression": "#o, leaseCounter",
+                 "ExpressionAttributeNames": {"#o": "leaseOwner"}}},
+    ])
+    assert r["Responses"] == [
+        {"Item": {"leaseKey": {"S": "b"}, "leaseCounter": {"N": "9"}}},
+        {},
+        {"Item": {"leaseOwner": {"S": "w1"}, "leaseCounter": {"N": "3"}}},
+    ]
+    with pytest.raises(ClientError) as e:
+        ddb.transact_get_items(TransactItems=[
+            {"Get": {"TableName": name, "Key": {"leaseKey": {"S": "a"}}}},
+            {"Get": {"TableName": name, "Key": {"leaseKey": {"S": "a"}}}},
+        ])
+    assert error_of(e) == ("ValidationException",
+                           "Transaction request cannot include multiple operations on one item")
+    with pytest.raises(ClientError) as e:
+        ddb.transact_get_items(TransactItems=[
+            {"Get": {"TableName": "no-such-table", "Key": {"leaseKey": {"S": "a"}}}}])
+    assert error_of(e)[0] == "ResourceNotFoundException"
+
+
+def _client_series(endpoint: str) -> dict:
+    """freshet_client_metric_* samples on /metrics, by (name, labels)."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+    text = requests.get(endpoint + "/metrics", timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.startswith("freshet_client_metric"):
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_cloudwatch_put_metric_data_reaches_the_metrics_endpoint(server):
+    import requests
     cw = make_client(server.endpoint, "cloudwatch")
+    shard = (("dimensions", "Operation=ProcessTask,ShardId=shardId-000000000000"),
+             ("metric", "RecordsProcessed"), ("namespace", "KCL-app"), ("unit", "Count"))
+    # botocore speaks RPCv2 CBOR to CloudWatch.
     r = cw.put_metric_data(Namespace="KCL-app", MetricData=[
         {"MetricName": "RecordsProcessed", "Value": 12.0, "Unit": "Count",
-         "Dimensions": [{"Name": "ShardId", "Value": "shardId-000000000000"}]}])
+         "Dimensions": [{"Name": "ShardId", "Value": "shardId-000000000000"},
+                        {"Name": "Operation", "Value": "ProcessTask"}]},
+        {"MetricName": "RecordsProcessed", "Values": [3.0, 5.0], "Counts": [2.0, 1.0],
+         "Unit": "Count",
+         "Dimensions": [{"Name": "Operation", "Value": "ProcessTask"},
+                        {"Name": "ShardId", "Value": "shardId-000000000000"}]}])
     assert r["ResponseMetadata"]["HTTPStatusCode"] == 200
-    # botocore speaks RPCv2 CBOR to CloudWatch; the SDK for Java v2 the JSON 1.0 or
-    # the query protocol, depending on its version: all three are answered.
-    import requests
-    r = requests.post(server.endpoint + "/", data=b'{"Namespace": "KCL", "MetricData": []}',
-                      headers={"Content-Type": "application/x-amz-json-1.0",
-                               "X-Amz-Target": "GraniteServiceVersion20100801.PutMetricData"},
-                      timeout=10)
+    series = _client_series(server.endpoint)
+    assert series[("freshet_client_metric_samples_total", shard)] == 4
+    assert series[("freshet_client_metric_sum", shard)] == 12 + 3 * 2 + 5
+    assert series[("freshet_client_metric_minimum", shard)] == 3
+    assert series[("freshet_client_metric_maximum", shard)] == 12
+
+    # The SDK for Java v2 speaks JSON 1.0 or the query protocol, depending on its
+    # version: both are kept the same way.
+    r = requests.post(server.endpoint + "/", data=json.dumps({"Namespace": "KCL", "MetricData": [
+        {"MetricName": "Time", "Unit": "Milliseconds",
+         "StatisticValues": {"SampleCount": 4, "Sum": 10, "Minimum": 1, "Maximum": 4}}]}),
+        headers={"Content-Type": "application/x-amz-json-1.0",
+                 "X-Amz-Target": "GraniteServiceVersion20100801.PutMetricData"}, timeout=10)
     assert r.status_code == 200 and r.json() == {}
+    r = requests.post(server.endpoint + "/", data=(
+        "Action=PutMetricData&Version=2010-08-01&Namespace=KCL"
+        "&MetricData.member.1.MetricName=Time&MetricData.member.1.Unit=Milliseconds"
+        "&MetricData.member.1.Value=7"),
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}, timeout=10)
+    assert r.status_code == 200 and "<PutMetricDataResponse" in r.text
+    time_series = (("dimensions", ""), ("metric", "Time"), ("namespace", "KCL"),
+                   ("unit", "Milliseconds"))
+    series = _client_series(server.endpoint)
+    assert series[("freshet_client_metric_samples_total", time_series)] == 5
+    assert series[("freshet_client_metric_sum", time_series)] == 17
+    assert series[("freshet_client_metric_maximum", time_series)] == 7
+
+
+def test_cloudwatch_put_metric_data_errors_are_cloudwatchs(server):
+    import requests
+    cw = make_client(server.endpoint, "cloudwatch")
+    with pytest.raises(ClientError) as e:
+        cw.put_metric_data(Namespace="KCL-app", MetricData=[
+            {"MetricName": "m", "Value": 1.0,
+             "StatisticValues": {"SampleCount": 1, "Sum": 1, "Minimum": 1, "Maximum": 1}}])
+    err = e.value.response["Error"]
+    assert err["Code"] == "InvalidParameterCombination"
+    assert err["Message"] == ("The parameters MetricData.member.1.Value and "
+                              "MetricData.member.1.StatisticValues are mutually exclusive "
+                              "and you have specified both.")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as e:
+        cw.put_metric_data(Namespace="AWS/Kinesis", MetricData=[{"MetricName": "m", "Value": 1.0}])
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+    with pytest.raises(ClientError) as e:
+        cw.put_metric_data(Namespace="N", MetricData=[{"MetricName": "m", "Value": 1.0,
+                                                       "Unit": "Count"}] * 1001)
+    assert e.value.response["Error"]["Message"] == (
+        "The collection MetricData must not have a size greater than 1000.")
+
     r = requests.post(server.endpoint + "/",
                       data="Action=PutMetricData&Version=2010-08-01&Namespace=KCL",
                       headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
                       timeout=10)
-    assert r.status_code == 200 and "<PutMetricDataResponse" in r.text
+    assert r.status_code == 400
+    assert "<Code>MissingParameter</Code>" in r.text
+    assert "<Message>The parameter MetricData is required.</Message>" in r.text
+    r = requests.post(server.endpoint + "/", data=b'{"Namespace": "KCL", "MetricData": [{"MetricName": "m", "Value": "x"}]}',
+                      headers={"Content-Type": "application/x-amz-json-1.0",
+                               "X-Amz-Target": "GraniteServiceVersion20100801.PutMetricData"},
+                      timeout=10)
+    assert r.status_code == 400
+    assert r.json()["__type"] == "com.amazonaws.cloudwatch#InvalidParameterValueException"
+    assert r.headers["x-amzn-query-error"] == "InvalidParameterValue;Sender"
+    # Freshet keeps no metric history: reading it is an unknown operation, not a
+    # silent success.
+    with pytest.raises(ClientError) as e:
+        cw.list_metrics(Namespace="KCL-app")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # Nothing refused reached the metrics.
+    assert not any(dict(labels).get("namespace") in ("AWS/Kinesis", "N")
+                   for (_, labels) in _client_series(server.endpoint))
 
 
 # --------------------------------------------------------------------------
