@@ -1,0 +1,473 @@
+//! The cluster foundation against a real PostgreSQL (started by the test, see
+//! `common/postgres.rs`): migrations run twice and by two nodes at once; a node that
+//! stops heartbeating loses its leases to the other within the lease time, under a
+//! higher epoch; a paused old owner's fenced commit is refused while the new owner's
+//! goes through; three nodes spread leases evenly; and two real `freshet serve
+//! --cluster` processes, one SIGKILLed, with `freshet cluster status` showing its
+//! leases move to the survivor, and released on a clean shutdown.
+//!
+//! Every test skips (saying so) only when PostgreSQL is neither installed nor
+//! installable; under CI that is a failure.
+
+mod common;
+#[path = "common/postgres.rs"]
+mod postgres;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use freshet::cluster::ClusterError;
+use freshet::cluster::db::{ClusterDb, ClusterView};
+use freshet::cluster::node::{ClusterNode, ClusterOptions, ResourceLister};
+use postgres::TestPostgres;
+
+/// Slack on top of the lease time for a move to be seen: a heartbeat interval to
+/// notice, plus scheduling on a loaded machine.
+const SLACK: Duration = Duration::from_secs(5);
+
+fn options(pg: &TestPostgres, node: &str, lease: Duration) -> ClusterOptions {
+    ClusterOptions {
+        url: pg.url.clone(),
+        node_id: node.to_string(),
+        advertise_url: format!("http://{node}.test:4570"),
+        lease,
+        heartbeat: lease / 5,
+    }
+}
+
+fn lister(resources: &[String]) -> ResourceLister {
+    let resources = resources.to_vec();
+    Arc::new(move || resources.clone())
+}
+
+fn resources(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| freshet::cluster::shard_resource("orders", &format!("shardId-{i:012}")))
+        .collect()
+}
+
+/// Owner of each held lease.
+fn owners(view: &ClusterView) -> BTreeMap<String, (String, i64)> {
+    view.leases
+        .iter()
+        .filter(|l| l.held())
+        .map(|l| (l.resource.clone(), (l.owner.clone().unwrap(), l.epoch)))
+        .collect()
+}
+
+/// Polls the view until `done` holds or `within` passes; returns the view and the time.
+async fn wait_for(
+    db: &mut ClusterDb,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&ClusterView) -> bool,
+) -> (ClusterView, Duration) {
+    let start = Instant::now();
+    loop {
+        let view = db.view().await.expect("view");
+        if done(&view) {
+            return (view, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < within,
+            "{what}: not within {within:?}; last view: {view:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the `freshet` binary with `args` (off the runtime) and returns its output.
+async fn freshet_cli(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_freshet"))
+            .args(&args)
+            .output()
+            .expect("run freshet")
+    })
+    .await
+    .unwrap()
+}
+
+fn count(view: &ClusterView, node: &str) -> usize {
+    view.leases
+        .iter()
+        .filter(|l| l.held() && l.owner.as_deref() == Some(node))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_safe_from_two_nodes_at_once() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let mut a = ClusterDb::connect(&pg.url).await.unwrap();
+    let mut b = ClusterDb::connect(&pg.url).await.unwrap();
+    let (va, vb) = tokio::join!(a.migrate(), b.migrate());
+    assert_eq!(va.unwrap(), 1);
+    assert_eq!(vb.unwrap(), 1);
+    // Again, after the fact: nothing to do, same version.
+    assert_eq!(a.migrate().await.unwrap(), 1);
+    let client = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await;
+    let (client, connection) = client.unwrap();
+    tokio::spawn(connection);
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM cluster_schema_version ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1], "each migration recorded once");
+    // A database migrated by a newer binary is refused, not silently used.
+    client
+        .execute(
+            "INSERT INTO cluster_schema_version (version) VALUES (99)",
+            &[],
+        )
+        .await
+        .unwrap();
+    match a.migrate().await {
+        Err(ClusterError::SchemaTooNew {
+            database: 99,
+            binary: 1,
+        }) => {}
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_is_refused_at_start_with_a_clear_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let opts = ClusterOptions {
+        url: format!("postgres://freshet@127.0.0.1:{port}/postgres"),
+        node_id: "a".into(),
+        advertise_url: "http://a.test:4570".into(),
+        lease: Duration::from_secs(2),
+        heartbeat: Duration::from_millis(400),
+    };
+    match ClusterNode::start(opts, lister(&[])).await {
+        Err(e @ ClusterError::Unreachable(_)) => {
+            assert!(
+                e.to_string()
+                    .starts_with("cannot reach the cluster database"),
+                "{e}"
+            )
+        }
+        Err(e) => panic!("expected Unreachable, got {e}"),
+        Ok(_) => panic!("started without a database"),
+    }
+}
+
+/// (a) and (b): two nodes share the leases; one stops heartbeating (as a crashed or
+/// paused node does); its leases move to the other within the lease time plus slack,
+/// each under a higher epoch; the old owner's fenced commit under its old epoch is
+/// refused, the new owner's goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_loses_its_leases_and_its_old_epoch_is_fenced() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let lease = Duration::from_secs(2);
+    let all = resources(6);
+    let a = ClusterNode::start(options(&pg, "a", lease), lister(&all))
+        .await
+        .unwrap();
+    let b = ClusterNode::start(options(&pg, "b", lease), lister(&all))
+        .await
+        .unwrap();
+    let mut db = ClusterDb::connect(&pg.url).await.unwrap();
+    let (view, _) = wait_for(&mut db, Duration::from_secs(20), "3 + 3 spread", |v| {
+        count(v, "a") == 3 && count(v, "b") == 3
+    })
+    .await;
+    let before = owners(&view);
+    // The node's own view agrees with the database.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.held().len() != 3 {
+        assert!(Instant::now() < deadline, "b's own view: {:?}", b.held());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (victim, old_epoch) = b.held()[0].clone();
+    assert_eq!(before[&victim], ("b".to_string(), old_epoch));
+
+    // b pauses: it stops heartbeating but keeps (in this test) its old epoch.
+    let paused_at = Instant::now();
+    b.abort();
+    let (view, _) = wait_for(&mut db, lease + SLACK, "b's leases move to a", |v| {
+        count(v, "a") == 6
+    })
+    .await;
+    let moved_after = paused_at.elapsed();
+    assert!(
+        moved_after >= lease - Duration::from_millis(300),
+        "moved after {moved_after:?}, before the lease could have expired"
+    );
+    let after = owners(&view);
+    for (resource, (owner, epoch)) in &before {
+        if owner == "b" {
+            assert!(after[resource].1 > *epoch, "{resource}: epoch must grow");
+        } else {
+            assert_eq!(after[resource].1, *epoch, "{resource}: a kept it");
+        }
+    }
+    let node_b = view.nodes.iter().find(|n| n.node_id == "b").unwrap();
+    assert!(!node_b.live, "b is shown dead");
+
+    // The paused owner wakes up and tries to commit under its old epoch: refused.
+    let mut old_owner = ClusterDb::connect(&pg.url).await.unwrap();
+    match old_owner.fenced(&victim, "b", old_epoch).await {
+        Err(ClusterError::Fenced { resource, epoch }) => {
+            assert_eq!((resource.as_str(), epoch), (victim.as_str(), old_epoch))
+        }
+        Err(e) => panic!("expected Fenced, got {e}"),
+        Ok(_) => panic!("a paused owner committed after losing its lease"),
+    }
+    // The new owner's commit under the new epoch goes through, and writes.
+    let new_epoch = a.epoch_of(&victim).expect("a holds it");
+    assert_eq!(new_epoch, after[&victim].1);
+    let mut new_owner = ClusterDb::connect(&pg.url).await.unwrap();
+    {
+        let fenced = new_owner.fenced(&victim, "a", new_epoch).await.unwrap();
+        fenced
+            .transaction()
+            .batch_execute("CREATE TABLE owner_writes (n int); INSERT INTO owner_writes VALUES (1)")
+            .await
+            .unwrap();
+        fenced.commit().await.unwrap();
+    }
+    // While a fenced transaction is open the lease row is locked: a grant attempt
+    // waits for it (seen in pg_stat_activity) and, once it commits, finds the lease
+    // held and gets nothing.
+    {
+        let fenced = new_owner.fenced(&victim, "a", new_epoch).await.unwrap();
+        let thief = ClusterDb::connect(&pg.url).await.unwrap();
+        let resource = victim.clone();
+        let steal = tokio::spawn(async move { thief.acquire(&resource, "c", lease).await });
+        let (watcher, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO cluster_leases%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting == 1 {
+                break;
+            }
+            assert!(!steal.is_finished(), "the grant did not wait for the lock");
+            assert!(
+                Instant::now() < deadline,
+                "the grant never waited for the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fenced.commit().await.unwrap();
+        assert_eq!(steal.await.unwrap().unwrap(), None, "a still holds it");
+    }
+    a.shutdown().await;
+    let view = db.view().await.unwrap();
+    assert_eq!(count(&view, "a"), 0, "released on shutdown: {view:#?}");
+    assert!(view.nodes.iter().all(|n| n.node_id != "a"), "a left");
+}
+
+/// (c): three nodes, one after the other: leases end up spread within one, and the
+/// first node gives some up when the others join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_spread_leases_evenly() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let lease = Duration::from_secs(3);
+    let all = resources(10);
+    let mut db = ClusterDb::connect(&pg.url).await.unwrap();
+    let a = ClusterNode::start(options(&pg, "a", lease), lister(&all))
+        .await
+        .unwrap();
+    wait_for(&mut db, Duration::from_secs(20), "a takes all", |v| {
+        count(v, "a") == 10
+    })
+    .await;
+    let b = ClusterNode::start(options(&pg, "b", lease), lister(&all[..3]))
+        .await
+        .unwrap();
+    let c = ClusterNode::start(options(&pg, "c", lease), lister(&[]))
+        .await
+        .unwrap();
+    let (view, took) = wait_for(&mut db, Duration::from_secs(20), "4/3/3 spread", |v| {
+        let counts = [count(v, "a"), count(v, "b"), count(v, "c")];
+        counts.iter().sum::<usize>() == 10
+            && counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1
+    })
+    .await;
+    eprintln!("spread after {took:?}: {:?}", owners(&view));
+    // Stable: a few heartbeats later nothing has moved.
+    tokio::time::sleep(lease / 2).await;
+    let later = db.view().await.unwrap();
+    assert_eq!(owners(&later), owners(&view), "rebalancing settled");
+    for node in [a, b, c] {
+        node.shutdown().await;
+    }
+    let view = db.view().await.unwrap();
+    assert!(view.leases.iter().all(|l| l.owner.is_none()), "{view:#?}");
+}
+
+/// (e): two real servers against the test PostgreSQL; one is SIGKILLed;
+/// `freshet cluster status --json` shows its leases on the survivor within the lease
+/// time plus slack. The survivor's clean shutdown releases them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_loses_its_leases_to_the_survivor() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let lease_secs = 2;
+    let args = |node: &str| -> Vec<String> {
+        [
+            "--cluster",
+            pg.url.as_str(),
+            "--node-id",
+            node,
+            "--advertise-url",
+            &format!("http://{node}.test:4570"),
+            "--cluster-lease-secs",
+            &lease_secs.to_string(),
+            "--cluster-heartbeat-ms",
+            "300",
+            "--state-delay-ms",
+            "0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a_args = args("a");
+    let mut a = common::Server::start(&a_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    // A stream of 4 shards on a, a video stream on b: 5 resources.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(a.endpoint())
+        .header("x-amz-target", "Kinesis_20131202.CreateStream")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(r#"{"StreamName":"orders","ShardCount":4}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    let b_args = args("b");
+    let mut b = common::Server::start(&b_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let resp = http
+        .post(format!("{}/createStream", b.endpoint()))
+        .header("content-type", "application/json")
+        .body(r#"{"StreamName":"door-cam","DataRetentionInHours":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+
+    let status = |url: String| async move {
+        let out = freshet_cli(&["cluster", "status", "--json", "--cluster", &url]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let held_by = |v: &serde_json::Value, node: &str| -> usize {
+        v["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["owner"] == node && l["expires_in_secs"].as_f64().unwrap() > 0.0)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spread = loop {
+        let v = status(pg.url.clone()).await;
+        if v["leases"].as_array().unwrap().len() == 5
+            && held_by(&v, "a") + held_by(&v, "b") == 5
+            && held_by(&v, "a").abs_diff(held_by(&v, "b")) <= 1
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never spread: {v:#}\n{}",
+            b.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let resources: Vec<&str> = spread["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["resource"].as_str().unwrap())
+        .collect();
+    assert!(
+        resources.contains(&"shard:orders/shardId-000000000003"),
+        "{resources:?}"
+    );
+    assert!(resources.contains(&"video:door-cam"), "{resources:?}");
+
+    let killed_at = Instant::now();
+    b.kill();
+    let bound = Duration::from_secs(lease_secs) + SLACK;
+    let moved = loop {
+        let v = status(pg.url.clone()).await;
+        if held_by(&v, "a") == 5 {
+            break v;
+        }
+        assert!(
+            killed_at.elapsed() < bound,
+            "b's leases did not move within {bound:?}: {v:#}\n{}",
+            a.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("leases moved {:?} after SIGKILL", killed_at.elapsed());
+    for (before, after) in spread["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(moved["leases"].as_array().unwrap())
+    {
+        assert_eq!(before["resource"], after["resource"]);
+        if before["owner"] == "b" {
+            assert!(
+                after["epoch"].as_i64() > before["epoch"].as_i64(),
+                "{after}"
+            );
+        }
+    }
+    let b_row = moved["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == "b")
+        .expect("b still listed");
+    assert_eq!(b_row["live"], false);
+
+    // The table form shows the same.
+    let out = freshet_cli(&["cluster", "status", "--cluster", &pg.url]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 node(s), 1 live"), "{text}");
+    assert!(text.contains("5 lease(s), 5 held"), "{text}");
+
+    assert!(a.terminate().await, "a stops cleanly");
+    let v = status(pg.url.clone()).await;
+    assert_eq!(held_by(&v, "a"), 0, "released on shutdown: {v:#}");
+}
