@@ -25,6 +25,8 @@ if [ "$what" = test ]; then
     # TLS tests (tests/e2e/test_tls.py): a test CA and server certificates.
     have_cmd openssl || need+=(openssl)
     { gst-inspect-1.0 h264parse && gst-inspect-1.0 x264enc && gst-inspect-1.0 matroskamux; } >/dev/null 2>&1 || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)
+    # The cluster tests (tests/cluster.rs): a throwaway PostgreSQL server (initdb, pg_ctl).
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
     # The console's browser tests (tests/browser): headless Chromium driven from Node.
     [ -x /usr/bin/chromium ] || need+=(chromium)
     if ! have_cmd node || ! have_cmd npm; then

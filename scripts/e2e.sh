@@ -8,6 +8,9 @@
 #   FRESHET_ENDPOINT    use an already running server instead, e.g. http://127.0.0.1:4567
 #   FRESHET_KINESALITE  set to 1 when FRESHET_ENDPOINT is kinesalite (skips what it lacks)
 #   E2E_VENV            virtualenv to create/update (default .venv)
+#   E2E_WORKERS         pytest-xdist workers for the test files (default 2; 1 runs
+#                       them in one process). Each worker starts its own shared
+#                       server; a file's tests always run together on one worker.
 #
 # The exit code is pytest's.
 set -uo pipefail
@@ -89,5 +92,14 @@ for arg in "$@"; do
     esac
 done
 
-"$VENV/bin/python" -m pytest -p no:cacheprovider "${TARGETS[@]}" "$@"
+# Independent files run in parallel (--dist loadfile keeps each file on one worker, so
+# module fixtures and a file's ordering assumptions hold), unless the caller chose -n.
+PARALLEL=()
+WORKERS="${E2E_WORKERS:-2}"
+case " $* " in
+    *" -n "*|*" -n="*|*" --numprocesses"*) ;;
+    *) if [ "$WORKERS" -gt 1 ] 2>/dev/null; then PARALLEL=(-n "$WORKERS" --dist loadfile); fi ;;
+esac
+
+"$VENV/bin/python" -m pytest -p no:cacheprovider "${PARALLEL[@]}" "${TARGETS[@]}" "$@"
 exit $?

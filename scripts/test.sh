@@ -11,8 +11,21 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR=never
+# A test run builds once: incremental-compilation caches would only take disk (GBs
+# across the test binaries). Set CARGO_INCREMENTAL=1 to keep them.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 scripts/deps.sh test
+
+# The debug build and its test binaries take about 3 GB, the fuzz build about as much
+# again: say so up front rather than fail halfway through a compile.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kb=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
+echo "== disk: $((free_kb / 1024 / 1024)) GB free for $target_dir"
+if [ "${free_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
+    echo "warning: under 6 GB free; the build may run out of space" >&2
+fi
 
 echo "== cargo test"
 cargo build --bin freshet

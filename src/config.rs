@@ -148,6 +148,10 @@ pub struct ServeConfig {
     #[command(flatten)]
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// Scale-out: membership and leases in PostgreSQL (config file: a `[cluster]` table)
+    #[command(flatten)]
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     /// Camera feeds to run (config file only): `[[feeds]]` tables with `stream`, and
     /// `rtsp_url`, or `rtp_port` with `sdp` / `codec` (+ `payload_type`); optional
     /// `fragment_ms`. They are stored like feeds added through the API.
@@ -307,6 +311,39 @@ pub struct DeliverySettings {
     /// credentials) [default: local]
     #[arg(long = "delivery-s3", env = "FRESHET_DELIVERY_S3", value_enum)]
     pub s3: Option<DeliveryS3>,
+    /// Transformation functions of delivery streams, as `ARN=URL`: the Lambda
+    /// function ARN a `ProcessingConfiguration` names, and the URL Freshet POSTs its
+    /// Lambda event to (Freshet has no Lambda); repeat it, or separate pairs with commas
+    #[arg(
+        long = "delivery-lambda",
+        env = "FRESHET_DELIVERY_LAMBDA",
+        value_name = "ARN=URL",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub lambda: Vec<String>,
+}
+
+impl DeliverySettings {
+    /// `lambda` as a map from ARN to URL; an error names a pair without `=`.
+    pub fn lambda_urls(&self) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for pair in &self.lambda {
+            let Some((arn, url)) = pair.split_once('=') else {
+                return Err(format!(
+                    "delivery lambda {pair:?} is not ARN=URL (e.g. \
+                     arn:aws:lambda:us-east-1:123456789012:function:f=http://127.0.0.1:9000/)"
+                ));
+            };
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(format!(
+                    "delivery lambda {pair:?}: the URL must start with http:// or https://"
+                ));
+            }
+            out.insert(arn.trim().to_string(), url.trim().to_string());
+        }
+        Ok(out)
+    }
 }
 
 /// `[delivery] s3`.
@@ -319,6 +356,76 @@ pub enum DeliveryS3 {
 
 /// A camera feed in the config file. `Debug` shows the camera URL without its
 /// password.
+/// `[cluster]`: several nodes over one PostgreSQL database (docs/cluster.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Run as a node of a cluster whose membership and leases live in this PostgreSQL
+    /// database (`postgres://user:password@host:port/database`; no TLS). Needs
+    /// --node-id and --advertise-url [default: off, a single node on its own]
+    #[arg(long = "cluster", env = "FRESHET_CLUSTER_URL")]
+    pub url: Option<String>,
+    /// This node's id in the cluster, unique among its nodes
+    #[arg(long = "node-id", env = "FRESHET_CLUSTER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds a lease lasts without renewal: a node that stops heartbeating loses its
+    /// shards and video streams to the others this long after its last heartbeat
+    /// [default: 10]
+    #[arg(long = "cluster-lease-secs", env = "FRESHET_CLUSTER_LEASE_SECS")]
+    pub lease_secs: Option<u64>,
+    /// Milliseconds between heartbeats (lease renewal and rebalancing); must be less
+    /// than the lease time [default: a third of the lease time]
+    #[arg(long = "cluster-heartbeat-ms", env = "FRESHET_CLUSTER_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+}
+
+impl ClusterSettings {
+    /// The node's options, when clustering is on; `advertise_url` is the server's
+    /// `--advertise-url`.
+    pub fn options(
+        &self,
+        advertise_url: Option<&str>,
+    ) -> anyhow::Result<Option<crate::cluster::node::ClusterOptions>> {
+        let Some(url) = &self.url else {
+            if self.node_id.is_some() {
+                anyhow::bail!("--node-id needs --cluster");
+            }
+            return Ok(None);
+        };
+        let node_id = match self.node_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_string(),
+            _ => anyhow::bail!("--cluster needs --node-id (this node's id in the cluster)"),
+        };
+        let Some(advertise_url) = advertise_url else {
+            anyhow::bail!(
+                "--cluster needs --advertise-url (the URL other nodes reach this one at)"
+            );
+        };
+        let lease_secs = self.lease_secs.unwrap_or(10);
+        if lease_secs == 0 || lease_secs > 3600 {
+            anyhow::bail!("cluster lease-secs must be between 1 and 3600, not {lease_secs}");
+        }
+        let lease = std::time::Duration::from_secs(lease_secs);
+        let heartbeat = match self.heartbeat_ms {
+            Some(ms) => std::time::Duration::from_millis(ms),
+            None => lease / 3,
+        };
+        if heartbeat.is_zero() || heartbeat >= lease {
+            anyhow::bail!(
+                "cluster heartbeat-ms ({} ms) must be more than 0 and less than the lease time ({lease_secs} s)",
+                heartbeat.as_millis()
+            );
+        }
+        Ok(Some(crate::cluster::node::ClusterOptions {
+            url: url.clone(),
+            node_id,
+            advertise_url: advertise_url.to_string(),
+            lease,
+            heartbeat,
+        }))
+    }
+}
+
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedEntry {
@@ -403,6 +510,17 @@ impl ServeConfig {
             },
             delivery: DeliverySettings {
                 s3: self.delivery.s3.or(other.delivery.s3),
+                lambda: if self.delivery.lambda.is_empty() {
+                    other.delivery.lambda
+                } else {
+                    self.delivery.lambda
+                },
+            },
+            cluster: ClusterSettings {
+                url: self.cluster.url.or(other.cluster.url),
+                node_id: self.cluster.node_id.or(other.cluster.node_id),
+                lease_secs: self.cluster.lease_secs.or(other.cluster.lease_secs),
+                heartbeat_ms: self.cluster.heartbeat_ms.or(other.cluster.heartbeat_ms),
             },
             feeds: if self.feeds.is_empty() {
                 other.feeds
@@ -438,7 +556,7 @@ impl ServeConfig {
 /// (a unit test compares them).
 pub fn reference_table() -> String {
     use clap::Args;
-    let sections: [(&str, clap::Command); 4] = [
+    let sections: [(&str, clap::Command); 5] = [
         (
             "auth",
             AuthSettings::augment_args(clap::Command::new("auth")),
@@ -451,6 +569,10 @@ pub fn reference_table() -> String {
         (
             "delivery",
             DeliverySettings::augment_args(clap::Command::new("delivery")),
+        ),
+        (
+            "cluster",
+            ClusterSettings::augment_args(clap::Command::new("cluster")),
         ),
     ];
     let section_of = |long: &str| {
@@ -556,6 +678,76 @@ mod tests {
             Some(DeliveryS3::S3)
         );
         assert!(toml::from_str::<ServeConfig>("[delivery]\ns3 = \"ftp\"\n").is_err());
+        let file: ServeConfig = toml::from_str(
+            "[delivery]\nlambda = [\"arn:aws:lambda:us-east-1:1:function:f=http://127.0.0.1:9/x?a=b\"]\n",
+        )
+        .unwrap();
+        let urls = ServeConfig::default()
+            .or(file)
+            .delivery
+            .lambda_urls()
+            .unwrap();
+        assert_eq!(
+            urls["arn:aws:lambda:us-east-1:1:function:f"],
+            "http://127.0.0.1:9/x?a=b"
+        );
+        let bad = DeliverySettings {
+            lambda: vec!["arn-without-url".into()],
+            ..Default::default()
+        };
+        assert!(bad.lambda_urls().unwrap_err().contains("ARN=URL"));
+    }
+
+    #[test]
+    fn cluster_comes_from_a_table_or_flags_and_is_checked() {
+        let file: ServeConfig = toml::from_str(
+            "[cluster]\nurl = \"postgres://db/freshet\"\nnode_id = \"n1\"\nlease_secs = 6\n",
+        )
+        .unwrap();
+        let flags = ServeConfig {
+            cluster: ClusterSettings {
+                heartbeat_ms: Some(500),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let merged = flags.or(file);
+        let options = merged
+            .cluster
+            .options(Some("http://10.0.0.1:4570"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(options.node_id, "n1");
+        assert_eq!(options.lease, std::time::Duration::from_secs(6));
+        assert_eq!(options.heartbeat, std::time::Duration::from_millis(500));
+        // Off unless a URL is given; the URL needs an id and an advertised URL.
+        assert!(
+            ServeConfig::default()
+                .cluster
+                .options(None)
+                .unwrap()
+                .is_none()
+        );
+        assert!(merged.cluster.options(None).is_err());
+        let no_id = ClusterSettings {
+            url: Some("postgres://db".into()),
+            ..Default::default()
+        };
+        assert!(no_id.options(Some("http://h:1")).is_err());
+        let slow = ClusterSettings {
+            heartbeat_ms: Some(6000),
+            ..merged.cluster.clone()
+        };
+        assert!(slow.options(Some("http://h:1")).is_err());
+        let defaults = ClusterSettings {
+            lease_secs: None,
+            heartbeat_ms: None,
+            ..merged.cluster.clone()
+        };
+        let options = defaults.options(Some("http://h:1")).unwrap().unwrap();
+        assert_eq!(options.lease, std::time::Duration::from_secs(10));
+        assert!(options.heartbeat < options.lease);
+        assert!(toml::from_str::<ServeConfig>("[cluster]\nnodes = 3\n").is_err());
     }
 
     #[test]

@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server (embedded storage on local disk)
+    /// Run the server (embedded storage on local disk; with --cluster, a node of a
+    /// cluster)
     Serve {
         /// TOML configuration file; flags and FRESHET_* environment variables override it
         #[arg(long, short, env = "FRESHET_CONFIG")]
@@ -39,6 +40,14 @@ enum Command {
         endpoint: Endpoint,
         #[command(subcommand)]
         command: cli::StreamCommand,
+    },
+    /// Delivery streams (Firehose): list, describe (destination, buffering, last
+    /// error), put records
+    Delivery {
+        #[command(flatten)]
+        endpoint: Endpoint,
+        #[command(subcommand)]
+        command: cli::delivery::DeliveryCommand,
     },
     /// Put records into a stream from arguments, a file or standard input
     Put {
@@ -58,6 +67,11 @@ enum Command {
     Status {
         #[command(flatten)]
         endpoint: Endpoint,
+    },
+    /// A cluster's nodes and leases, read from its PostgreSQL database
+    Cluster {
+        #[command(subcommand)]
+        command: cli::cluster::ClusterCommand,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish or powershell)
     ///
@@ -160,6 +174,10 @@ fn main() -> anyhow::Result<()> {
             &KinesisClient::new(&endpoint.endpoint),
             command,
         )),
+        Command::Delivery { endpoint, command } => runtime.block_on(cli::delivery::run(
+            &KinesisClient::new(&endpoint.endpoint),
+            command,
+        )),
         Command::Put { endpoint, args } => runtime.block_on(cli::commands::put(
             &KinesisClient::new(&endpoint.endpoint),
             args,
@@ -168,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(cli::video::run(&endpoint.endpoint, command))
         }
         Command::Status { endpoint } => runtime.block_on(cli::status::run(&endpoint.endpoint)),
+        Command::Cluster { command } => runtime.block_on(cli::cluster::run(command)),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -82,10 +82,15 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!(e))?;
     // Checked before anything is opened, so a missing credential fails start-up at once.
+    let lambda_urls = config
+        .delivery
+        .lambda_urls()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let s3_settings = match config.delivery.s3 {
         Some(crate::config::DeliveryS3::S3) => Some(s3_settings(&config)?),
         _ => None,
     };
+    let cluster_options = config.cluster.options(config.advertise_url.as_deref())?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -165,16 +170,28 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             })?,
         ),
     };
+    let delivery_config = crate::delivery::DeliveryConfig {
+        account_id: service_config.account_id.clone(),
+        region: service_config.region.clone(),
+        state_delay_ms: service_config.state_delay_ms,
+        lambda_urls,
+    };
+    let delivery_config_delay = service_config.state_delay_ms;
+    let streams = StreamService::open(
+        service_config,
+        clock.clone(),
+        store.clone(),
+        catalog.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open streams: {e}"))?;
     let delivery = crate::delivery::DeliveryService::open(
-        crate::delivery::DeliveryConfig {
-            account_id: service_config.account_id.clone(),
-            region: service_config.region.clone(),
-            state_delay_ms: service_config.state_delay_ms,
-        },
+        delivery_config,
         clock.clone(),
         store.clone(),
         catalog.clone(),
         buckets,
+        Some(streams.clone()),
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open delivery streams: {e}"))?;
@@ -182,11 +199,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let analytics_catalog = catalog.clone();
     let leases_catalog = catalog.clone();
     let analytics_clock = clock.clone();
-    let state_delay_ms = service_config.state_delay_ms;
+    let state_delay_ms = delivery_config_delay;
     let clock_for_feeds = clock.clone();
-    let streams = StreamService::open(service_config, clock, store.clone(), catalog)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open streams: {e}"))?;
 
     let retention_every = Duration::from_secs(config.retention_check_secs.unwrap_or(60).max(1));
     let sweeper = {
@@ -212,6 +226,23 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 }
             }
         })
+    };
+
+    // Scale-out: join the cluster and lease the shards and video streams this node
+    // knows (docs/cluster.md). Off unless --cluster is given.
+    let cluster = match cluster_options {
+        Some(options) => {
+            let lister = cluster_resources(streams.clone(), video.clone());
+            let url = options.url.clone();
+            Some(
+                crate::cluster::node::ClusterNode::start(options, lister)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot join the cluster at {}: {e}", redact(&url))
+                    })?,
+            )
+        }
+        None => None,
     };
 
     let feeds = crate::ingest::FeedManager::open(
@@ -391,6 +422,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         SHUTDOWN_GRACE,
     )
     .await?;
+    // Leases go first, so that other nodes take over while this one winds down.
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     sweeper.abort();
     if let Some(rtsp) = rtsp {
         rtsp.abort();
@@ -422,6 +457,50 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .unwrap_or(0);
     tracing::info!(logs_closed = closed, "freshet stopped");
     Ok(())
+}
+
+/// The resources a cluster node leases: the open shards of its data streams and its
+/// video streams.
+fn cluster_resources(
+    streams: Arc<StreamService>,
+    video: Arc<VideoService>,
+) -> crate::cluster::node::ResourceLister {
+    Arc::new(move || {
+        let mut out = Vec::new();
+        for name in streams.stream_names() {
+            let stream = crate::streams::StreamRef::name(name.clone());
+            if let Ok(description) = streams.describe_stream(&stream, Some(usize::MAX), None) {
+                out.extend(
+                    description
+                        .shards
+                        .iter()
+                        .filter(|s| s.sequence_number_range.ending_sequence_number.is_none())
+                        .map(|s| crate::cluster::shard_resource(&name, &s.shard_id)),
+                );
+            }
+        }
+        let (videos, _) = video.list(None, None, usize::MAX);
+        out.extend(
+            videos
+                .iter()
+                .map(|v| crate::cluster::video_resource(&v.stream_name)),
+        );
+        out
+    })
+}
+
+/// A connection string with its password masked, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// Binds an RTSP publishing listener (`scheme`: `rtsp` or `rtsps`).

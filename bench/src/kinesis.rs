@@ -312,8 +312,14 @@ pub fn base64_decoded_len(s: &str) -> usize {
 /// Finds `"FailedRecordCount": N` in a PutRecords answer without parsing the
 /// rest of it (the answer carries one entry per record).
 pub fn failed_record_count(body: &[u8]) -> Option<u64> {
-    let key = b"\"FailedRecordCount\"";
-    let i = crate::http::find(body, key)? + key.len();
+    json_count(body, "FailedRecordCount")
+}
+
+/// The unsigned number a JSON answer gives for `field` (the first occurrence), read
+/// without parsing the whole answer.
+pub fn json_count(body: &[u8], field: &str) -> Option<u64> {
+    let key = format!("\"{field}\"");
+    let i = crate::http::find(body, key.as_bytes())? + key.len();
     let rest = &body[i..];
     let mut j = 0;
     while j < rest.len() && (rest[j] == b' ' || rest[j] == b':' || rest[j] == b'\n') {

@@ -6,9 +6,11 @@
 //! phases against one endpoint; `freshet-bench compare` puts two saved JSON
 //! results side by side; `freshet-bench video` simulates PutMedia cameras,
 //! `freshet-bench rtp` simulates RTP cameras over UDP and `freshet-bench
-//! playback` measures HLS playback and GetClip.
+//! playback` measures HLS playback and GetClip; `freshet-bench delivery` measures
+//! delivery streams (Direct PUT to the local directory).
 
 mod analytics;
+mod delivery;
 mod efo;
 mod fragment_index;
 mod get;
@@ -135,8 +137,11 @@ enum Command {
     /// --data-dir, fills stream `idx-<N>` with N small synthetic fragments (1 s apart
     /// in producer time, ending now) through PutMedia, then times ListFragments for a
     /// random --window-secs PRODUCER_TIMESTAMP window: --queries times warm, and the
-    /// first query after each of --restarts restarts (SIGTERM, start) cold. Prints
-    /// p50/p99/max, the index log's bytes per fragment and /health's rebuild counter.
+    /// first query after each of --restarts restarts (SIGTERM, start) cold; then the
+    /// first HLS playback after as many restarts, and GetMedia PRODUCER_TIMESTAMP at a
+    /// random time to its first body byte (--queries / 4 warm, one after each of as
+    /// many restarts). Prints p50/p99/max, the index's bytes per fragment and
+    /// /health's rebuild counter.
     FragmentIndex(FragmentIndexArgs),
     /// Enhanced fan-out latency: put -> SubscribeToShard, p50/p99 per consumer count.
     ///
@@ -158,6 +163,58 @@ enum Command {
     /// Lease-store renewals: conditional UpdateItem (KCL's lease renew) operations/s and
     /// p50/p99 latency with each --clients N clients, against a running server.
     Leases(LeasesArgs),
+    /// Delivery streams: Direct PUT throughput to the local-directory destination and
+    /// put -> visible latency.
+    ///
+    /// Each run starts --freshet-bin on a fresh --data-dir and creates a DirectPut
+    /// delivery stream (uncompressed, BufferingHints --buffer-mb / --buffer-seconds).
+    /// For --duration seconds, --clients connections send PutRecordBatch calls of 500
+    /// records of --record-size bytes while one more puts a marker record every
+    /// --marker-interval-ms and a watcher lists the bucket's directory every 5 ms. Then
+    /// it waits until every acknowledged byte is in an object. Reports put MB/s and
+    /// records/s (acknowledged), delivered MB/s (bytes that became visible during the
+    /// put phase), the drain time, end-to-end MB/s (every acknowledged byte over the put
+    /// phase and the drain), put -> visible p50/p99/max of the markers, and CPU
+    /// seconds of the server and the bench. --runs N repeats it (medians in the table);
+    /// --json prints every run as one JSON object on the last line.
+    Delivery(DeliveryArgs),
+}
+
+#[derive(Args, Debug)]
+struct DeliveryArgs {
+    /// The freshet binary to start (use a release build for figures).
+    #[arg(long)]
+    freshet_bin: std::path::PathBuf,
+    /// The server's data directory (replaced by each run, removed after it).
+    #[arg(long, default_value = "/tmp/freshet-bench-delivery")]
+    data_dir: std::path::PathBuf,
+    /// Concurrent PutRecordBatch connections.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Bytes of each record (500 a call; at most 8,388 so that a call stays within 4 MiB).
+    #[arg(long, default_value_t = 1000)]
+    record_size: usize,
+    /// Seconds of the put phase.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// BufferingHints.SizeInMBs (1-128).
+    #[arg(long, default_value_t = 5)]
+    buffer_mb: u32,
+    /// BufferingHints.IntervalInSeconds (0-900).
+    #[arg(long, default_value_t = 1)]
+    buffer_seconds: u32,
+    /// Milliseconds between two marker records.
+    #[arg(long, default_value_t = 100)]
+    marker_interval_ms: u64,
+    /// Seconds to wait after the put phase for every acknowledged byte to be delivered.
+    #[arg(long, default_value_t = 120.0)]
+    drain_timeout: f64,
+    /// Runs, each on a fresh server.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Also print the results as one JSON object on the last line of standard output.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -708,6 +765,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Delivery(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(delivery_command(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("freshet-bench delivery: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Compare(args) => match compare_command(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -727,6 +797,55 @@ fn compare_command(args: &CompareArgs) -> Result<(), BoxError> {
     };
     let (base, cand) = (load(&args.baseline)?, load(&args.candidate)?);
     print!("{}", report::compare(&base, &cand));
+    Ok(())
+}
+
+async fn delivery_command(
+    args: DeliveryArgs,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let largest = delivery::BATCH * args.record_size;
+    if args.record_size == 0 || largest > 4 * 1024 * 1024 {
+        return Err(format!(
+            "--record-size must be 1 to {} (500 records a call, 4 MiB a call)",
+            4 * 1024 * 1024 / delivery::BATCH
+        )
+        .into());
+    }
+    if !(1..=128).contains(&args.buffer_mb) || args.buffer_seconds > 900 {
+        return Err("--buffer-mb must be 1-128 and --buffer-seconds 0-900".into());
+    }
+    if args.clients == 0 || args.duration <= 0.0 || args.marker_interval_ms == 0 {
+        return Err("--clients, --duration and --marker-interval-ms must be positive".into());
+    }
+    let cfg = delivery::DeliveryConfig {
+        freshet_bin: args.freshet_bin,
+        data_dir: args.data_dir,
+        clients: args.clients,
+        record_size: args.record_size,
+        duration: Duration::from_secs_f64(args.duration),
+        buffer_mb: args.buffer_mb,
+        buffer_seconds: args.buffer_seconds,
+        marker_interval: Duration::from_millis(args.marker_interval_ms),
+        drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+    };
+    let mut runs = Vec::new();
+    for i in 0..args.runs.max(1) {
+        eprintln!("delivery: run {} of {}", i + 1, args.runs.max(1));
+        runs.push(delivery::run(&cfg).await?);
+    }
+    print!("{}", delivery::table(&cfg, &runs));
+    if args.json {
+        let json = serde_json::json!({
+            "clients": cfg.clients,
+            "record_size": cfg.record_size,
+            "duration_secs": cfg.duration.as_secs_f64(),
+            "buffer_mb": cfg.buffer_mb,
+            "buffer_seconds": cfg.buffer_seconds,
+            "marker_interval_ms": args.marker_interval_ms,
+            "runs": runs,
+        });
+        println!("{json}");
+    }
     Ok(())
 }
 

@@ -151,9 +151,9 @@ fn classify(method: &Method, path: &str, query: &str, headers: &HeaderMap) -> Ro
     }
     if (path == "/"
         && (super::header_str(headers, "x-amz-target")
-            .is_some_and(|t| t.starts_with(super::dynamodb::CLOUDWATCH_PREFIX))
-            || super::dynamodb::is_cloudwatch_query(headers)))
-        || path.starts_with(super::dynamodb::CLOUDWATCH_CBOR_PATH)
+            .is_some_and(|t| t.starts_with(super::cloudwatch::TARGET_PREFIX))
+            || super::cloudwatch::is_query(headers)))
+        || path.starts_with(super::cloudwatch::CBOR_PATH)
     {
         return Route::Aws {
             family: Family::Kinesis,

@@ -59,10 +59,21 @@ const TAG_EPOCH: u64 = 1;
 /// A body that is empty or whose top-level item is not a map gives an empty
 /// `Serialization` message, as AWS answers a non-object JSON body.
 pub fn cbor_to_json_input(body: &[u8], op: &Operation<'_>) -> Result<Value, InputError> {
-    decode_document(body, op.input_shape())
+    let shape = op.input_shape();
+    decode_document(
+        body,
+        Some(shape.map(Hint::Shape).unwrap_or(Hint::EmptyStructure)),
+    )
 }
 
-fn decode_document(body: &[u8], shape: Option<ShapeRef<'_>>) -> Result<Value, InputError> {
+/// A CBOR body decoded without a model, for a service Freshet carries no model of
+/// (CloudWatch's `PutMetricData`): every member kept, byte strings as base64 strings,
+/// tagged items as the item they wrap. The same errors as [`cbor_to_json_input`].
+pub fn cbor_to_json_document(body: &[u8]) -> Result<Value, InputError> {
+    decode_document(body, None)
+}
+
+fn decode_document(body: &[u8], hint: Option<Hint<'_>>) -> Result<Value, InputError> {
     if body.is_empty() {
         return Err(InputError::Serialization(String::new()));
     }
@@ -82,7 +93,6 @@ fn decode_document(body: &[u8], shape: Option<ShapeRef<'_>>) -> Result<Value, In
             _ => return Err(InputError::Serialization(String::new())),
         }
     }
-    let hint = Some(shape.map(Hint::Shape).unwrap_or(Hint::EmptyStructure));
     let value = d.value(hint).map_err(to_input_error)?;
     if d.pos != body.len() {
         return Err(InputError::Serialization(format!(
@@ -926,7 +936,8 @@ mod tests {
         );
 
         // and back through the same shapes
-        let back = decode_document(&body, op("GetRecords").output_shape()).unwrap();
+        let back =
+            decode_document(&body, op("GetRecords").output_shape().map(Hint::Shape)).unwrap();
         let mut expected = doc.clone();
         expected["Records"][0]
             .as_object_mut()
@@ -1269,7 +1280,7 @@ mod tests {
             })).collect();
             let doc = json!({"Records": records, "MillisBehindLatest": behind, "NextShardIterator": "it"});
             let body = json_to_cbor_output(&doc, &op("GetRecords"));
-            let back = decode_document(&body, op("GetRecords").output_shape()).unwrap();
+            let back = decode_document(&body, op("GetRecords").output_shape().map(Hint::Shape)).unwrap();
             prop_assert_eq!(back, doc);
         }
     }

@@ -244,6 +244,59 @@ impl ApiError {
         self.with_body(Family::Kinesis, body, "application/x-amz-json-1.0")
     }
 
+    /// A CloudWatch error in the shape of the protocol the request came in. The codes
+    /// are the query protocol's (`InvalidParameterValue`, `MissingParameter`, ...):
+    /// the query protocol sends `<ErrorResponse><Error><Type>Sender</Type><Code>`; JSON
+    /// 1.0 and RPCv2 CBOR send `__type` with the exception's shape name and, as AWS's
+    /// query-compatible services do, the code again in `x-amzn-query-error`, which is
+    /// what SDKs report as the error code.
+    pub fn into_cloudwatch(self, protocol: super::cloudwatch::Protocol) -> Response {
+        use super::cloudwatch::Protocol;
+        let fault = if self.kind == ErrorKind::Internal || self.kind == ErrorKind::Unavailable {
+            "Receiver"
+        } else {
+            "Sender"
+        };
+        let shape = match self.code {
+            "InvalidParameterValue" => "InvalidParameterValueException",
+            "MissingParameter" => "MissingRequiredParameterException",
+            "InvalidParameterCombination" => "InvalidParameterCombinationException",
+            other => other,
+        };
+        let query_error = HeaderValue::from_str(&format!("{};{fault}", self.code)).ok();
+        let mut resp = match protocol {
+            Protocol::Query => {
+                let body = format!(
+                    "<ErrorResponse xmlns=\"http://monitoring.amazonaws.com/doc/2010-08-01/\">\
+                     <Error><Type>{fault}</Type><Code>{}</Code><Message>{}</Message></Error>\
+                     </ErrorResponse>",
+                    self.code,
+                    xml_escape(&self.message)
+                );
+                return self.with_body(Family::Kinesis, body.into_bytes(), "text/xml");
+            }
+            Protocol::Json => {
+                let body = serde_json::to_vec(&serde_json::json!({
+                    "__type": format!("com.amazonaws.cloudwatch#{shape}"),
+                    "message": self.message,
+                }))
+                .unwrap_or_default();
+                self.with_body(Family::Kinesis, body, "application/x-amz-json-1.0")
+            }
+            Protocol::Cbor => {
+                let body = super::cbor::error_to_cbor(shape, &self.message);
+                let mut resp = self.with_body(Family::Kinesis, body, "application/cbor");
+                resp.headers_mut()
+                    .insert("smithy-protocol", HeaderValue::from_static("rpc-v2-cbor"));
+                resp
+            }
+        };
+        if let Some(v) = query_error {
+            resp.headers_mut().insert("x-amzn-query-error", v);
+        }
+        resp
+    }
+
     /// A response in the REST-JSON shape of the Kinesis Video APIs: `{"Message"}` and
     /// the type in `x-amzn-ErrorType`. Those APIs have no Serialization or Validation
     /// exceptions: such errors are InvalidArgumentException there.

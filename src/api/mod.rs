@@ -16,6 +16,7 @@
 pub mod analytics;
 pub mod auth;
 pub mod cbor;
+pub mod cloudwatch;
 pub mod console;
 pub mod cors;
 pub mod dynamodb;
@@ -301,7 +302,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", post(aws_json).get(root))
         .route(
             "/service/GraniteServiceVersion20100801/operation/{operation}",
-            post(dynamodb::cloudwatch),
+            post(cloudwatch::handle),
         )
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -381,10 +382,10 @@ async fn aws_json(state: State<AppState>, req: Request) -> Response {
         firehose::handle(state, req).await
     } else if target.is_some_and(|t| t.starts_with(dynamodb::TARGET_PREFIX.as_bytes())) {
         dynamodb::handle(state, req).await
-    } else if target.is_some_and(|t| t.starts_with(dynamodb::CLOUDWATCH_PREFIX.as_bytes()))
-        || dynamodb::is_cloudwatch_query(req.headers())
+    } else if target.is_some_and(|t| t.starts_with(cloudwatch::TARGET_PREFIX.as_bytes()))
+        || cloudwatch::is_query(req.headers())
     {
-        dynamodb::cloudwatch(state, req).await
+        cloudwatch::handle(state, req).await
     } else if req.headers().get("x-amz-target").is_some_and(|t| {
         t.as_bytes()
             .starts_with(analytics::TARGET_PREFIX.as_bytes())
@@ -414,6 +415,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     scrape.open_connections = state.connections.as_ref().map(|g| g.open().0 as u64);
     if let Some(analytics) = &state.analytics {
         scrape.analytics = analytics.figures();
+    }
+    if let Some(delivery) = &state.delivery {
+        scrape.delivery = delivery.figures();
     }
     let body = crate::metrics::metrics().encode(scrape);
     let mut resp = (StatusCode::OK, body).into_response();

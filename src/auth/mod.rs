@@ -26,7 +26,7 @@
 //! [`digest`] authenticates RTSP requests with the same keys: Digest (RFC 2617 /
 //! RFC 7616, MD5) and, over TLS only, Basic.
 
-mod canonical;
+pub(crate) mod canonical;
 pub mod chunked;
 pub mod digest;
 mod error;

@@ -1,4 +1,4 @@
-//! A minimal Kinesis JSON 1.1 client over HTTP, signing with the environment's AWS
+//! A minimal Kinesis (and Firehose) JSON 1.1 client over HTTP, signing with the environment's AWS
 //! credentials when they are set (`super::sign`).
 
 use anyhow::{Context, bail};
@@ -45,8 +45,27 @@ impl KinesisClient {
 
     /// Calls `operation` with `input`; an AWS error becomes an `Err` with its type and message.
     pub async fn call(&self, operation: &str, input: Value) -> anyhow::Result<Value> {
+        self.call_service("Kinesis_20131202.", "kinesis", operation, input)
+            .await
+    }
+
+    /// Calls a Firehose (delivery stream) `operation`, as [`Self::call`] does Kinesis.
+    pub async fn call_firehose(&self, operation: &str, input: Value) -> anyhow::Result<Value> {
+        self.call_service("Firehose_20150804.", "firehose", operation, input)
+            .await
+    }
+
+    /// Calls `operation` of the JSON 1.1 service whose `X-Amz-Target` prefix is
+    /// `target_prefix`, signed for `service`.
+    async fn call_service(
+        &self,
+        target_prefix: &str,
+        service: &str,
+        operation: &str,
+        input: Value,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}/", self.endpoint);
-        let target = format!("Kinesis_20131202.{operation}");
+        let target = format!("{target_prefix}{operation}");
         let body = serde_json::to_vec(&input)?;
         let headers = [
             ("x-amz-target", target.as_str()),
@@ -56,7 +75,7 @@ impl KinesisClient {
         for (name, value) in headers {
             req = req.header(name, value);
         }
-        let resp = super::sign::sign_reqwest(req, "POST", &url, "kinesis", &headers, &body)?
+        let resp = super::sign::sign_reqwest(req, "POST", &url, service, &headers, &body)?
             .send()
             .await
             .with_context(|| {

@@ -1,4 +1,4 @@
-"""Freshet's own command-line client (`freshet stream|put|tail`) against a live server,
+"""Freshet's own command-line client (`freshet stream|put|tail|delivery`) against a live server,
 as a person would use it."""
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import freshet_bin, shard_id, unique_name, wait_active
+from conftest import freshet_bin, make_client, shard_id, unique_name, wait_active, wait_for
 
 pytestmark = pytest.mark.freshet_only
 
@@ -66,6 +66,46 @@ def test_put_to_missing_stream_fails_clearly(endpoint):
     p = freshet(endpoint, "put", unique_name("missing"), "x", check=False)
     assert p.returncode != 0
     assert "ResourceNotFoundException" in p.stderr
+
+
+def test_delivery_list_describe_put(session_server):
+    endpoint = session_server.endpoint
+    fh = make_client(endpoint, "firehose")
+    name, bucket = unique_name("cli-delivery"), unique_name("cli-bucket")
+    fh.create_delivery_stream(
+        DeliveryStreamName=name, DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::000000000000:role/firehose",
+            "BucketARN": f"arn:aws:s3:::{bucket}", "Prefix": "cli/",
+            "CompressionFormat": "UNCOMPRESSED",
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1}})
+    wait_for(lambda: fh.describe_delivery_stream(DeliveryStreamName=name)
+             ["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE", 10, "ACTIVE")
+
+    listed = [l.split() for l in freshet(endpoint, "delivery", "list").stdout.splitlines()]
+    assert [name, "ACTIVE", "DirectPut", f"s3://{bucket}/cli/"] in listed
+    text = freshet(endpoint, "delivery", "describe", name).stdout
+    assert f"delivers to: s3://{bucket}/cli/" in text
+    assert "buffering:   1 MiB or 1 s, whichever comes first" in text
+    assert "last error:    none" in text
+    described = json.loads(freshet(endpoint, "delivery", "describe", name, "--json").stdout)
+    assert described["DeliveryStreamDescription"]["DeliveryStreamName"] == name
+
+    out = freshet(endpoint, "delivery", "put", name, "a", "b").stdout
+    assert out.strip() == f"put 2 records into {name}"
+    freshet(endpoint, "delivery", "put", name, input="c\nd\n")
+    root = Path(session_server.data_dir) / "buckets" / bucket
+
+    def delivered():
+        return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+    wait_for(lambda: sorted(delivered().split()) == [b"a", b"b", b"c", b"d"], 15,
+             "the four records delivered")
+    assert all(str(p.relative_to(root)).startswith("cli/") for p in root.rglob("*") if p.is_file())
+
+    p = freshet(endpoint, "delivery", "put", unique_name("missing"), "x", check=False)
+    assert p.returncode != 0 and "ResourceNotFoundException" in p.stderr
+    p = freshet(endpoint, "delivery", "describe", unique_name("missing"), check=False)
+    assert p.returncode != 0 and "ResourceNotFoundException" in p.stderr
 
 
 def test_unreachable_server_is_explained():
