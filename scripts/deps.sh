@@ -27,6 +27,10 @@ if [ "$what" = test ]; then
     { gst-inspect-1.0 h264parse && gst-inspect-1.0 x264enc && gst-inspect-1.0 matroskamux; } >/dev/null 2>&1 || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)
     # The cluster tests (tests/cluster.rs): a throwaway PostgreSQL server (initdb, pg_ctl).
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+    # The container image test (tests/e2e/test_docker_image.py): a Docker engine with
+    # BuildKit (Debian's docker.io) and debootstrap for its Debian base image.
+    have_cmd dockerd || need+=(docker.io)
+    have_cmd debootstrap || need+=(debootstrap)
     # The console's browser tests (tests/browser): headless Chromium driven from Node.
     [ -x /usr/bin/chromium ] || need+=(chromium)
     if ! have_cmd node || ! have_cmd npm; then

@@ -39,4 +39,4 @@ echo "== short fuzz runs of every target (nightly toolchain)"
 scripts/fuzz-smoke.sh
 
 echo "== end-to-end suite (boto3, AWS CLI, raw HTTP)"
-FRESHET_BIN="${CARGO_TARGET_DIR:-target}/debug/freshet" scripts/e2e.sh -q -p no:cacheprovider
+FRESHET_BIN="${CARGO_TARGET_DIR:-target}/debug/freshet" scripts/e2e.sh -q -rs -p no:cacheprovider
