@@ -31,6 +31,8 @@ if [ "$what" = test ]; then
     # BuildKit (Debian's docker.io) and debootstrap for its Debian base image.
     have_cmd dockerd || need+=(docker.io)
     have_cmd debootstrap || need+=(debootstrap)
+    # The systemd unit's checks (tests/e2e/test_packaging.py): systemd-analyze.
+    have_cmd systemd-analyze || need+=(systemd)
     # The console's browser tests (tests/browser): headless Chromium driven from Node.
     [ -x /usr/bin/chromium ] || need+=(chromium)
     if ! have_cmd node || ! have_cmd npm; then

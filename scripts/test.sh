@@ -29,6 +29,11 @@ fi
 
 echo "== cargo test"
 cargo build --bin freshet
+# `cargo install --path .` works (packaging/README.md); the debug profile reuses the build.
+install_root="$(mktemp -d)"
+cargo install --path . --locked --debug --root "$install_root" --quiet
+"$install_root/bin/freshet" --version
+rm -rf "$install_root"
 cargo test --package freshet --package freshet-sql --all-targets
 
 echo "== cargo check: the bench crate and the fuzz targets (so that they cannot rot)"
