@@ -1,22 +1,29 @@
 //! `freshet-bench delivery`: Direct PUT delivery-stream throughput and put → visible
-//! latency, against the fastest destination Freshet has (the local directory,
-//! `<data-dir>/buckets/<bucket>/<key>`, written atomically and fsynced).
+//! latency, to the local directory (`<data-dir>/buckets/<bucket>/<key>`, written
+//! atomically and fsynced: the fastest destination Freshet has) or to an S3-compatible
+//! server (`--s3-endpoint`), uncompressed or GZIP, with or without dynamic partitioning.
 //!
 //! Each run starts the `freshet` binary given (`--freshet-bin`) on a fresh data
-//! directory and creates a `DirectPut` delivery stream (Firehose API,
-//! `ExtendedS3DestinationConfiguration`, uncompressed) with the BufferingHints given.
+//! directory (with `--delivery-s3 s3` and the endpoint when one is given) and creates a
+//! `DirectPut` delivery stream (Firehose API, `ExtendedS3DestinationConfiguration`) with
+//! the BufferingHints and compression given. With `--partition-keys N`, records are JSON
+//! lines `{"k":"p<i>","d":"..."}` over N keys, and the stream partitions them with a jq
+//! `MetadataExtraction` query (`{k: .k}`) under `p=!{partitionKeyFromQuery:k}/`.
 //! Then, for `duration`:
 //!
 //! - `clients` keep-alive connections send PutRecordBatch calls of 500 records of
-//!   `record_size` printable bytes, prepared and signed before the clock starts; only
-//!   acknowledged records count (a 200 answer, minus its `FailedPutCount`);
+//!   `record_size` bytes (lowercase letters, or JSON lines of that size), prepared and
+//!   signed before the clock starts; only acknowledged records count (a 200 answer,
+//!   minus its `FailedPutCount`);
 //! - one more connection puts a small marker record every `marker_interval`
-//!   (PutRecord; the byte 0xFF, the marker's number, the byte 0xFE: bytes that never
-//!   occur in the load's records);
-//! - a watcher thread lists the bucket's directory every 5 ms and reads each new
-//!   object once (objects appear whole, by rename): the bytes that became visible, and
-//!   when each marker did. A marker's latency is from just before its PutRecord was
-//!   written to the listing that found it (so up to 5 ms of it is the polling).
+//!   (PutRecord; `@M<n>#`, bytes that never occur in the load's records, inside a JSON
+//!   line when partitioning);
+//! - a watcher thread lists the bucket (the directory, or ListObjectsV2) every 5 ms and
+//!   reads each new object once (objects appear whole: by rename, or by S3's atomic
+//!   PUT), decompressing GZIP objects: the record bytes that became visible, and when
+//!   each marker did. A marker's latency is from just before its PutRecord was written
+//!   to the listing that found it (so up to 5 ms of it is the polling, plus the
+//!   listing and reading when the bucket is on a server).
 //!
 //! After the put phase the run waits (up to `drain_timeout`) until every acknowledged
 //! byte is visible: the drain time. Reported: put MB/s and records/s (acknowledged, MB
@@ -52,8 +59,8 @@ const BUCKET: &str = "bench-delivery";
 pub const BATCH: usize = 500;
 /// Distinct prepared requests per client.
 const POOL: usize = 2;
-const MARKER_START: u8 = 0xFF;
-const MARKER_END: u8 = 0xFE;
+const MARKER_START: u8 = b'@';
+const MARKER_END: u8 = b'#';
 /// How often the watcher lists the bucket.
 const WATCH_EVERY: Duration = Duration::from_millis(5);
 
@@ -68,6 +75,13 @@ pub struct DeliveryConfig {
     pub buffer_seconds: u32,
     pub marker_interval: Duration,
     pub drain_timeout: Duration,
+    /// `GZIP` or `UNCOMPRESSED`.
+    pub gzip: bool,
+    /// Dynamic partitioning over this many keys (0: none).
+    pub partition_keys: u32,
+    /// An S3-compatible server for the bucket (`http://host:port`, path-style), or the
+    /// local directory.
+    pub s3_endpoint: Option<String>,
 }
 
 /// One run's results.
@@ -119,7 +133,24 @@ fn printable(rng: &mut Rng, len: usize) -> Vec<u8> {
     data
 }
 
-fn put_record_batch_body(record_size: usize, rng: &mut Rng) -> Vec<u8> {
+/// One load record of `record_size` bytes: printable letters, or with `keys` > 0 a
+/// JSON line `{"k":"p<i>","d":"<letters>"}` of that size, the key the `n`th of `keys`.
+fn load_record(record_size: usize, keys: u32, n: usize, rng: &mut Rng) -> Vec<u8> {
+    if keys == 0 {
+        return printable(rng, record_size);
+    }
+    let head = format!("{{\"k\":\"p{}\",\"d\":\"", n % keys as usize);
+    let fill = record_size.saturating_sub(head.len() + 3);
+    let mut r = head.into_bytes();
+    r.extend_from_slice(&printable(rng, fill));
+    r.extend_from_slice(b"\"}\n");
+    r
+}
+
+/// The smallest `record_size` that a partitioned (JSON line) record fits in.
+pub const MIN_PARTITIONED_RECORD: usize = 32;
+
+fn put_record_batch_body(record_size: usize, keys: u32, rng: &mut Rng) -> Vec<u8> {
     let b64_len = record_size.div_ceil(3) * 4;
     let mut body = String::with_capacity(64 + BATCH * (b64_len + 12));
     body.push_str("{\"DeliveryStreamName\":\"");
@@ -130,18 +161,22 @@ fn put_record_batch_body(record_size: usize, rng: &mut Rng) -> Vec<u8> {
             body.push(',');
         }
         body.push_str("{\"Data\":\"");
-        STANDARD.encode_string(printable(rng, record_size), &mut body);
+        let record = load_record(record_size, keys, i, rng);
+        debug_assert_eq!(record.len(), record_size);
+        STANDARD.encode_string(record, &mut body);
         body.push_str("\"}");
     }
     body.push_str("]}");
     body.into_bytes()
 }
 
-fn marker(seq: u64) -> Vec<u8> {
-    let mut m = vec![MARKER_START];
-    m.extend_from_slice(format!("M{seq}").as_bytes());
-    m.push(MARKER_END);
-    m
+fn marker(seq: u64, partitioned: bool) -> Vec<u8> {
+    let m = format!("{}M{seq}{}", MARKER_START as char, MARKER_END as char);
+    if partitioned {
+        format!("{{\"k\":\"p0\",\"d\":\"{m}\"}}\n").into_bytes()
+    } else {
+        m.into_bytes()
+    }
 }
 
 /// `FailedPutCount` of a PutRecordBatch answer.
@@ -193,18 +228,216 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Where the delivered objects are read back from.
+#[derive(Clone, Debug)]
+enum Bucket {
+    /// The local-directory destination's directory.
+    Dir(PathBuf),
+    /// A bucket on an S3-compatible server, read with path-style requests signed with
+    /// the credentials the server is given (`test`/`test`).
+    S3 { host: String, bucket: String },
+}
+
+impl Bucket {
+    /// Every object's key (or path) now in the bucket.
+    fn list(&self) -> Result<Vec<String>, BoxError> {
+        match self {
+            Bucket::Dir(dir) => {
+                let mut files = Vec::new();
+                files_under(dir, &mut files);
+                Ok(files
+                    .into_iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect())
+            }
+            Bucket::S3 { host, bucket } => {
+                let mut keys = Vec::new();
+                let mut token: Option<String> = None;
+                loop {
+                    let mut path = format!("/{bucket}?list-type=2&max-keys=1000");
+                    if let Some(t) = &token {
+                        path.push_str("&continuation-token=");
+                        path.push_str(&percent_encode(t));
+                    }
+                    let (status, body) = http_get(host, &path)?;
+                    if status != 200 {
+                        return Err(format!("ListObjectsV2 answered {status}").into());
+                    }
+                    let xml = String::from_utf8_lossy(&body);
+                    keys.extend(xml_values(&xml, "Key").into_iter().map(xml_unescape));
+                    token = xml_values(&xml, "NextContinuationToken")
+                        .into_iter()
+                        .next()
+                        .map(xml_unescape);
+                    if token.is_none() {
+                        return Ok(keys);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An object's bytes, decompressed when its name ends in `.gz`.
+    fn read(&self, key: &str) -> Result<Vec<u8>, BoxError> {
+        let raw = match self {
+            Bucket::Dir(_) => std::fs::read(key)?,
+            Bucket::S3 { host, bucket } => {
+                let path = format!("/{bucket}/{}", percent_encode_path(key));
+                let (status, body) = http_get(host, &path)?;
+                if status != 200 {
+                    return Err(format!("GetObject {key} answered {status}").into());
+                }
+                body
+            }
+        };
+        if key.ends_with(".gz") {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&raw[..]), &mut out)?;
+            Ok(out)
+        } else {
+            Ok(raw)
+        }
+    }
+
+    /// Creates the bucket (S3; the local destination makes its directory itself).
+    fn create(&self) -> Result<(), BoxError> {
+        if let Bucket::S3 { host, bucket } = self {
+            let (status, body) = http_request(host, "PUT", &format!("/{bucket}"))?;
+            if status != 200 && !String::from_utf8_lossy(&body).contains("BucketAlreadyOwnedByYou")
+            {
+                return Err(format!("CreateBucket answered {status}").into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn http_get(host: &str, path: &str) -> Result<(u16, Vec<u8>), BoxError> {
+    http_request(host, "GET", path)
+}
+
+/// One blocking HTTP/1.1 request on a new connection: (status, body), chunked bodies
+/// decoded.
+fn http_request(host: &str, method: &str, path: &str) -> Result<(u16, Vec<u8>), BoxError> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(host)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let (path_only, query) = path.split_once('?').unwrap_or((path, ""));
+    let date = crate::sigv4::amz_date_now();
+    let auth = Signer::new("test", "test", "us-east-1", "s3")
+        .authorization_s3(method, host, path_only, query, &date);
+    write!(
+        conn,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nX-Amz-Date: {date}\r\n\
+         X-Amz-Content-Sha256: {}\r\nAuthorization: {auth}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n",
+        crate::sigv4::EMPTY_SHA256
+    )?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("an HTTP answer without a header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("an HTTP answer without a status")?;
+    let body = &raw[split + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        Ok((status, dechunk(body)?))
+    } else {
+        Ok((status, body.to_vec()))
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, BoxError> {
+    let mut out = Vec::new();
+    loop {
+        let eol = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a chunk size without its line end")?;
+        let size_text = std::str::from_utf8(&body[..eol])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        body = &body[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if body.len() < size + 2 {
+            return Err("a chunk shorter than its size".into());
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+/// The text of every `<tag>...</tag>` in `xml`, in order.
+fn xml_values<'a>(xml: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        out.push(&rest[..j]);
+        rest = &rest[j + close.len()..];
+    }
+    out
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// [`percent_encode`] per path segment, keeping the `/`s.
+fn percent_encode_path(key: &str) -> String {
+    key.split('/')
+        .map(percent_encode)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Lists `bucket` every [`WATCH_EVERY`] until `stop`, reading each new object once.
-fn watch(bucket: PathBuf, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
-    let mut known: HashSet<PathBuf> = HashSet::new();
-    let mut files = Vec::new();
+fn watch(bucket: Bucket, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    let mut known: HashSet<String> = HashSet::new();
+    let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
-        files.clear();
-        files_under(&bucket, &mut files);
-        for path in files.drain(..) {
-            if known.contains(&path) {
+        let keys = match bucket.list() {
+            Ok(keys) => keys,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    eprintln!("delivery: cannot list the bucket: {e}");
+                }
+                std::thread::sleep(WATCH_EVERY);
                 continue;
             }
-            let Ok(body) = std::fs::read(&path) else {
+        };
+        for key in keys {
+            if known.contains(&key) {
+                continue;
+            }
+            let Ok(body) = bucket.read(&key) else {
                 continue;
             };
             let now = Instant::now();
@@ -216,7 +449,7 @@ fn watch(bucket: PathBuf, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
                 s.markers.entry(n).or_insert(now);
             }
             drop(s);
-            known.insert(path);
+            known.insert(key);
         }
         std::thread::sleep(WATCH_EVERY);
     }
@@ -282,6 +515,7 @@ async fn client_loop(ep: &Endpoint, pool: &[Vec<u8>], stop: &AtomicBool) -> Clie
 async fn markers_loop(
     ep: &Endpoint,
     every: Duration,
+    partitioned: bool,
     stop: &AtomicBool,
 ) -> (Vec<(u64, Instant)>, u64, Vec<String>) {
     let mut conn = None;
@@ -293,7 +527,7 @@ async fn markers_loop(
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let data = marker(seq);
+        let data = marker(seq, partitioned);
         let body = serde_json::to_vec(&json!({
             "DeliveryStreamName": STREAM,
             "Record": {"Data": STANDARD.encode(&data)},
@@ -314,24 +548,49 @@ async fn markers_loop(
     (sent, acked_bytes, errors)
 }
 
-async fn create_stream(ep: &Endpoint, cfg: &DeliveryConfig) -> Result<(), BoxError> {
+async fn create_stream(
+    ep: &Endpoint,
+    cfg: &DeliveryConfig,
+    bucket: &Bucket,
+) -> Result<(), BoxError> {
+    let bucket_name = match bucket {
+        Bucket::Dir(_) => BUCKET,
+        Bucket::S3 { bucket, .. } => bucket.as_str(),
+    };
     let mut conn = None;
-    ep.call_target(
-        &mut conn,
-        &format!("{FIREHOSE}CreateDeliveryStream"),
-        &json!({
+    let mut request = json!({
             "DeliveryStreamName": STREAM,
             "DeliveryStreamType": "DirectPut",
             "ExtendedS3DestinationConfiguration": {
                 "RoleARN": "arn:aws:iam::000000000000:role/bench",
-                "BucketARN": format!("arn:aws:s3:::{BUCKET}"),
+                "BucketARN": format!("arn:aws:s3:::{bucket_name}"),
                 "BufferingHints": {
                     "SizeInMBs": cfg.buffer_mb,
                     "IntervalInSeconds": cfg.buffer_seconds,
                 },
-                "CompressionFormat": "UNCOMPRESSED",
+                "CompressionFormat": if cfg.gzip { "GZIP" } else { "UNCOMPRESSED" },
             },
-        }),
+    });
+    if cfg.partition_keys > 0 {
+        let dest = &mut request["ExtendedS3DestinationConfiguration"];
+        dest["Prefix"] = json!("p=!{partitionKeyFromQuery:k}/");
+        dest["ErrorOutputPrefix"] = json!("errors/");
+        dest["DynamicPartitioningConfiguration"] = json!({"Enabled": true});
+        dest["ProcessingConfiguration"] = json!({
+            "Enabled": true,
+            "Processors": [{
+                "Type": "MetadataExtraction",
+                "Parameters": [
+                    {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{k: .k}"},
+                    {"ParameterName": "JsonParsingEngine", "ParameterValue": "JQ-1.6"},
+                ],
+            }],
+        });
+    }
+    ep.call_target(
+        &mut conn,
+        &format!("{FIREHOSE}CreateDeliveryStream"),
+        &request,
     )
     .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -357,7 +616,25 @@ async fn create_stream(ep: &Endpoint, cfg: &DeliveryConfig) -> Result<(), BoxErr
 pub async fn run(cfg: &DeliveryConfig) -> Result<DeliveryReport, BoxError> {
     let _ = std::fs::remove_dir_all(&cfg.data_dir);
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let server = Server::start(&cfg.freshet_bin, &cfg.data_dir).await?;
+    let server = match &cfg.s3_endpoint {
+        None => Server::start(&cfg.freshet_bin, &cfg.data_dir).await?,
+        Some(url) => {
+            let env = [
+                ("AWS_ENDPOINT_URL_S3", url.as_str()),
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+            ];
+            Server::start_with(
+                &cfg.freshet_bin,
+                &cfg.data_dir,
+                &["--delivery-s3", "s3"],
+                &env,
+            )
+            .await?
+            .0
+        }
+    };
     let outcome = measure(cfg, &server).await;
     let stopped = server.stop().await;
     let _ = std::fs::remove_dir_all(&cfg.data_dir);
@@ -373,7 +650,23 @@ async fn measure(cfg: &DeliveryConfig, server: &Server) -> Result<DeliveryReport
         signer: Signer::new("test", "test", "us-east-1", "firehose"),
         timeout: Duration::from_secs(60),
     });
-    create_stream(&ep, cfg).await?;
+    let bucket = match &cfg.s3_endpoint {
+        None => Bucket::Dir(cfg.data_dir.join("buckets").join(BUCKET)),
+        Some(url) => Bucket::S3 {
+            host: url
+                .strip_prefix("http://")
+                .ok_or("--s3-endpoint must be an http:// URL")?
+                .trim_end_matches('/')
+                .to_string(),
+            // A bucket of its own per run: objects of earlier runs are not counted.
+            bucket: format!(
+                "{BUCKET}-{}",
+                Rng::from_entropy(0).next_u64() % 1_000_000_000
+            ),
+        },
+    };
+    bucket.create()?;
+    create_stream(&ep, cfg, &bucket).await?;
     let server_pid = server.child.id().to_string();
 
     eprintln!(
@@ -385,14 +678,14 @@ async fn measure(cfg: &DeliveryConfig, server: &Server) -> Result<DeliveryReport
     let mut clients = Vec::new();
     for id in 0..cfg.clients {
         let (ep, stop, barrier) = (ep.clone(), stop.clone(), barrier.clone());
-        let record_size = cfg.record_size;
+        let (record_size, keys) = (cfg.record_size, cfg.partition_keys);
         clients.push(tokio::spawn(async move {
             let ep2 = ep.clone();
             let pool = tokio::task::spawn_blocking(move || {
                 let mut rng = Rng::from_entropy(id as u64 + 1);
                 (0..POOL)
                     .map(|_| {
-                        let body = put_record_batch_body(record_size, &mut rng);
+                        let body = put_record_batch_body(record_size, keys, &mut rng);
                         ep2.build_target_request(&format!("{FIREHOSE}PutRecordBatch"), &body)
                     })
                     .collect::<Vec<_>>()
@@ -408,7 +701,7 @@ async fn measure(cfg: &DeliveryConfig, server: &Server) -> Result<DeliveryReport
     let seen = Arc::new(Mutex::new(Seen::default()));
     let watch_stop = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let bucket = cfg.data_dir.join("buckets").join(BUCKET);
+        let bucket = bucket.clone();
         let (seen, watch_stop) = (seen.clone(), watch_stop.clone());
         std::thread::spawn(move || watch(bucket, seen, watch_stop))
     };
@@ -418,7 +711,8 @@ async fn measure(cfg: &DeliveryConfig, server: &Server) -> Result<DeliveryReport
     eprintln!("delivery: putting for {:?}", cfg.duration);
     let markers = {
         let (ep, stop, every) = (ep.clone(), stop.clone(), cfg.marker_interval);
-        tokio::spawn(async move { markers_loop(&ep, every, &stop).await })
+        let partitioned = cfg.partition_keys > 0;
+        tokio::spawn(async move { markers_loop(&ep, every, partitioned, &stop).await })
     };
     tokio::time::sleep(cfg.duration).await;
     stop.store(true, Ordering::Relaxed);
@@ -528,8 +822,21 @@ pub fn median(mut values: Vec<f64>) -> f64 {
 /// The table of every run and the medians.
 pub fn table(cfg: &DeliveryConfig, runs: &[DeliveryReport]) -> String {
     let mut out = format!(
-        "delivery: {} clients, PutRecordBatch of {BATCH} x {} B, {:?}; BufferingHints {} MB / {} s; local-directory destination\n",
-        cfg.clients, cfg.record_size, cfg.duration, cfg.buffer_mb, cfg.buffer_seconds
+        "delivery: {} clients, PutRecordBatch of {BATCH} x {} B, {:?}; BufferingHints {} MB / {} s; {}; {}; {}\n",
+        cfg.clients,
+        cfg.record_size,
+        cfg.duration,
+        cfg.buffer_mb,
+        cfg.buffer_seconds,
+        match &cfg.s3_endpoint {
+            None => "local-directory destination".to_string(),
+            Some(url) => format!("S3 destination at {url}"),
+        },
+        if cfg.gzip { "GZIP" } else { "uncompressed" },
+        match cfg.partition_keys {
+            0 => "no partitioning".to_string(),
+            n => format!("dynamic partitioning over {n} keys (jq)"),
+        },
     );
     out.push_str(
         "| run | put MB/s | put records/s | delivered MB/s | drain s | end to end MB/s | objects | visible p50 ms | p99 ms | max ms | markers | server CPU s | bench CPU s |\n",
@@ -586,15 +893,53 @@ mod tests {
     fn markers_are_found_among_printable_records() {
         let mut rng = Rng::new(7);
         let mut object = printable(&mut rng, 1000);
-        object.extend(marker(12));
+        object.extend(marker(12, false));
         object.extend(printable(&mut rng, 10));
-        object.extend(marker(13));
+        object.extend(marker(13, false));
         assert_eq!(markers_in(&object), vec![12, 13]);
         assert!(markers_in(&printable(&mut rng, 100_000)).is_empty());
         // A marker cut off at the end of an object is not counted.
-        let mut cut = marker(14);
+        let mut cut = marker(14, false);
         cut.pop();
         assert!(markers_in(&cut).is_empty());
+    }
+
+    #[test]
+    fn partitioned_records_are_json_lines_of_the_record_size() {
+        let mut rng = Rng::new(3);
+        let mut object = Vec::new();
+        for n in 0..250 {
+            let r = load_record(100, 100, n, &mut rng);
+            assert_eq!(r.len(), 100);
+            let v: serde_json::Value = serde_json::from_slice(&r).unwrap();
+            assert_eq!(v["k"], format!("p{}", n % 100));
+            object.extend(r);
+        }
+        let m = marker(5, true);
+        let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+        assert_eq!(v["k"], "p0");
+        object.extend(m);
+        assert_eq!(markers_in(&object), vec![5]);
+    }
+
+    #[test]
+    fn s3_listings_and_chunked_bodies_are_read() {
+        let xml = "<ListBucketResult><Contents><Key>a/b&amp;c.gz</Key></Contents>\
+                   <Contents><Key>d</Key></Contents>\
+                   <NextContinuationToken>t+1</NextContinuationToken></ListBucketResult>";
+        let keys: Vec<String> = xml_values(xml, "Key")
+            .into_iter()
+            .map(xml_unescape)
+            .collect();
+        assert_eq!(keys, ["a/b&c.gz", "d"]);
+        assert_eq!(xml_values(xml, "NextContinuationToken"), ["t+1"]);
+        assert_eq!(percent_encode("t+1 /"), "t%2B1%20%2F");
+        assert_eq!(percent_encode_path("p=p1/x y"), "p%3Dp1/x%20y");
+        assert_eq!(
+            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
+        );
+        assert!(dechunk(b"5\r\nab").is_err());
     }
 
     #[test]
@@ -610,7 +955,7 @@ mod tests {
     #[test]
     fn batch_bodies_hold_the_records_as_base64() {
         let mut rng = Rng::new(1);
-        let body = put_record_batch_body(10, &mut rng);
+        let body = put_record_batch_body(10, 0, &mut rng);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let records = v["Records"].as_array().unwrap();
         assert_eq!(records.len(), BATCH);

@@ -451,13 +451,25 @@ impl Server {
     /// Starts the server and times it until `GET /ready` answers 200 (polled every
     /// millisecond): the start-up a client sees.
     async fn start_timed(bin: &Path, data: &Path) -> Result<(Server, Duration), BoxError> {
+        Server::start_with(bin, data, &[], &[]).await
+    }
+
+    /// [`Server::start_timed`] with more flags and environment variables.
+    pub(crate) async fn start_with(
+        bin: &Path,
+        data: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(Server, Duration), BoxError> {
         let t = Instant::now();
         let addr = free_addr()?;
         let child = Command::new(bin)
             .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
             .arg(data)
             .args(["--state-delay-ms", "0"])
+            .args(args)
             .env("FRESHET_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;

@@ -212,6 +212,18 @@ struct DeliveryArgs {
     /// Runs, each on a fresh server.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// GZIP objects (CompressionFormat GZIP) instead of uncompressed ones.
+    #[arg(long)]
+    gzip: bool,
+    /// Dynamic partitioning over this many keys: records become JSON lines with a key
+    /// field, partitioned by a jq MetadataExtraction query (0: none).
+    #[arg(long, default_value_t = 0)]
+    partition_keys: u32,
+    /// Deliver to an S3-compatible server at this http:// URL (`--delivery-s3 s3`, path
+    /// style, credentials test/test, region us-east-1, which moto_server accepts)
+    /// instead of the local directory.
+    #[arg(long)]
+    s3_endpoint: Option<String>,
     /// Also print the results as one JSON object on the last line of standard output.
     #[arg(long)]
     json: bool,
@@ -817,6 +829,13 @@ async fn delivery_command(
     if args.clients == 0 || args.duration <= 0.0 || args.marker_interval_ms == 0 {
         return Err("--clients, --duration and --marker-interval-ms must be positive".into());
     }
+    if args.partition_keys > 0 && args.record_size < delivery::MIN_PARTITIONED_RECORD {
+        return Err(format!(
+            "--record-size must be at least {} with --partition-keys (a JSON line)",
+            delivery::MIN_PARTITIONED_RECORD
+        )
+        .into());
+    }
     let cfg = delivery::DeliveryConfig {
         freshet_bin: args.freshet_bin,
         data_dir: args.data_dir,
@@ -827,6 +846,9 @@ async fn delivery_command(
         buffer_seconds: args.buffer_seconds,
         marker_interval: Duration::from_millis(args.marker_interval_ms),
         drain_timeout: Duration::from_secs_f64(args.drain_timeout),
+        gzip: args.gzip,
+        partition_keys: args.partition_keys,
+        s3_endpoint: args.s3_endpoint.clone(),
     };
     let mut runs = Vec::new();
     for i in 0..args.runs.max(1) {
@@ -842,6 +864,9 @@ async fn delivery_command(
             "buffer_mb": cfg.buffer_mb,
             "buffer_seconds": cfg.buffer_seconds,
             "marker_interval_ms": args.marker_interval_ms,
+            "gzip": cfg.gzip,
+            "partition_keys": cfg.partition_keys,
+            "s3_endpoint": cfg.s3_endpoint,
             "runs": runs,
         });
         println!("{json}");

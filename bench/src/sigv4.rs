@@ -1,9 +1,10 @@
-//! AWS Signature Version 4 for the JSON-protocol `POST /` requests Kinesis uses.
+//! AWS Signature Version 4 for the JSON-protocol `POST /` requests Kinesis uses, and
+//! for the body-less S3 requests (`GET`/`PUT` of a path and a query) with which the
+//! delivery benchmark reads a bucket back.
 //!
-//! Only the subset the load generator needs: path `/`, empty query string and
-//! the four signed headers `content-type;host;x-amz-date;x-amz-target`. The
-//! signing key is derived once per (date) and cached, so signing a prepared
-//! request costs one SHA-256 over the body plus two small HMACs.
+//! Only the subset the load generator needs: for `POST /`, empty query string and the
+//! four signed headers `content-type;host;x-amz-date;x-amz-target`; for S3,
+//! `host;x-amz-content-sha256;x-amz-date` over an empty payload.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -45,12 +46,53 @@ impl Signer {
         target: &str,
         body: &[u8],
     ) -> String {
-        let date = &amz_date[..8];
-        let scope = format!("{date}/{}/{}/aws4_request", self.region, self.service);
         let canonical_request = format!(
             "POST\n/\n\ncontent-type:{content_type}\nhost:{host}\nx-amz-date:{amz_date}\nx-amz-target:{target}\n\n{SIGNED_HEADERS}\n{}",
             hex(&Sha256::digest(body))
         );
+        self.sign(amz_date, &canonical_request, SIGNED_HEADERS)
+    }
+}
+
+/// SHA-256 of the empty payload, the `x-amz-content-sha256` of a body-less request.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+impl Signer {
+    /// The `Authorization` header of a body-less S3 request: `path` as sent
+    /// (already percent-encoded, S3 does not encode it again), `query` as sent
+    /// (`a=1&b=2`, values already encoded; sorted here), with the headers `Host`,
+    /// `X-Amz-Date` and `X-Amz-Content-Sha256: EMPTY_SHA256`.
+    pub fn authorization_s3(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        query: &str,
+        amz_date: &str,
+    ) -> String {
+        let mut params: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                if p.contains('=') {
+                    p.to_string()
+                } else {
+                    format!("{p}=")
+                }
+            })
+            .collect();
+        params.sort();
+        let signed = "host;x-amz-content-sha256;x-amz-date";
+        let canonical_request = format!(
+            "{method}\n{path}\n{}\nhost:{host}\nx-amz-content-sha256:{EMPTY_SHA256}\nx-amz-date:{amz_date}\n\n{signed}\n{EMPTY_SHA256}",
+            params.join("&")
+        );
+        self.sign(amz_date, &canonical_request, signed)
+    }
+
+    fn sign(&self, amz_date: &str, canonical_request: &str, signed_headers: &str) -> String {
+        let date = &amz_date[..8];
+        let scope = format!("{date}/{}/{}/aws4_request", self.region, self.service);
         let string_to_sign = format!(
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             hex(&Sha256::digest(canonical_request.as_bytes()))
@@ -64,7 +106,7 @@ impl Signer {
         let k_signing = hmac(&k_service, b"aws4_request");
         let signature = hex(&hmac(&k_signing, string_to_sign.as_bytes()));
         format!(
-            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={SIGNED_HEADERS}, Signature={signature}",
+            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
             self.access_key
         )
     }
