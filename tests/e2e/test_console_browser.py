@@ -32,6 +32,7 @@ SAMPLES = REPO_ROOT / "media-samples"
 BROWSER_DIR = REPO_ROOT / "tests" / "browser"
 PLAY = BROWSER_DIR / "play.mjs"
 DATA = BROWSER_DIR / "data.mjs"
+WORKERS = BROWSER_DIR / "workers.mjs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 # What the live producer sends (GStreamer's test pattern, 1 s GOPs like a camera).
@@ -54,6 +55,7 @@ def test_console_page_and_its_files_are_served(endpoint):
     want_types = {
         "/console/console.js": "text/javascript; charset=utf-8",
         "/console/console-streams.js": "text/javascript; charset=utf-8",
+        "/console/console-workers.js": "text/javascript; charset=utf-8",
         "/console/console.css": "text/css; charset=utf-8",
         "/console/console-icon.svg": "image/svg+xml",
         "/console/vendor/hls.min.js": "text/javascript; charset=utf-8",
@@ -320,3 +322,71 @@ def test_data_stream_rates_chart_and_tail_update_while_records_are_put(endpoint,
     # Pretty-printed JSON: the nested object is on lines of its own.
     assert '"detail": {' in result["firstRecord"] or '"other":' in result["firstRecord"], result["firstRecord"]
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------
+# Delivery streams and analytics applications in Chromium
+# --------------------------------------------------------------------------
+
+@pytest.mark.timeout(240)
+def test_delivery_and_analytics_status_with_the_last_error(endpoint, kinesis, tmp_path):
+    """The console's workers panel lists a delivery stream that delivers (its records
+    delivered, no error), one whose HTTP endpoint refuses connections (its last error,
+    the text DescribeDeliveryStream gives), and a running analytics application with the
+    records it has read: the figures from /metrics, the statuses from the same
+    Firehose and Kinesis Analytics calls an SDK makes."""
+    import boto3
+    from botocore.config import Config
+    from conftest import REGION, free_port, make_client, stream_arn, wait_for
+    from test_analytics import FILTER_SQL, app_input, app_output, put_rows, start
+    from test_firehose import s3_config
+    from test_firehose_http import http_config
+
+    cfg = Config(retries={"total_max_attempts": 2, "mode": "standard"})
+    fh = boto3.client("firehose", endpoint_url=endpoint, region_name=REGION, config=cfg)
+    ka = boto3.client("kinesisanalytics", endpoint_url=endpoint, region_name=REGION, config=cfg)
+    good, bad = unique_name("console-fh"), unique_name("console-fh-down")
+    fh.create_delivery_stream(DeliveryStreamName=good,
+                              ExtendedS3DestinationConfiguration=s3_config("console-bucket", 1, 1))
+    # Nothing listens on this port: every attempt fails to connect.
+    fh.create_delivery_stream(DeliveryStreamName=bad, HttpEndpointDestinationConfiguration=http_config(
+        f"http://127.0.0.1:{free_port()}/in", "console-backup", interval=0))
+    for name in (good, bad):
+        wait_for(lambda n=name: fh.describe_delivery_stream(DeliveryStreamName=n)
+                 ["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE", 20, f"{name} ACTIVE")
+    assert fh.put_record_batch(DeliveryStreamName=good, Records=[{"Data": b"line %d\n" % i} for i in range(40)]
+                               )["FailedPutCount"] == 0
+    fh.put_record(DeliveryStreamName=bad, Record={"Data": b"undeliverable\n"})
+    failure = wait_for(lambda: fh.describe_delivery_stream(DeliveryStreamName=bad)
+                       ["DeliveryStreamDescription"].get("FailureDescription"), 30, "the failing stream's error")
+
+    source, dest = unique_name("console-src"), unique_name("console-dst")
+    for s in (source, dest):
+        kinesis.create_stream(StreamName=s, ShardCount=1)
+        wait_active(kinesis, s)
+    app = unique_name("console-app")
+    ka.create_application(ApplicationName=app, ApplicationCode=FILTER_SQL, Inputs=[app_input(source)],
+                          Outputs=[app_output(dest)])
+    start(ka, app)
+    put_rows(kinesis, source, [{"TICKER_SYMBOL": "AMZN", "SECTOR": "TECHNOLOGY", "CHANGE": 1.5, "PRICE": 10.0 + i}
+                               for i in range(25)])
+
+    expect = tmp_path / "expect.json"
+    expect.write_text(json.dumps({
+        "delivery": {good: {"status": "ACTIVE", "minDelivered": 40, "error": None},
+                     bad: {"status": "ACTIVE", "minDelivered": 0, "error": failure["Details"][:60]}},
+        "analytics": {app: {"status": "RUNNING", "minRead": 25}},
+    }))
+    shot = tmp_path / "console-workers.png"
+    code, result = run_script(WORKERS, endpoint, expect, "--seconds", 60, "--screenshot", shot, timeout=210)
+    assert code == 0, json.dumps(result, indent=1)[:6000]
+    rows = result["rows"]
+    assert rows["delivery"][good]["destination"] == "S3 console-bucket/", rows["delivery"][good]
+    assert rows["delivery"][good]["source"] == "Direct PUT"
+    assert rows["delivery"][bad]["destination"].startswith("HTTP http://127.0.0.1:")
+    assert result["workers"]["delivery"][bad]["failures"] >= 1
+    assert result["workers"]["analytics"][app]["read"] >= 25
+    assert shot.exists() and shot.stat().st_size > 10_000
+    ka.stop_application(ApplicationName=app)
+    for name in (good, bad):
+        fh.delete_delivery_stream(DeliveryStreamName=name)
