@@ -166,6 +166,9 @@
       }
       row.querySelector('[data-action="live"]').addEventListener('click', () => playLive(name));
       row.querySelector('[data-action="from"]').addEventListener('click', (ev) => toggleTimeForm(row, ev.currentTarget));
+      row.querySelector('[data-action="timeline"]').addEventListener('click', () => {
+        if (window.freshetTimelineOpen) window.freshetTimelineOpen(name);
+      });
       row.classList.toggle('playing', name === state.stream);
       streamsBody.append(row);
     }
@@ -409,6 +412,8 @@
     stopButton.disabled = true;
   });
   refreshButton.addEventListener('click', refresh);
+  // What the timeline (console-timeline.js) plays and formats with.
+  window.freshetConsoleApi = { api, playFrom, localInputValue, inputMs, setStatus };
   $('#tz').textContent = zoneLabel();
   if (!window.Hls) {
     setStatus('hls.js did not load (/console/vendor/hls.min.js); only native HLS can be used.', true);

@@ -3,13 +3,14 @@
 //! | path | serves |
 //! |---|---|
 //! | `GET /console` (and `/console/`) | the page (`assets/console.html`) |
-//! | `GET /console/console.js`, `/console/console-streams.js`, `/console/console-workers.js`, `/console/console.css`, `/console/console-icon.svg` | its scripts, style and icon |
+//! | `GET /console/console.js`, `/console/console-streams.js`, `/console/console-timeline.js`, `/console/console-workers.js`, `/console/console.css`, `/console/console-icon.svg` | its scripts, style and icon |
 //! | `GET /console/vendor/hls.min.js` | hls.js, vendored from npm (see `docs/decisions.md`) |
 //! | `GET /console/vendor/hls.js-LICENSE` | hls.js's licence (Apache-2.0) |
 //!
 //! The files are compiled into the binary, so the console works offline and without a
 //! JavaScript build step. The page only calls the public API of the same server
-//! (`POST /listStreams`, `POST /getHLSStreamingSessionURL`, `GET /v1/streams`, the
+//! (`POST /listStreams`, `POST /getHLSStreamingSessionURL`, `POST /listFragments`,
+//! `POST /getClip`, `GET /v1/streams`, the
 //! record tail, `/metrics`, and the Firehose and Kinesis Analytics JSON 1.1 list and
 //! describe calls) and plays the session URL.
 //!
@@ -48,6 +49,11 @@ const ASSETS: &[Asset] = &[
         path: "console-streams.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../assets/console-streams.js"),
+    },
+    Asset {
+        path: "console-timeline.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/console-timeline.js"),
     },
     Asset {
         path: "console-workers.js",

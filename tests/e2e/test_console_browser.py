@@ -33,6 +33,7 @@ BROWSER_DIR = REPO_ROOT / "tests" / "browser"
 PLAY = BROWSER_DIR / "play.mjs"
 DATA = BROWSER_DIR / "data.mjs"
 WORKERS = BROWSER_DIR / "workers.mjs"
+TIMELINE = BROWSER_DIR / "timeline.mjs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 # What the live producer sends (GStreamer's test pattern, 1 s GOPs like a camera).
@@ -56,6 +57,7 @@ def test_console_page_and_its_files_are_served(endpoint):
         "/console/console.js": "text/javascript; charset=utf-8",
         "/console/console-streams.js": "text/javascript; charset=utf-8",
         "/console/console-workers.js": "text/javascript; charset=utf-8",
+        "/console/console-timeline.js": "text/javascript; charset=utf-8",
         "/console/console.css": "text/css; charset=utf-8",
         "/console/console-icon.svg": "image/svg+xml",
         "/console/vendor/hls.min.js": "text/javascript; charset=utf-8",
@@ -390,3 +392,41 @@ def test_delivery_and_analytics_status_with_the_last_error(endpoint, kinesis, tm
     ka.stop_application(ApplicationName=app)
     for name in (good, bad):
         fh.delete_delivery_stream(DeliveryStreamName=name)
+
+
+# --------------------------------------------------------------------------
+# A video stream's timeline in Chromium
+# --------------------------------------------------------------------------
+
+@pytest.mark.timeout(240)
+def test_timeline_plays_from_a_click_and_exports_a_clip_that_decodes(endpoint, tmp_path):
+    """The timeline of a stored clip draws every fragment ListFragments lists; a click on
+    it plays from there (LIVE_REPLAY, the video advancing); "Export MP4" downloads a
+    GetClip of the range it shows, which ffprobe reads as the clip's H.264 video."""
+    browser_tools()
+    name = unique_name("console-timeline")
+    p = subprocess.run([str(freshet_bin()), "video", "push", str(SAMPLES / "h264-1s-gop.kvs.mkv"),
+                        "--stream", name, "--endpoint", endpoint],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count('"PERSISTED"') == 6, p.stdout
+    clip = tmp_path / "clip.mp4"
+    shot = tmp_path / "console-timeline.png"
+    code, result = run_script(TIMELINE, endpoint, name, 6, clip, "--seconds", 60, "--screenshot", shot,
+                              timeout=210)
+    assert code == 0, json.dumps(result, indent=1)[:6000]
+    timeline = result["timeline"]
+    assert timeline["stream"] == name and timeline["fragments"] == 6
+    assert timeline["from"] <= result["player"]["clicked"] <= timeline["to"]
+    assert result["download"]["suggested"].startswith(name) and result["download"]["suggested"].endswith(".mp4")
+    assert timeline["clip"]["bytes"] == clip.stat().st_size > 10_000
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,nb_read_frames",
+                            "-count_frames", "-show_entries", "format=format_name", "-of", "json", str(clip)],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    info = json.loads(probe.stdout)
+    assert "mp4" in info["format"]["format_name"]
+    (video,) = [s for s in info["streams"] if s["codec_name"] == "h264"]
+    # The whole clip: 150 frames (6 s at 25 fps).
+    assert int(video["nb_read_frames"]) == 150, video
+    assert shot.exists() and shot.stat().st_size > 10_000

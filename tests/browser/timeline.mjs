@@ -1,0 +1,105 @@
+// Uses the console's timeline of one video stream with a real browser, as a person
+// would, and reports what happened.
+//
+//   node tests/browser/timeline.mjs ENDPOINT STREAM FRAGMENTS CLIP.mp4 [--seconds N]
+//        [--screenshot FILE.png] [--chromium PATH]
+//
+// Opens ENDPOINT/console in Debian's Chromium (headless, playwright-core), presses the
+// stream's "Timeline" button (pressing "Refresh" until the stream is listed), and waits
+// until the timeline has drawn FRAGMENTS fragments. Then it clicks the middle of the
+// bar and waits until the player plays (LIVE_REPLAY, `video.currentTime` advancing by
+// half a second from the clicked time), and presses "Export MP4" with the range the
+// timeline filled in, saving the download as CLIP.mp4.
+//
+// Prints one JSON object (window.freshetTimeline, the player's state, the download's
+// name and size, console and page errors). Exit code 0 when every check passed; 1
+// otherwise; 2 on bad arguments.
+
+import { browserRun, parseOptions } from './chromium.mjs';
+
+const USAGE = 'usage: timeline.mjs ENDPOINT STREAM FRAGMENTS CLIP.mp4 [--seconds N] [--screenshot FILE] [--chromium PATH]';
+
+let args;
+try {
+  const { positional, opts } = parseOptions(process.argv.slice(2));
+  const [endpoint, stream, fragments, clip] = positional;
+  if (!endpoint || !stream || !(Number(fragments) > 0) || !clip) throw new Error(USAGE);
+  args = { endpoint: endpoint.replace(/\/+$/, ''), stream, fragments: Number(fragments), clip, ...opts,
+    seconds: opts.seconds === 6 ? 30 : opts.seconds };
+} catch (e) {
+  console.error(e.message);
+  process.exit(2);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const result = {
+  ok: false, failures: [], timeline: null, player: null, download: null, consoleErrors: [], pageErrors: [],
+};
+const { finish, launch } = browserRun(result, args.seconds);
+
+async function waitFor(what, check) {
+  const deadline = Date.now() + args.seconds * 1000;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) {
+      result.failures.push(`timed out waiting for ${what}`);
+      return false;
+    }
+    await sleep(200);
+  }
+}
+
+try {
+  const context = await launch(args.chromium, { width: 1400, height: 1100 });
+  const page = context.pages()[0] || (await context.newPage());
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') result.consoleErrors.push(msg.text());
+  });
+  page.on('pageerror', (err) => result.pageErrors.push(String(err)));
+  await page.goto(`${args.endpoint}/console`, { waitUntil: 'load' });
+  const button = page.getByRole('button', { name: `Timeline ${args.stream}`, exact: true });
+  const listed = await waitFor('the stream to be listed', async () => {
+    if (await button.count()) return true;
+    await page.getByRole('button', { name: 'Refresh' }).click();
+    return false;
+  });
+  if (listed) {
+    await button.click();
+    const drawn = await waitFor(`${args.fragments} fragments on the timeline`, () =>
+      page.evaluate((n) => window.freshetTimeline.fragments === n
+        && document.querySelector('#timeline').dataset.fragments === String(n), args.fragments));
+    if (drawn) {
+      const box = await page.locator('#timeline').boundingBox();
+      await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+      const clicked = await page.evaluate(() => window.freshetTimeline.clicked);
+      let first = null;
+      await waitFor('the player to play from the clicked time', () => page.evaluate(() => {
+        const v = document.querySelector('#video');
+        const c = window.freshetConsole;
+        return { mode: c.mode, stream: c.stream, t: v.currentTime, paused: v.paused, errors: c.hlsErrors.length };
+      }).then((p) => {
+        result.player = p;
+        if (p.mode !== 'LIVE_REPLAY' || p.stream !== args.stream) return false;
+        if (first === null && p.t > 0) first = p.t;
+        return first !== null && p.t >= first + 0.5;
+      }));
+      result.player.clicked = clicked;
+      const [download] = await Promise.all([
+        page.waitForEvent('download', { timeout: args.seconds * 1000 }),
+        page.getByRole('button', { name: 'Export MP4' }).click(),
+      ]);
+      await download.saveAs(args.clip);
+      result.download = { suggested: download.suggestedFilename(), path: args.clip };
+    }
+  }
+  result.timeline = await page.evaluate(() => ({ ...window.freshetTimeline, spans: undefined }));
+  result.statusLine = await page.locator('#timeline-status').textContent();
+  if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
+  if (result.pageErrors.length) result.failures.push('page errors');
+  if (result.consoleErrors.length) result.failures.push('console errors');
+  result.ok = result.failures.length === 0;
+  await finish(result.ok ? 0 : 1);
+} catch (e) {
+  result.failures.push(String(e && e.stack ? e.stack : e));
+  await finish(1);
+}
