@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::batch::{Batcher, Hints, Span};
 use super::compress;
@@ -50,6 +51,8 @@ const MAX_PARTITIONS: usize = 500;
 /// The error prefix of processing failures when the destination has none (followed by
 /// the default `YYYY/MM/dd/HH/`).
 const DEFAULT_PROCESSING_ERROR_PREFIX: &str = "processing-failed/";
+/// Objects of one batch (dynamic partitions) built and written at once.
+const PUT_CONCURRENCY: usize = 8;
 /// First and largest pause between delivery attempts.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(20);
@@ -540,6 +543,7 @@ impl Worker {
                 .deliver_http(config, http, &prefix, span, batch, records, arrivals)
                 .await;
         }
+        let mut objects = Vec::with_capacity(partitions.len());
         for (evaluated, records, arrivals) in partitions {
             let key = if dynamic {
                 let id = naming::batch_uuid(
@@ -562,9 +566,104 @@ impl Worker {
             } else {
                 self.object_key(config, &prefix, None, span, batch)
             };
-            let (n, bytes) = count(&records);
-            self.put_object(config, &key, records, span).await?;
-            self.metrics.to_bucket.add(n, bytes);
+            objects.push((key, records));
+        }
+        self.put_objects(config, objects, span).await
+    }
+
+    /// The objects of one batch (its partitions): built and written up to
+    /// [`PUT_CONCURRENCY`] at a time, each object's first attempt; an object whose
+    /// first attempt fails is then retried on its own with backoff, as a single object
+    /// is ([`Self::put_with_retries`]). Returns when every object is written, so the
+    /// batch's checkpoint still moves only past a batch that is delivered whole.
+    async fn put_objects(
+        &mut self,
+        config: &BatchConfig,
+        objects: Vec<(String, Vec<Bytes>)>,
+        span: Span,
+    ) -> Result<(), Halt> {
+        if objects.len() <= 1 {
+            for (key, records) in objects {
+                let (n, bytes) = count(&records);
+                self.put_object(config, &key, records, span).await?;
+                self.metrics.to_bucket.add(n, bytes);
+            }
+            return Ok(());
+        }
+        let bucket = config.destination.bucket().to_string();
+        let compression = config.destination.compression;
+        let extension = config.destination.extension().to_string();
+        #[allow(clippy::type_complexity)]
+        let mut tasks: JoinSet<(String, u64, u64, Result<(), (Option<Bytes>, String)>)> =
+            JoinSet::new();
+        let mut retry = Vec::new();
+        let handle = |done: Result<_, tokio::task::JoinError>,
+                      retry: &mut Vec<(String, Option<Bytes>)>|
+         -> Result<(), Halt> {
+            let (key, n, bytes, outcome) = done.map_err(|e| Halt::Failed(e.to_string()))?;
+            match outcome {
+                Ok(()) => self.metrics.to_bucket.add(n, bytes),
+                Err((body, error)) => {
+                    self.metrics.failures.inc();
+                    tracing::warn!(delivery_stream = self.meta.name, key, %error, "delivery failed; retrying");
+                    if let Ok(mut f) = self.failure.lock() {
+                        *f = Some(error);
+                    }
+                    retry.push((key, body));
+                }
+            }
+            Ok(())
+        };
+        for (key, records) in objects {
+            if tasks.len() >= PUT_CONCURRENCY
+                && let Some(done) = tasks.join_next().await
+            {
+                handle(done, &mut retry)?;
+            }
+            let destination = self.destination.clone();
+            let (bucket, extension) = (bucket.clone(), extension.clone());
+            let time_ms = span.first_arrival_ms;
+            tasks.spawn(async move {
+                let (n, bytes) = count(&records);
+                let name = object_name(&key, &extension);
+                let built = tokio::task::spawn_blocking(move || {
+                    let entry = compress::Entry {
+                        name: &name,
+                        time_ms,
+                    };
+                    compress::build(&records, compression, entry)
+                })
+                .await;
+                let body = match built {
+                    Ok(Ok(body)) => body,
+                    Ok(Err(e)) => {
+                        return (
+                            key,
+                            n,
+                            bytes,
+                            Err((None, format!("cannot compress a batch: {e}"))),
+                        );
+                    }
+                    Err(e) => return (key, n, bytes, Err((None, e.to_string()))),
+                };
+                let outcome = destination
+                    .put_object(&bucket, &key, body.clone())
+                    .await
+                    .map_err(|e| (Some(body), e.to_string()));
+                (key, n, bytes, outcome)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            handle(done, &mut retry)?;
+        }
+        for (key, body) in retry {
+            // An object that could not be built (a compression error) is not retried.
+            let body =
+                body.ok_or_else(|| Halt::Failed(format!("cannot build the object {key}")))?;
+            self.put_with_retries(&bucket, &key, body, span).await?;
+        }
+        if let Ok(mut f) = self.failure.lock() {
+            *f = None;
         }
         Ok(())
     }
@@ -661,9 +760,7 @@ impl Worker {
         time_ms: i64,
     ) -> Result<Bytes, Halt> {
         let compression = config.destination.compression;
-        let extension = config.destination.extension();
-        let base = key.rsplit('/').next().unwrap_or(key);
-        let name = base.strip_suffix(extension).unwrap_or(base).to_string();
+        let name = object_name(key, config.destination.extension());
         tokio::task::spawn_blocking(move || {
             let entry = compress::Entry {
                 name: &name,
@@ -871,6 +968,13 @@ impl Worker {
 }
 
 /// How many records and data bytes `records` are.
+/// The name of an object's single entry (ZIP) or GZIP header: its key's last segment
+/// without the extension.
+fn object_name(key: &str, extension: &str) -> String {
+    let base = key.rsplit('/').next().unwrap_or(key);
+    base.strip_suffix(extension).unwrap_or(base).to_string()
+}
+
 fn count(records: &[Bytes]) -> (u64, u64) {
     let bytes = records.iter().map(|r| r.len() as u64).sum();
     (records.len() as u64, bytes)

@@ -149,6 +149,47 @@ def test_sigkill_in_mid_delivery_to_s3_loses_and_duplicates_nothing(moto, s3_ser
     crash_loop_delivers_everything_once(srv, name, lambda: objects(s3, bucket), wait=30)
 
 
+def test_partitions_are_written_together_and_retried_until_the_bucket_exists(moto, s3_server):
+    """A batch split into more partitions than are written at once (8): while the bucket
+    does not exist every object fails and the error is shown; once it exists, each
+    partition lands as exactly one object holding exactly its records, in order, and the
+    error clears."""
+    from test_firehose_processing import processor
+    s3 = s3_client(moto)
+    bucket = f"parts-{uuid.uuid4().hex[:12]}"
+    fh = firehose(s3_server.endpoint)
+    name = f"parts-{uuid.uuid4().hex[:6]}"
+    fh.create_delivery_stream(DeliveryStreamName=name, ExtendedS3DestinationConfiguration=s3_config(
+        bucket, 1, 1, CompressionFormat="GZIP", Prefix="k=!{partitionKeyFromQuery:k}/",
+        ErrorOutputPrefix="errors/", DynamicPartitioningConfiguration={"Enabled": True},
+        ProcessingConfiguration={"Enabled": True, "Processors": [
+            processor("MetadataExtraction", MetadataExtractionQuery="{k: .k}", JsonParsingEngine="JQ-1.6"),
+            processor("AppendDelimiterToRecord")]}))
+    wait_active(fh, name)
+    keys_ = [f"p{i}" for i in range(20)]
+    sent = {k: [] for k in keys_}
+    records = []
+    for n in range(200):
+        k = keys_[n % len(keys_)]
+        rec = f'{{"k":"{k}","n":{n}}}'.encode()
+        sent[k].append(rec + b"\n")
+        records.append({"Data": rec})
+    assert fh.put_record_batch(DeliveryStreamName=name, Records=records)["FailedPutCount"] == 0
+    failure = wait_for(lambda: fh.describe_delivery_stream(DeliveryStreamName=name)
+                       ["DeliveryStreamDescription"].get("FailureDescription"), 30, "the delivery error")
+    assert "NoSuchBucket" in failure["Details"] or "bucket" in failure["Details"].lower(), failure
+    s3.create_bucket(Bucket=bucket)
+    wait_for(lambda: len(keys(s3, bucket)) >= len(keys_), 60, "an object per partition")
+    got = objects(s3, bucket)
+    assert len(got) == len(keys_), sorted(got)
+    for key, body in got.items():
+        part = key.split("/")[0]
+        assert part.startswith("k=") and key.endswith(".gz"), key
+        assert gzip.decompress(body).splitlines(keepends=True) == sent[part[2:]], key
+    wait_for(lambda: "FailureDescription" not in fh.describe_delivery_stream(
+        DeliveryStreamName=name)["DeliveryStreamDescription"], 20, "the error to clear")
+
+
 def test_s3_mode_without_credentials_refuses_to_start(moto):
     from conftest import FreshetServer
     srv = FreshetServer(extra_args=["--delivery-s3", "s3"],
