@@ -69,8 +69,9 @@ try {
       page.evaluate((n) => window.freshetTimeline.fragments === n
         && document.querySelector('#timeline').dataset.fragments === String(n), args.fragments));
     if (drawn) {
-      const box = await page.locator('#timeline').boundingBox();
-      await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+      // Scrolled into view first (the page may list many streams above it); the click
+      // lands in the middle of the bar.
+      await page.locator('#timeline').click();
       const clicked = await page.evaluate(() => window.freshetTimeline.clicked);
       let first = null;
       await waitFor('the player to play from the clicked time', () => page.evaluate(() => {
