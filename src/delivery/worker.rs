@@ -625,26 +625,10 @@ impl Worker {
             let time_ms = span.first_arrival_ms;
             tasks.spawn(async move {
                 let (n, bytes) = count(&records);
-                let name = object_name(&key, &extension);
-                let built = tokio::task::spawn_blocking(move || {
-                    let entry = compress::Entry {
-                        name: &name,
-                        time_ms,
-                    };
-                    compress::build(&records, compression, entry)
-                })
-                .await;
-                let body = match built {
-                    Ok(Ok(body)) => body,
-                    Ok(Err(e)) => {
-                        return (
-                            key,
-                            n,
-                            bytes,
-                            Err((None, format!("cannot compress a batch: {e}"))),
-                        );
-                    }
-                    Err(e) => return (key, n, bytes, Err((None, e.to_string()))),
+                let body = match build_object(compression, &extension, records, &key, time_ms).await
+                {
+                    Ok(body) => body,
+                    Err(e) => return (key, n, bytes, Err((None, e))),
                 };
                 let outcome = destination
                     .put_object(&bucket, &key, body.clone())
@@ -759,18 +743,15 @@ impl Worker {
         key: &str,
         time_ms: i64,
     ) -> Result<Bytes, Halt> {
-        let compression = config.destination.compression;
-        let name = object_name(key, config.destination.extension());
-        tokio::task::spawn_blocking(move || {
-            let entry = compress::Entry {
-                name: &name,
-                time_ms,
-            };
-            compress::build(&records, compression, entry)
-        })
+        build_object(
+            config.destination.compression,
+            config.destination.extension(),
+            records,
+            key,
+            time_ms,
+        )
         .await
-        .map_err(|e| Halt::Failed(e.to_string()))?
-        .map_err(|e| Halt::Failed(format!("cannot compress a batch: {e}")))
+        .map_err(Halt::Failed)
     }
 
     /// Writes one object, retrying with capped exponential backoff and jitter until it
@@ -968,6 +949,28 @@ impl Worker {
 }
 
 /// How many records and data bytes `records` are.
+/// An object's body: `records` concatenated and compressed (on a blocking thread), its
+/// entry named after `key` (see [`object_name`]) and stamped `time_ms`.
+async fn build_object(
+    compression: naming::Compression,
+    extension: &str,
+    records: Vec<Bytes>,
+    key: &str,
+    time_ms: i64,
+) -> Result<Bytes, String> {
+    let name = object_name(key, extension);
+    tokio::task::spawn_blocking(move || {
+        let entry = compress::Entry {
+            name: &name,
+            time_ms,
+        };
+        compress::build(&records, compression, entry)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot compress a batch: {e}"))
+}
+
 /// The name of an object's single entry (ZIP) or GZIP header: its key's last segment
 /// without the extension.
 fn object_name(key: &str, extension: &str) -> String {

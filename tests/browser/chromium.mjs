@@ -44,7 +44,34 @@ export function browserRun(result, seconds, beforeExit = () => {}) {
     return context;
   }
 
-  return { finish, launch };
+  // Launches, opens `url` in the first page, and keeps the page's console errors and
+  // uncaught errors in result.consoleErrors and result.pageErrors.
+  async function openPage(executablePath, viewport, url) {
+    const ctx = await launch(executablePath, viewport);
+    const page = ctx.pages()[0] || (await ctx.newPage());
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') result.consoleErrors.push(msg.text());
+    });
+    page.on('pageerror', (err) => result.pageErrors.push(String(err)));
+    await page.goto(url, { waitUntil: 'load' });
+    return page;
+  }
+
+  return { finish, launch, openPage };
+}
+
+// Polls `check` every 200 ms until it is true (true) or `seconds` have passed (false,
+// with 'timed out waiting for WHAT' added to result.failures).
+export async function waitUntil(result, seconds, what, check) {
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) {
+      result.failures.push(`timed out waiting for ${what}`);
+      return false;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
 }
 
 // The options the scripts share: --seconds N, --min-advance S, --screenshot FILE,

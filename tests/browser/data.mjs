@@ -44,7 +44,7 @@ const result = {
   consoleErrors: [],
   pageErrors: [],
 };
-const { finish, launch } = browserRun(result, args.seconds);
+const { finish, openPage } = browserRun(result, args.seconds);
 
 async function waitFor(page, what, check) {
   const deadline = Date.now() + args.seconds * 1000;
@@ -61,13 +61,7 @@ async function waitFor(page, what, check) {
 }
 
 try {
-  const context = await launch(args.chromium, { width: 1280, height: 1000 });
-  const page = context.pages()[0] || (await context.newPage());
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') result.consoleErrors.push(msg.text());
-  });
-  page.on('pageerror', (err) => result.pageErrors.push(String(err)));
-  await page.goto(`${args.endpoint}/console`, { waitUntil: 'load' });
+  const page = await openPage(args.chromium, { width: 1280, height: 1000 }, `${args.endpoint}/console`);
 
   const row = page.locator(`#data-streams tr.data-stream[data-stream=${JSON.stringify(args.stream)}]`);
   const listed = await waitFor(page, 'the stream to be listed', async () => {

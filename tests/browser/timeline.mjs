@@ -15,7 +15,7 @@
 // name and size, console and page errors). Exit code 0 when every check passed; 1
 // otherwise; 2 on bad arguments.
 
-import { browserRun, parseOptions } from './chromium.mjs';
+import { browserRun, parseOptions, waitUntil } from './chromium.mjs';
 
 const USAGE = 'usage: timeline.mjs ENDPOINT STREAM FRAGMENTS CLIP.mp4 [--seconds N] [--screenshot FILE] [--chromium PATH]';
 
@@ -31,32 +31,15 @@ try {
   process.exit(2);
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const result = {
   ok: false, failures: [], timeline: null, player: null, download: null, consoleErrors: [], pageErrors: [],
 };
-const { finish, launch } = browserRun(result, args.seconds);
+const { finish, openPage } = browserRun(result, args.seconds);
 
-async function waitFor(what, check) {
-  const deadline = Date.now() + args.seconds * 1000;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) {
-      result.failures.push(`timed out waiting for ${what}`);
-      return false;
-    }
-    await sleep(200);
-  }
-}
+const waitFor = (what, check) => waitUntil(result, args.seconds, what, check);
 
 try {
-  const context = await launch(args.chromium, { width: 1400, height: 1100 });
-  const page = context.pages()[0] || (await context.newPage());
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') result.consoleErrors.push(msg.text());
-  });
-  page.on('pageerror', (err) => result.pageErrors.push(String(err)));
-  await page.goto(`${args.endpoint}/console`, { waitUntil: 'load' });
+  const page = await openPage(args.chromium, { width: 1400, height: 1100 }, `${args.endpoint}/console`);
   const button = page.getByRole('button', { name: `Timeline ${args.stream}`, exact: true });
   const listed = await waitFor('the stream to be listed', async () => {
     if (await button.count()) return true;

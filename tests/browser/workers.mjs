@@ -35,7 +35,7 @@ try {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const result = { ok: false, failures: [], rows: {}, workers: null, consoleErrors: [], pageErrors: [] };
-const { finish, launch } = browserRun(result, args.seconds);
+const { finish, openPage } = browserRun(result, args.seconds);
 
 // The text of each cell of each row of a table, by the row's data-name.
 function readRows(page, table) {
@@ -69,13 +69,7 @@ function unmet(rows) {
 }
 
 try {
-  const context = await launch(args.chromium, { width: 1400, height: 1200 });
-  const page = context.pages()[0] || (await context.newPage());
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') result.consoleErrors.push(msg.text());
-  });
-  page.on('pageerror', (err) => result.pageErrors.push(String(err)));
-  await page.goto(`${args.endpoint}/console`, { waitUntil: 'load' });
+  const page = await openPage(args.chromium, { width: 1400, height: 1200 }, `${args.endpoint}/console`);
   const deadline = Date.now() + args.seconds * 1000;
   let missing;
   for (;;) {
