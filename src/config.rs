@@ -377,9 +377,41 @@ pub struct ClusterSettings {
     /// than the lease time [default: a third of the lease time]
     #[arg(long = "cluster-heartbeat-ms", env = "FRESHET_CLUSTER_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
+    /// Where the cluster keeps data streams' records: `s3://bucket/prefix` (endpoint,
+    /// region and credentials from AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY) or `file:///shared/directory`. With it, every node serves
+    /// every stream: writes go to the shard's owner, reads come from the object store
+    /// [default: off: each node serves only its own streams]
+    #[arg(long = "object-store", env = "FRESHET_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Milliseconds a shard's owner gathers writes into one object before committing
+    /// them (longer: fewer, larger objects and higher put latency) [default: 10]
+    #[arg(long = "cluster-batch-ms", env = "FRESHET_CLUSTER_BATCH_MS")]
+    pub batch_ms: Option<u64>,
 }
 
 impl ClusterSettings {
+    /// The shared data path's object store and batch interval, when it is on.
+    pub fn data_path(&self) -> anyhow::Result<Option<(String, std::time::Duration)>> {
+        let Some(store) = &self.object_store else {
+            if self.batch_ms.is_some() {
+                anyhow::bail!("--cluster-batch-ms needs --object-store");
+            }
+            return Ok(None);
+        };
+        if self.url.is_none() {
+            anyhow::bail!("--object-store needs --cluster");
+        }
+        let batch_ms = self.batch_ms.unwrap_or(10);
+        if batch_ms > 10_000 {
+            anyhow::bail!("cluster batch-ms must be at most 10000, not {batch_ms}");
+        }
+        Ok(Some((
+            store.clone(),
+            std::time::Duration::from_millis(batch_ms),
+        )))
+    }
+
     /// The node's options, when clustering is on; `advertise_url` is the server's
     /// `--advertise-url`.
     pub fn options(
@@ -521,6 +553,8 @@ impl ServeConfig {
                 node_id: self.cluster.node_id.or(other.cluster.node_id),
                 lease_secs: self.cluster.lease_secs.or(other.cluster.lease_secs),
                 heartbeat_ms: self.cluster.heartbeat_ms.or(other.cluster.heartbeat_ms),
+                object_store: self.cluster.object_store.or(other.cluster.object_store),
+                batch_ms: self.cluster.batch_ms.or(other.cluster.batch_ms),
             },
             feeds: if self.feeds.is_empty() {
                 other.feeds

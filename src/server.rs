@@ -91,6 +91,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let cluster_options = config.cluster.options(config.advertise_url.as_deref())?;
+    let data_path = config.cluster.data_path()?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -230,17 +231,46 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 
     // Scale-out: join the cluster and lease the shards and video streams this node
     // knows (docs/cluster.md). Off unless --cluster is given.
+    let mut shared_log = None;
     let cluster = match cluster_options {
         Some(options) => {
             let lister = cluster_resources(streams.clone(), video.clone());
             let url = options.url.clone();
-            Some(
-                crate::cluster::node::ClusterNode::start(options, lister)
+            let node = crate::cluster::node::ClusterNode::start(options, lister)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot join the cluster at {}: {e}", redact(&url)))?;
+            // With an object store, every node serves every data stream.
+            if let Some((store, batch)) = data_path {
+                let objects = crate::cluster::objects::open(&store, &service_region)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let log = crate::cluster::records::SharedLog::start(
+                    crate::cluster::records::SharedLogOptions {
+                        url: url.clone(),
+                        batch,
+                        owner_wait: node.options().lease + 2 * node.options().heartbeat,
+                    },
+                    node.leases(),
+                    objects,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot start the shared data path: {e}"))?;
+                streams.attach_shared(
+                    Arc::new(log.clone()),
+                    log.iterator_key(),
+                    node.options().heartbeat,
+                );
+                streams
+                    .sync_shared()
                     .await
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot join the cluster at {}: {e}", redact(&url))
-                    })?,
-            )
+                    .map_err(|e| anyhow::anyhow!("cannot read the shared stream catalog: {e}"))?;
+                shared_log = Some(log);
+            } else {
+                tracing::warn!(
+                    "--cluster without --object-store: each node serves only the streams it \
+                     holds itself (docs/cluster.md)"
+                );
+            }
+            Some(node)
         }
         None => None,
     };
@@ -338,6 +368,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     .await
     .map_err(|e| anyhow::anyhow!("cannot open analytics applications: {e}"))?;
     state.analytics = Some(analytics.clone());
+    state.shared_log = shared_log;
     state.leases = Some(crate::leases::LeaseService::new(
         crate::leases::LeaseConfig {
             account_id: service_account.clone(),

@@ -105,10 +105,10 @@ async fn migrations_are_idempotent_and_safe_from_two_nodes_at_once() {
     let mut a = ClusterDb::connect(&pg.url).await.unwrap();
     let mut b = ClusterDb::connect(&pg.url).await.unwrap();
     let (va, vb) = tokio::join!(a.migrate(), b.migrate());
-    assert_eq!(va.unwrap(), 1);
-    assert_eq!(vb.unwrap(), 1);
+    assert_eq!(va.unwrap(), 2);
+    assert_eq!(vb.unwrap(), 2);
     // Again, after the fact: nothing to do, same version.
-    assert_eq!(a.migrate().await.unwrap(), 1);
+    assert_eq!(a.migrate().await.unwrap(), 2);
     let client = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await;
     let (client, connection) = client.unwrap();
     tokio::spawn(connection);
@@ -122,7 +122,7 @@ async fn migrations_are_idempotent_and_safe_from_two_nodes_at_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1], "each migration recorded once");
+    assert_eq!(versions, [1, 2], "each migration recorded once");
     // A database migrated by a newer binary is refused, not silently used.
     client
         .execute(
@@ -134,7 +134,7 @@ async fn migrations_are_idempotent_and_safe_from_two_nodes_at_once() {
     match a.migrate().await {
         Err(ClusterError::SchemaTooNew {
             database: 99,
-            binary: 1,
+            binary: 2,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }

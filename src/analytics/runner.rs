@@ -453,7 +453,7 @@ impl Runner {
         // A cursor that starts at LATEST records where that was, so that a checkpoint
         // before its first record resumes there rather than at the shard's start.
         let position = if kind == "LATEST" {
-            streams.iterators.decode(&iterator).and_then(|p| {
+            streams.iterators().decode(&iterator).and_then(|p| {
                 p.offset.checked_sub(1).map(|offset| {
                     SequenceNumber {
                         stream_epoch: p.stream_epoch,

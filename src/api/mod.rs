@@ -17,6 +17,7 @@ pub mod analytics;
 pub mod auth;
 pub mod cbor;
 pub mod cloudwatch;
+pub mod cluster;
 pub mod console;
 pub mod cors;
 pub mod dynamodb;
@@ -91,6 +92,8 @@ pub struct AppState {
     pub analytics: Option<Arc<crate::analytics::AnalyticsService>>,
     /// The lease store (the DynamoDB API subset KCL uses); `None` where it does not run.
     pub leases: Option<Arc<crate::leases::LeaseService>>,
+    /// Scale-out: the shared data path, which serves writes other nodes forward here.
+    pub shared_log: Option<Arc<crate::cluster::records::SharedLog>>,
 }
 
 /// A byte budget shared by long-lived streaming uploads (PutMedia), counted in KiB.
@@ -282,6 +285,7 @@ impl AppState {
             delivery: None,
             analytics: None,
             leases: None,
+            shared_log: None,
         }
     }
 
@@ -307,6 +311,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route(
+            crate::cluster::records::APPEND_PATH,
+            post(cluster::forwarded_append),
+        )
         .route("/console", get(console::page))
         .route("/console/", get(console::page))
         .route("/console/{*asset}", get(console::asset))

@@ -21,7 +21,10 @@ use super::ClusterError;
 
 /// The migrations, in order; each is applied once, in one transaction with the bump of
 /// `cluster_schema_version`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_data.sql")),
+];
 
 /// The advisory lock that serialises migrations of nodes starting at once (an arbitrary
 /// constant: "FRESHET" in ASCII).
@@ -105,6 +108,11 @@ impl ClusterDb {
             }
         });
         Ok(ClusterDb { client, connection })
+    }
+
+    /// The connection, for the data path's statements ([`super::index`]).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The connection has ended (the server went away or closed it).

@@ -12,7 +12,10 @@
 
 pub mod balance;
 pub mod db;
+pub mod index;
 pub mod node;
+pub mod objects;
+pub mod records;
 
 use crate::error::{Classified, ErrorKind};
 

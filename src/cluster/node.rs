@@ -46,10 +46,48 @@ struct Held {
     lost_by: Instant,
 }
 
+/// Who owns what, as this node last read it: the leases it holds (with their epochs)
+/// and, for the others, the owner's advertised URL. Cheap to clone; shared with the
+/// data path.
+#[derive(Clone)]
+pub struct Leases {
+    node_id: String,
+    held: Arc<RwLock<BTreeMap<String, Held>>>,
+    /// Resource → advertised URL of the node that held it at the last heartbeat.
+    routes: Arc<RwLock<BTreeMap<String, String>>>,
+}
+
+impl Leases {
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The epoch under which this node holds `resource`, if it does.
+    pub fn epoch_of(&self, resource: &str) -> Option<i64> {
+        let now = Instant::now();
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(resource)
+            .filter(|h| h.lost_by > now)
+            .map(|h| h.epoch)
+    }
+
+    /// The advertised URL of the node that held `resource` at the last heartbeat.
+    pub fn owner_url(&self, resource: &str) -> Option<String> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(resource)
+            .cloned()
+    }
+}
+
 /// A running node (see the module doc).
 pub struct ClusterNode {
     options: ClusterOptions,
     held: Arc<RwLock<BTreeMap<String, Held>>>,
+    routes: Arc<RwLock<BTreeMap<String, String>>>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Option<ClusterDb>>,
 }
@@ -73,11 +111,13 @@ impl ClusterNode {
             "joined the cluster"
         );
         let held = Arc::new(RwLock::new(BTreeMap::new()));
+        let routes = Arc::new(RwLock::new(BTreeMap::new()));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let worker = Worker {
             options: options.clone(),
             resources,
             held: held.clone(),
+            routes: routes.clone(),
             registered: BTreeSet::new(),
             db: Some(db),
             failing_since: None,
@@ -86,6 +126,7 @@ impl ClusterNode {
         Ok(ClusterNode {
             options,
             held,
+            routes,
             stop,
             task,
         })
@@ -95,15 +136,22 @@ impl ClusterNode {
         &self.options.node_id
     }
 
+    /// A handle on this node's view of the leases, for the data path.
+    pub fn leases(&self) -> Leases {
+        Leases {
+            node_id: self.options.node_id.clone(),
+            held: self.held.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
+    }
+
     /// The epoch under which this node holds `resource`, if it does.
     pub fn epoch_of(&self, resource: &str) -> Option<i64> {
-        let now = Instant::now();
-        self.held
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(resource)
-            .filter(|h| h.lost_by > now)
-            .map(|h| h.epoch)
+        self.leases().epoch_of(resource)
     }
 
     /// Every lease this node holds, with its epoch, by resource.
@@ -151,6 +199,7 @@ struct Worker {
     options: ClusterOptions,
     resources: ResourceLister,
     held: Arc<RwLock<BTreeMap<String, Held>>>,
+    routes: Arc<RwLock<BTreeMap<String, String>>>,
     /// Resources already made known to the cluster by this node.
     registered: BTreeSet<String>,
     /// `None` after the connection broke; reconnected at the next heartbeat.
@@ -247,6 +296,23 @@ impl Worker {
         }
 
         let view = db.view().await?;
+        {
+            let urls: BTreeMap<&str, &str> = view
+                .nodes
+                .iter()
+                .map(|n| (n.node_id.as_str(), n.advertise_url.as_str()))
+                .collect();
+            let routes: BTreeMap<String, String> = view
+                .leases
+                .iter()
+                .filter(|l| l.held())
+                .filter_map(|l| {
+                    let url = urls.get(l.owner.as_deref()?)?;
+                    Some((l.resource.clone(), url.to_string()))
+                })
+                .collect();
+            *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
+        }
         let live = balance::live_nodes(&view.nodes, &opts.node_id);
         let plan = balance::plan(&opts.node_id, &live, &view.leases);
         for (resource, epoch) in &plan.release {

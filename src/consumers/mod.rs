@@ -261,7 +261,7 @@ impl Reader {
             let finished = out.child_shards.is_some();
             let has_records = !out.records.is_empty();
             let continuation = out.next_shard_iterator.as_deref().and_then(|it| {
-                let pos = streams.iterators.decode(it)?;
+                let pos = streams.iterators().decode(it)?;
                 match out.records.last() {
                     Some(r) => Some(r.sequence_number.clone()),
                     None => Some(

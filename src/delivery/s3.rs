@@ -132,7 +132,38 @@ impl S3 {
         }
     }
 
-    async fn put(&self, bucket: &str, key: &str, body: Bytes) -> Result<(), DestinationError> {
+    /// Reads a whole object (GetObject).
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Bytes, DestinationError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("GetObject", bucket, key, &e))?;
+        let body = out.body.collect().await.map_err(|e| {
+            DestinationError(format!(
+                "GetObject of s3://{bucket}/{key}: reading the body: {e}"
+            ))
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    /// Deletes an object (DeleteObject; deleting a missing key succeeds, as in S3).
+    pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), DestinationError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("DeleteObject", bucket, key, &e))?;
+        Ok(())
+    }
+
+    /// Writes an object (one PutObject, or a multipart upload for large bodies).
+    pub async fn put(&self, bucket: &str, key: &str, body: Bytes) -> Result<(), DestinationError> {
         if body.len() <= PART_SIZE {
             self.client
                 .put_object()

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 pub use log::{Log, LogBounds, ReadAccess, ReadBatch, RollPolicy, WriteIo};
-pub use segment::Entry;
+pub use segment::{Entry, Frame};
 pub use writer::{AppendAck, Durability};
 
 use crate::clock::SharedClock;

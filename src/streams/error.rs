@@ -103,3 +103,10 @@ impl From<CatalogError> for StreamError {
 }
 
 pub type Result<T, E = StreamError> = std::result::Result<T, E>;
+
+impl From<super::shared::SharedError> for StreamError {
+    fn from(e: super::shared::SharedError) -> Self {
+        // Both are retryable: the shard is moving, or a shared engine is away.
+        Self::Unavailable(e.to_string())
+    }
+}

@@ -16,6 +16,7 @@ mod records;
 mod reshard;
 pub mod sequence;
 mod settings;
+pub mod shared;
 mod throughput;
 
 use std::collections::{BTreeMap, HashMap};
@@ -109,12 +110,21 @@ pub struct StreamService {
     pub(crate) streams: RwLock<HashMap<String, Arc<StreamState>>>,
     /// Serialises control-plane changes (they are rare; data-plane calls never take it).
     control: tokio::sync::Mutex<()>,
-    pub(crate) iterators: IteratorCodec,
+    /// Signs this node's shard iterators (the embedded mode).
+    local_iterators: IteratorCodec,
+    /// Scale-out: records and catalog shared with the other nodes (see [`shared`]).
+    shared: std::sync::OnceLock<Shared>,
     /// Resource policies by ARN.
     policies: RwLock<BTreeMap<String, String>>,
     /// Bumped when consumers go away (deregistered, or their stream deleted), so that
     /// their enhanced fan-out subscriptions end at once rather than at their next read.
     pub(crate) consumers_gone: tokio::sync::watch::Sender<u64>,
+}
+
+/// The shared data plane and the iterator key every node signs with.
+struct Shared {
+    plane: Arc<dyn shared::SharedShards>,
+    iterators: IteratorCodec,
 }
 
 /// How a request names a stream: by name, by ARN, or both.
@@ -187,7 +197,8 @@ impl StreamService {
             catalog,
             streams: RwLock::new(HashMap::new()),
             control: tokio::sync::Mutex::new(()),
-            iterators: IteratorCodec::new(key.try_into().expect("32-byte key")),
+            local_iterators: IteratorCodec::new(key.try_into().expect("32-byte key")),
+            shared: std::sync::OnceLock::new(),
             policies: RwLock::new(
                 policies
                     .into_iter()
@@ -226,6 +237,162 @@ impl StreamService {
 
     pub fn config(&self) -> &ServiceConfig {
         &self.config
+    }
+
+    /// Signs and checks shard iterators: with the cluster's shared key in scale-out
+    /// mode, so that an iterator from one node is good on every other.
+    pub(crate) fn iterators(&self) -> &IteratorCodec {
+        match self.shared.get() {
+            Some(s) => &s.iterators,
+            None => &self.local_iterators,
+        }
+    }
+
+    /// The shared data plane, in scale-out mode.
+    pub(crate) fn shared_plane(&self) -> Option<&Arc<dyn shared::SharedShards>> {
+        self.shared.get().map(|s| &s.plane)
+    }
+
+    /// Scale-out: from now on records are appended and read through `plane`, streams
+    /// are created and deleted in its shared catalog, and iterators are signed with
+    /// `iterator_key`. Every `sync_every`, streams the shared catalog has and this node
+    /// lacks are adopted and streams deleted there are dropped here. Call once, before
+    /// serving.
+    pub fn attach_shared(
+        self: &Arc<Self>,
+        plane: Arc<dyn shared::SharedShards>,
+        iterator_key: [u8; 32],
+        sync_every: std::time::Duration,
+    ) {
+        let attached = self
+            .shared
+            .set(Shared {
+                plane,
+                iterators: IteratorCodec::new(iterator_key),
+            })
+            .is_ok();
+        if !attached {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sync_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                match service.sync_shared().await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("shared stream catalog readable again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot read the shared stream catalog; retrying");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "shared stream catalog sync failed"),
+                }
+            }
+        });
+    }
+
+    /// Mirrors the shared catalog into this node's: adopts streams it lacks (ACTIVE at
+    /// once: their creator has them), drops streams deleted there, and publishes
+    /// streams only this node has.
+    pub async fn sync_shared(self: &Arc<Self>) -> Result<()> {
+        let Some(plane) = self.shared_plane().cloned() else {
+            return Ok(());
+        };
+        let rows = plane.streams().await.map_err(StreamError::from)?;
+        let _guard = self.control.lock().await;
+        let known: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.name.clone()).collect();
+        for row in rows {
+            let local = self
+                .streams
+                .read()
+                .unwrap()
+                .get(&row.name)
+                .map(|s| s.meta.read().unwrap().epoch);
+            if row.deleted {
+                if local == Some(row.stream_epoch) {
+                    self.drop_local(&row.name).await?;
+                }
+                continue;
+            }
+            if local == Some(row.stream_epoch) {
+                continue;
+            }
+            let mut meta: StreamMeta = match serde_json::from_slice(&row.meta) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(stream = row.name, error = %e, "unreadable shared stream record; skipped");
+                    continue;
+                }
+            };
+            if local.is_some() {
+                // An older incarnation of the name: it was deleted elsewhere.
+                self.drop_local(&row.name).await?;
+            }
+            meta.status = StreamStatus::Active;
+            let logs = self.open_logs(&meta).await?;
+            self.persist(&meta).await?;
+            self.streams
+                .write()
+                .unwrap()
+                .insert(meta.name.clone(), StreamState::new(meta, logs));
+            tracing::info!(stream = row.name, "stream adopted from the shared catalog");
+        }
+        // Streams the shared catalog has never had were created here before this node
+        // ran with a shared data path: they are published, so that every node serves
+        // them from now on (their earlier records stay in this node's local log).
+        let unshared: Vec<StreamMeta> = self
+            .streams
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| !known.contains(*name))
+            .map(|(_, state)| state.meta.read().unwrap().clone())
+            .collect();
+        for meta in unshared {
+            let bytes =
+                serde_json::to_vec(&meta).map_err(|e| StreamError::Internal(e.to_string()))?;
+            let published = plane
+                .create_stream(shared::SharedStream {
+                    name: meta.name.clone(),
+                    stream_epoch: meta.epoch,
+                    meta: bytes,
+                    deleted: false,
+                })
+                .await?;
+            if published {
+                tracing::info!(
+                    stream = meta.name,
+                    "local stream published to the shared catalog"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a stream on this node only (the shared catalog deleted it).
+    async fn drop_local(&self, name: &str) -> Result<()> {
+        let state = self.streams.write().unwrap().remove(name);
+        if let Some(state) = state {
+            let meta = state.meta.read().unwrap().clone();
+            crate::metrics::metrics().forget_stream(name);
+            self.consumers_gone.send_modify(|n| *n += 1);
+            self.finish_delete(&meta).await?;
+            tracing::info!(
+                stream = name,
+                "stream dropped: deleted in the shared catalog"
+            );
+        }
+        Ok(())
     }
 
     /// The catalog the streams live in (consumer groups keep their records there too).
@@ -519,6 +686,24 @@ impl StreamService {
             max_record_size_kib: 1024,
             pending_reshard: None,
         };
+        if let Some(plane) = self.shared_plane() {
+            let bytes =
+                serde_json::to_vec(&meta).map_err(|e| StreamError::Internal(e.to_string()))?;
+            let created = plane
+                .create_stream(shared::SharedStream {
+                    name: name.to_string(),
+                    stream_epoch: epoch,
+                    meta: bytes,
+                    deleted: false,
+                })
+                .await?;
+            if !created {
+                return Err(StreamError::ResourceInUse(format!(
+                    "Stream {name} under account {} already exists.",
+                    self.config.account_id
+                )));
+            }
+        }
         let logs = self.open_logs(&meta).await?;
         self.persist(&meta).await?;
         self.streams
@@ -538,6 +723,16 @@ impl StreamService {
         r: &StreamRef,
         enforce_consumer_deletion: bool,
     ) -> Result<()> {
+        if let Some(plane) = self.shared_plane() {
+            let (name, state) = self.state(r)?;
+            let (epoch, has_consumers) = {
+                let meta = state.meta.read().unwrap();
+                (meta.epoch, !meta.consumers.is_empty())
+            };
+            if !has_consumers || enforce_consumer_deletion {
+                plane.delete_stream(name, epoch).await?;
+            }
+        }
         let ((), meta) = self
             .update_meta(r, |meta| {
                 if !meta.consumers.is_empty() && !enforce_consumer_deletion {

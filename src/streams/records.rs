@@ -40,8 +40,9 @@ pub enum PutRecordsEntry {
         /// For internal failures: what went wrong, for the log only (a single
         /// PutRecord reports it as its error's detail).
         detail: Option<String>,
-        /// The storage was full: a single PutRecord answers ServiceUnavailable.
-        out_of_space: bool,
+        /// The storage was full, or (scale-out) the shard's owner or a shared engine
+        /// could not take it: a single PutRecord answers ServiceUnavailable.
+        unavailable: bool,
     },
 }
 
@@ -90,7 +91,118 @@ fn decode_record(payload: &Bytes) -> Option<(u8, String, Bytes)> {
     ))
 }
 
+/// Why one shard's part of a put failed.
+struct AppendFailure {
+    /// What the client is told.
+    message: String,
+    /// What the log says.
+    detail: String,
+    /// Answered as ServiceUnavailable by a single PutRecord.
+    unavailable: bool,
+}
+
+/// One shard's part of a put: the shard, the records' indexes in the request, and
+/// their entries.
+type ShardGroup = (u32, Vec<usize>, Vec<Entry>);
+
+/// Each group's first offset, or why it failed.
+type AppendResults = Vec<std::result::Result<u64, AppendFailure>>;
+
 impl StreamService {
+    /// Appends each shard's entries to its local log, in one group commit.
+    async fn append_local(
+        &self,
+        state: &super::StreamState,
+        groups: Vec<ShardGroup>,
+    ) -> Result<(Vec<(u32, Vec<usize>)>, AppendResults)> {
+        let mut appends = Vec::with_capacity(groups.len());
+        let mut done = Vec::with_capacity(groups.len());
+        for (ordinal, indexes, payloads) in groups {
+            let log = state
+                .log(ordinal)
+                .ok_or_else(|| StreamError::Internal(format!("shard {ordinal} has no log")))?;
+            appends.push((log, payloads));
+            done.push((ordinal, indexes));
+        }
+        let results = self
+            .store
+            .append_many(appends)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.map(|ack| ack.first_offset).map_err(|e| {
+                    let unavailable = e.is_out_of_space();
+                    AppendFailure {
+                        message: if unavailable {
+                            super::error::STORAGE_FULL.into()
+                        } else {
+                            "Internal service failure.".into()
+                        },
+                        detail: e.to_string(),
+                        unavailable,
+                    }
+                })
+            })
+            .collect();
+        Ok((done, results))
+    }
+
+    /// Appends each shard's entries through the shared plane (scale-out), all shards
+    /// at once.
+    async fn append_shared(
+        &self,
+        plane: &Arc<dyn super::shared::SharedShards>,
+        name: &str,
+        epoch: u64,
+        groups: Vec<ShardGroup>,
+    ) -> (Vec<(u32, Vec<usize>)>, AppendResults) {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut done = Vec::with_capacity(groups.len());
+        for (k, (ordinal, indexes, entries)) in groups.into_iter().enumerate() {
+            let payloads: Vec<Bytes> = entries
+                .into_iter()
+                .map(|e| {
+                    let mut b = BytesMut::with_capacity(e.head.len() + e.body.len());
+                    b.put_slice(&e.head);
+                    b.put_slice(&e.body);
+                    b.freeze()
+                })
+                .collect();
+            let key = super::shared::ShardKey {
+                stream: name.to_string(),
+                stream_epoch: epoch,
+                ordinal,
+            };
+            let plane = plane.clone();
+            tasks.spawn(async move { (k, plane.append(key, payloads).await) });
+            done.push((ordinal, indexes));
+        }
+        let mut results: Vec<Option<std::result::Result<u64, AppendFailure>>> =
+            (0..done.len()).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((k, result)) = joined {
+                results[k] = Some(result.map_err(|e| AppendFailure {
+                    message: e.to_string(),
+                    detail: e.to_string(),
+                    unavailable: true,
+                }));
+            }
+        }
+        let results = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(AppendFailure {
+                        message: "Internal service failure.".into(),
+                        detail: "the append task failed".into(),
+                        unavailable: false,
+                    })
+                })
+            })
+            .collect();
+        (done, results)
+    }
+
     /// PutRecords (and PutRecord, as a batch of one). Fails as a whole only for
     /// request-level problems; per-record failures are reported per entry.
     pub async fn put_records(
@@ -171,7 +283,7 @@ impl StreamService {
                 state.metrics.write_throughput_exceeded.inc();
                 entries[i] = Some(PutRecordsEntry::Failed {
                     detail: None,
-                    out_of_space: false,
+                    unavailable: false,
                     error_code: "ProvisionedThroughputExceededException",
                     error_message: format!(
                         "Rate exceeded for shard {} in stream {name} under account {}.",
@@ -203,25 +315,13 @@ impl StreamService {
             }
         }
 
-        let mut appends = Vec::with_capacity(groups.len());
-        for (ordinal, indexes, payloads) in groups {
-            let log = state
-                .log(ordinal)
-                .ok_or_else(|| StreamError::Internal(format!("shard {ordinal} has no log")))?;
-            appends.push((ordinal, indexes, log, payloads));
-        }
-        let results = self
-            .store
-            .append_many(
-                appends
-                    .iter_mut()
-                    .map(|(_, _, log, payloads)| (log.clone(), std::mem::take(payloads)))
-                    .collect(),
-            )
-            .await;
-        for ((ordinal, indexes, _, _), result) in appends.into_iter().zip(results) {
+        let (groups, results) = match self.shared_plane() {
+            Some(plane) => self.append_shared(plane, &name, epoch, groups).await,
+            None => self.append_local(&state, groups).await?,
+        };
+        for ((ordinal, indexes), result) in groups.into_iter().zip(results) {
             match result {
-                Ok(ack) => {
+                Ok(first_offset) => {
                     state.metrics.incoming_records.inc_by(indexes.len() as u64);
                     state
                         .metrics
@@ -232,26 +332,24 @@ impl StreamService {
                             sequence: SequenceNumber {
                                 stream_epoch: epoch,
                                 shard_ordinal: ordinal,
-                                offset: ack.first_offset + k as u64,
+                                offset: first_offset + k as u64,
                             },
                         });
                     }
                 }
-                Err(e) => {
-                    tracing::error!(stream = name, shard = ordinal, error = %e, "append failed");
-                    let out_of_space = e.is_out_of_space();
+                Err(failure) => {
+                    tracing::error!(stream = name, shard = ordinal, error = %failure.detail, "append failed");
                     for i in indexes {
                         entries[i] = Some(PutRecordsEntry::Failed {
                             // PutRecords' per-record codes are this one and the
                             // throughput one only.
                             error_code: "InternalFailure",
-                            error_message: if out_of_space {
-                                super::error::STORAGE_FULL.into()
-                            } else {
-                                "Internal service failure.".into()
-                            },
-                            detail: Some(format!("append to shard {ordinal} failed: {e}")),
-                            out_of_space,
+                            error_message: failure.message.clone(),
+                            detail: Some(format!(
+                                "append to shard {ordinal} failed: {}",
+                                failure.detail
+                            )),
+                            unavailable: failure.unavailable,
                         });
                     }
                 }
@@ -305,10 +403,10 @@ impl StreamService {
                 error_code,
                 error_message,
                 detail,
-                out_of_space,
+                unavailable,
             }) => Err(if error_code == "ProvisionedThroughputExceededException" {
                 StreamError::ProvisionedThroughputExceeded(error_message)
-            } else if out_of_space {
+            } else if unavailable {
                 StreamError::Unavailable(error_message)
             } else {
                 StreamError::Internal(detail.unwrap_or(error_message))
@@ -364,6 +462,16 @@ impl StreamService {
         {
             return Err(no_seq_msg("also a"));
         }
+        let shared = self.shared_plane().map(|plane| {
+            (
+                plane.clone(),
+                super::shared::ShardKey {
+                    stream: name.clone(),
+                    stream_epoch: epoch,
+                    ordinal,
+                },
+            )
+        });
         let bounds = log.bounds();
         let offset = match iterator_type {
             "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER" => {
@@ -392,8 +500,13 @@ impl StreamService {
                     seq.offset + 1
                 }
             }
+            // A shared shard's positions mean "at or after": 0 is its first record.
+            "TRIM_HORIZON" if shared.is_some() => 0,
             "TRIM_HORIZON" => bounds.first_offset,
-            "LATEST" => bounds.end_offset,
+            "LATEST" => match &shared {
+                Some((plane, key)) => plane.end_offset(key.clone()).await?,
+                None => bounds.end_offset,
+            },
             "AT_TIMESTAMP" => {
                 let ts = timestamp_ms.ok_or_else(|| {
                     StreamError::InvalidArgument(
@@ -406,7 +519,10 @@ impl StreamService {
                         "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {ts}, currentTimestampInMillis: {now}"
                     )));
                 }
-                self.store.offset_at_time(&log, ts).await?
+                match &shared {
+                    Some((plane, key)) => plane.offset_at_time(key.clone(), ts).await?,
+                    None => self.store.offset_at_time(&log, ts).await?,
+                }
             }
             other => {
                 return Err(StreamError::Validation(format!(
@@ -414,7 +530,7 @@ impl StreamService {
                 )));
             }
         };
-        Ok(self.iterators.encode(&IteratorPosition {
+        Ok(self.iterators().encode(&IteratorPosition {
             stream_name: name,
             stream_epoch: epoch,
             shard_ordinal: ordinal,
@@ -441,7 +557,7 @@ impl StreamService {
         limit: Option<usize>,
     ) -> Result<GetRecordsOutput> {
         let pos = self
-            .iterators
+            .iterators()
             .decode(iterator)
             .ok_or_else(|| StreamError::InvalidArgument("Invalid ShardIterator.".into()))?;
         let now = self.now_ms();
@@ -476,6 +592,29 @@ impl StreamService {
             )));
         }
         let limit = limit.unwrap_or(10_000).clamp(1, 10_000);
+        if let Some(plane) = self.shared_plane() {
+            let key = super::shared::ShardKey {
+                stream: pos.stream_name.clone(),
+                stream_epoch: pos.stream_epoch,
+                ordinal: pos.shard_ordinal,
+            };
+            let read = plane
+                .read(key, pos.offset, limit, GET_RECORDS_MAX_BYTES)
+                .await?;
+            let batch = crate::store::ReadBatch {
+                entries: read
+                    .records
+                    .into_iter()
+                    .map(|r| crate::store::Frame {
+                        offset: r.offset,
+                        timestamp_ms: r.arrival_ms,
+                        payload: r.payload,
+                    })
+                    .collect(),
+                next_offset: read.next_offset,
+            };
+            return Ok(self.records_output(&state, pos, batch, read.end_offset, None, now));
+        }
         let batch = match self
             .store
             .read_with(
@@ -491,11 +630,27 @@ impl StreamService {
             Err(StoreError::Io(e)) => return Err(StreamError::Internal(e.to_string())),
             Err(e) => return Err(e.into()),
         };
+        let end_offset = log.bounds().end_offset;
+        Ok(self.records_output(&state, pos, batch, end_offset, closed_end, now))
+    }
+
+    /// GetRecords' answer for the records read from `pos`: decoded records, the next
+    /// iterator (or, at the end of a closed shard, its children), MillisBehindLatest,
+    /// and the read's metrics and throughput charge.
+    fn records_output(
+        &self,
+        state: &super::StreamState,
+        pos: IteratorPosition,
+        batch: crate::store::ReadBatch,
+        end_offset: u64,
+        closed_end: Option<u64>,
+        now: i64,
+    ) -> GetRecordsOutput {
+        let sid = shard_id(pos.shard_ordinal);
         let bytes: u64 = batch.entries.iter().map(|e| e.payload.len() as u64).sum();
         if self.config.shard_throughput_limits {
             state.limiter.charge_read(pos.shard_ordinal, bytes, now);
         }
-        let bounds = log.bounds();
         let mut records = Vec::with_capacity(batch.entries.len());
         for e in &batch.entries {
             let Some((flags, partition_key, data)) = decode_record(&e.payload) else {
@@ -521,7 +676,7 @@ impl StreamService {
             });
         }
         let next = batch.next_offset;
-        let millis_behind_latest = if next >= bounds.end_offset {
+        let millis_behind_latest = if next >= end_offset {
             0
         } else {
             records
@@ -567,23 +722,23 @@ impl StreamService {
                     }
                 })
                 .collect();
-            return Ok(GetRecordsOutput {
+            return GetRecordsOutput {
                 records,
                 next_shard_iterator: None,
                 millis_behind_latest,
                 child_shards: Some(children),
-            });
+            };
         }
-        Ok(GetRecordsOutput {
+        GetRecordsOutput {
             records,
-            next_shard_iterator: Some(self.iterators.encode(&IteratorPosition {
+            next_shard_iterator: Some(self.iterators().encode(&IteratorPosition {
                 offset: next,
                 issued_ms: now,
                 ..pos
             })),
             millis_behind_latest,
             child_shards: None,
-        })
+        }
     }
 
     /// Deletes expired segments of every shard, and forgets closed shards whose data

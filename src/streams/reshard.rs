@@ -42,7 +42,15 @@ impl StreamService {
     /// switches, as Kinesis does. Returns the open shard count before the change.
     async fn reshard(self: &Arc<Self>, r: &StreamRef, op: Reshard) -> Result<(u32, StreamMeta)> {
         let _control = self.control.lock().await;
-        let (_, state) = self.state(r)?;
+        let (name, state) = self.state(r)?;
+        if self.shared_plane().is_some() {
+            // A shared shard's offsets are not contiguous and its end is known only to
+            // its owner: closing shards across nodes is not built yet.
+            return Err(StreamError::InvalidArgument(format!(
+                "Resharding stream {name} under account {} is not supported in cluster mode yet.",
+                self.config.account_id
+            )));
+        }
         let now = self.now_ms();
         if self.config.state_delay_ms > 0 {
             let mut meta = state.meta.read().unwrap().clone();

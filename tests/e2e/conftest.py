@@ -138,8 +138,10 @@ class FreshetServer:
 
     def __init__(self, *, data_dir: str | None = None, state_delay_ms: int = 100,
                  iterator_ttl_secs: int = 300, extra_args=(), tls_ca: str | None = None,
-                 env: dict[str, str | None] | None = None):
+                 env: dict[str, str | None] | None = None, port: int | None = None):
         self.binary = freshet_bin()
+        # A port chosen by the caller (when a flag must name it), else a free one.
+        self.fixed_port = port
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="freshet-e2e-data-")
         self.state_delay_ms = state_delay_ms
@@ -182,7 +184,7 @@ class FreshetServer:
                 f"or point FRESHET_BIN at it (or FRESHET_ENDPOINT at a running server)")
         last_error = ""
         for _attempt in range(3):  # a port picked as free can be taken meanwhile
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             log = open(self.log_path, "ab")
             # Only the flags count: keep FRESHET_* settings of the caller's
             # environment (the server reads them) out of the child.
