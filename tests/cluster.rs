@@ -105,10 +105,10 @@ async fn migrations_are_idempotent_and_safe_from_two_nodes_at_once() {
     let mut a = ClusterDb::connect(&pg.url).await.unwrap();
     let mut b = ClusterDb::connect(&pg.url).await.unwrap();
     let (va, vb) = tokio::join!(a.migrate(), b.migrate());
-    assert_eq!(va.unwrap(), 2);
-    assert_eq!(vb.unwrap(), 2);
+    assert_eq!(va.unwrap(), 3);
+    assert_eq!(vb.unwrap(), 3);
     // Again, after the fact: nothing to do, same version.
-    assert_eq!(a.migrate().await.unwrap(), 2);
+    assert_eq!(a.migrate().await.unwrap(), 3);
     let client = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await;
     let (client, connection) = client.unwrap();
     tokio::spawn(connection);
@@ -122,7 +122,7 @@ async fn migrations_are_idempotent_and_safe_from_two_nodes_at_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2], "each migration recorded once");
+    assert_eq!(versions, [1, 2, 3], "each migration recorded once");
     // A database migrated by a newer binary is refused, not silently used.
     client
         .execute(
@@ -134,7 +134,7 @@ async fn migrations_are_idempotent_and_safe_from_two_nodes_at_once() {
     match a.migrate().await {
         Err(ClusterError::SchemaTooNew {
             database: 99,
-            binary: 2,
+            binary: 3,
         }) => {}
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -470,4 +470,164 @@ async fn a_killed_server_loses_its_leases_to_the_survivor() {
     assert!(a.terminate().await, "a stops cleanly");
     let v = status(pg.url.clone()).await;
     assert_eq!(held_by(&v, "a"), 0, "released on shutdown: {v:#}");
+}
+
+/// Files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    if e.path().is_dir() {
+                        files_under(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_records_retention_and_an_interrupted_delete_finished_by_the_sweeper() {
+    use bytes::Bytes;
+    use freshet::cluster::records::{SharedLog, SharedLogOptions};
+    use freshet::streams::shared::{ShardKey, SharedShards, SharedStream};
+
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let resource = freshet::cluster::shard_resource("s", "shardId-000000000000");
+    let node = ClusterNode::start(
+        options(&pg, "a", Duration::from_secs(5)),
+        lister(std::slice::from_ref(&resource)),
+    )
+    .await
+    .unwrap();
+    let mut db = ClusterDb::connect(&pg.url).await.unwrap();
+    wait_for(&mut db, SLACK, "the lease granted", |v| {
+        owners(v).contains_key(&resource)
+    })
+    .await;
+    let started = Instant::now();
+    while node.epoch_of(&resource).is_none() {
+        assert!(started.elapsed() < SLACK, "the node sees its lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let objects =
+        freshet::cluster::objects::open(&format!("file://{}", dir.path().display()), "r").unwrap();
+    let log = SharedLog::start(
+        SharedLogOptions {
+            url: pg.url.clone(),
+            batch: Duration::from_millis(1),
+            owner_wait: Duration::from_secs(5),
+        },
+        node.leases(),
+        objects,
+    )
+    .await
+    .unwrap();
+    let plane: Arc<dyn SharedShards> = Arc::new(log);
+    let stream = SharedStream {
+        name: "s".into(),
+        stream_epoch: 1,
+        meta: b"{}".to_vec(),
+        deleted: false,
+    };
+    assert!(plane.create_stream(stream.clone()).await.unwrap());
+    assert!(
+        !plane.create_stream(stream.clone()).await.unwrap(),
+        "a live name is refused"
+    );
+    let shard = ShardKey {
+        stream: "s".into(),
+        stream_epoch: 1,
+        ordinal: 0,
+    };
+    let mut firsts = Vec::new();
+    for i in 0..3 {
+        let first = plane
+            .append(shard.clone(), vec![Bytes::from(format!("r{i}"))])
+            .await
+            .unwrap();
+        firsts.push(first);
+    }
+    assert!(firsts.windows(2).all(|w| w[0] < w[1]), "{firsts:?}");
+    assert_eq!(files_under(dir.path()), 3, "one object per batch");
+    let read = plane.read(shard.clone(), 0, 100, 1 << 20).await.unwrap();
+    let offsets: Vec<u64> = read.records.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, firsts);
+    assert_eq!(read.end_offset, firsts[2] + 1);
+
+    // A pass interrupted after marking two objects and deleting one of them.
+    let (sql, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = sql
+        .query(
+            "UPDATE cluster_record_objects SET deleting = true
+             WHERE first_offset < $1 RETURNING object_key",
+            &[&(firsts[2] as i64)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let first_key: String = rows.iter().map(|r| r.get::<_, String>(0)).min().unwrap();
+    std::fs::remove_file(dir.path().join(&first_key)).unwrap();
+    // Readers skip marked rows at once.
+    let read = plane.read(shard.clone(), 0, 100, 1 << 20).await.unwrap();
+    assert_eq!(read.records.len(), 1);
+    assert_eq!(read.records[0].offset, firsts[2]);
+    // The sweeper finishes: the other object deleted, both rows removed.
+    assert_eq!(plane.sweep().await.unwrap(), 2);
+    assert_eq!(files_under(dir.path()), 1);
+    let left: i64 = sql
+        .query_one("SELECT count(*) FROM cluster_record_objects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+
+    // Retention: everything that arrived before the cutoff goes, objects and rows.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(
+        plane
+            .expire(shard.clone(), now_ms - 3_600_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        plane.expire(shard.clone(), now_ms + 1_000).await.unwrap(),
+        1
+    );
+    assert!(
+        plane
+            .read(shard.clone(), 0, 100, 1 << 20)
+            .await
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    assert_eq!(plane.sweep().await.unwrap(), 1);
+    assert_eq!(files_under(dir.path()), 0);
+
+    // A deleted stream's records are swept too.
+    let after = plane
+        .append(shard.clone(), vec![Bytes::from_static(b"late")])
+        .await
+        .unwrap();
+    assert!(after > firsts[2], "offsets never go back");
+    assert_eq!(files_under(dir.path()), 1);
+    plane.delete_stream("s".into(), 1).await.unwrap();
+    assert_eq!(plane.sweep().await.unwrap(), 1);
+    assert_eq!(files_under(dir.path()), 0);
+    node.shutdown().await;
 }

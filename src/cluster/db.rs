@@ -24,6 +24,7 @@ use super::ClusterError;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_data.sql")),
+    (3, include_str!("migrations/0003_retention.sql")),
 ];
 
 /// The advisory lock that serialises migrations of nodes starting at once (an arbitrary

@@ -81,6 +81,18 @@ pub async fn create_stream(db: &ClusterDb, s: &SharedStream) -> Result<bool, Clu
     Ok(row.is_some())
 }
 
+/// Replaces the metadata of a stream's incarnation.
+pub async fn update_stream(db: &ClusterDb, s: &SharedStream) -> Result<(), ClusterError> {
+    db.client()
+        .execute(
+            "UPDATE cluster_streams SET meta = $3, changed_at = clock_timestamp()
+             WHERE name = $1 AND stream_epoch = $2 AND NOT deleted",
+            &[&s.name, &(s.stream_epoch as i64), &s.meta],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Marks the stream's incarnation `stream_epoch` deleted.
 pub async fn delete_stream(
     db: &ClusterDb,
@@ -161,6 +173,7 @@ pub async fn objects_from(
         .query(
             "SELECT first_offset, last_offset, records, object_key FROM cluster_record_objects
              WHERE stream = $1 AND stream_epoch = $2 AND shard = $3 AND last_offset >= $4
+                 AND NOT deleting
              ORDER BY first_offset LIMIT $5",
             &[
                 &shard.stream,
@@ -200,9 +213,66 @@ pub async fn object_at_time(
         .query_opt(
             "SELECT first_offset, last_offset, records, object_key FROM cluster_record_objects
              WHERE stream = $1 AND stream_epoch = $2 AND shard = $3 AND last_arrival_ms >= $4
+                 AND NOT deleting
              ORDER BY first_offset LIMIT 1",
             &[&shard.stream, &epoch, &ordinal, &timestamp_ms],
         )
         .await?;
     Ok(row.as_ref().map(object_row))
+}
+
+/// Retention, step 1: marks the shard's objects whose records all arrived before
+/// `cutoff_ms` (readers skip them from now on). Returns how many were marked.
+pub async fn mark_expired(
+    db: &ClusterDb,
+    shard: &ShardKey,
+    cutoff_ms: i64,
+) -> Result<u64, ClusterError> {
+    let (epoch, ordinal) = key_params(shard);
+    Ok(db
+        .client()
+        .execute(
+            "UPDATE cluster_record_objects SET deleting = true
+             WHERE stream = $1 AND stream_epoch = $2 AND shard = $3 AND last_arrival_ms < $4
+                 AND NOT deleting",
+            &[&shard.stream, &epoch, &ordinal, &cutoff_ms],
+        )
+        .await?)
+}
+
+/// Marks every object of deleted streams (and of older incarnations of a name).
+pub async fn mark_deleted_streams(db: &ClusterDb) -> Result<u64, ClusterError> {
+    Ok(db
+        .client()
+        .execute(
+            "UPDATE cluster_record_objects o SET deleting = true
+             WHERE NOT o.deleting AND NOT EXISTS (
+                 SELECT 1 FROM cluster_streams s
+                 WHERE s.name = o.stream AND s.stream_epoch = o.stream_epoch AND NOT s.deleted)",
+            &[],
+        )
+        .await?)
+}
+
+/// Up to `limit` marked objects (retention, step 2 lists what to delete).
+pub async fn marked(db: &ClusterDb, limit: i64) -> Result<Vec<String>, ClusterError> {
+    let rows = db
+        .client()
+        .query(
+            "SELECT object_key FROM cluster_record_objects WHERE deleting LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Retention, step 3: removes the rows of marked objects that have been deleted.
+pub async fn remove_marked(db: &ClusterDb, keys: &[String]) -> Result<u64, ClusterError> {
+    Ok(db
+        .client()
+        .execute(
+            "DELETE FROM cluster_record_objects WHERE deleting AND object_key = ANY($1)",
+            &[&keys],
+        )
+        .await?)
 }

@@ -530,6 +530,54 @@ impl SharedLog {
     }
 }
 
+impl SharedLog {
+    /// Retention step 1 for a shard this node owns (see [`SharedShards::expire`]).
+    pub async fn expire_shard(&self, shard: ShardKey, cutoff_ms: i64) -> Result<u64, SharedError> {
+        if self.leases.epoch_of(&Self::resource(&shard)).is_none() {
+            return Ok(0);
+        }
+        let db = self.pool.get().await.map_err(unavailable)?;
+        index::mark_expired(&db, &shard, cutoff_ms)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Retention steps 2 and 3 for every marked object, after marking those of deleted
+    /// streams: objects are deleted first, then their rows, so a pass cut short at
+    /// any point leaves rows that are still marked, which the next pass finishes.
+    pub async fn sweep_marked(&self) -> Result<u64, SharedError> {
+        let db = self.pool.get().await.map_err(unavailable)?;
+        index::mark_deleted_streams(&db)
+            .await
+            .map_err(unavailable)?;
+        let mut swept = 0;
+        loop {
+            let keys = index::marked(&db, 500).await.map_err(unavailable)?;
+            if keys.is_empty() {
+                return Ok(swept);
+            }
+            let mut deleted = Vec::with_capacity(keys.len());
+            for key in keys {
+                match self.objects.delete(key.clone()).await {
+                    Ok(()) => deleted.push(key),
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "cannot delete an expired object; the next pass retries");
+                    }
+                }
+            }
+            if deleted.is_empty() {
+                return Ok(swept);
+            }
+            for key in &deleted {
+                self.cache.lock().unwrap().remove(key);
+            }
+            swept += index::remove_marked(&db, &deleted)
+                .await
+                .map_err(unavailable)?;
+        }
+    }
+}
+
 fn unavailable(e: ClusterError) -> SharedError {
     SharedError::Unavailable(e.to_string())
 }
@@ -569,6 +617,15 @@ impl SharedShards for Arc<SharedLog> {
         })
     }
 
+    fn update_stream(&self, stream: SharedStream) -> SharedFuture<'_, ()> {
+        Box::pin(async move {
+            let db = self.pool.get().await.map_err(unavailable)?;
+            index::update_stream(&db, &stream)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
     fn delete_stream(&self, name: String, stream_epoch: u64) -> SharedFuture<'_, ()> {
         Box::pin(async move {
             let db = self.pool.get().await.map_err(unavailable)?;
@@ -583,6 +640,14 @@ impl SharedShards for Arc<SharedLog> {
             let db = self.pool.get().await.map_err(unavailable)?;
             index::streams(&db).await.map_err(unavailable)
         })
+    }
+
+    fn expire(&self, shard: ShardKey, cutoff_ms: i64) -> SharedFuture<'_, u64> {
+        Box::pin(self.expire_shard(shard, cutoff_ms))
+    }
+
+    fn sweep(&self) -> SharedFuture<'_, u64> {
+        Box::pin(self.sweep_marked())
     }
 }
 
@@ -715,6 +780,13 @@ struct ObjectCache {
 impl ObjectCache {
     fn get(&self, key: &str) -> Option<Arc<Vec<SharedRecord>>> {
         self.entries.get(key).map(|(r, _)| r.clone())
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some((_, size)) = self.entries.remove(key) {
+            self.bytes -= size;
+            self.order.retain(|k| k != key);
+        }
     }
 
     fn insert(&mut self, key: String, records: Arc<Vec<SharedRecord>>, size: usize) {

@@ -127,6 +127,16 @@ struct Shared {
     iterators: IteratorCodec,
 }
 
+/// A stream's row in the shared catalog.
+fn shared_row(meta: &StreamMeta) -> Result<shared::SharedStream> {
+    Ok(shared::SharedStream {
+        name: meta.name.clone(),
+        stream_epoch: meta.epoch,
+        meta: serde_json::to_vec(meta).map_err(|e| StreamError::Internal(e.to_string()))?,
+        deleted: false,
+    })
+}
+
 /// How a request names a stream: by name, by ARN, or both.
 #[derive(Debug, Clone, Default)]
 pub struct StreamRef {
@@ -324,9 +334,6 @@ impl StreamService {
                 }
                 continue;
             }
-            if local == Some(row.stream_epoch) {
-                continue;
-            }
             let mut meta: StreamMeta = match serde_json::from_slice(&row.meta) {
                 Ok(m) => m,
                 Err(e) => {
@@ -334,6 +341,10 @@ impl StreamService {
                     continue;
                 }
             };
+            if local == Some(row.stream_epoch) {
+                self.adopt_settings(&meta).await?;
+                continue;
+            }
             if local.is_some() {
                 // An older incarnation of the name: it was deleted elsewhere.
                 self.drop_local(&row.name).await?;
@@ -359,16 +370,7 @@ impl StreamService {
             .map(|(_, state)| state.meta.read().unwrap().clone())
             .collect();
         for meta in unshared {
-            let bytes =
-                serde_json::to_vec(&meta).map_err(|e| StreamError::Internal(e.to_string()))?;
-            let published = plane
-                .create_stream(shared::SharedStream {
-                    name: meta.name.clone(),
-                    stream_epoch: meta.epoch,
-                    meta: bytes,
-                    deleted: false,
-                })
-                .await?;
+            let published = plane.create_stream(shared_row(&meta)?).await?;
             if published {
                 tracing::info!(
                     stream = meta.name,
@@ -376,6 +378,46 @@ impl StreamService {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Takes the settings another node changed (retention, tags, encryption,
+    /// monitoring, record size) from the shared catalog's copy of a stream.
+    async fn adopt_settings(&self, shared: &StreamMeta) -> Result<()> {
+        let Some(state) = self.streams.read().unwrap().get(&shared.name).cloned() else {
+            return Ok(());
+        };
+        let mut meta = state.meta.read().unwrap().clone();
+        let before = (
+            meta.retention_hours,
+            meta.tags.clone(),
+            meta.encryption_key.clone(),
+            meta.shard_level_metrics.clone(),
+            meta.max_record_size_kib,
+        );
+        let after = (
+            shared.retention_hours,
+            shared.tags.clone(),
+            shared.encryption_key.clone(),
+            shared.shard_level_metrics.clone(),
+            shared.max_record_size_kib,
+        );
+        if before == after {
+            return Ok(());
+        }
+        (
+            meta.retention_hours,
+            meta.tags,
+            meta.encryption_key,
+            meta.shard_level_metrics,
+            meta.max_record_size_kib,
+        ) = after;
+        self.persist(&meta).await?;
+        *state.meta.write().unwrap() = meta;
+        tracing::info!(
+            stream = shared.name,
+            "stream settings taken from the shared catalog"
+        );
         Ok(())
     }
 
@@ -578,6 +620,12 @@ impl StreamService {
         let (_, state) = self.state(r)?;
         let mut meta = state.meta.read().unwrap().clone();
         let out = change(&mut meta)?;
+        if let Some(plane) = self.shared_plane()
+            && meta.status != StreamStatus::Deleting
+        {
+            // Settings hold on every node (last change wins).
+            plane.update_stream(shared_row(&meta)?).await?;
+        }
         self.persist(&meta).await?;
         *state.meta.write().unwrap() = meta.clone();
         Ok((out, meta))
@@ -687,16 +735,7 @@ impl StreamService {
             pending_reshard: None,
         };
         if let Some(plane) = self.shared_plane() {
-            let bytes =
-                serde_json::to_vec(&meta).map_err(|e| StreamError::Internal(e.to_string()))?;
-            let created = plane
-                .create_stream(shared::SharedStream {
-                    name: name.to_string(),
-                    stream_epoch: epoch,
-                    meta: bytes,
-                    deleted: false,
-                })
-                .await?;
+            let created = plane.create_stream(shared_row(&meta)?).await?;
             if !created {
                 return Err(StreamError::ResourceInUse(format!(
                     "Stream {name} under account {} already exists.",

@@ -762,10 +762,28 @@ impl StreamService {
                 )
             };
             let cutoff = now - retention_ms;
+            if let Some(plane) = self.shared_plane() {
+                let (name, epoch) = {
+                    let meta = state.meta.read().unwrap();
+                    (meta.name.clone(), meta.epoch)
+                };
+                for (ordinal, _) in &logs {
+                    let key = super::shared::ShardKey {
+                        stream: name.clone(),
+                        stream_epoch: epoch,
+                        ordinal: *ordinal,
+                    };
+                    plane.expire(key, cutoff).await?;
+                }
+                continue;
+            }
             for (_, log) in &logs {
                 removed += self.store.enforce_retention(log, cutoff).await?;
             }
             self.expire_closed_shards(&state, cutoff).await?;
+        }
+        if let Some(plane) = self.shared_plane() {
+            removed += plane.sweep().await? as usize;
         }
         Ok(removed)
     }

@@ -86,8 +86,18 @@ pub trait SharedShards: Send + Sync + 'static {
     /// Records a new stream in the shared catalog; `false` when the name is taken by a
     /// stream that is not deleted.
     fn create_stream(&self, stream: SharedStream) -> SharedFuture<'_, bool>;
+    /// Replaces the metadata of a stream's incarnation in the shared catalog (its
+    /// settings: retention, tags, encryption, monitoring, record size).
+    fn update_stream(&self, stream: SharedStream) -> SharedFuture<'_, ()>;
     /// Marks a stream deleted in the shared catalog.
     fn delete_stream(&self, name: String, stream_epoch: u64) -> SharedFuture<'_, ()>;
     /// Every stream of the shared catalog, deleted ones included.
     fn streams(&self) -> SharedFuture<'_, Vec<SharedStream>>;
+    /// Retention: records of the shard that all arrived before `cutoff_ms` stop being
+    /// served and are deleted (by this node when it owns the shard; a no-op
+    /// elsewhere). Returns how many objects were let go.
+    fn expire(&self, shard: ShardKey, cutoff_ms: i64) -> SharedFuture<'_, u64>;
+    /// Finishes deletes: the records of deleted streams, and whatever an interrupted
+    /// retention pass left. Returns how many objects were deleted.
+    fn sweep(&self) -> SharedFuture<'_, u64>;
 }

@@ -3,7 +3,8 @@ by the test: Debian's initdb in a temporary directory, a free loopback port) and
 S3-compatible server (moto_server on loopback), each node started with
 `--cluster ... --object-store s3://bucket/prefix`.
 
-- Streams created through one node are served by every node; boto3 producers write
+- Streams created through one node are served by every node (and a retention change
+  through one node holds on the others); boto3 producers write
   through every node while one node is SIGKILLed: its shards move to the survivors,
   and every acknowledged record reads back from each survivor, once, in order, with
   increasing sequence numbers.
@@ -263,6 +264,13 @@ def test_every_node_serves_every_stream_and_a_killed_owner_loses_nothing(cluster
     wait_for(lambda: len({o for o, _ in cluster.owners(stream).values()}) == 3, 20,
              "shards spread over three nodes")
 
+    # A setting changed through one node holds on the others.
+    cluster.client("n1").increase_stream_retention_period(StreamName=stream,
+                                                          RetentionPeriodHours=48)
+    wait_for(lambda: cluster.client("n3").describe_stream_summary(StreamName=stream)[
+        "StreamDescriptionSummary"]["RetentionPeriodHours"] == 48, 20,
+        "the retention period seen on n3")
+
     # A record put through one node reads back through the others.
     seq = cluster.client("n2").put_record(StreamName=stream, Data=b"hello", PartitionKey="k")
     got = read_shard(cluster.client("n3"), stream, seq["ShardId"])
@@ -347,7 +355,9 @@ def test_a_paused_owner_commits_nothing_after_losing_its_lease(postgres, moto, b
             os.kill(pid, signal.SIGCONT)
         t.join(90)
         assert not t.is_alive()
-        print(f"the write held by the paused owner: {outcome}")
+        print("the write held by the paused owner: "
+              + (f"acknowledged as {outcome['ok']['SequenceNumber']}" if "ok" in outcome
+                 else f"refused: {outcome['error']}"))
         acked = [(shard, first["SequenceNumber"], b"before"), (shard, during["SequenceNumber"], b"during")]
         if "ok" in outcome:
             acked.append((shard, outcome["ok"]["SequenceNumber"], b"in-flight"))
