@@ -370,7 +370,7 @@ pub struct ClusterSettings {
     pub node_id: Option<String>,
     /// Seconds a lease lasts without renewal: a node that stops heartbeating loses its
     /// shards and video streams to the others this long after its last heartbeat
-    /// [default: 10]
+    /// [default: 5]
     #[arg(long = "cluster-lease-secs", env = "FRESHET_CLUSTER_LEASE_SECS")]
     pub lease_secs: Option<u64>,
     /// Milliseconds between heartbeats (lease renewal and rebalancing); must be less
@@ -433,7 +433,7 @@ impl ClusterSettings {
                 "--cluster needs --advertise-url (the URL other nodes reach this one at)"
             );
         };
-        let lease_secs = self.lease_secs.unwrap_or(10);
+        let lease_secs = self.lease_secs.unwrap_or(5);
         if lease_secs == 0 || lease_secs > 3600 {
             anyhow::bail!("cluster lease-secs must be between 1 and 3600, not {lease_secs}");
         }

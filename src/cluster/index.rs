@@ -157,6 +157,14 @@ pub async fn insert_object(
         ],
     )
     .await?;
+    txn.execute(
+        "INSERT INTO cluster_shard_ends (stream, stream_epoch, shard, end_offset)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (stream, stream_epoch, shard) DO UPDATE
+             SET end_offset = GREATEST(cluster_shard_ends.end_offset, EXCLUDED.end_offset)",
+        &[&shard.stream, &epoch, &ordinal, &(o.last_offset as i64 + 1)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -192,13 +200,13 @@ pub async fn end_offset(db: &ClusterDb, shard: &ShardKey) -> Result<u64, Cluster
     let (epoch, ordinal) = key_params(shard);
     let row = db
         .client()
-        .query_one(
-            "SELECT COALESCE(MAX(last_offset) + 1, 0) FROM cluster_record_objects
+        .query_opt(
+            "SELECT end_offset FROM cluster_shard_ends
              WHERE stream = $1 AND stream_epoch = $2 AND shard = $3",
             &[&shard.stream, &epoch, &ordinal],
         )
         .await?;
-    Ok(row.get::<_, i64>(0) as u64)
+    Ok(row.map_or(0, |r| r.get::<_, i64>(0) as u64))
 }
 
 /// The first object with a record that arrived at or after `timestamp_ms`.
@@ -240,8 +248,18 @@ pub async fn mark_expired(
         .await?)
 }
 
-/// Marks every object of deleted streams (and of older incarnations of a name).
+/// Marks every object of deleted streams (and of older incarnations of a name), and
+/// forgets their shards' ends.
 pub async fn mark_deleted_streams(db: &ClusterDb) -> Result<u64, ClusterError> {
+    db.client()
+        .execute(
+            "DELETE FROM cluster_shard_ends e
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM cluster_streams s
+                 WHERE s.name = e.stream AND s.stream_epoch = e.stream_epoch AND NOT s.deleted)",
+            &[],
+        )
+        .await?;
     Ok(db
         .client()
         .execute(

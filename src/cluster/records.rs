@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::StreamExt as _;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::ClusterError;
@@ -53,7 +54,9 @@ const PENDING_BUDGET_KIB: usize = 128 * 1024;
 /// Recently read or written objects kept decoded.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Connections to the database kept for the data path.
-const POOL_SIZE: usize = 8;
+const POOL_SIZE: usize = 16;
+/// Objects one read fetches from the object store at once.
+const FETCH_CONCURRENCY: usize = 8;
 
 /// How the data path runs.
 #[derive(Debug, Clone)]
@@ -492,9 +495,28 @@ impl SharedLog {
             next_offset: from,
             end_offset,
         };
+        // The objects this read needs, fetched together (cold reads are one object
+        // store round trip, not one per object).
+        let mut wanted = 0usize;
+        let rows: Vec<_> = rows
+            .into_iter()
+            .take_while(|row| {
+                let take = wanted < limit;
+                // An object's offsets are contiguous; the first one may start before
+                // the position.
+                wanted += (row.last_offset + 1 - row.first_offset.max(from)) as usize;
+                take
+            })
+            .collect();
+        let keys: Vec<String> = rows.into_iter().map(|row| row.object_key).collect();
+        let fetched: Vec<_> = futures_util::stream::iter(keys)
+            .map(|key| async move { self.fetch(&key).await })
+            .buffered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
         let mut bytes = 0usize;
-        'objects: for row in rows {
-            let records = self.fetch(&row.object_key).await?;
+        'objects: for records in fetched {
+            let records = records?;
             for r in records.iter().filter(|r| r.offset >= from) {
                 if out.records.len() >= limit
                     || (bytes + r.payload.len() > max_bytes && !out.records.is_empty())
