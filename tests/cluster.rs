@@ -490,11 +490,33 @@ fn files_under(dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The shared data path of `node`, over a directory object store at `dir`.
+async fn shared_log(
+    pg: &TestPostgres,
+    node: &ClusterNode,
+    dir: &std::path::Path,
+) -> Arc<dyn freshet::streams::shared::SharedShards> {
+    use freshet::cluster::records::{SharedLog, SharedLogOptions};
+    let objects =
+        freshet::cluster::objects::open(&format!("file://{}", dir.display()), "r").unwrap();
+    let log = SharedLog::start(
+        SharedLogOptions {
+            url: pg.url.clone(),
+            batch: Duration::from_millis(1),
+            owner_wait: Duration::from_secs(5),
+        },
+        node.leases(),
+        objects,
+    )
+    .await
+    .unwrap();
+    Arc::new(log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_records_retention_and_an_interrupted_delete_finished_by_the_sweeper() {
     use bytes::Bytes;
-    use freshet::cluster::records::{SharedLog, SharedLogOptions};
-    use freshet::streams::shared::{ShardKey, SharedShards, SharedStream};
+    use freshet::streams::shared::{ShardKey, SharedStream};
 
     let Some(pg) = TestPostgres::start() else {
         return;
@@ -517,20 +539,7 @@ async fn shared_records_retention_and_an_interrupted_delete_finished_by_the_swee
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let objects =
-        freshet::cluster::objects::open(&format!("file://{}", dir.path().display()), "r").unwrap();
-    let log = SharedLog::start(
-        SharedLogOptions {
-            url: pg.url.clone(),
-            batch: Duration::from_millis(1),
-            owner_wait: Duration::from_secs(5),
-        },
-        node.leases(),
-        objects,
-    )
-    .await
-    .unwrap();
-    let plane: Arc<dyn SharedShards> = Arc::new(log);
+    let plane = shared_log(&pg, &node, dir.path()).await;
     let stream = SharedStream {
         name: "s".into(),
         stream_epoch: 1,
@@ -663,8 +672,7 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
 #[test]
 fn shared_log_matches_its_model() {
     use bytes::Bytes;
-    use freshet::cluster::records::{SharedLog, SharedLogOptions};
-    use freshet::streams::shared::{ShardKey, SharedShards, SharedStream};
+    use freshet::streams::shared::{ShardKey, SharedStream};
     use proptest::prelude::*;
 
     let Some(pg) = TestPostgres::start() else {
@@ -692,21 +700,7 @@ fn shared_log_matches_its_model() {
             assert!(started.elapsed() < SLACK * 2, "the node holds every lease");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let objects =
-            freshet::cluster::objects::open(&format!("file://{}", dir.path().display()), "r")
-                .unwrap();
-        let log = SharedLog::start(
-            SharedLogOptions {
-                url: pg.url.clone(),
-                batch: Duration::from_millis(2),
-                owner_wait: Duration::from_secs(5),
-            },
-            node.leases(),
-            objects,
-        )
-        .await
-        .unwrap();
-        let plane: Arc<dyn SharedShards> = Arc::new(log);
+        let plane = shared_log(&pg, &node, dir.path()).await;
         (node, plane)
     });
     let case = std::sync::atomic::AtomicU32::new(0);
