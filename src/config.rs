@@ -779,7 +779,7 @@ mod tests {
             ..merged.cluster.clone()
         };
         let options = defaults.options(Some("http://h:1")).unwrap().unwrap();
-        assert_eq!(options.lease, std::time::Duration::from_secs(10));
+        assert_eq!(options.lease, std::time::Duration::from_secs(5));
         assert!(options.heartbeat < options.lease);
         assert!(toml::from_str::<ServeConfig>("[cluster]\nnodes = 3\n").is_err());
     }

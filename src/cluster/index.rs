@@ -272,6 +272,22 @@ pub async fn mark_deleted_streams(db: &ClusterDb) -> Result<u64, ClusterError> {
         .await?)
 }
 
+/// Removes the leases of shards of streams the shared catalog no longer has, so that
+/// they are neither held nor counted when leases are spread.
+pub async fn forget_deleted_leases(db: &ClusterDb) -> Result<u64, ClusterError> {
+    Ok(db
+        .client()
+        .execute(
+            "DELETE FROM cluster_leases l
+             WHERE l.resource LIKE 'shard:%' AND NOT EXISTS (
+                 SELECT 1 FROM cluster_streams s
+                 WHERE NOT s.deleted
+                     AND s.name = split_part(substring(l.resource FROM 7), '/', 1))",
+            &[],
+        )
+        .await?)
+}
+
 /// Up to `limit` marked objects (retention, step 2 lists what to delete).
 pub async fn marked(db: &ClusterDb, limit: i64) -> Result<Vec<String>, ClusterError> {
     let rows = db

@@ -200,7 +200,8 @@ struct Worker {
     resources: ResourceLister,
     held: Arc<RwLock<BTreeMap<String, Held>>>,
     routes: Arc<RwLock<BTreeMap<String, String>>>,
-    /// Resources already made known to the cluster by this node.
+    /// Resources the cluster's table held at the last heartbeat (or this node added
+    /// since).
     registered: BTreeSet<String>,
     /// `None` after the connection broke; reconnected at the next heartbeat.
     db: Option<ClusterDb>,
@@ -296,6 +297,9 @@ impl Worker {
         }
 
         let view = db.view().await?;
+        // What the table holds: a resource removed from it (its stream deleted) and
+        // known again (the name re-created) is added again at the next heartbeat.
+        self.registered = view.leases.iter().map(|l| l.resource.clone()).collect();
         {
             let urls: BTreeMap<&str, &str> = view
                 .nodes

@@ -565,11 +565,15 @@ impl SharedLog {
     }
 
     /// Retention steps 2 and 3 for every marked object, after marking those of deleted
-    /// streams: objects are deleted first, then their rows, so a pass cut short at
-    /// any point leaves rows that are still marked, which the next pass finishes.
+    /// streams (whose shard leases are dropped too): objects are deleted first, then
+    /// their rows, so a pass cut short at any point leaves rows that are still marked,
+    /// which the next pass finishes.
     pub async fn sweep_marked(&self) -> Result<u64, SharedError> {
         let db = self.pool.get().await.map_err(unavailable)?;
         index::mark_deleted_streams(&db)
+            .await
+            .map_err(unavailable)?;
+        index::forget_deleted_leases(&db)
             .await
             .map_err(unavailable)?;
         let mut swept = 0;
