@@ -162,21 +162,30 @@ def owners(freshet: str, url: str, stream: str) -> dict:
 
 
 def failover(freshet: str, pg: Postgres, nodes: list[Node], names: list[str]) -> float:
-    """Kills node 2 and times how long until a write to each of its shards, through node
-    1, is acknowledged again."""
+    """Kills the node (other than node 1) owning the most shards of a new stream and times
+    how long until a write to each of its shards, through node 1, is acknowledged again."""
     quick = Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30)
     client = boto3.client("kinesis", endpoint_url=nodes[0].endpoint, region_name="us-east-1",
                           aws_access_key_id="test", aws_secret_access_key="test", config=quick)
     stream = f"failover-{int(time.time() * 1000)}"
     client.create_stream(StreamName=stream, ShardCount=6)
-    wait(lambda: len(set(owners(freshet, pg.url, stream).values())) == len(nodes), 60,
-         "shards spread over the nodes")
     shards = {s["ShardId"]: s["HashKeyRange"]["StartingHashKey"]
               for s in client.list_shards(StreamName=stream)["Shards"]}
-    victim = [s for s, o in owners(freshet, pg.url, stream).items() if o == names[1]]
-    nodes[1].proc.send_signal(signal.SIGKILL)
+
+    def spread():
+        held = owners(freshet, pg.url, stream)
+        others = [o for o in held.values() if o != names[0]]
+        return len(held) == len(shards) and others
+    wait(spread, 60, "every shard owned, some by a node other than the one written to")
+    held = owners(freshet, pg.url, stream)
+    # The node (other than the one the client talks to) that owns the most shards.
+    target = max((o for o in held.values() if o != names[0]),
+                 key=lambda o: sum(1 for v in held.values() if v == o))
+    victim = [s for s, o in held.items() if o == target]
+    node = nodes[names.index(target)]
+    node.proc.send_signal(signal.SIGKILL)
     killed = time.monotonic()
-    nodes[1].proc.wait(10)
+    node.proc.wait(10)
     pending = set(victim)
     while pending:
         for shard in sorted(pending):

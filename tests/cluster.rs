@@ -570,6 +570,17 @@ async fn shared_records_retention_and_an_interrupted_delete_finished_by_the_swee
     let offsets: Vec<u64> = read.records.iter().map(|r| r.offset).collect();
     assert_eq!(offsets, firsts);
     assert_eq!(read.end_offset, firsts[2] + 1);
+    // `freshet cluster status` reports the shard's newest commit: by whom, how far it
+    // trailed its records' arrival, and how long ago.
+    let commits = freshet::cluster::index::shard_commits(&db).await.unwrap();
+    assert_eq!(commits.len(), 1, "{commits:?}");
+    assert_eq!(commits[0].resource, resource);
+    assert_eq!(commits[0].node_id, "a");
+    assert!(
+        commits[0].commit_lag_ms < SLACK.as_millis() as f64,
+        "{commits:?}"
+    );
+    assert!(commits[0].last_commit_secs < SLACK.as_secs_f64());
 
     // A pass interrupted after marking two objects and deleting one of them.
     let (sql, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
@@ -638,6 +649,13 @@ async fn shared_records_retention_and_an_interrupted_delete_finished_by_the_swee
     plane.delete_stream("s".into(), 1).await.unwrap();
     assert_eq!(plane.sweep().await.unwrap(), 1);
     assert_eq!(files_under(dir.path()), 0);
+    assert!(
+        freshet::cluster::index::shard_commits(&db)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a deleted stream's shards are not reported"
+    );
     node.shutdown().await;
 }
 

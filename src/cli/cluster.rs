@@ -1,18 +1,22 @@
 //! `freshet cluster status`: the cluster's nodes (id, advertised URL, last heartbeat's
-//! age, live or not) and leases (resource, owner, epoch, time to expiry), read straight
-//! from the cluster's PostgreSQL database (not through a node), as a table or `--json`.
-//! Ages are measured on the database's clock, the one the leases expire by.
+//! age, live or not) and leases (resource, owner, epoch, time to expiry, and for shards
+//! the lag of their newest commit behind its writes and that commit's age), read
+//! straight from the cluster's PostgreSQL database (not through a node), as a table or
+//! `--json`. Ages are measured on the database's clock, the one the leases expire by.
+
+use std::collections::BTreeMap;
 
 use crate::cluster::db::{ClusterDb, ClusterView};
+use crate::cluster::index::{self, ShardCommit};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// Nodes and leases of a cluster
+    /// Nodes, leases and the lag of each shard's commits
     Status {
         /// The cluster's PostgreSQL database, as given to `freshet serve --cluster`
         #[arg(long = "cluster", env = "FRESHET_CLUSTER_URL")]
         url: String,
-        /// Print one JSON document (`nodes`, `leases`) instead of tables
+        /// Print one JSON document (`nodes`, `leases`, `shards`) instead of tables
         #[arg(long)]
         json: bool,
     },
@@ -24,10 +28,16 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
             let mut db = ClusterDb::connect(&url).await?;
             db.migrate().await?;
             let view = db.view().await?;
+            let shards = index::shard_commits(&db).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                let doc = serde_json::json!({
+                    "nodes": view.nodes,
+                    "leases": view.leases,
+                    "shards": shards,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", render(&view));
+                print!("{}", render(&view, &shards));
             }
             Ok(())
         }
@@ -60,7 +70,9 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// The tables `freshet cluster status` prints.
-pub fn render(view: &ClusterView) -> String {
+pub fn render(view: &ClusterView, shards: &[ShardCommit]) -> String {
+    let commits: BTreeMap<&str, &ShardCommit> =
+        shards.iter().map(|c| (c.resource.as_str(), c)).collect();
     let nodes: Vec<Vec<String>> = view
         .nodes
         .iter()
@@ -84,7 +96,21 @@ pub fn render(view: &ClusterView) -> String {
                 Some(owner) => (owner.clone(), "expired".to_string()),
                 None => ("-".to_string(), "-".to_string()),
             };
-            vec![l.resource.clone(), owner, l.epoch.to_string(), expires]
+            let (lag, last) = match commits.get(l.resource.as_str()) {
+                Some(c) => (
+                    format!("{:.0}ms", c.commit_lag_ms),
+                    format!("{:.1}s ago", c.last_commit_secs),
+                ),
+                None => ("-".to_string(), "-".to_string()),
+            };
+            vec![
+                l.resource.clone(),
+                owner,
+                l.epoch.to_string(),
+                expires,
+                lag,
+                last,
+            ]
         })
         .collect();
     let held = view.leases.iter().filter(|l| l.held()).count();
@@ -95,7 +121,17 @@ pub fn render(view: &ClusterView) -> String {
         table(&["NODE", "URL", "HEARTBEAT", "LIVE"], &nodes),
         view.leases.len(),
         held,
-        table(&["RESOURCE", "OWNER", "EPOCH", "EXPIRES IN"], &leases),
+        table(
+            &[
+                "RESOURCE",
+                "OWNER",
+                "EPOCH",
+                "EXPIRES IN",
+                "COMMIT LAG",
+                "LAST COMMIT"
+            ],
+            &leases
+        ),
     )
 }
 
@@ -146,7 +182,13 @@ mod tests {
                 },
             ],
         };
-        let text = render(&view);
+        let shards = vec![ShardCommit {
+            resource: "shard:s/shardId-000000000000".into(),
+            node_id: "a".into(),
+            commit_lag_ms: 12.4,
+            last_commit_secs: 0.3,
+        }];
+        let text = render(&view, &shards);
         assert!(text.starts_with("2 node(s), 1 live\n"), "{text}");
         assert!(
             text.contains("a     http://10.0.0.1:4570  0.3s       yes"),
@@ -158,11 +200,15 @@ mod tests {
         );
         assert!(text.contains("3 lease(s), 1 held"), "{text}");
         assert!(
-            text.contains("shard:s/shardId-000000000000  a      3      9.5s"),
+            text.contains(
+                "shard:s/shardId-000000000000  a      3      9.5s        12ms        0.3s ago\n"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("video:cam                     b      1      expired"),
+            text.contains(
+                "video:cam                     b      1      expired     -           -\n"
+            ),
             "{text}"
         );
         assert!(

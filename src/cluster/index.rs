@@ -310,3 +310,53 @@ pub async fn remove_marked(db: &ClusterDb, keys: &[String]) -> Result<u64, Clust
         )
         .await?)
 }
+
+/// The newest commit of one shard, for `freshet cluster status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ShardCommit {
+    /// The shard's lease resource (`shard:STREAM/shardId-…`).
+    pub resource: String,
+    /// The node that committed its newest object.
+    pub node_id: String,
+    /// Milliseconds from the arrival of that object's last record at its owner to the
+    /// commit that acknowledged it: how far the shared index trails the writes.
+    pub commit_lag_ms: f64,
+    /// Seconds since that commit (on the database's clock).
+    pub last_commit_secs: f64,
+}
+
+/// The newest commit of every shard of every live stream that has records.
+pub async fn shard_commits(db: &ClusterDb) -> Result<Vec<ShardCommit>, ClusterError> {
+    let rows = db
+        .client()
+        .query(
+            "SELECT e.stream, e.shard, x.node_id, x.lag_ms, x.age_s
+             FROM cluster_shard_ends e
+             JOIN cluster_streams s
+                 ON s.name = e.stream AND s.stream_epoch = e.stream_epoch AND NOT s.deleted
+             CROSS JOIN LATERAL (
+                 SELECT o.node_id,
+                     (EXTRACT(EPOCH FROM o.committed_at) * 1000 - o.last_arrival_ms)::float8
+                         AS lag_ms,
+                     EXTRACT(EPOCH FROM clock_timestamp() - o.committed_at)::float8 AS age_s
+                 FROM cluster_record_objects o
+                 WHERE o.stream = e.stream AND o.stream_epoch = e.stream_epoch
+                     AND o.shard = e.shard AND NOT o.deleting
+                 ORDER BY o.last_offset DESC LIMIT 1) x
+             ORDER BY e.stream, e.shard",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ShardCommit {
+            resource: super::shard_resource(
+                r.get(0),
+                &crate::streams::model::shard_id(r.get::<_, i32>(1) as u32),
+            ),
+            node_id: r.get(2),
+            commit_lag_ms: r.get::<_, f64>(3).max(0.0),
+            last_commit_secs: r.get::<_, f64>(4).max(0.0),
+        })
+        .collect())
+}
