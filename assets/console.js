@@ -58,8 +58,10 @@
   }
 
   // One REST-JSON call of the Kinesis Video API on this server. Errors carry the
-  // `x-amzn-ErrorType` header and the body's `Message`.
-  async function api(operation, body) {
+  // `x-amzn-ErrorType` header and the body's `Message`; they are kept in
+  // `apiErrors` unless `quiet` (callers that expect and handle them, like the wall's
+  // retries of idle cameras).
+  async function api(operation, body, quiet = false) {
     let resp;
     try {
       resp = await fetch('/' + operation, {
@@ -82,7 +84,7 @@
       const type = (resp.headers.get('x-amzn-ErrorType') || `HTTP ${resp.status}`).split(':')[0];
       const message = (doc && (doc.Message || doc.message)) || text || resp.statusText;
       const err = new ApiError(operation, resp.status, type, message);
-      state.apiErrors.push({ operation, status: resp.status, type, message });
+      if (!quiet) state.apiErrors.push({ operation, status: resp.status, type, message });
       throw err;
     }
     return doc;
@@ -412,8 +414,8 @@
     stopButton.disabled = true;
   });
   refreshButton.addEventListener('click', refresh);
-  // What the timeline (console-timeline.js) plays and formats with.
-  window.freshetConsoleApi = { api, playFrom, localInputValue, inputMs, setStatus };
+  // What the timeline (console-timeline.js) and the wall (console-wall.js) use.
+  window.freshetConsoleApi = { api, listStreams, playLive, playFrom, localInputValue, inputMs, setStatus };
   $('#tz').textContent = zoneLabel();
   if (!window.Hls) {
     setStatus('hls.js did not load (/console/vendor/hls.min.js); only native HLS can be used.', true);

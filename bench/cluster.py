@@ -7,8 +7,10 @@ Starts its own PostgreSQL (Debian's initdb on a free loopback port) and S3-compa
 server (s3s-fs when found, else moto_server), then for each configuration starts the
 nodes and runs `freshet-bench kinesis` against node 1 (with three nodes, two thirds of
 the records are forwarded to their shard's owner, and the get phase reads the other
-owners' objects cold from the object store). Prints one table per run and a summary;
---json FILE writes every report.
+owners' objects cold from the object store); after the three-node run, a fourth node
+joins and reads the whole stream again with an empty cache (cold history, every object
+from the object store). Prints one table per run and a summary; --json FILE writes
+every report.
 
     python3 bench/cluster.py --freshet target/release/freshet \\
         --bench target/release/freshet-bench --duration 15 --batch-ms 10
@@ -139,11 +141,11 @@ class Node:
             self.proc.wait(20)
 
 
-def run_bench(bench: str, endpoint: str, label: str, args) -> dict:
+def run_bench(bench: str, endpoint: str, label: str, args, extra=()) -> dict:
     out = subprocess.run([bench, "kinesis", "--endpoint", endpoint, "--shards", str(args.shards),
                           "--clients", str(args.clients), "--batch", str(args.records_per_call),
                           "--record-size", str(args.record_size), "--duration", str(args.duration),
-                          "--visibility-samples", "200", "--json"],
+                          "--visibility-samples", "200", "--json", *extra],
                          capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"freshet-bench failed for {label}:\n{out.stderr[-3000:]}")
@@ -235,7 +237,19 @@ def main():
                 nodes = [Node(args.freshet, root, name, flags, s3.env()) for name in names]
                 try:
                     label = "embedded (no cluster)" if n == 1 and not flags else f"{n} node(s)"
-                    reports.append(run_bench(args.bench, nodes[0].endpoint, label, args))
+                    if n < 3:
+                        reports.append(run_bench(args.bench, nodes[0].endpoint, label, args))
+                        continue
+                    # Kept, then read again through a node that joins afterwards: every
+                    # object comes from the object store (its cache is empty).
+                    stream = f"bench-{names[0]}"
+                    reports.append(run_bench(args.bench, nodes[0].endpoint, label, args,
+                                             ["--stream", stream, "--keep"]))
+                    nodes.append(Node(args.freshet, root, f"{names[0]}-cold", flags, s3.env()))
+                    reports.append(run_bench(args.bench, nodes[-1].endpoint,
+                                             "cold read (new node)", args,
+                                             ["--stream", stream, "--skip-put",
+                                              "--skip-visibility"]))
                 finally:
                     for node in nodes:
                         node.stop()

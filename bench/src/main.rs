@@ -569,7 +569,8 @@ struct KinesisArgs {
     #[arg(long, default_value_t = 16)]
     pool: usize,
 
-    /// Skip the put phase (then the get phase reads whatever the stream holds).
+    /// Skip the put phase (then the get phase reads whatever the stream holds; with
+    /// --stream, an existing stream is read and not created).
     #[arg(long)]
     skip_put: bool,
 
@@ -1277,16 +1278,21 @@ async fn kinesis_command(args: KinesisArgs) -> Result<(), BoxError> {
         ..Default::default()
     };
 
-    eprintln!(
-        "creating stream {stream} with {} shards at {}",
-        args.shards, args.endpoint
-    );
-    ep.create_stream(
-        &stream,
-        args.shards,
-        Duration::from_secs_f64(args.create_timeout),
-    )
-    .await?;
+    if args.skip_put && args.stream.is_some() {
+        // Reading a stream that is already there (written by an earlier run with --keep).
+        eprintln!("reading the existing stream {stream} at {}", args.endpoint);
+    } else {
+        eprintln!(
+            "creating stream {stream} with {} shards at {}",
+            args.shards, args.endpoint
+        );
+        ep.create_stream(
+            &stream,
+            args.shards,
+            Duration::from_secs_f64(args.create_timeout),
+        )
+        .await?;
+    }
     let result = run_phases(&args, &ep, &stream, sampler.as_ref(), &mut report).await;
     if !args.keep {
         match ep.delete_stream(&stream).await {

@@ -3,7 +3,7 @@
 //! | path | serves |
 //! |---|---|
 //! | `GET /console` (and `/console/`) | the page (`assets/console.html`) |
-//! | `GET /console/console.js`, `/console/console-streams.js`, `/console/console-timeline.js`, `/console/console-workers.js`, `/console/console.css`, `/console/console-icon.svg` | its scripts, style and icon |
+//! | `GET /console/console.js`, `/console/console-streams.js`, `/console/console-timeline.js`, `/console/console-workers.js`, `/console/console-wall.js`, `/console/console.css`, `/console/console-icon.svg` | its scripts, style and icon |
 //! | `GET /console/vendor/hls.min.js` | hls.js, vendored from npm (see `docs/decisions.md`) |
 //! | `GET /console/vendor/hls.js-LICENSE` | hls.js's licence (Apache-2.0) |
 //!
@@ -59,6 +59,11 @@ const ASSETS: &[Asset] = &[
         path: "console-workers.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../assets/console-workers.js"),
+    },
+    Asset {
+        path: "console-wall.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/console-wall.js"),
     },
     Asset {
         path: "console.css",

@@ -98,3 +98,16 @@ export function parseOptions(argv, extra = {}) {
   }
   return { positional, opts };
 }
+
+// The script's arguments as `parse` returns them; on an error, its message and exit
+// code 2.
+export function argsOrExit(parse) {
+  try {
+    return parse();
+  } catch (e) {
+    console.error(e.message);
+    process.exit(2);
+  }
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -17,7 +17,7 @@
 // 2 on bad arguments.
 
 import { createServer } from 'node:http';
-import { browserRun, parseOptions } from './chromium.mjs';
+import { browserRun, parseOptions, argsOrExit, sleep } from './chromium.mjs';
 
 const USAGE = 'usage: cross_origin.mjs PAGE_PORT FRESHET_ENDPOINT HLS_URL [--seconds N] ' +
   '[--min-advance S] [--screenshot FILE] [--chromium PATH]';
@@ -29,13 +29,7 @@ function parseArgs(argv) {
   return { port: Number(port), endpoint: endpoint.replace(/\/+$/, ''), hlsUrl, ...opts };
 }
 
-let args;
-try {
-  args = parseArgs(process.argv.slice(2));
-} catch (e) {
-  console.error(e.message);
-  process.exit(2);
-}
+const args = argsOrExit(() => parseArgs(process.argv.slice(2)));
 
 const PAGE = `<!doctype html>
 <html><head><meta charset="utf-8"><title>A site that embeds Freshet video</title>
@@ -74,7 +68,6 @@ const server = createServer((req, res) => {
   }
 });
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const result = {
   page: `http://127.0.0.1:${args.port}/`,
   samples: [], advance: null, ended: false, hlsErrors: [], api: null,

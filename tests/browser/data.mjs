@@ -16,22 +16,17 @@
 // record shown, console and page errors). Exit code 0 when every check passed; 1
 // otherwise; 2 on bad arguments. The records are put by the caller meanwhile.
 
-import { browserRun, parseOptions } from './chromium.mjs';
+import { browserRun, parseOptions, argsOrExit, sleep } from './chromium.mjs';
 
 const USAGE = 'usage: data.mjs ENDPOINT STREAM MARKER [--seconds N] [--screenshot FILE] [--chromium PATH]';
 
-let args;
-try {
+const args = argsOrExit(() => {
   const { positional, opts } = parseOptions(process.argv.slice(2));
   const [endpoint, stream, marker] = positional;
   if (!endpoint || !stream || !marker) throw new Error(USAGE);
-  args = { endpoint: endpoint.replace(/\/+$/, ''), stream, marker, ...opts, seconds: opts.seconds === 6 ? 30 : opts.seconds };
-} catch (e) {
-  console.error(e.message);
-  process.exit(2);
-}
+  return { endpoint: endpoint.replace(/\/+$/, ''), stream, marker, ...opts, seconds: opts.seconds === 6 ? 30 : opts.seconds };
+});
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const result = {
   ok: false,
   failures: [],

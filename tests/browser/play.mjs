@@ -21,7 +21,7 @@
 // by at least --min-advance seconds (default 1) and there was no media error, no fatal
 // hls.js error, no console or page error; 1 otherwise; 2 on bad arguments.
 
-import { browserRun, parseOptions } from './chromium.mjs';
+import { browserRun, parseOptions, argsOrExit, sleep } from './chromium.mjs';
 
 const USAGE = 'usage: play.mjs ENDPOINT STREAM live|ondemand START END|replay START ' +
   '[--seconds N] [--min-advance S] [--screenshot FILE] [--chromium PATH] [--player native]';
@@ -41,15 +41,8 @@ function parseArgs(argv) {
   };
 }
 
-let args;
-try {
-  args = parseArgs(process.argv.slice(2));
-} catch (e) {
-  console.error(e.message);
-  process.exit(2);
-}
+const args = argsOrExit(() => parseArgs(process.argv.slice(2)));
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const result = {
   ok: false,
   failures: [],

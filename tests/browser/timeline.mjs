@@ -15,21 +15,17 @@
 // name and size, console and page errors). Exit code 0 when every check passed; 1
 // otherwise; 2 on bad arguments.
 
-import { browserRun, parseOptions, waitUntil } from './chromium.mjs';
+import { browserRun, parseOptions, waitUntil, argsOrExit } from './chromium.mjs';
 
 const USAGE = 'usage: timeline.mjs ENDPOINT STREAM FRAGMENTS CLIP.mp4 [--seconds N] [--screenshot FILE] [--chromium PATH]';
 
-let args;
-try {
+const args = argsOrExit(() => {
   const { positional, opts } = parseOptions(process.argv.slice(2));
   const [endpoint, stream, fragments, clip] = positional;
   if (!endpoint || !stream || !(Number(fragments) > 0) || !clip) throw new Error(USAGE);
-  args = { endpoint: endpoint.replace(/\/+$/, ''), stream, fragments: Number(fragments), clip, ...opts,
+  return { endpoint: endpoint.replace(/\/+$/, ''), stream, fragments: Number(fragments), clip, ...opts,
     seconds: opts.seconds === 6 ? 30 : opts.seconds };
-} catch (e) {
-  console.error(e.message);
-  process.exit(2);
-}
+});
 
 const result = {
   ok: false, failures: [], timeline: null, player: null, download: null, consoleErrors: [], pageErrors: [],

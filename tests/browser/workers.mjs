@@ -17,23 +17,18 @@
 // errors). Exit code 0 when every check passed; 1 otherwise; 2 on bad arguments.
 
 import { readFileSync } from 'node:fs';
-import { browserRun, parseOptions } from './chromium.mjs';
+import { browserRun, parseOptions, argsOrExit, sleep } from './chromium.mjs';
 
 const USAGE = 'usage: workers.mjs ENDPOINT EXPECT.json [--seconds N] [--screenshot FILE] [--chromium PATH]';
 
-let args;
-try {
+const args = argsOrExit(() => {
   const { positional, opts } = parseOptions(process.argv.slice(2));
   const [endpoint, expectFile] = positional;
   if (!endpoint || !expectFile) throw new Error(USAGE);
-  args = { endpoint: endpoint.replace(/\/+$/, ''), expect: JSON.parse(readFileSync(expectFile, 'utf8')), ...opts,
+  return { endpoint: endpoint.replace(/\/+$/, ''), expect: JSON.parse(readFileSync(expectFile, 'utf8')), ...opts,
     seconds: opts.seconds === 6 ? 30 : opts.seconds };
-} catch (e) {
-  console.error(e.message);
-  process.exit(2);
-}
+});
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const result = { ok: false, failures: [], rows: {}, workers: null, consoleErrors: [], pageErrors: [] };
 const { finish, openPage } = browserRun(result, args.seconds);
 

@@ -34,6 +34,7 @@ PLAY = BROWSER_DIR / "play.mjs"
 DATA = BROWSER_DIR / "data.mjs"
 WORKERS = BROWSER_DIR / "workers.mjs"
 TIMELINE = BROWSER_DIR / "timeline.mjs"
+WALL = BROWSER_DIR / "wall.mjs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 # What the live producer sends (GStreamer's test pattern, 1 s GOPs like a camera).
@@ -58,6 +59,7 @@ def test_console_page_and_its_files_are_served(endpoint):
         "/console/console-streams.js": "text/javascript; charset=utf-8",
         "/console/console-workers.js": "text/javascript; charset=utf-8",
         "/console/console-timeline.js": "text/javascript; charset=utf-8",
+        "/console/console-wall.js": "text/javascript; charset=utf-8",
         "/console/console.css": "text/css; charset=utf-8",
         "/console/console-icon.svg": "image/svg+xml",
         "/console/vendor/hls.min.js": "text/javascript; charset=utf-8",
@@ -275,6 +277,40 @@ def test_status_line_shows_the_api_error(endpoint):
     assert "ResourceNotFoundException" in result["status"], result["status"]
     assert want.json()["Message"] in result["status"], result["status"]
     assert result["samples"] == [] and result["engine"] is None
+
+
+@pytest.mark.timeout(300)
+def test_video_wall_shows_every_camera_live_and_an_idle_one_without_signal(endpoint, tmp_path):
+    """Two cameras pushing and one stream that receives nothing: the wall ("Wall" on the
+    video streams panel) plays both cameras in their tiles at once, their video
+    advancing with a decoded picture, marks the idle stream "No signal", and a click on
+    a tile opens that camera live in the main player."""
+    browser_tools()
+    names = [unique_name("wall-a"), unique_name("wall-b")]
+    idle = unique_name("wall-idle")
+    r = requests.post(endpoint + "/createStream", json={"StreamName": idle, "DataRetentionInHours": 1},
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    shot = tmp_path / "console-wall.png"
+    with LiveCamera(endpoint, names[0], tmp_path / "a.log") as a, \
+            LiveCamera(endpoint, names[1], tmp_path / "b.log") as b:
+        a.live_session_url()
+        b.live_session_url()
+        code, result = run_script(WALL, endpoint, "--live", ",".join(names), "--idle", idle,
+                                  "--seconds", 6, "--min-advance", 2, "--screenshot", shot, timeout=240)
+        still_pushing = a.pushing() and b.pushing()
+    assert code == 0, json.dumps(result, indent=1)[:6000]
+    assert still_pushing, "a producer ended before the wall had played"
+    for name in names:
+        tile = result["tiles"][name]
+        assert tile["status"] == "playing" and tile["advance"] >= 2, tile
+        assert (tile["videoWidth"], tile["videoHeight"]) == (WIDTH, HEIGHT), tile
+        assert result["labels"][name] == f"{name} live", result["labels"]
+    assert result["tiles"][idle]["status"] == "no-signal", result["tiles"][idle]
+    assert result["labels"][idle] == f"{idle} No signal", result["labels"]
+    assert result["player"]["stream"] == names[0] and result["player"]["mode"] == "LIVE", result["player"]
+    assert result["pageErrors"] == [], result["pageErrors"]
+    assert shot.exists() and shot.stat().st_size > 10_000
 
 
 # --------------------------------------------------------------------------
