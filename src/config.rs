@@ -40,6 +40,14 @@ pub struct ServeConfig {
     /// `freshet=debug`) [default: text]
     #[arg(long, env = "FRESHET_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Export a span per API request to this OpenTelemetry receiver over OTLP/HTTP
+    /// (JSON), e.g. `http://collector:4318` (`/v1/traces` is appended); spans continue
+    /// the caller's W3C `traceparent` [default: off]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans [default: freshet]
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otlp_service_name: Option<String>,
     /// When a write is acknowledged: `fsync` (durable against power loss) or
     /// `unsafe-no-fsync` (survives a process crash only; for benchmarks) [default: fsync]
     #[arg(long, env = "FRESHET_DURABILITY", value_enum)]
@@ -493,6 +501,8 @@ impl ServeConfig {
             advertise_url: self.advertise_url.or(other.advertise_url),
             data_dir: self.data_dir.or(other.data_dir),
             log_format: self.log_format.or(other.log_format),
+            otlp_endpoint: self.otlp_endpoint.or(other.otlp_endpoint),
+            otlp_service_name: self.otlp_service_name.or(other.otlp_service_name),
             durability: self.durability.or(other.durability),
             state_delay_ms: self.state_delay_ms.or(other.state_delay_ms),
             subscription_lifetime_secs: self

@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod streams;
+pub mod telemetry;
 pub mod tls;
 pub mod video;

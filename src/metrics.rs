@@ -28,6 +28,8 @@
 //! | `freshet_client_metric_sum` | (the sum of those samples) |
 //! | `freshet_client_metric_minimum` / `_maximum` | (the smallest and largest sample since start) |
 //! | `freshet_client_metric_series_dropped_total` | (data refused because [`MAX_CLIENT_SERIES`] series exist) |
+//! | `freshet_otlp_spans_exported_total` | (request spans sent to the OTLP receiver, `--otlp-endpoint`) |
+//! | `freshet_otlp_spans_dropped_total` | (request spans dropped: export queue full, or their batch refused or undeliverable) |
 //! | `freshet_delivery_incoming_records_total` | IncomingRecords of a delivery stream (records acknowledged by PutRecord/PutRecordBatch, or read from its source data stream), `delivery_stream` label |
 //! | `freshet_delivery_incoming_bytes_total` | IncomingBytes (their data bytes) |
 //! | `freshet_delivery_delivered_records_total` | DeliveryToS3.Records / DeliveryToHttpEndpoint.Records, `destination` label `s3`, `file` (the local directory) or `http` |
@@ -184,6 +186,10 @@ pub struct Metrics {
     /// minimum and maximum are updated without a race.
     client_series: Mutex<HashSet<ClientMetricLabel>>,
     client_series_dropped: Counter,
+    /// Request spans sent to the OTLP receiver.
+    pub otlp_spans_exported: Counter,
+    /// Request spans dropped (queue full, or a batch the receiver never took).
+    pub otlp_spans_dropped: Counter,
     delivery_incoming_records: Family<DeliveryLabel, Counter>,
     delivery_incoming_bytes: Family<DeliveryLabel, Counter>,
     delivery_delivered_records: Family<DeliveredLabel, Counter>,
@@ -296,6 +302,8 @@ impl Metrics {
             client_max: Family::default(),
             client_series: Mutex::new(HashSet::new()),
             client_series_dropped: Counter::default(),
+            otlp_spans_exported: Counter::default(),
+            otlp_spans_dropped: Counter::default(),
             delivery_incoming_records: Family::default(),
             delivery_incoming_bytes: Family::default(),
             delivery_delivered_records: Family::default(),
@@ -427,6 +435,16 @@ impl Metrics {
             "freshet_client_metric_series_dropped",
             "PutMetricData data dropped because the limit of client series was reached",
             m.client_series_dropped.clone(),
+        );
+        f.register(
+            "freshet_otlp_spans_exported",
+            "Request spans sent to the OTLP receiver (--otlp-endpoint)",
+            m.otlp_spans_exported.clone(),
+        );
+        f.register(
+            "freshet_otlp_spans_dropped",
+            "Request spans dropped: the export queue was full, or the receiver did not take their batch",
+            m.otlp_spans_dropped.clone(),
         );
         f.register(
             "freshet_delivery_incoming_records",

@@ -91,6 +91,18 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let cluster_options = config.cluster.options(config.advertise_url.as_deref())?;
+    if let Some(endpoint) = config.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        let otlp = crate::telemetry::OtlpConfig {
+            endpoint: endpoint.to_string(),
+            service_name: config
+                .otlp_service_name
+                .clone()
+                .unwrap_or_else(|| "freshet".to_string()),
+        };
+        let url = otlp.traces_url();
+        crate::telemetry::start(otlp)?;
+        tracing::info!(url, "exporting request spans over OTLP/HTTP");
+    }
     let data_path = config.cluster.data_path()?;
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)

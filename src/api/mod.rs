@@ -532,13 +532,21 @@ async fn not_found(State(_): State<AppState>, req: Request) -> Response {
 /// Every line logged while the request is handled is in its `request` span (JSON logs:
 /// `span.request_id`); then one line per request with `request_id`: at debug, at info
 /// for a client error, at warn for a server error (with AWS's error type), never the
-/// body or a credential.
+/// body or a credential. With `--otlp-endpoint`, the request is also a span
+/// ([`request_span`]).
 async fn request_ids(req: Request, next: Next) -> Response {
     use tracing::Instrument;
     let id = uuid::Uuid::new_v4();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let traced = crate::telemetry::enabled().then(|| {
+        (
+            header_str(req.headers(), "x-amz-target").map(str::to_string),
+            header_str(req.headers(), "traceparent").and_then(crate::telemetry::parse_traceparent),
+        )
+    });
     let span = tracing::info_span!("request", request_id = %id);
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
@@ -558,6 +566,18 @@ async fn request_ids(req: Request, next: Next) -> Response {
     } else {
         tracing::debug!(request_id = %id, %method, path, status, millis, "request");
     }
+    if let Some((target, parent)) = traced {
+        crate::telemetry::record(request_span(
+            id,
+            &method,
+            &path,
+            target,
+            parent,
+            status,
+            &error_type,
+            started_at,
+        ));
+    }
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         headers.insert("x-amzn-RequestId", v);
@@ -574,6 +594,67 @@ async fn request_ids(req: Request, next: Next) -> Response {
         headers.insert("x-amz-id-2", v);
     }
     resp
+}
+
+/// The span of one finished request: named `Service/Operation` for the JSON 1.1 APIs
+/// (from `X-Amz-Target`), else `METHOD /route`; in the caller's trace when it sent a
+/// `traceparent`, else in a trace whose id is the request id.
+#[allow(clippy::too_many_arguments)]
+fn request_span(
+    id: uuid::Uuid,
+    method: &axum::http::Method,
+    path: &str,
+    target: Option<String>,
+    parent: Option<([u8; 16], [u8; 8])>,
+    status: u16,
+    error_type: &str,
+    started_at: std::time::SystemTime,
+) -> crate::telemetry::RequestSpan {
+    use crate::telemetry::{AttrValue, RequestSpan, route_of};
+    let route = if status == 404 && error_type.is_empty() {
+        String::new()
+    } else {
+        route_of(path)
+    };
+    let mut attributes = vec![
+        ("http.request.method", AttrValue::Str(method.to_string())),
+        (
+            "http.response.status_code",
+            AttrValue::Int(i64::from(status)),
+        ),
+        ("aws.request_id", AttrValue::Str(id.to_string())),
+    ];
+    if !route.is_empty() {
+        attributes.push(("http.route", AttrValue::Str(route.clone())));
+    }
+    let name = match target.as_deref().and_then(|t| t.split_once('.')) {
+        Some((service, operation)) => {
+            attributes.push(("rpc.system", AttrValue::Str("aws-api".into())));
+            attributes.push(("rpc.service", AttrValue::Str(service.to_string())));
+            attributes.push(("rpc.method", AttrValue::Str(operation.to_string())));
+            format!("{service}/{operation}")
+        }
+        None => format!("{method} {route}").trim_end().to_string(),
+    };
+    if !error_type.is_empty() {
+        let short = error_type.split(':').next().unwrap_or(error_type);
+        attributes.push(("error.type", AttrValue::Str(short.to_string())));
+    }
+    let span_bytes = *uuid::Uuid::new_v4().as_bytes();
+    let (trace_id, parent_span_id) = match parent {
+        Some((trace, span)) => (trace, Some(span)),
+        None => (*id.as_bytes(), None),
+    };
+    RequestSpan {
+        name,
+        trace_id,
+        span_id: span_bytes[..8].try_into().unwrap_or([1; 8]),
+        parent_span_id,
+        start: started_at,
+        end: std::time::SystemTime::now(),
+        attributes,
+        error: status >= 500,
+    }
 }
 
 /// A request body in memory, holding its share of the in-flight budget.
