@@ -260,6 +260,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                         url: url.clone(),
                         batch,
                         owner_wait: node.options().lease + 2 * node.options().heartbeat,
+                        orphan_age: crate::cluster::records::orphan_age(node.options().lease),
                     },
                     node.leases(),
                     objects,

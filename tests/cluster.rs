@@ -495,28 +495,28 @@ async fn shared_log(
     pg: &TestPostgres,
     node: &ClusterNode,
     dir: &std::path::Path,
-) -> Arc<dyn freshet::streams::shared::SharedShards> {
+) -> Arc<freshet::cluster::records::SharedLog> {
     use freshet::cluster::records::{SharedLog, SharedLogOptions};
     let objects =
         freshet::cluster::objects::open(&format!("file://{}", dir.display()), "r").unwrap();
-    let log = SharedLog::start(
+    SharedLog::start(
         SharedLogOptions {
             url: pg.url.clone(),
             batch: Duration::from_millis(1),
             owner_wait: Duration::from_secs(5),
+            orphan_age: Duration::from_secs(3600),
         },
         node.leases(),
         objects,
     )
     .await
-    .unwrap();
-    Arc::new(log)
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_records_retention_and_an_interrupted_delete_finished_by_the_sweeper() {
     use bytes::Bytes;
-    use freshet::streams::shared::{ShardKey, SharedStream};
+    use freshet::streams::shared::{ShardKey, SharedShards, SharedStream};
 
     let Some(pg) = TestPostgres::start() else {
         return;
@@ -581,6 +581,50 @@ async fn shared_records_retention_and_an_interrupted_delete_finished_by_the_swee
         "{commits:?}"
     );
     assert!(commits[0].last_commit_secs < SLACK.as_secs_f64());
+
+    // Orphans: objects no row names (a write stored but never committed) go once they
+    // are old enough; indexed objects and young unindexed ones stay.
+    let set_age = |path: &std::path::Path, age: Duration| {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    };
+    let orphans = dir.path().join("records/s/1/shardId-000000000000");
+    std::fs::create_dir_all(&orphans).unwrap();
+    let old_orphan = orphans.join("00000000000000000000-x-old.rec");
+    let young_orphan = orphans.join("00000000000000000000-x-young.rec");
+    std::fs::write(&old_orphan, b"never indexed").unwrap();
+    std::fs::write(&young_orphan, b"maybe being committed").unwrap();
+    set_age(&old_orphan, Duration::from_secs(7200));
+    let (sql0, conn0) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn0);
+    let indexed_key: String = sql0
+        .query_one(
+            "SELECT object_key FROM cluster_record_objects ORDER BY first_offset LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    set_age(&dir.path().join(&indexed_key), Duration::from_secs(7200));
+    assert_eq!(
+        plane
+            .sweep_orphans(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!old_orphan.exists());
+    assert!(young_orphan.exists(), "too young to be judged");
+    assert!(dir.path().join(&indexed_key).exists(), "indexed: kept");
+    let read = plane.read(shard.clone(), 0, 100, 1 << 20).await.unwrap();
+    assert_eq!(read.records.len(), 3);
+    std::fs::remove_file(&young_orphan).unwrap();
 
     // A pass interrupted after marking two objects and deleting one of them.
     let (sql, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
@@ -690,7 +734,7 @@ fn step() -> impl proptest::strategy::Strategy<Value = Step> {
 #[test]
 fn shared_log_matches_its_model() {
     use bytes::Bytes;
-    use freshet::streams::shared::{ShardKey, SharedStream};
+    use freshet::streams::shared::{ShardKey, SharedShards, SharedStream};
     use proptest::prelude::*;
 
     let Some(pg) = TestPostgres::start() else {

@@ -311,6 +311,23 @@ pub async fn remove_marked(db: &ClusterDb, keys: &[String]) -> Result<u64, Clust
         .await?)
 }
 
+/// Which of `keys` an index row names (marked for deletion or not).
+pub async fn indexed(
+    db: &ClusterDb,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>, ClusterError> {
+    Ok(db
+        .client()
+        .query(
+            "SELECT object_key FROM cluster_record_objects WHERE object_key = ANY($1)",
+            &[&keys],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// The newest commit of one shard, for `freshet cluster status`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ShardCommit {

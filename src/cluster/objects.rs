@@ -23,6 +23,9 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn get(&self, key: String) -> ObjectFuture<'_, Bytes>;
     /// Deletes the object (a missing one is not an error).
     fn delete(&self, key: String) -> ObjectFuture<'_, ()>;
+    /// One page (up to 1,000) of the objects whose keys start with `prefix` and come
+    /// after `after`, in key order: (key, last modified, Unix ms).
+    fn list(&self, prefix: String, after: Option<String>) -> ObjectFuture<'_, Vec<(String, i64)>>;
     /// `s3://bucket/prefix/` or `file:///path/`, for messages.
     fn describe(&self) -> String;
 }
@@ -114,6 +117,22 @@ impl ObjectStore for S3Store {
         })
     }
 
+    fn list(&self, prefix: String, after: Option<String>) -> ObjectFuture<'_, Vec<(String, i64)>> {
+        Box::pin(async move {
+            let full = format!("{}{prefix}", self.prefix);
+            let after = after.map(|a| format!("{}{a}", self.prefix));
+            let page = self
+                .client
+                .list(&self.bucket, &full, after.as_deref())
+                .await
+                .map_err(|e| e.0)?;
+            Ok(page
+                .into_iter()
+                .filter_map(|(k, t)| Some((k.strip_prefix(&self.prefix)?.to_string(), t)))
+                .collect())
+        })
+    }
+
     fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.prefix)
     }
@@ -155,6 +174,57 @@ fn put_file(path: PathBuf, body: Bytes) -> Result<(), String> {
     result.map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Every file under `root` whose key starts with `prefix` and sorts after `after`: the
+/// first 1,000 in key order (temporary files of unfinished writes included: they are
+/// objects no index names).
+fn list_files(
+    root: &std::path::Path,
+    prefix: &str,
+    after: Option<&str>,
+) -> Result<Vec<(String, i64)>, String> {
+    fn walk(dir: &std::path::Path, key: &str, out: &mut Vec<(String, i64)>) -> Result<(), String> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = if key.is_empty() {
+                name
+            } else {
+                format!("{key}/{name}")
+            };
+            let meta = entry.metadata().map_err(|e| format!("{child}: {e}"))?;
+            if meta.is_dir() {
+                walk(&entry.path(), &child, out)?;
+            } else {
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as i64);
+                out.push((child, modified));
+            }
+        }
+        Ok(())
+    }
+    // Walk from the prefix's directory part; filter on the whole prefix.
+    let dir_part = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+    let start = if dir_part.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(dir_part)
+    };
+    let mut out = Vec::new();
+    walk(&start, dir_part, &mut out)?;
+    out.retain(|(k, _)| k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a));
+    out.sort();
+    out.truncate(1000);
+    Ok(out)
+}
+
 impl ObjectStore for DirStore {
     fn put(&self, key: String, body: Bytes) -> ObjectFuture<'_, ()> {
         Box::pin(async move {
@@ -187,6 +257,15 @@ impl ObjectStore for DirStore {
         })
     }
 
+    fn list(&self, prefix: String, after: Option<String>) -> ObjectFuture<'_, Vec<(String, i64)>> {
+        Box::pin(async move {
+            let root = self.root.clone();
+            tokio::task::spawn_blocking(move || list_files(&root, &prefix, after.as_deref()))
+                .await
+                .map_err(|e| e.to_string())?
+        })
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
@@ -208,6 +287,35 @@ mod tests {
         assert_eq!(store.get("a/b/one.rec".into()).await.unwrap(), "hello");
         store.delete("a/b/one.rec".into()).await.unwrap();
         assert!(store.get("a/b/one.rec".into()).await.is_err());
+        // Listing: keys in order, by prefix, after a key, with their times.
+        for k in ["p/b.rec", "p/a.rec", "p/sub/c.rec", "q/d.rec"] {
+            store.put(k.into(), Bytes::from_static(b"x")).await.unwrap();
+        }
+        let keys = |page: Vec<(String, i64)>| page.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            keys(store.list("p/".into(), None).await.unwrap()),
+            ["p/a.rec", "p/b.rec", "p/sub/c.rec"]
+        );
+        assert_eq!(
+            keys(
+                store
+                    .list("p/".into(), Some("p/a.rec".into()))
+                    .await
+                    .unwrap()
+            ),
+            ["p/b.rec", "p/sub/c.rec"]
+        );
+        assert_eq!(
+            keys(store.list("p/s".into(), None).await.unwrap()),
+            ["p/sub/c.rec"]
+        );
+        assert!(store.list("none/".into(), None).await.unwrap().is_empty());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let listed = store.list("q/".into(), None).await.unwrap();
+        assert!((now - listed[0].1).abs() < 60_000, "{listed:?}");
         // Deleting again is fine; keys cannot leave the root.
         store.delete("a/b/one.rec".into()).await.unwrap();
         assert!(store.put("../x".into(), Bytes::new()).await.is_err());

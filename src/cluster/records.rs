@@ -68,6 +68,22 @@ pub struct SharedLogOptions {
     /// How long a write may wait for a shard to have an owner (a lease moving after a
     /// node died) before it fails with a retryable error.
     pub owner_wait: Duration,
+    /// How old an object must be before the orphan sweep may delete it when no index
+    /// row names it ([`orphan_age`] in a server).
+    pub orphan_age: Duration,
+}
+
+/// How often a node looks for orphaned objects (listing the whole store).
+pub const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// The age past which an unindexed object is an orphan, for a cluster whose leases
+/// last `lease`: an hour, or ten lease times if longer. An owner commits an object's
+/// row right after storing it, in a transaction fenced by its lease's epoch; a writer
+/// stalled longer than its lease has lost the lease, and its commit is refused. So a
+/// row can only appear for an object within about a lease time of its upload, and an
+/// object older than this that no row names never will be named.
+pub fn orphan_age(lease: Duration) -> Duration {
+    (lease * 10).max(Duration::from_secs(3600))
 }
 
 /// The data path (see the module doc).
@@ -82,6 +98,8 @@ pub struct SharedLog {
     http: reqwest::Client,
     token: String,
     iterator_key: [u8; 32],
+    /// When this node last looked for orphaned objects.
+    orphans_swept: Mutex<Option<std::time::Instant>>,
 }
 
 /// A write waiting for its batch.
@@ -159,6 +177,7 @@ impl SharedLog {
             http,
             token: hex(&token),
             iterator_key,
+            orphans_swept: Mutex::new(None),
         }))
     }
 
@@ -604,6 +623,74 @@ impl SharedLog {
     }
 }
 
+impl SharedLog {
+    /// Deletes the objects under `records/` older than `min_age` that no index row
+    /// names: those of writes whose commit never happened (the owner killed between
+    /// storing and committing, or a commit whose outcome it could not know and that
+    /// did not commit). Safe by [`orphan_age`]'s argument; listing pages of 1,000 keys.
+    /// Returns how many were deleted.
+    pub async fn sweep_orphans(&self, min_age: Duration) -> Result<u64, SharedError> {
+        let cutoff = crate::clock::system().now_ms() - min_age.as_millis() as i64;
+        let db = self.pool.get().await.map_err(unavailable)?;
+        let mut after: Option<String> = None;
+        let (mut listed, mut deleted) = (0u64, 0u64);
+        loop {
+            let page = self
+                .objects
+                .list("records/".into(), after.clone())
+                .await
+                .map_err(SharedError::Unavailable)?;
+            let Some((last, _)) = page.last() else {
+                tracing::info!(
+                    listed,
+                    deleted,
+                    store = %self.objects.describe(),
+                    "orphan sweep done"
+                );
+                return Ok(deleted);
+            };
+            listed += page.len() as u64;
+            after = Some(last.clone());
+            let old: Vec<String> = page
+                .into_iter()
+                .filter(|(_, modified)| *modified < cutoff)
+                .map(|(key, _)| key)
+                .collect();
+            if old.is_empty() {
+                continue;
+            }
+            let named = index::indexed(&db, &old).await.map_err(unavailable)?;
+            for key in old.into_iter().filter(|k| !named.contains(k)) {
+                match self.objects.delete(key.clone()).await {
+                    Ok(()) => {
+                        tracing::info!(key, "deleted an orphaned object (never indexed)");
+                        deleted += 1;
+                    }
+                    Err(e) => tracing::warn!(key, error = %e, "cannot delete an orphaned object"),
+                }
+            }
+        }
+    }
+
+    /// [`SharedLog::sweep_marked`], and every [`ORPHAN_SWEEP_EVERY`] the orphan sweep.
+    async fn sweep_all(&self) -> Result<u64, SharedError> {
+        let swept = self.sweep_marked().await?;
+        let due = {
+            let mut last = self.orphans_swept.lock().unwrap();
+            let due = last.is_none_or(|t| t.elapsed() >= ORPHAN_SWEEP_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            let orphans = self.sweep_orphans(self.options.orphan_age).await?;
+            return Ok(swept + orphans);
+        }
+        Ok(swept)
+    }
+}
+
 fn unavailable(e: ClusterError) -> SharedError {
     SharedError::Unavailable(e.to_string())
 }
@@ -673,7 +760,7 @@ impl SharedShards for Arc<SharedLog> {
     }
 
     fn sweep(&self) -> SharedFuture<'_, u64> {
-        Box::pin(self.sweep_marked())
+        Box::pin(self.sweep_all())
     }
 }
 

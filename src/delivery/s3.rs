@@ -1,7 +1,8 @@
 //! The S3 destination (`--delivery-s3 s3`): batches written to Amazon S3 or any
 //! S3-compatible server with the official `aws-sdk-s3` client (the Amazon S3 API
 //! reference: PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload,
-//! AbortMultipartUpload).
+//! AbortMultipartUpload; GetObject, DeleteObject and ListObjectsV2 for the cluster's
+//! object store).
 //!
 //! The client is configured from the standard AWS environment variables, without the
 //! `aws-config` crate (its credential chain brings SSO, STS and IMDS clients along):
@@ -148,6 +149,34 @@ impl S3 {
             ))
         })?;
         Ok(body.into_bytes())
+    }
+
+    /// One page (at most 1,000) of the keys under `prefix` after `start_after`, in
+    /// key order, each with its last-modified time in Unix ms (ListObjectsV2).
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<(String, i64)>, DestinationError> {
+        let out = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_start_after(start_after.map(str::to_string))
+            .max_keys(1000)
+            .send()
+            .await
+            .map_err(|e| failed("ListObjectsV2", bucket, prefix, &e))?;
+        Ok(out
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                let modified = o.last_modified().and_then(|t| t.to_millis().ok())?;
+                Some((o.key()?.to_string(), modified))
+            })
+            .collect())
     }
 
     /// Deletes an object (DeleteObject; deleting a missing key succeeds, as in S3).
