@@ -271,6 +271,8 @@ def main():
     finally:
         s3.stop()
         pg.stop()
+    if args.json:
+        args.json.write_text(json.dumps({"reports": reports, "failover_secs": failovers}))
     print(f"\nobject store: {s3.kind}; batch interval {args.batch_ms} ms; "
           f"{args.clients} clients x {args.records_per_call} records of {args.record_size} B")
     print(f"{'configuration':<24} {'put rec/s':>10} {'put MB/s':>9} {'put p50':>8} {'put p99':>8} "
@@ -283,15 +285,13 @@ def main():
         vals = [r[phase][key] for r in rs if r.get(phase)]
         return statistics.median(vals) if vals else float("nan")
     for label, rs in by_label.items():
-        vis = [r["visibility"]["latency_p50_ms"] for r in rs if r.get("visibility")]
+        vis = [r["visibility"]["p50_ms"] for r in rs if r.get("visibility")]
         print(f"{label:<24} {med(rs, 'put', 'records_per_sec'):>10.0f} "
               f"{med(rs, 'put', 'mb_per_sec'):>9.2f} {med(rs, 'put', 'latency_p50_ms'):>7.1f}ms "
               f"{med(rs, 'put', 'latency_p99_ms'):>7.1f}ms {med(rs, 'get', 'records_per_sec'):>10.0f} "
               f"{(statistics.median(vis) if vis else float('nan')):>7.1f}ms")
     if failovers:
         print(f"failover (median of {len(failovers)}): {statistics.median(failovers):.1f} s")
-    if args.json:
-        args.json.write_text(json.dumps({"reports": reports, "failover_secs": failovers}))
     shutil.rmtree(root, ignore_errors=True)
 
 
