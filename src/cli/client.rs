@@ -17,6 +17,11 @@ impl KinesisClient {
         }
     }
 
+    /// The server's URL, without a trailing `/`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// POSTs `body` to the REST API at `path_and_query` (`/v1/...`): the status and the
     /// JSON answer (`Null` when it is not JSON). Only an unreachable server is an `Err`.
     pub async fn rest_post(

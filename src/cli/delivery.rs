@@ -1,4 +1,4 @@
-//! `freshet delivery list|describe|put`: delivery streams (the Firehose API,
+//! `freshet delivery list|describe|put|tail`: delivery streams (the Firehose API,
 //! `Firehose_20150804.<Op>`) for people, over the same JSON 1.1 API every other client
 //! uses. `describe` shows where a stream delivers, how it buffers and its delivery
 //! status (`FailureDescription`: the last delivery error, if any).
@@ -39,11 +39,41 @@ pub enum DeliveryCommand {
         #[arg(long)]
         no_newline: bool,
     },
+    /// Follow a delivery stream: a line whenever its figures change (records in and
+    /// delivered, backlog, oldest undelivered record, failures, the last error), until
+    /// Ctrl-C or the stream is deleted
+    Tail {
+        name: String,
+        /// How often to look, in milliseconds
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many lines
+        #[arg(long)]
+        count: Option<u64>,
+        /// One JSON object a line instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(client: &KinesisClient, cmd: DeliveryCommand) -> anyhow::Result<()> {
     match cmd {
         DeliveryCommand::List => list(client).await,
+        DeliveryCommand::Tail {
+            name,
+            interval_ms,
+            count,
+            json,
+        } => {
+            super::delivery_tail::run(
+                client,
+                &name,
+                std::time::Duration::from_millis(interval_ms.max(50)),
+                count,
+                json,
+            )
+            .await
+        }
         DeliveryCommand::Describe { name, json } => {
             let d = client
                 .call_firehose(

@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod delivery;
+pub mod delivery_tail;
 pub mod group;
 pub mod sign;
 pub mod sql;

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use serde_json::Value;
 
-async fn get(endpoint: &str, path: &str) -> anyhow::Result<(u16, String)> {
+pub(super) async fn get(endpoint: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let url = format!("{}{path}", endpoint.trim_end_matches('/'));
     let req = reqwest::Client::new().get(&url);
     let req = super::sign::sign_reqwest(req, "GET", &url, "kinesis", &[], &[])?;

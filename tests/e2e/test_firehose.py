@@ -349,3 +349,46 @@ def crash_loop_delivers_everything_once(srv, name, bodies, rounds=4, wait=20):
             seen[line] = key
     missing = acked - seen.keys()
     assert not missing, f"{len(missing)} acknowledged records never delivered"
+
+
+def test_cli_tail_follows_delivery_until_the_stream_is_deleted(fh, server):
+    """`freshet delivery tail NAME --json` prints a line whenever the stream's figures
+    change: the records put arrive as incoming, then as delivered with the backlog back
+    at 0; deleting the stream ends the tail. A missing stream is AWS's error."""
+    import subprocess
+    from conftest import freshet_bin
+    name = unique_name("fh-tail")
+    fh.create_delivery_stream(DeliveryStreamName=name,
+                              ExtendedS3DestinationConfiguration=s3_config("tail-bucket", 1, 1))
+    wait_active(fh, name)
+    tail = subprocess.Popen([str(freshet_bin()), "delivery", "tail", name, "--json", "--interval-ms", "100",
+                             "--endpoint", server.endpoint],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[dict] = []
+    reader = threading.Thread(target=lambda: [lines.append(json.loads(line)) for line in tail.stdout],
+                              daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: lines, 20, "the first tail line")
+        for batch in range(3):
+            fh.put_record_batch(DeliveryStreamName=name,
+                                Records=[{"Data": f"{batch}-{i}\n".encode()} for i in range(10)])
+        wait_for(lambda: any(line["delivered_records"] == 30 and line["backlog_records"] == 0
+                             for line in lines), 30, "the tail showing all 30 records delivered")
+        assert any(line["incoming_records"] == 30 for line in lines), lines
+        delivered = [line["delivered_records"] for line in lines]
+        assert delivered == sorted(delivered), delivered
+        assert all(line["status"] == "ACTIVE" and line["last_error"] is None for line in lines), lines
+        # One line per change, not per look.
+        assert len(lines) < 40, len(lines)
+        fh.delete_delivery_stream(DeliveryStreamName=name)
+        assert tail.wait(timeout=30) == 0
+        assert f"{name} was deleted" in tail.stderr.read()
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+    missing = subprocess.run([str(freshet_bin()), "delivery", "tail", unique_name("nope"),
+                              "--endpoint", server.endpoint], capture_output=True, text=True, timeout=30)
+    assert missing.returncode != 0
+    assert "ResourceNotFoundException" in missing.stderr, missing.stderr
