@@ -6,8 +6,11 @@
 // stream in the main player (console.js). Plain script, no build step; served from
 // assets/ (src/api/console.rs).
 //
+// With many streams, the wall shows the first 16 by name, or those whose name contains
+// the filter's text.
+//
 // For automated tests the page keeps what the wall shows on `window.freshetWall`:
-// `open`, and `tiles` by stream name, each with `status` ("connecting", "playing",
+// `open`, `filter`, and `tiles` by stream name, each with `status` ("connecting", "playing",
 // "no-signal" or "failed"), `message`, `sessions` (sessions opened), `currentTime`
 // and `videoWidth`/`videoHeight` of its <video>.
 'use strict';
@@ -19,13 +22,14 @@
   const status = $('#wall-status');
   const openButton = $('#wall-open');
   const closeButton = $('#wall-close');
+  const filterInput = $('#wall-filter');
   // Tiles beyond this many would each decode a stream on the viewer's machine.
   const MAX_TILES = 16;
   const RETRY_MS = 4000;
   // A playing tile whose time stands still this long is started again.
   const STALL_MS = 20000;
 
-  const state = { open: false, tiles: {} };
+  const state = { open: false, filter: '', tiles: {} };
   window.freshetWall = state;
   // Bumped when the wall opens or closes, so that late answers are dropped.
   let generation = 0;
@@ -36,8 +40,10 @@
     element.classList.toggle('error', !!isError);
   }
 
-  // The public view of a tile (what `window.freshetWall.tiles` holds).
+  // The public view of a tile (what `window.freshetWall.tiles` holds); a tile of a
+  // wall since redrawn publishes nothing.
   function publish(tile) {
+    if (tile.mine !== generation) return;
     state.tiles[tile.name] = {
       status: tile.status,
       message: tile.message,
@@ -137,7 +143,7 @@
     element.setAttribute('aria-label', `Open ${name} in the player`);
     element.querySelector('.tile-name').textContent = name;
     const tile = {
-      name, element, video: element.querySelector('video'), label: element.querySelector('.tile-status'),
+      name, mine, element, video: element.querySelector('video'), label: element.querySelector('.tile-status'),
       hls: null, retry: null, status: 'connecting', message: '', sessions: 0, lastTime: -1, lastMoved: Date.now(),
     };
     element.freshetTile = tile;
@@ -175,7 +181,7 @@
   }
 
   async function open() {
-    close();
+    clear();
     const mine = generation;
     state.open = true;
     panel.hidden = false;
@@ -188,17 +194,23 @@
       return;
     }
     if (mine !== generation) return;
-    const names = streams.filter((s) => s.Status !== 'DELETING').map((s) => s.StreamName).sort();
+    const filter = filterInput.value.trim();
+    state.filter = filter;
+    const names = streams.filter((s) => s.Status !== 'DELETING').map((s) => s.StreamName)
+      .filter((n) => !filter || n.includes(filter)).sort();
     const shown = names.slice(0, MAX_TILES);
     const tiles = shown.map((name) => makeTile(name, mine));
-    show(status, !names.length ? 'No video streams yet.' :
-      names.length > MAX_TILES ? `The first ${MAX_TILES} of ${names.length} streams, by name.` :
-        `${names.length} stream${names.length === 1 ? '' : 's'}.`);
+    const what = filter ? ` containing "${filter}"` : '';
+    show(status, !names.length ? (filter ? `No stream's name contains "${filter}".` : 'No video streams yet.') :
+      names.length > MAX_TILES ? `The first ${MAX_TILES} of ${names.length} streams${what}, by name.` :
+        `${names.length} stream${names.length === 1 ? '' : 's'}${what}.`);
     watchdog = setInterval(() => checkStalls(tiles, mine), 2000);
     panel.scrollIntoView({ block: 'nearest' });
   }
 
-  function close() {
+  // Stops every tile's player and removes the tiles (the panel stays as it is, so
+  // that the filter keeps its focus while the wall is redrawn).
+  function clear() {
     generation++;
     clearInterval(watchdog);
     watchdog = null;
@@ -207,11 +219,23 @@
       if (tile) detach(tile);
     }
     grid.replaceChildren();
-    state.open = false;
     state.tiles = {};
+  }
+
+  function close() {
+    clear();
+    state.open = false;
     panel.hidden = true;
   }
 
   openButton.addEventListener('click', open);
   closeButton.addEventListener('click', close);
+  // Typing narrows the wall, once the typing pauses.
+  let typing = null;
+  filterInput.addEventListener('input', () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      if (state.open) open();
+    }, 300);
+  });
 })();

@@ -1,10 +1,11 @@
 // Opens the web console's video wall in a real browser and reports what each tile did.
 //
-//   node tests/browser/wall.mjs ENDPOINT --live A,B [--idle C] [--seconds N]
-//        [--min-advance S] [--screenshot FILE.png] [--chromium PATH]
+//   node tests/browser/wall.mjs ENDPOINT --live A,B [--idle C] [--filter TEXT]
+//        [--seconds N] [--min-advance S] [--screenshot FILE.png] [--chromium PATH]
 //
 // Launches Debian's Chromium headless (chromium.mjs), opens ENDPOINT/console, presses
-// "Wall", waits until every --live stream's tile plays (status "playing", currentTime
+// "Wall" (and types --filter into the wall's filter, as a person with many streams
+// would), waits until every --live stream's tile plays (status "playing", currentTime
 // advancing) and every --idle stream's tile shows "No signal", samples each live tile's
 // currentTime for N seconds (default 6), then clicks the first live tile and checks that
 // the main player opens that stream live.
@@ -22,7 +23,8 @@ const USAGE = 'usage: wall.mjs ENDPOINT --live A,B [--idle C] [--seconds N] [--m
   '[--screenshot FILE] [--chromium PATH]';
 
 const args = argsOrExit(() => {
-  const { positional, opts } = parseOptions(process.argv.slice(2), { '--live': 'live', '--idle': 'idle' });
+  const { positional, opts } = parseOptions(process.argv.slice(2),
+    { '--live': 'live', '--idle': 'idle', '--filter': 'filter' });
   const [endpoint] = positional;
   const live = (opts.live || '').split(',').filter(Boolean);
   const idle = (opts.idle || '').split(',').filter(Boolean);
@@ -48,6 +50,13 @@ async function run() {
   const tileOf = (w, name) => (w && w.tiles ? w.tiles[name] : undefined);
 
   await page.getByRole('button', { name: 'Wall', exact: true }).click();
+  if (args.filter) {
+    await page.getByRole('searchbox', { name: 'Show streams whose name contains' }).fill(args.filter);
+    await waitUntil(result, 15, 'the wall filtered', async () => {
+      const w = await wall();
+      return w && w.filter === args.filter;
+    });
+  }
   // Every live tile playing, every idle one without signal.
   await waitUntil(result, 45, 'every tile to play or show No signal', async () => {
     const w = await wall();
@@ -105,6 +114,11 @@ async function run() {
   for (const n of args.idle) {
     const t = result.tiles[n];
     if (!t || t.status !== 'no-signal') result.failures.push(`${n}: ${JSON.stringify(t)}`);
+  }
+  if (args.filter) {
+    for (const n of Object.keys(result.tiles)) {
+      if (!n.includes(args.filter)) result.failures.push(`${n} is shown although it does not match the filter`);
+    }
   }
   for (const e of result.pageErrors) result.failures.push(`page error: ${e}`);
   result.ok = result.failures.length === 0;

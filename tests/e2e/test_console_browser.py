@@ -284,10 +284,13 @@ def test_video_wall_shows_every_camera_live_and_an_idle_one_without_signal(endpo
     """Two cameras pushing and one stream that receives nothing: the wall ("Wall" on the
     video streams panel) plays both cameras in their tiles at once, their video
     advancing with a decoded picture, marks the idle stream "No signal", and a click on
-    a tile opens that camera live in the main player."""
+    a tile opens that camera live in the main player. The server holds the other tests'
+    streams too, more than the wall's 16 tiles: the wall's filter narrows it to these
+    three (their names share a tag), and no other stream is shown."""
     browser_tools()
-    names = [unique_name("wall-a"), unique_name("wall-b")]
-    idle = unique_name("wall-idle")
+    tag = unique_name("wall")
+    names = [f"{tag}-a", f"{tag}-b"]
+    idle = f"{tag}-idle"
     r = requests.post(endpoint + "/createStream", json={"StreamName": idle, "DataRetentionInHours": 1},
                       timeout=10)
     assert r.status_code == 200, r.text
@@ -297,7 +300,7 @@ def test_video_wall_shows_every_camera_live_and_an_idle_one_without_signal(endpo
         a.live_session_url()
         b.live_session_url()
         code, result = run_script(WALL, endpoint, "--live", ",".join(names), "--idle", idle,
-                                  "--seconds", 6, "--min-advance", 2, "--screenshot", shot, timeout=240)
+                                  "--filter", tag, "--seconds", 6, "--min-advance", 2, "--screenshot", shot, timeout=240)
         still_pushing = a.pushing() and b.pushing()
     assert code == 0, json.dumps(result, indent=1)[:6000]
     assert still_pushing, "a producer ended before the wall had played"
@@ -307,6 +310,7 @@ def test_video_wall_shows_every_camera_live_and_an_idle_one_without_signal(endpo
         assert (tile["videoWidth"], tile["videoHeight"]) == (WIDTH, HEIGHT), tile
         assert result["labels"][name] == f"{name} live", result["labels"]
     assert result["tiles"][idle]["status"] == "no-signal", result["tiles"][idle]
+    assert sorted(result["tiles"]) == sorted(names + [idle]), sorted(result["tiles"])
     assert result["labels"][idle] == f"{idle} No signal", result["labels"]
     assert result["player"]["stream"] == names[0] and result["player"]["mode"] == "LIVE", result["player"]
     assert result["pageErrors"] == [], result["pageErrors"]
