@@ -99,20 +99,6 @@
 
   // ---- figures from /metrics -----------------------------------------------------
 
-  // Counter values per stream from the OpenMetrics text: { metric: { stream: value } }.
-  function parseMetrics(text, names) {
-    const out = {};
-    for (const name of names) out[name] = {};
-    const line = /^([a-z_]+)\{([^}]*)\} ([0-9.eE+-]+)$/;
-    for (const l of text.split('\n')) {
-      const m = line.exec(l);
-      if (!m || !(m[1] in out)) continue;
-      const stream = /(?:^|,)stream="((?:[^"\\]|\\.)*)"/.exec(m[2]);
-      if (stream) out[m[1]][stream[1]] = Number(m[3]);
-    }
-    return out;
-  }
-
   let previous = null;
 
   async function poll() {
@@ -126,7 +112,8 @@
       return;
     }
     const now = performance.now();
-    const counters = parseMetrics(text, ['freshet_incoming_records_total', 'freshet_incoming_bytes_total']);
+    const counters = window.freshetConsoleApi.metricsByLabel(text, 'stream',
+      ['freshet_incoming_records_total', 'freshet_incoming_bytes_total']);
     if (previous) {
       const secs = (now - previous.at) / 1000;
       const streams = new Set([...Object.keys(counters.freshet_incoming_records_total), ...state.streams]);

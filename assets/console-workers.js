@@ -34,21 +34,6 @@
     return doc;
   }
 
-  // Sample values by one label from the OpenMetrics text: { metric: { label: value } }.
-  function byLabel(text, label, names) {
-    const out = {};
-    for (const name of names) out[name] = {};
-    const line = /^([a-z_]+)\{([^}]*)\} ([0-9.eE+-]+|NaN)$/;
-    const want = new RegExp(`(?:^|,)${label}="((?:[^"\\\\]|\\\\.)*)"`);
-    for (const l of text.split('\n')) {
-      const m = line.exec(l);
-      if (!m || !(m[1] in out)) continue;
-      const v = want.exec(m[2]);
-      if (v) out[m[1]][v[1]] = (out[m[1]][v[1]] || 0) + Number(m[3]);
-    }
-    return out;
-  }
-
   const count = (n) => (n === undefined ? '–' : n >= 1e6 ? `${(n / 1e6).toFixed(1)} M`
     : n >= 1e4 ? `${(n / 1e3).toFixed(1)} k` : String(Math.round(n)));
   const bytes = (n) => (n === undefined ? '–' : n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB`
@@ -194,10 +179,11 @@
     try {
       const resp = await fetch('/metrics');
       const text = resp.ok ? await resp.text() : '';
-      const d = byLabel(text, 'delivery_stream', [
+      const { metricsByLabel } = window.freshetConsoleApi;
+      const d = metricsByLabel(text, 'delivery_stream', [
         'freshet_delivery_delivered_records_total', 'freshet_delivery_delivered_bytes_total',
         'freshet_delivery_backlog_records', 'freshet_delivery_failures_total']);
-      const a = byLabel(text, 'application', [
+      const a = metricsByLabel(text, 'application', [
         'freshet_analytics_records_total', 'freshet_analytics_rows_out_total',
         'freshet_analytics_lag_milliseconds', 'freshet_analytics_errors_total']);
       await Promise.all([pollDelivery(d), pollAnalytics(a)]);

@@ -1,5 +1,7 @@
 // Freshet console: lists the video streams (POST /listStreams) and plays one with
-// hls.js (POST /getHLSStreamingSessionURL), live or from a chosen time. Plain script,
+// hls.js (POST /getHLSStreamingSessionURL), live or from a chosen time; and what the
+// other console scripts share (`window.freshetConsoleApi`: the API call, the /metrics
+// reader, the player). Plain script,
 // no build step; served by the server itself from assets/ (src/api/console.rs).
 //
 // For automated tests the page keeps what happened on `window.freshetConsole`:
@@ -88,6 +90,24 @@
       throw err;
     }
     return doc;
+  }
+
+  // ---- /metrics ------------------------------------------------------------------
+
+  // Sample values of `names` by one label from the server's OpenMetrics text, summed
+  // over their other labels: { metric: { label value: sum } }.
+  function metricsByLabel(text, label, names) {
+    const out = {};
+    for (const name of names) out[name] = {};
+    const line = /^([a-z_]+)\{([^}]*)\} ([0-9.eE+-]+|NaN)$/;
+    const want = new RegExp(`(?:^|,)${label}="((?:[^"\\\\]|\\\\.)*)"`);
+    for (const l of text.split('\n')) {
+      const m = line.exec(l);
+      if (!m || !(m[1] in out)) continue;
+      const v = want.exec(m[2]);
+      if (v) out[m[1]][v[1]] = (out[m[1]][v[1]] || 0) + Number(m[3]);
+    }
+    return out;
   }
 
   // ---- time helpers --------------------------------------------------------------
@@ -415,7 +435,9 @@
   });
   refreshButton.addEventListener('click', refresh);
   // What the timeline (console-timeline.js) and the wall (console-wall.js) use.
-  window.freshetConsoleApi = { api, listStreams, playLive, playFrom, localInputValue, inputMs, setStatus };
+  window.freshetConsoleApi = {
+    api, listStreams, playLive, playFrom, localInputValue, inputMs, setStatus, metricsByLabel,
+  };
   $('#tz').textContent = zoneLabel();
   if (!window.Hls) {
     setStatus('hls.js did not load (/console/vendor/hls.min.js); only native HLS can be used.', true);
