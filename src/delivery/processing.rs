@@ -27,7 +27,7 @@
 //! output, in the failures, or counted as dropped by the function. Pure apart from
 //! the Lambda calls, which go through [`Invoker`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io::Read;
 
@@ -423,7 +423,7 @@ impl Pipeline {
         mut transformed: Vec<(usize, Bytes, BTreeMap<String, String>)>,
         mut out: Outcome,
     ) -> Outcome {
-        let query = match self.query.as_deref().map(Query::compile) {
+        let query = match self.query.as_deref().map(Query::cached) {
             Some(Ok(q)) => Some(q),
             Some(Err(e)) => {
                 // Checked at parse, so only a jaq change could bring this here.
@@ -859,7 +859,33 @@ pub struct Query {
     filter: jaq_core::Filter<jaq_core::data::JustLut<jaq_json::Val>>,
 }
 
+/// Queries compiled on this thread, by their text, so that a worker's batches do not
+/// compile the same query (and jq's standard library) again; jaq's values are not
+/// `Send`, hence one cache a thread. Cleared when it holds [`QUERY_CACHE`] queries.
+const QUERY_CACHE: usize = 64;
+
+thread_local! {
+    static QUERIES: std::cell::RefCell<HashMap<String, std::rc::Rc<Query>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
 impl Query {
+    /// [`Query::compile`], once per thread for each text.
+    pub fn cached(code: &str) -> Result<std::rc::Rc<Query>, String> {
+        if let Some(q) = QUERIES.with(|c| c.borrow().get(code).cloned()) {
+            return Ok(q);
+        }
+        let q = std::rc::Rc::new(Query::compile(code)?);
+        QUERIES.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= QUERY_CACHE {
+                c.clear();
+            }
+            c.insert(code.to_string(), q.clone());
+        });
+        Ok(q)
+    }
+
     /// Compiles `code`; an error is the InvalidArgumentException's message.
     pub fn compile(code: &str) -> Result<Query, String> {
         use jaq_core::load::{Arena, File, Loader};
@@ -1233,6 +1259,17 @@ mod tests {
                 .unwrap_err()
                 .contains("object")
         );
+        // Compiled once a thread for each text; a bad query is not kept.
+        let a = Query::cached("{c:.c}").unwrap();
+        let b = Query::cached("{c:.c}").unwrap();
+        assert!(std::rc::Rc::ptr_eq(&a, &b));
+        assert!(!std::rc::Rc::ptr_eq(&a, &Query::cached("{d:.d}").unwrap()));
+        assert_eq!(a.keys(br#"{"c":"x"}"#).unwrap()["c"], "x");
+        assert!(Query::cached("{c:").is_err());
+        for i in 0..QUERY_CACHE + 1 {
+            Query::cached(&format!("{{k:.k{i}}}")).unwrap();
+        }
+        assert!(QUERIES.with(|c| c.borrow().len()) <= QUERY_CACHE);
         assert_eq!(unescape("\\n"), b"\n");
         assert_eq!(unescape("|\\t|"), b"|\t|");
         assert_eq!(unescape("a\\qb\\"), b"a\\qb\\");
