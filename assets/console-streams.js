@@ -40,10 +40,7 @@
   };
   window.freshetData = state;
 
-  function show(element, text, isError) {
-    element.textContent = text;
-    element.classList.toggle('error', !!isError);
-  }
+  const { show } = window.freshetConsoleApi;
 
   // ---- the stream table ----------------------------------------------------------
 

@@ -28,10 +28,7 @@
   // Bumped per stream opened, so that late answers for another stream are dropped.
   let generation = 0;
 
-  function show(element, text, isError) {
-    element.textContent = text;
-    element.classList.toggle('error', !!isError);
-  }
+  const { show } = window.freshetConsoleApi;
 
   async function listFragments(name, fromMs, toMs) {
     const { api } = window.freshetConsoleApi;

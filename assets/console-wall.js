@@ -35,10 +35,7 @@
   let generation = 0;
   let watchdog = null;
 
-  function show(element, text, isError) {
-    element.textContent = text;
-    element.classList.toggle('error', !!isError);
-  }
+  const { show } = window.freshetConsoleApi;
 
   // The public view of a tile (what `window.freshetWall.tiles` holds); a tile of a
   // wall since redrawn publishes nothing.

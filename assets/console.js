@@ -41,6 +41,7 @@
 
   // ---- status lines ------------------------------------------------------------
 
+  // A status line's text, marked as an error or not (the other scripts use it too).
   function show(element, text, isError) {
     element.textContent = text;
     element.classList.toggle('error', !!isError);
@@ -436,7 +437,7 @@
   refreshButton.addEventListener('click', refresh);
   // What the timeline (console-timeline.js) and the wall (console-wall.js) use.
   window.freshetConsoleApi = {
-    api, listStreams, playLive, playFrom, localInputValue, inputMs, setStatus, metricsByLabel,
+    api, listStreams, playLive, playFrom, localInputValue, inputMs, setStatus, show, metricsByLabel,
   };
   $('#tz').textContent = zoneLabel();
   if (!window.Hls) {

@@ -28,28 +28,12 @@ pub struct Figures {
 /// The figures of delivery stream `name` in OpenMetrics text: each series summed over
 /// its other labels (`destination`).
 pub fn figures(metrics: &str, name: &str) -> Figures {
-    let label = format!("delivery_stream=\"{name}\"");
+    use super::status::{label, samples};
     let mut f = Figures::default();
-    for line in metrics.lines() {
-        if line.starts_with('#') {
+    for (series, labels, value) in samples(metrics) {
+        if label(labels, "delivery_stream") != Some(name) {
             continue;
         }
-        let Some((series, labels_and_value)) = line.split_once('{') else {
-            continue;
-        };
-        let Some((labels, value)) = labels_and_value.split_once('}') else {
-            continue;
-        };
-        if !labels.split(',').any(|l| l == label) {
-            continue;
-        }
-        let Some(value) = value
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        else {
-            continue;
-        };
         let slot = match series {
             "freshet_delivery_incoming_records_total" => &mut f.incoming_records,
             "freshet_delivery_delivered_records_total" => &mut f.delivered_records,

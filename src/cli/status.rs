@@ -18,20 +18,35 @@ pub(super) async fn get(endpoint: &str, path: &str) -> anyhow::Result<(u16, Stri
     ))
 }
 
+/// The labelled samples of OpenMetrics text: (metric, labels, value), where labels is
+/// the text between the braces; comments and unlabelled samples are skipped.
+pub(super) fn samples(metrics: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    metrics.lines().filter_map(|line| {
+        if line.starts_with('#') {
+            return None;
+        }
+        let (metric, rest) = line.split_once('{')?;
+        let (labels, value) = rest.split_once('}')?;
+        let value = value.split_whitespace().next()?.parse::<f64>().ok()?;
+        Some((metric, labels, value))
+    })
+}
+
+/// The value of label `key` in a sample's labels (`a="x",b="y"`). Freshet's label
+/// values (stream and delivery stream names, kinds, destinations) hold no quotes,
+/// commas or escapes.
+pub(super) fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == key).then(|| v.trim_matches('"'))
+    })
+}
+
 /// Sums of a metric's samples by its `stream` label, from OpenMetrics text.
 fn per_stream(metrics: &str, name: &str) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = Vec::new();
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let Some(rest) = rest.strip_prefix("{stream=\"") else {
-            continue;
-        };
-        let Some((stream, rest)) = rest.split_once('"') else {
-            continue;
-        };
-        let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+    for (metric, labels, value) in samples(metrics) {
+        let Some(stream) = label(labels, "stream").filter(|_| metric == name) else {
             continue;
         };
         match out.iter_mut().find(|(s, _)| s == stream) {
